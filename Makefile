@@ -1,0 +1,40 @@
+# One entry point for people and CI. `make test` sets up .venv on a fresh machine and runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Installed before the project: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: setup test test-slow test-td015 lint train bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_PIN)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: setup lint
+	$(BIN)/pytest -q -m "not slow" -x --timeout=600
+
+test-slow: setup
+	$(BIN)/pytest -q -m slow --timeout=3600
+
+# The newest tensordict line ppokit admits, without torchrl (which pins tensordict<0.15).
+test-td015:
+	$(PYTHON) -m venv .venv-td015
+	.venv-td015/bin/pip install -q --upgrade pip
+	.venv-td015/bin/pip install -q "$(TORCH_PIN)"
+	.venv-td015/bin/pip install -q -e ".[gym]" "tensordict>=0.15,<0.16" pytest pytest-timeout hypothesis
+	.venv-td015/bin/pytest -q -m "not slow and not distributed" --timeout=600 tests/objectives tests/value tests/modules
+
+train: setup
+	$(BIN)/ppokit train --env CartPole-v1 --run-dir runs/cartpole
+
+clean:
+	rm -rf $(VENV) .venv-td015 runs

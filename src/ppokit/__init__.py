@@ -1,0 +1,60 @@
+"""ppokit: clipped PPO on PyTorch and tensordict.
+
+Public names are imported lazily, so ``import ppokit`` stays cheap and the loss can be
+used without the training extras (Gymnasium, TensorBoard) installed.
+
+Example:
+    >>> import ppokit
+    >>> ppokit.ClipPPOLoss.__name__
+    'ClipPPOLoss'
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # objectives
+    "PPOLoss": "ppokit.objectives.ppo",
+    "ClipPPOLoss": "ppokit.objectives.ppo",
+    # value estimators
+    "GAE": "ppokit.value.estimators",
+    "TDLambdaEstimate": "ppokit.value.estimators",
+    "TD0Estimate": "ppokit.value.estimators",
+    "TD1Estimate": "ppokit.value.estimators",
+    "ValueEstimators": "ppokit.value.estimators",
+    "generalized_advantage_estimate": "ppokit.value.functional",
+    "td_lambda_return_estimate": "ppokit.value.functional",
+    "td0_return_estimate": "ppokit.value.functional",
+    "td1_return_estimate": "ppokit.value.functional",
+    # modules
+    "MLP": "ppokit.modules.mlp",
+    "ProbabilisticActor": "ppokit.modules.actors",
+    "ValueOperator": "ppokit.modules.actors",
+    "ActorValueOperator": "ppokit.modules.actors",
+    "ActorCriticOperator": "ppokit.modules.actors",
+    "NormalParamExtractor": "ppokit.modules.distributions",
+    "TanhNormal": "ppokit.modules.distributions",
+    "IndependentNormal": "ppokit.modules.distributions",
+    "Categorical": "ppokit.modules.distributions",
+    "OneHotCategorical": "ppokit.modules.distributions",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ppokit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: the next lookup is a plain attribute access
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,243 @@
+"""Pure tensor math of the PPO objective.
+
+Every function here takes and returns plain tensors, so each piece can be tested alone and
+reused outside :class:`~ppokit.ClipPPOLoss`. Shapes follow the data contract: a batch of
+samples ``[*B]`` with a trailing feature dim of 1 for per-sample scalars (``[*B, 1]``).
+
+Masks are boolean tensors broadcastable to the value they mask; ``True`` marks a valid
+sample. Masked samples never contribute to a mean, a sum or a statistic, even when they hold
+NaN (selection with ``torch.where`` rather than multiplication, since ``nan * 0`` is ``nan``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+__all__ = [
+    "clip_fraction",
+    "clipped_surrogate",
+    "clipped_value_loss",
+    "effective_sample_size",
+    "explained_variance",
+    "masked_mean",
+    "reduce_loss",
+    "standardize",
+    "value_distance",
+]
+
+LOSS_CRITIC_TYPES = ("l1", "l2", "smooth_l1")
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _where_valid(x: torch.Tensor, mask: torch.Tensor | None, fill: float = 0.0) -> torch.Tensor:
+    if mask is None:
+        return x
+    return torch.where(mask, x, torch.full_like(x, fill))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x`` over its valid entries (all entries when ``mask`` is None).
+
+    Example:
+        >>> masked_mean(torch.tensor([1.0, 2.0, 9.0]), torch.tensor([True, True, False]))
+        tensor(1.5000)
+    """
+    if mask is None:
+        return x.mean()
+    mask = mask.expand_as(x)
+    return _where_valid(x, mask).sum() / mask.sum().clamp_min(1)
+
+
+def reduce_loss(
+    loss: torch.Tensor, reduction: str, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Reduce a per-sample loss ``[*B, 1]``.
+
+    ``"mean"`` averages over valid samples, ``"sum"`` adds them, ``"none"`` returns the
+    per-sample values ``[*B]`` with masked samples set to 0.
+
+    Example:
+        >>> reduce_loss(torch.tensor([[1.0], [3.0]]), "mean")
+        tensor(2.)
+    """
+    if reduction == "none":
+        return _where_valid(loss, mask).squeeze(-1)
+    if reduction == "sum":
+        return _where_valid(loss, mask).sum()
+    if reduction == "mean":
+        return masked_mean(loss, mask)
+    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
+
+
+def standardize(
+    x: torch.Tensor, mask: torch.Tensor | None = None, *, eps: float = 1e-6
+) -> torch.Tensor:
+    """``(x - mean) / max(std, eps)`` with the unbiased std over valid entries.
+
+    The unbiased estimate (Bessel's correction) matches ``torch.std`` and TorchRL's
+    ``normalize_advantage``. Masked entries are returned unchanged-as-zero.
+
+    Example:
+        >>> standardize(torch.tensor([1.0, 2.0, 3.0]))
+        tensor([-1.,  0.,  1.])
+    """
+    if mask is None:
+        return (x - x.mean()) / x.std().clamp_min(eps)
+    mask = mask.expand_as(x)
+    count = mask.sum()
+    mean = _where_valid(x, mask).sum() / count.clamp_min(1)
+    centred = _where_valid(x - mean, mask)
+    var = centred.pow(2).sum() / (count - 1).clamp_min(1)
+    return _where_valid(centred / var.sqrt().clamp_min(eps), mask)
+
+
+def clipped_surrogate(
+    log_weight: torch.Tensor,
+    advantage: torch.Tensor,
+    clip_epsilon: float | torch.Tensor,
+) -> torch.Tensor:
+    """Per-sample clipped PPO objective (Schulman et al. 2017, eq. 7), negated as a loss.
+
+    ``-min(r * A, clip(r, 1 - eps, 1 + eps) * A)`` with ``r = exp(log_weight)``. The clip is
+    applied in log space, ``clamp(log r, log(1 - eps), log(1 + eps))``, which is the same
+    function of ``r`` but never forms an overflowing ratio before clipping.
+
+    Args:
+        log_weight: ``log pi(a|s) - log pi_old(a|s)``, shape ``[*B, 1]``.
+        advantage: ``[*B, 1]``, same shape as ``log_weight``.
+        clip_epsilon: the clip range ``eps`` in (0, 1).
+
+    Returns:
+        The per-sample loss ``[*B, 1]``.
+
+    Example:
+        >>> # r = e^0.5 = 1.6487 > 1.2 with A = 2: the clipped term 1.2 * 2 = 2.4 is the min.
+        >>> clipped_surrogate(torch.tensor([[0.5]]), torch.tensor([[2.0]]), 0.2)
+        tensor([[-2.4000]])
+    """
+    low, high = _log_clip_bounds(clip_epsilon)
+    gain_unclipped = log_weight.exp() * advantage
+    gain_clipped = log_weight.clamp(low, high).exp() * advantage
+    return -torch.minimum(gain_unclipped, gain_clipped)
+
+
+def _log_clip_bounds(clip_epsilon: float | torch.Tensor) -> tuple[float, float]:
+    if isinstance(clip_epsilon, torch.Tensor):
+        clip_epsilon = float(clip_epsilon)
+    return math.log1p(-clip_epsilon), math.log1p(clip_epsilon)
+
+
+def clip_fraction(
+    log_weight: torch.Tensor,
+    clip_epsilon: float | torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fraction of samples whose ratio lies outside ``[1 - eps, 1 + eps]``.
+
+    Example:
+        >>> clip_fraction(torch.tensor([[0.0], [0.5]]), 0.2)
+        tensor(0.5000)
+    """
+    low, high = _log_clip_bounds(clip_epsilon)
+    outside = (log_weight < low) | (log_weight > high)
+    return masked_mean(outside.to(log_weight.dtype), mask)
+
+
+def value_distance(target: torch.Tensor, value: torch.Tensor, loss_type: str) -> torch.Tensor:
+    """Elementwise distance between value targets and predictions.
+
+    Args:
+        target: ``[*B, 1]`` value targets.
+        value: ``[*B, 1]`` predictions, same shape.
+        loss_type: ``"l1"``, ``"l2"`` (squared error) or ``"smooth_l1"`` (Huber, delta 1).
+
+    Example:
+        >>> value_distance(torch.tensor([[3.0]]), torch.tensor([[1.0]]), "smooth_l1")
+        tensor([[1.5000]])
+    """
+    if loss_type == "l2":
+        return F.mse_loss(value, target, reduction="none")
+    if loss_type == "l1":
+        return F.l1_loss(value, target, reduction="none")
+    if loss_type == "smooth_l1":
+        return F.smooth_l1_loss(value, target, reduction="none")
+    raise ValueError(f"loss_critic_type must be one of {LOSS_CRITIC_TYPES}, got {loss_type!r}.")
+
+
+def clipped_value_loss(
+    target: torch.Tensor,
+    value: torch.Tensor,
+    old_value: torch.Tensor,
+    clip: float | torch.Tensor,
+    loss_type: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pessimistic clipped value loss (as in OpenAI baselines' PPO2).
+
+    The prediction is kept within ``clip`` of the value stored at collection time,
+    ``V_clip = V_old + clamp(V - V_old, -clip, clip)``, and the worse (larger) of the plain and
+    clipped distances is used.
+
+    Returns:
+        ``(loss [*B, 1], clipped [*B, 1] bool)``.
+
+    Example:
+        >>> # V moved 1.0 -> 2.0 with clip 0.5: V_clip = 1.5; target 3: l1 losses 1.0 and 1.5.
+        >>> loss, clipped = clipped_value_loss(
+        ...     torch.tensor([[3.0]]), torch.tensor([[2.0]]), torch.tensor([[1.0]]), 0.5, "l1")
+        >>> loss, clipped
+        (tensor([[1.5000]]), tensor([[True]]))
+    """
+    delta = value - old_value
+    delta_clipped = delta.clamp(-clip, clip)
+    plain = value_distance(target, value, loss_type)
+    clipped = value_distance(target, old_value + delta_clipped, loss_type)
+    with torch.no_grad():
+        was_clipped = delta != delta_clipped
+    return torch.maximum(plain, clipped), was_clipped
+
+
+def explained_variance(
+    target: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``1 - Var[target - prediction] / Var[target]`` over valid samples (biased variances).
+
+    1 is a perfect critic, 0 predicts no better than the mean, negative is worse.
+
+    Example:
+        >>> explained_variance(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 2.0]))
+        tensor(0.6667)
+    """
+    target = target.detach()
+    prediction = prediction.detach()
+    eps = torch.finfo(target.dtype).eps
+
+    def var(x: torch.Tensor) -> torch.Tensor:
+        mean = masked_mean(x, mask)
+        return masked_mean((x - mean).pow(2), mask)
+
+    return 1.0 - var(target - prediction) / (var(target) + eps)
+
+
+def effective_sample_size(
+    log_weight: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Normalised effective sample size of the importance weights, in (0, 1].
+
+    ``ESS = (sum w)^2 / sum w^2`` computed in log space, divided by the number of valid
+    samples: 1 when the policy has not moved, small when a few samples dominate.
+
+    Example:
+        >>> effective_sample_size(torch.zeros(4, 1))
+        tensor(1.)
+    """
+    lw = log_weight.detach().reshape(-1)
+    if mask is None:
+        count = lw.numel()
+    else:
+        flat_mask = mask.expand_as(log_weight).reshape(-1)
+        lw = torch.where(flat_mask, lw, torch.full_like(lw, -math.inf))
+        count = flat_mask.sum().clamp_min(1)
+    return (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp() / count
