@@ -168,22 +168,14 @@ class PPOLoss(nn.Module):
             self.actor_network_params = TensorDict.from_module(actor_network, as_module=True)
         else:
             self.actor_network_params = None
-        shared = self._shared_leaves(actor_network, critic_network)
-        self._critic_shares_params = bool(shared)
         self.critic_network_params: TensorDictParams | None = None
         self._critic_detached_shared: TensorDict | None = None
+        # Parameters both networks hold. With separate_losses the critic sees detached views
+        # of them; which of them the policy really uses is settled on the first forward.
+        self._overlap = self._shared_leaves(actor_network, critic_network)
+        self._overlap_resolved = not (self.separate_losses and self._overlap)
         if critic_network is not None:
-            critic_params = TensorDict.from_module(critic_network)
-            if self.separate_losses and shared:
-                # The critic loss must not train what the actor uses: give the critic a
-                # detached view of each shared tensor (same storage, so actor updates are seen).
-                critic_params = critic_params.apply(
-                    lambda p: p.detach() if id(p) in shared else p
-                )
-            if self._functional:
-                self.critic_network_params = TensorDictParams(critic_params, no_convert=True)
-            elif self.separate_losses and shared:
-                self._critic_detached_shared = critic_params
+            self._build_critic_params(self._overlap if self.separate_losses else set())
 
         self.tensor_keys = self.default_keys()
         self._value_estimator: nn.Module | None = None
@@ -261,6 +253,38 @@ class PPOLoss(nn.Module):
             object.__setattr__(self, name, module)
         else:
             setattr(self, name, module)  # registered: DDP/FSDP wrappers keep working
+
+    def _build_critic_params(self, detach_ids: set[int]) -> None:
+        critic_params = TensorDict.from_module(self.critic_network)
+        if detach_ids:
+            # Same storage, no autograd edge: actor updates are seen, critic loss can't push.
+            critic_params = critic_params.apply(
+                lambda p: p.detach() if id(p) in detach_ids else p
+            )
+        if self._functional:
+            self.critic_network_params = TensorDictParams(critic_params, no_convert=True)
+        else:
+            self._critic_detached_shared = critic_params if detach_ids else None
+
+    def _resolve_overlap(self, log_prob: torch.Tensor) -> None:
+        """Keep the critic from training only what the policy really uses.
+
+        A critic may hold parameters of the actor that the policy does not use: in the spec's
+        single-call shared-trunk layout the actor is the whole model, value head included.
+        Detaching every common parameter would leave that value head untrained, so the
+        policy's use is read once from the autograd graph of its log-prob.
+        """
+        if not log_prob.requires_grad:
+            return
+        params = self.actor_network_params if self._functional else None
+        leaves = (list(params.values(True, True)) if params is not None
+                  else list(self.actor_network.parameters()))
+        candidates = [p for p in leaves if id(p) in self._overlap and p.requires_grad]
+        grads = torch.autograd.grad(log_prob.sum(), candidates, retain_graph=True,
+                                    allow_unused=True)
+        used = {id(p) for p, g in zip(candidates, grads) if g is not None}
+        self._build_critic_params(used)
+        self._overlap_resolved = True
 
     @staticmethod
     def _shared_leaves(actor: nn.Module, critic: nn.Module | None) -> set[int]:
@@ -480,6 +504,8 @@ class PPOLoss(nn.Module):
 
         dist = self._get_dist(work)
         log_prob = self._log_prob(dist, action, batch)
+        if not self._overlap_resolved:
+            self._resolve_overlap(log_prob)
         log_weight = (log_prob - old_log_prob).unsqueeze(-1)
 
         out: dict[str, torch.Tensor] = {}
@@ -687,6 +713,13 @@ class PPOLoss(nn.Module):
         out: dict[str, torch.Tensor],
     ) -> None:
         critic_input = work.detach() if self.separate_losses else work
+        value_key = self.tensor_keys.value
+        critic_keys = getattr(self.critic_network, "out_keys", None)
+        if critic_keys is not None and value_key not in critic_keys:
+            raise KeyError(
+                f"The critic does not write {_key_str(value_key)}; it writes "
+                f"{list(critic_keys)}. Call loss.set_keys(value=<the critic's output key>)."
+            )
         with self._run_critic():
             critic_out = self.critic_network(critic_input)
         value = critic_out.get(self.tensor_keys.value, None)
