@@ -463,10 +463,6 @@ class PPOLoss(nn.Module):
         # action, log-prob and value in the data it runs on.
         action = self._get(tensordict, keys.action, "action")
         old_log_prob = self._get(tensordict, keys.sample_log_prob, "sample_log_prob")
-        old_value = None
-        if self._has_critic and self.clip_value is not None:
-            old_value = self._get(tensordict, keys.value, "value",
-                                  hint="clip_value needs the value stored at collection time")
         self._check_no_grad(action, keys.action)
         self._check_no_grad(old_log_prob, keys.sample_log_prob)
         if old_log_prob.shape != batch:
@@ -481,6 +477,12 @@ class PPOLoss(nn.Module):
         work = tensordict.copy()  # shallow: estimator and networks write here, not in the input
         if advantage is None:
             advantage = self._estimate_advantage(work, keys)
+        old_value = None
+        if self._has_critic and self.clip_value is not None:
+            # V_old is the value in the data, or the one the loss's own estimator just wrote
+            # (then clipping has no effect, as the spec notes). Read before the actor runs.
+            old_value = self._get(work, keys.value, "value",
+                                  hint="clip_value needs the value stored at collection time")
         value_target = None
         if self._has_critic:
             value_target = self._get(work, keys.value_target, "value_target",
