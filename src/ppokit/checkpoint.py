@@ -1,0 +1,87 @@
+"""Checkpoint files: plain dicts of tensors and Python scalars, written atomically.
+
+A checkpoint is ``{"format": "ppokit-checkpoint", "version": 1, ...}`` saved with
+``torch.save`` and read with ``torch.load(..., weights_only=True)``, so loading one never runs
+code. Writes go to a temporary file in the same directory, are flushed to disk, then renamed
+over the target with ``os.replace`` (atomic on POSIX): a process killed mid-write (SIGKILL)
+leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "ppokit-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable ppokit checkpoint of a supported version."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` (plus format and version markers) to ``path`` atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> p = save_checkpoint({"step": 3, "w": torch.ones(2)}, d / "latest.pt")
+        >>> load_checkpoint(p)["step"]
+        3
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and validate a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: not a ppokit checkpoint (foreign or corrupted file, or another
+            version), with the reason.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {str(path)!r}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
+            ValueError, AttributeError, TypeError) as err:
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable ppokit checkpoint (corrupted, truncated, or not a "
+            f"torch file): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{str(path)!r} is a torch file but not a ppokit checkpoint (no "
+            f"format={FORMAT!r} marker). Pass a file from <run_dir>/checkpoints/."
+        )
+    version = state.get("version")
+    if version != VERSION:
+        raise CheckpointError(
+            f"{str(path)!r} is a ppokit checkpoint of version {version!r}; this ppokit reads "
+            f"version {VERSION}."
+        )
+    return state

@@ -1,0 +1,244 @@
+"""Gymnasium vector environments seen as torch tensors and TensorDict steps.
+
+Gymnasium >= 1.0 vector envs reset a finished sub-environment on the step *after* ``done`` by
+default (autoreset mode NEXT_STEP), which makes that extra step a no-op transition that naive
+collectors store as real data. :class:`GymVecEnv` builds the vector env with
+``AutoresetMode.SAME_STEP`` instead: the reset happens inside the step that ends the episode,
+the observation returned is already the first one of the next episode, and the true last
+observation arrives in ``info["final_obs"]``. Both are returned, so a time-limit cut can
+bootstrap from ``V(final observation)`` while the policy acts on the new episode.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+__all__ = ["GymVecEnv", "StepResult", "check_env_id", "check_spaces"]
+
+
+class StepResult(NamedTuple):
+    """One vector step as tensors (``N`` = number of environments).
+
+    Attributes:
+        next_obs: ``[N, *obs]`` float32 observation after the action; the TRUE final
+            observation where the episode ended.
+        obs: ``[N, *obs]`` float32 observation to act on next (the reset one where it ended).
+        reward: ``[N]`` float32.
+        terminated: ``[N]`` bool, reached a terminal state (no bootstrap).
+        truncated: ``[N]`` bool, cut by a time limit (bootstrap from ``next_obs``).
+    """
+
+    next_obs: torch.Tensor
+    obs: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a ``ValueError`` naming close registered ids when ``env_id`` is unknown.
+
+    Example:
+        >>> check_env_id("CartPole-v1")
+        >>> check_env_id("CartPol-v1")
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown environment id 'CartPol-v1'. Did you mean: CartPole-v1, ...
+    """
+    import gymnasium as gym
+
+    if env_id in gym.envs.registry:
+        return
+    names = list(gym.envs.registry)
+    close = difflib.get_close_matches(env_id, names, n=4, cutoff=0.5)
+    if not close:  # also try without the version suffix, e.g. "hopper" -> Hopper-v5
+        lowered = {n.lower(): n for n in names}
+        close = [lowered[c] for c in difflib.get_close_matches(env_id.lower(), list(lowered), 4)]
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"Unknown environment id {env_id!r}.{hint} Run `python -c \"import gymnasium; "
+        "gymnasium.pprint_registry()\"` to list every registered id."
+    )
+
+
+def check_spaces(observation_space: Any, action_space: Any, *, env_id: str = "env") -> None:
+    """Accept a flat ``Box`` observation and a ``Discrete`` or 1-D ``Box`` action space.
+
+    Raises:
+        ValueError: any other space, naming it.
+
+    Example:
+        >>> from gymnasium import spaces
+        >>> check_spaces(spaces.Box(-1, 1, (3,)), spaces.MultiDiscrete([2, 2]), env_id="X")
+        Traceback (most recent call last):
+        ...
+        ValueError: X has action space MultiDiscrete([2 2]); ppokit supports Discrete and ...
+    """
+    from gymnasium import spaces
+
+    if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
+        raise ValueError(
+            f"{env_id} has observation space {observation_space}; ppokit's MLP policies need a "
+            "flat Box observation. Wrap the env (e.g. gymnasium.wrappers.FlattenObservation)."
+        )
+    if isinstance(action_space, spaces.Discrete):
+        if action_space.start != 0:
+            raise ValueError(
+                f"{env_id} has Discrete action space starting at {action_space.start}; "
+                "ppokit supports Discrete(n) starting at 0."
+            )
+        return
+    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
+        return
+    raise ValueError(
+        f"{env_id} has action space {action_space}; ppokit supports Discrete and 1-D Box "
+        "action spaces."
+    )
+
+
+class GymVecEnv:
+    """A Gymnasium vector env stepping with torch tensors, true final observations kept.
+
+    Args:
+        env_id: registered Gymnasium id.
+        num_envs: parallel environments ``N``.
+        mode: ``"sync"`` (one process) or ``"async"`` (one subprocess per env).
+        env_kwargs: keyword arguments for ``gymnasium.make``.
+
+    Box actions are clipped to the action bounds only when sent to the environment; the caller
+    keeps the sampled action. Discrete actions are sent as integers.
+
+    Example:
+        >>> env = GymVecEnv("CartPole-v1", 2)
+        >>> td = env.reset(seed=0)
+        >>> td["observation"].shape
+        torch.Size([2, 4])
+        >>> td, root = env.step_and_maybe_reset(td.set("action", torch.tensor([0, 1])))
+        >>> sorted(td["next"].keys())
+        ['done', 'observation', 'reward', 'terminated', 'truncated']
+        >>> env.close()
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        *,
+        mode: str = "sync",
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        import gymnasium as gym
+        from gymnasium.vector import AutoresetMode
+
+        if mode not in ("sync", "async"):
+            raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}.")
+        if num_envs <= 0:
+            raise ValueError(f"num_envs must be positive, got {num_envs}.")
+        check_env_id(env_id)
+        self.env_id = env_id
+        self.num_envs = num_envs
+        self.env = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode=mode,
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            **(env_kwargs or {}),
+        )
+        self.observation_space = self.env.single_observation_space
+        self.action_space = self.env.single_action_space
+        check_spaces(self.observation_space, self.action_space, env_id=env_id)
+        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        self.obs_shape: tuple[int, ...] = tuple(self.observation_space.shape)
+        if self.discrete:
+            self.action_shape: tuple[int, ...] = ()
+            self.action_dtype = torch.int64
+            self.num_actions = int(self.action_space.n)
+        else:
+            self.action_shape = tuple(self.action_space.shape)
+            self.action_dtype = torch.float32
+            self.num_actions = int(np.prod(self.action_shape))
+            self._low = self.action_space.low.astype(np.float32)
+            self._high = self.action_space.high.astype(np.float32)
+
+    # -- tensor API (used by the collector: no TensorDict allocation per step) --------------
+    def reset_tensors(self, *, seed: int | None = None) -> torch.Tensor:
+        """Reset every env; env ``i`` is seeded with ``seed + i``. Returns ``[N, *obs]``."""
+        obs, _ = self.env.reset(seed=None if seed is None else [seed + i for i in
+                                                                range(self.num_envs)])
+        return _as_float(obs)
+
+    def step_tensors(self, action: torch.Tensor) -> StepResult:
+        """Step with ``action`` (``[N]`` ints or ``[N, A]`` floats, as sampled)."""
+        act = action.detach().cpu().numpy()
+        if not self.discrete:
+            act = np.clip(act, self._low, self._high)
+        obs, reward, terminated, truncated, info = self.env.step(act)
+        obs_t = _as_float(obs)
+        done = np.logical_or(terminated, truncated)
+        next_obs = obs_t
+        if done.any():
+            mask = info.get("_final_obs")
+            if mask is None:
+                raise RuntimeError(
+                    "The vector env ended an episode without info['final_obs']; ppokit needs "
+                    "autoreset_mode=SAME_STEP to store the true final observation."
+                )
+            next_obs = obs_t.clone()
+            finals = info["final_obs"]
+            for i in np.flatnonzero(mask):
+                next_obs[i] = torch.as_tensor(np.asarray(finals[i]), dtype=torch.float32)
+        return StepResult(
+            next_obs,
+            obs_t,
+            torch.as_tensor(reward, dtype=torch.float32),
+            torch.as_tensor(terminated, dtype=torch.bool),
+            torch.as_tensor(truncated, dtype=torch.bool),
+        )
+
+    # -- TensorDict API (TorchRL-style, for users and tests) --------------------------------
+    def reset(self, *, seed: int | None = None) -> TensorDict:
+        """Reset and return ``TensorDict(observation=[N, *obs], batch_size=[N])``."""
+        obs = self.reset_tensors(seed=seed)
+        return TensorDict({"observation": obs}, batch_size=[self.num_envs])
+
+    def step_and_maybe_reset(self, td: TensorDict) -> tuple[TensorDict, TensorDict]:
+        """Read ``td["action"]``, write ``td["next"]`` and return the root of the next step.
+
+        Returns:
+            ``(td, next_root)``: ``td`` now holds the ``"next"`` sub-TensorDict of the data
+            contract (``("next", "observation")`` is the true final observation where an
+            episode ended) and ``next_root`` is ``TensorDict(observation=...)`` to act on next
+            (the reset observation where an episode ended), as TorchRL's method of that name.
+        """
+        res = self.step_tensors(td.get("action"))
+        nxt = TensorDict(
+            {
+                "observation": res.next_obs,
+                "reward": res.reward.unsqueeze(-1),
+                "terminated": res.terminated.unsqueeze(-1),
+                "truncated": res.truncated.unsqueeze(-1),
+                "done": (res.terminated | res.truncated).unsqueeze(-1),
+            },
+            batch_size=[self.num_envs],
+        )
+        td.set("next", nxt)
+        return td, TensorDict({"observation": res.obs}, batch_size=[self.num_envs])
+
+    def close(self) -> None:
+        """Close the underlying vector env (ends async worker processes)."""
+        self.env.close()
+
+    def __enter__(self) -> GymVecEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _as_float(obs: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(obs), dtype=torch.float32)

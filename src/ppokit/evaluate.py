@@ -1,0 +1,158 @@
+"""Deterministic evaluation of a policy, optionally rendered to an mp4.
+
+Each of ``episodes`` environments plays exactly one episode (in one vector env), so the mean
+is not biased towards short episodes as "first N episodes to finish" would be. Actions are the
+distribution's deterministic sample (argmax for discrete actions, the mean for Gaussians);
+observations go through the training normaliser with its statistics frozen.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from ppokit.envs.gym import GymVecEnv
+from ppokit.normalization import ObservationNormalizer
+
+__all__ = ["EvalResult", "deterministic_action", "evaluate_policy", "record_video"]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Returns and lengths of the evaluation episodes."""
+
+    returns: list[float]
+    lengths: list[int]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns)) if self.returns else math.nan
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns)) if self.returns else math.nan
+
+
+def deterministic_action(actor: Any, obs: torch.Tensor) -> torch.Tensor:
+    """The actor's deterministic action for ``[B, *obs]`` observations (no grad)."""
+    td = TensorDict({"observation": obs}, batch_size=obs.shape[:1])
+    with torch.no_grad():
+        dist = actor.get_dist(td)
+        for attr in ("deterministic_sample", "mode", "mean"):
+            try:
+                return getattr(dist, attr)
+            except (AttributeError, NotImplementedError):
+                continue
+    raise TypeError(f"{type(dist).__name__} has no deterministic sample, mode or mean.")
+
+
+def evaluate_policy(
+    actor: Any,
+    env_id: str,
+    *,
+    episodes: int = 20,
+    seed: int = 0,
+    obs_normalizer: ObservationNormalizer | None = None,
+    max_steps: int = 1_000_000,
+) -> EvalResult:
+    """Play ``episodes`` deterministic episodes (env ``i`` seeded ``seed + i``).
+
+    Example:
+        >>> from ppokit.trainer import build_actor_critic
+        >>> env = GymVecEnv("CartPole-v1", 1)
+        >>> actor, _ = build_actor_critic(env)
+        >>> res = evaluate_policy(actor, "CartPole-v1", episodes=3, seed=0)
+        >>> len(res.returns), all(r >= 1 for r in res.returns)
+        (3, True)
+        >>> env.close()
+    """
+    if episodes <= 0:
+        raise ValueError(f"episodes must be positive, got {episodes}.")
+    was_training = getattr(actor, "training", False)
+    if hasattr(actor, "eval"):
+        actor.eval()
+    env = GymVecEnv(env_id, episodes)
+    try:
+        obs = env.reset_tensors(seed=seed)
+        returns = np.zeros(episodes)
+        lengths = np.zeros(episodes, dtype=np.int64)
+        active = np.ones(episodes, dtype=bool)
+        for _ in range(max_steps):
+            if obs_normalizer is not None:
+                obs = obs_normalizer.normalize(obs, update=False)
+            action = deterministic_action(actor, obs)
+            res = env.step_tensors(action)
+            returns[active] += res.reward.numpy()[active]
+            lengths[active] += 1
+            done = (res.terminated | res.truncated).numpy()
+            active &= ~done
+            if not active.any():
+                break
+            obs = res.obs
+    finally:
+        env.close()
+        if was_training and hasattr(actor, "train"):
+            actor.train()
+    return EvalResult(returns.tolist(), lengths.tolist())
+
+
+def record_video(
+    actor: Any,
+    env_id: str,
+    video_dir: str | Path,
+    *,
+    episodes: int = 1,
+    seed: int = 0,
+    obs_normalizer: ObservationNormalizer | None = None,
+) -> list[Path]:
+    """Render ``episodes`` deterministic episodes to ``video_dir/<env>-episode-<i>.mp4``.
+
+    Headless: MuJoCo renders offscreen through EGL (``MUJOCO_GL=egl`` unless already set),
+    classic control through pygame into an array; frames are encoded with imageio-ffmpeg.
+    Returns the paths written.
+    """
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import gymnasium as gym
+    import imageio.v2 as imageio
+
+    video_dir = Path(video_dir)
+    video_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        env = gym.make(env_id, render_mode="rgb_array")
+    except gym.error.DependencyNotInstalled as err:
+        raise RuntimeError(
+            f"Rendering {env_id} needs an extra package: {err}. Install ppokit[gym]."
+        ) from err
+    fps = int(env.metadata.get("render_fps", 30))
+    paths = []
+    try:
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=seed + ep)
+            frames = [env.render()]
+            done = False
+            while not done:
+                obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).unsqueeze(0)
+                if obs_normalizer is not None:
+                    obs_t = obs_normalizer.normalize(obs_t, update=False)
+                action = deterministic_action(actor, obs_t)[0].numpy()
+                if isinstance(env.action_space, gym.spaces.Box):
+                    action = np.clip(action, env.action_space.low, env.action_space.high)
+                else:
+                    action = int(action)
+                obs, _, terminated, truncated, _ = env.step(action)
+                frames.append(env.render())
+                done = terminated or truncated
+            path = video_dir / f"{env_id.replace('/', '_')}-episode-{ep}.mp4"
+            # macro_block_size 1: keep odd frame sizes instead of resizing with a warning
+            imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
+            paths.append(path)
+    finally:
+        env.close()
+    return paths

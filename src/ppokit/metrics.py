@@ -1,0 +1,113 @@
+"""Scalar logging to TensorBoard event files and a CSV, one row per logged iteration.
+
+``progress.csv`` has a fixed header (``env_steps``, ``iteration``, ``wall_seconds`` and every
+metric name, sorted); a metric with no value at an iteration (e.g. no episode finished) is an
+empty cell. Resuming appends to the same file (rows after the checkpoint's step are dropped
+first, so a run killed between a log write and a checkpoint has no duplicate steps).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+__all__ = ["MetricsLogger", "read_progress_csv"]
+
+_FIXED = ("env_steps", "iteration", "wall_seconds")
+
+
+class MetricsLogger:
+    """Write scalars to ``<run_dir>/progress.csv`` and TensorBoard events in ``<run_dir>/tb``.
+
+    Args:
+        run_dir: the run directory.
+        tensorboard: also write TensorBoard events.
+        resume_from_step: when resuming, drop CSV rows logged after this step and append.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> with MetricsLogger(d, tensorboard=False) as log:
+        ...     log.log({"loss": 0.5}, env_steps=128, iteration=1, wall_seconds=0.1)
+        >>> read_progress_csv(d / "progress.csv")[0]["loss"]
+        0.5
+    """
+
+    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True,
+                 resume_from_step: int | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.run_dir / "progress.csv"
+        self._columns: list[str] | None = None
+        if resume_from_step is not None and self.csv_path.exists():
+            rows = read_progress_csv(self.csv_path, raw=True)
+            with open(self.csv_path, newline="") as fh:
+                header = next(csv.reader(fh), None)
+            if header:
+                self._columns = header
+                kept = [r for r in rows if float(r["env_steps"]) <= resume_from_step]
+                with open(self.csv_path, "w", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=header)
+                    writer.writeheader()
+                    writer.writerows(kept)
+        elif self.csv_path.exists():
+            self.csv_path.unlink()
+        self._file = open(self.csv_path, "a", newline="")  # noqa: SIM115 - closed in close()
+        self._writer: csv.DictWriter | None = None
+        if self._columns is not None:
+            self._writer = csv.DictWriter(self._file, fieldnames=self._columns,
+                                          extrasaction="ignore")
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"),
+                                     purge_step=resume_from_step)
+
+    def log(self, metrics: dict[str, float | None], *, env_steps: int, iteration: int,
+            wall_seconds: float) -> None:
+        """Log one row; ``None`` or NaN values are left empty in the CSV and skipped in TB."""
+        if self._writer is None:
+            self._columns = [*_FIXED, *sorted(metrics)]
+            self._writer = csv.DictWriter(self._file, fieldnames=self._columns,
+                                          extrasaction="ignore")
+            self._writer.writeheader()
+        row: dict[str, object] = {"env_steps": env_steps, "iteration": iteration,
+                                  "wall_seconds": round(wall_seconds, 3)}
+        for key, value in metrics.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                row[key] = ""
+                continue
+            row[key] = f"{float(value):.6g}"
+            if self._tb is not None:
+                self._tb.add_scalar(key, float(value), global_step=env_steps)
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def flush(self) -> None:
+        self._file.flush()
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_progress_csv(path: str | Path, *, raw: bool = False) -> list[dict]:
+    """Rows of a ``progress.csv``; values parsed to floats (empty cells -> NaN) unless ``raw``."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if raw:
+        return rows
+    return [{k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items()}
+            for r in rows]

@@ -1,0 +1,184 @@
+"""Running observation normalisation and reward scaling, with checkpointable state.
+
+Both follow the PPO reference implementations (the ``VecNormalize`` of Stable-Baselines3, the
+normalisation wrappers CleanRL uses for MuJoCo): statistics in float64 updated with Chan et
+al.'s parallel mean/variance merge, observations standardised and clipped, rewards divided by
+the running standard deviation of the discounted return (not of the reward: "Implementation
+Matters in Deep Policy Gradients", Engstrom et al. 2020). Evaluation uses them frozen.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["ObservationNormalizer", "RewardScaler", "RunningMeanStd", "merge_moments"]
+
+
+def merge_moments(
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    count: float,
+    batch_mean: torch.Tensor,
+    batch_var: torch.Tensor,
+    batch_count: float,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Merge two sets of (mean, population variance, count) (Chan et al., 1979).
+
+    Example:
+        >>> a, b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0, 5.0])
+        >>> m, v, n = merge_moments(a.mean(), a.var(unbiased=False), 2, b.mean(),
+        ...                         b.var(unbiased=False), 3)
+        >>> round(float(m), 4), round(float(v), 4), n   # mean and var of 1..5
+        (3.0, 2.0, 5)
+    """
+    total = count + batch_count
+    delta = batch_mean - mean
+    new_mean = mean + delta * (batch_count / total)
+    m2 = var * count + batch_var * batch_count + delta.square() * (count * batch_count / total)
+    return new_mean, m2 / total, total
+
+
+class RunningMeanStd:
+    """Running mean and population variance of a stream of ``[B, *shape]`` batches (float64).
+
+    Example:
+        >>> rms = RunningMeanStd((2,))
+        >>> rms.update(torch.tensor([[0.0, 1.0], [2.0, 3.0]]))
+        >>> rms.mean.round(decimals=3).tolist(), rms.var.round(decimals=3).tolist()
+        ([1.0, 2.0], [1.0, 1.0])
+    """
+
+    def __init__(self, shape: tuple[int, ...] = (), *, epsilon: float = 1e-4) -> None:
+        self.mean = torch.zeros(shape, dtype=torch.float64)
+        self.var = torch.ones(shape, dtype=torch.float64)
+        # a tiny prior count keeps the first update from dividing by zero (as SB3 does)
+        self.count = float(epsilon)
+
+    def update(self, batch: torch.Tensor) -> None:
+        """Fold a ``[B, *shape]`` batch into the statistics."""
+        x = batch.detach().to(torch.float64)
+        if x.shape[1:] != self.mean.shape:
+            raise ValueError(
+                f"RunningMeanStd of shape {tuple(self.mean.shape)} got a batch of shape "
+                f"{tuple(x.shape)}; expected [B, {', '.join(map(str, self.mean.shape))}]."
+            )
+        if x.shape[0] == 0:
+            return
+        batch_var = x.var(0, unbiased=False) if x.shape[0] > 1 else torch.zeros_like(self.var)
+        self.mean, self.var, self.count = merge_moments(
+            self.mean, self.var, self.count, x.mean(0), batch_var, float(x.shape[0])
+        )
+
+    def state_dict(self) -> dict[str, torch.Tensor | float]:
+        return {"mean": self.mean.clone(), "var": self.var.clone(), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | float]) -> None:
+        mean, var = state["mean"], state["var"]
+        if not (isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor)) or (
+            mean.shape != self.mean.shape or var.shape != self.var.shape
+        ):
+            raise ValueError(
+                f"Normaliser state has mean of shape {getattr(mean, 'shape', None)}, "
+                f"expected {tuple(self.mean.shape)}: the checkpoint is for another environment."
+            )
+        self.mean = mean.to(torch.float64).clone()
+        self.var = var.to(torch.float64).clone()
+        self.count = float(state["count"])
+
+
+class ObservationNormalizer:
+    """Standardise observations with running statistics, then clip.
+
+    ``normalize(obs, update=True)`` first folds ``obs`` into the statistics (training), then
+    maps it; ``update=False`` (evaluation, or a frozen normaliser) only maps it.
+
+    Example:
+        >>> norm = ObservationNormalizer((1,), clip=5.0)
+        >>> out = norm.normalize(torch.tensor([[0.0], [2.0]]))
+        >>> out.squeeze(-1).round(decimals=3).tolist()   # mean 1, std 1 -> -1, +1
+        [-1.0, 1.0]
+        >>> norm.normalize(torch.tensor([[100.0]]), update=False).item()   # clipped
+        5.0
+    """
+
+    def __init__(self, shape: tuple[int, ...], *, clip: float = 10.0, eps: float = 1e-8,
+                 enabled: bool = True) -> None:
+        self.rms = RunningMeanStd(shape)
+        self.clip = float(clip)
+        self.eps = float(eps)
+        self.enabled = enabled
+        self.frozen = False
+        self._refresh()
+
+    def _refresh(self) -> None:
+        # cache float32 mean and 1/std so the per-step map is two fused ops
+        self._mean32 = self.rms.mean.to(torch.float32)
+        self._inv_std32 = (self.rms.var + self.eps).rsqrt().to(torch.float32)
+
+    def normalize(self, obs: torch.Tensor, *, update: bool = True) -> torch.Tensor:
+        """Map ``[B, *shape]`` observations; fold them into the statistics first if ``update``."""
+        if not self.enabled:
+            return obs
+        if update and not self.frozen:
+            self.rms.update(obs)
+            self._refresh()
+        return ((obs - self._mean32) * self._inv_std32).clamp_(-self.clip, self.clip)
+
+    def state_dict(self) -> dict[str, object]:
+        return {"enabled": self.enabled, "clip": self.clip, "rms": self.rms.state_dict()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.enabled = bool(state["enabled"])
+        self.clip = float(state["clip"])  # type: ignore[arg-type]
+        self.rms.load_state_dict(state["rms"])  # type: ignore[arg-type]
+        self._refresh()
+
+
+class RewardScaler:
+    """Scale rewards by the running std of each env's discounted return, then clip.
+
+    ``R_t = gamma * R_{t-1} + r_t`` per environment (reset to 0 after an episode ends); the
+    variance of ``R`` is tracked and ``r / sqrt(var + eps)`` is returned. The mean is not
+    subtracted: shifting rewards would change the optimal policy of tasks with termination.
+
+    Example:
+        >>> scaler = RewardScaler(1, gamma=0.0)   # gamma 0: R_t = r_t
+        >>> done = torch.tensor([False])
+        >>> _ = scaler.scale(torch.tensor([2.0]), done)
+        >>> out = scaler.scale(torch.tensor([4.0]), done)   # returns 2, 4: var 1
+        >>> round(out.item(), 2)   # 4 / sqrt(1)
+        4.0
+    """
+
+    def __init__(self, num_envs: int, *, gamma: float, clip: float = 10.0, eps: float = 1e-8,
+                 enabled: bool = True) -> None:
+        self.rms = RunningMeanStd(())
+        self.returns = torch.zeros(num_envs, dtype=torch.float64)
+        self.gamma = float(gamma)
+        self.clip = float(clip)
+        self.eps = float(eps)
+        self.enabled = enabled
+
+    def scale(self, reward: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """Scale an ``[N]`` reward, given the ``[N]`` bool ``done`` of the same step."""
+        if not self.enabled:
+            return reward
+        self.returns.mul_(self.gamma).add_(reward.to(torch.float64))
+        self.rms.update(self.returns)
+        self.returns.masked_fill_(done, 0.0)
+        inv_std = float((self.rms.var + self.eps).rsqrt())
+        return (reward * inv_std).clamp_(-self.clip, self.clip)
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "enabled": self.enabled,
+            "rms": self.rms.state_dict(),
+            "returns": self.returns.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.enabled = bool(state["enabled"])
+        self.rms.load_state_dict(state["rms"])  # type: ignore[arg-type]
+        returns = state["returns"]
+        if isinstance(returns, torch.Tensor) and returns.shape == self.returns.shape:
+            self.returns = returns.to(torch.float64).clone()

@@ -1,0 +1,552 @@
+"""The PPO training loop: collect, estimate advantages, epochs of shuffled minibatches.
+
+:class:`PPOTrainer` owns everything a run needs (vector env, actor and critic, ClipPPOLoss,
+Adam, normalisers, logger, checkpoints) and exposes small steps (:meth:`PPOTrainer.collect`,
+:meth:`PPOTrainer.update`, :meth:`PPOTrainer.state_dict`) so a distributed launcher can wrap
+the networks and reduce statistics through the :class:`World` object without a rewrite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torch import nn
+
+from ppokit.checkpoint import load_checkpoint, save_checkpoint
+from ppokit.collector import RolloutCollector
+from ppokit.config import TrainConfig, config_from_dict, config_to_dict, validate_config
+from ppokit.envs.gym import GymVecEnv
+from ppokit.metrics import MetricsLogger
+from ppokit.normalization import ObservationNormalizer, RewardScaler
+
+__all__ = ["PPOTrainer", "TrainResult", "World", "build_actor_critic", "seed_everything"]
+
+LOG_PROB_KEY = "action_log_prob"
+_LOSS_DIAGNOSTICS = ("entropy", "clip_fraction", "kl_approx", "ESS", "explained_variance")
+
+
+@dataclass(frozen=True)
+class World:
+    """Who this process is among the training processes (single process by default).
+
+    A distributed launcher passes ``World(rank, world_size)`` with its own reduction; the
+    trainer logs, evaluates and checkpoints only where :attr:`is_main` is true, offsets env
+    seeds by rank, and reduces its logged statistics with :meth:`all_reduce_mean`.
+
+    Example:
+        >>> World().is_main, World(rank=1, world_size=2).is_main
+        (True, False)
+    """
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Mean of ``tensor`` over processes (identity for one process)."""
+        return tensor
+
+    def barrier(self) -> None:
+        """Wait for every process (no-op for one process)."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :meth:`PPOTrainer.train` returns."""
+
+    env_steps: int
+    iterations: int
+    wall_seconds: float
+    interrupted: bool
+    summary: dict[str, Any]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's legacy global RNG and torch.
+
+    Example:
+        >>> seed_everything(0); a = torch.rand(1); seed_everything(0)
+        >>> bool(torch.rand(1) == a)
+        True
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _GaussianHead(nn.Module):
+    """``loc = net(x)``, ``scale = exp(log_std)``: a state-independent std, as in the PPO paper's
+    MuJoCo experiments (Schulman et al. 2017) and CleanRL/SB3's continuous policies."""
+
+    def __init__(self, net: nn.Module, action_dim: int, *, init_log_std: float) -> None:
+        super().__init__()
+        self.net = net
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc = self.net(obs)
+        return loc, self.log_std.exp().expand_as(loc)
+
+
+def build_actor_critic(
+    env: GymVecEnv, *, hidden_sizes: tuple[int, ...] = (64, 64), activation: str = "tanh",
+    init_log_std: float = 0.0,
+) -> tuple[Any, Any]:
+    """Separate actor and critic MLPs for ``env`` (ppokit modules, TorchRL keys).
+
+    Discrete actions: ``Categorical(logits)``; Box actions: ``IndependentNormal(loc, scale)``
+    with a learned state-independent log-std. Orthogonal init, policy head gain 0.01, value
+    head gain 1 ("The 37 Implementation Details of PPO", Huang et al. 2022).
+
+    Example:
+        >>> env = GymVecEnv("CartPole-v1", 1)
+        >>> actor, critic = build_actor_critic(env)
+        >>> td = actor(TensorDict({"observation": torch.zeros(1, 4)}, [1]))
+        >>> td["action"].shape, critic(td)["state_value"].shape
+        (torch.Size([1]), torch.Size([1, 1]))
+        >>> env.close()
+    """
+    from ppokit.modules.actors import ProbabilisticActor, ValueOperator
+    from ppokit.modules.distributions import Categorical, IndependentNormal
+    from ppokit.modules.mlp import MLP
+
+    act_cls = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
+    obs_dim = int(np.prod(env.obs_shape))
+    cells = tuple(hidden_sizes)
+    if env.discrete:
+        net = MLP(obs_dim, env.num_actions, num_cells=cells, activation_class=act_cls,
+                  output_gain=0.01)
+        params = TensorDictModule(net, in_keys=["observation"], out_keys=["logits"])
+        actor = ProbabilisticActor(params, in_keys=["logits"], distribution_class=Categorical,
+                                   return_log_prob=True)
+    else:
+        net = MLP(obs_dim, env.num_actions, num_cells=cells, activation_class=act_cls,
+                  output_gain=0.01)
+        head = _GaussianHead(net, env.num_actions, init_log_std=init_log_std)
+        params = TensorDictModule(head, in_keys=["observation"], out_keys=["loc", "scale"])
+        actor = ProbabilisticActor(params, in_keys=["loc", "scale"],
+                                   distribution_class=IndependentNormal, return_log_prob=True)
+    value_net = MLP(obs_dim, 1, num_cells=cells, activation_class=act_cls, output_gain=1.0)
+    critic = ValueOperator(value_net, in_keys=["observation"])
+    return actor, critic
+
+
+class PPOTrainer:
+    """PPO on a Gymnasium task, configured by a :class:`~ppokit.config.TrainConfig`.
+
+    Args:
+        cfg: the run's configuration (validated here).
+        run_dir: where logs, checkpoints and the summary go.
+        world: process identity for distributed training (single process by default).
+        resume: continue from ``run_dir/checkpoints/latest.pt``.
+
+    Per iteration: collect ``num_envs x num_steps`` transitions with the current policy, run
+    GAE once (or before every epoch with ``recompute_advantage``), then ``num_epochs`` passes
+    of ``num_minibatches`` shuffled minibatches through ``ClipPPOLoss`` (advantages normalised
+    per minibatch), Adam with linear LR annealing and global grad-norm clipping, and an optional
+    target-KL stop checked before each minibatch's step.
+    """
+
+    def __init__(self, cfg: TrainConfig, *, run_dir: str | Path, world: World | None = None,
+                 resume: bool = False) -> None:
+        validate_config(cfg)
+        self.cfg = cfg
+        self.world = world or World()
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        torch.set_num_threads(cfg.torch_threads)
+        seed = cfg.seed + 1000 * self.world.rank
+        seed_everything(seed)
+
+        # async workers must not see the terminal's Ctrl-C: the parent saves and closes them
+        with _sigint_ignored():
+            self.env = GymVecEnv(cfg.env, cfg.num_envs, mode=cfg.vector_mode)
+        self.actor, self.critic = build_actor_critic(
+            self.env, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation,
+            init_log_std=cfg.init_log_std,
+        )
+        self.loss = self._make_loss()
+        self.params = _unique_params(self.actor, self.critic)
+        self.optimizer = _adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
+        self.obs_norm = ObservationNormalizer(self.env.obs_shape, clip=cfg.obs_clip,
+                                              enabled=cfg.obs_norm)
+        self.reward_scaler = RewardScaler(cfg.num_envs, gamma=cfg.gamma, clip=cfg.reward_clip,
+                                          enabled=cfg.reward_scale)
+        self.collector = RolloutCollector(
+            self.env, self.actor, num_steps=cfg.num_steps, obs_normalizer=self.obs_norm,
+            reward_scaler=self.reward_scaler, log_prob_key=LOG_PROB_KEY,
+            seed=seed * 7919 % 2**31,
+        )
+        self.shuffle_gen = torch.Generator().manual_seed(seed)
+        self.iteration = 0
+        self.env_steps = 0
+        self.wall_offset = 0.0
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self._stop_requested = False
+        self.stop_signal: int | None = None
+        if resume:
+            self.load_state_dict(load_checkpoint(self.ckpt_dir / "latest.pt"))
+
+    # ------------------------------------------------------------------ construction
+    def _make_loss(self) -> nn.Module:
+        from ppokit.objectives.ppo import ClipPPOLoss
+
+        cfg = self.cfg
+        # functional=False: the modules are called as they are, which keeps the hot path free
+        # of parameter swapping and lets a launcher wrap them in DistributedDataParallel.
+        loss = ClipPPOLoss(
+            self.actor, self.critic, clip_epsilon=cfg.clip_epsilon,
+            entropy_bonus=True, entropy_coef=cfg.ent_coef,
+            critic_coef=cfg.vf_coef, loss_critic_type=cfg.loss_critic_type,
+            normalize_advantage=cfg.normalize_advantage, clip_value=cfg.clip_value,
+            functional=False,
+        )
+        loss.make_value_estimator("gae", gamma=cfg.gamma, lmbda=cfg.gae_lambda)
+        return loss
+
+    # ------------------------------------------------------------------ one iteration
+    def collect(self) -> TensorDict:
+        """Collect one rollout ``[num_envs, num_steps]`` with the current policy."""
+        self.actor.eval()
+        rollout = self.collector.collect()
+        self.env_steps += self.cfg.batch_size * self.world.world_size
+        for ret in self.collector.pop_episode_stats().returns:
+            self.recent_returns.append(ret)
+        return rollout
+
+    @torch.no_grad()
+    def estimate_advantage(self, rollout: TensorDict) -> TensorDict:
+        """Write ``advantage``, ``value_target`` and ``state_value`` into ``rollout``."""
+        self.loss.value_estimator(rollout)
+        if rollout.get("state_value", None) is None:
+            self.critic(rollout)
+        return rollout
+
+    def update(self, rollout: TensorDict) -> dict[str, float]:
+        """Epochs x minibatches of PPO on ``rollout``; returns mean diagnostics."""
+        cfg = self.cfg
+        self.actor.train()
+        keys = ["observation", "action", LOG_PROB_KEY, "advantage", "value_target",
+                "state_value"]
+        self.estimate_advantage(rollout)
+        flat = rollout.select(*keys).reshape(-1)
+        mb = cfg.minibatch_size
+        records: list[torch.Tensor] = []
+        stopped_early = False
+        epochs_done = 0
+        for epoch in range(cfg.num_epochs):
+            if cfg.recompute_advantage and epoch > 0:
+                self.estimate_advantage(rollout)
+                flat = rollout.select(*keys).reshape(-1)
+            perm = torch.randperm(flat.shape[0], generator=self.shuffle_gen)
+            for idx in perm.split(mb):
+                out = self.loss(flat[idx])
+                if cfg.target_kl is not None and float(out["kl_approx"]) > cfg.target_kl:
+                    # SB3-style: the minibatch whose policy already drifted too far is not used
+                    stopped_early = True
+                    break
+                total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+                records.append(torch.stack([
+                    out["loss_objective"].detach(), out["loss_critic"].detach(),
+                    out.get("loss_entropy", torch.zeros(())).detach(),
+                    *(out.get(k, torch.full((), math.nan)).detach().float()
+                      for k in _LOSS_DIAGNOSTICS),
+                    grad_norm.detach(),
+                ]))
+            if stopped_early:
+                break
+            epochs_done += 1
+        names = ["loss_objective", "loss_critic", "loss_entropy", *_LOSS_DIAGNOSTICS,
+                 "grad_norm"]
+        if records:
+            means = self.world.all_reduce_mean(torch.stack(records).mean(0)).tolist()
+        else:
+            means = [math.nan] * len(names)
+        metrics = dict(zip(names, means))
+        metrics["epochs_completed"] = float(epochs_done)
+        metrics["minibatch_updates"] = float(len(records))
+        metrics["value_mean"] = float(rollout.get("state_value").mean())
+        metrics["advantage_mean"] = float(rollout.get("advantage").mean())
+        return metrics
+
+    def learning_rate(self, iteration: int) -> float:
+        """LR for the 1-based ``iteration``: linear from ``lr`` to ``lr / num_iterations``."""
+        if not self.cfg.anneal_lr:
+            return self.cfg.lr
+        frac = 1.0 - (iteration - 1) / self.cfg.num_iterations
+        return self.cfg.lr * frac
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> TrainResult:
+        """Train until ``total_steps``, logging, checkpointing and evaluating at the end."""
+        cfg, main = self.cfg, self.world.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(
+                json.dumps(config_to_dict(cfg), indent=2) + "\n")
+        logger = MetricsLogger(self.run_dir, resume_from_step=self.env_steps or None) if main \
+            else None
+        bar = _progress_bar(cfg, self.env_steps) if (main and cfg.progress) else None
+        start = time.perf_counter()
+        start_steps = self.env_steps
+        interrupted = False
+        previous = {sig: _install_handler(sig, self._on_signal)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while self.iteration < cfg.num_iterations:
+                self.iteration += 1
+                lr = self.learning_rate(self.iteration)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                t0 = time.perf_counter()
+                rollout = self.collect()
+                t1 = time.perf_counter()
+                metrics = self.update(rollout)
+                t2 = time.perf_counter()
+                elapsed = time.perf_counter() - start
+                sps = (self.env_steps - start_steps) / max(elapsed, 1e-9)
+                metrics.update(
+                    lr=lr, sps=sps, collect_seconds=t1 - t0, update_seconds=t2 - t1,
+                    episode_return_mean=_mean(self.recent_returns),
+                )
+                if logger is not None:
+                    logger.log(metrics, env_steps=self.env_steps, iteration=self.iteration,
+                               wall_seconds=self.wall_offset + elapsed)
+                if bar is not None:
+                    bar.update(self.env_steps - bar.n)
+                    bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{metrics['episode_return_mean']:.1f}",
+                                    refresh=False)
+                last = self.iteration == cfg.num_iterations
+                if main and (last or self._stop_requested
+                             or self.iteration % cfg.checkpoint_every == 0):
+                    self.save(wall_seconds=self.wall_offset + elapsed)
+                    if cfg.keep_checkpoint_every and (
+                            self.iteration % cfg.keep_checkpoint_every == 0):
+                        self.save(name=f"step_{self.env_steps}.pt",
+                                  wall_seconds=self.wall_offset + elapsed)
+                if self._stop_requested:
+                    interrupted = True
+                    break
+        finally:
+            for sig, handler in previous.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+            if bar is not None:
+                bar.close()
+            if logger is not None:
+                logger.close()
+        wall = self.wall_offset + time.perf_counter() - start
+        summary: dict[str, Any] = {}
+        if main and not interrupted:
+            summary = self.finish(wall_seconds=wall, train_sps=(self.env_steps - start_steps)
+                                  / max(time.perf_counter() - start, 1e-9))
+        self.env.close()
+        return TrainResult(self.env_steps, self.iteration, wall, interrupted, summary)
+
+    def finish(self, *, wall_seconds: float, train_sps: float) -> dict[str, Any]:
+        """Evaluate deterministically and write ``summary.json``."""
+        from ppokit.evaluate import evaluate_policy
+
+        cfg = self.cfg
+        summary: dict[str, Any] = {
+            "env": cfg.env, "seed": cfg.seed, "env_steps": self.env_steps,
+            "iterations": self.iteration, "wall_seconds": round(wall_seconds, 2),
+            "sps": round(train_sps, 1),
+            "train_return_recent_mean": _mean(self.recent_returns),
+        }
+        if cfg.eval_episodes:
+            t0 = time.perf_counter()
+            result = evaluate_policy(self.actor, cfg.env, episodes=cfg.eval_episodes,
+                                     seed=cfg.seed + 10_000, obs_normalizer=self.obs_norm)
+            summary.update(
+                eval_return_mean=result.mean, eval_return_std=result.std,
+                eval_episodes=len(result.returns), eval_returns=result.returns,
+                eval_lengths=result.lengths, eval_seconds=round(time.perf_counter() - t0, 2),
+            )
+        summary["checkpoint"] = str(self.ckpt_dir / "latest.pt")
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # SIGINT (Ctrl-C) and SIGTERM (kill, cluster preemption): finish the iteration, save
+        if self._stop_requested and signum == signal.SIGINT:  # a second Ctrl-C: abort now
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.stop_signal = signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\nppokit: {name} received, saving a checkpoint after this iteration "
+              "(press Ctrl-C again to abort without saving)...", file=sys.stderr, flush=True)
+
+    def request_stop(self) -> None:
+        """Ask the loop to checkpoint and stop after the current iteration."""
+        self._stop_requested = True
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self, *, wall_seconds: float | None = None) -> dict[str, Any]:
+        """Everything needed to continue the run (plain tensors and Python scalars)."""
+        np_state = np.random.get_state()
+        return {
+            "config": config_to_dict(self.cfg),
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "wall_seconds": float(self.wall_offset if wall_seconds is None else wall_seconds),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "obs_norm": self.obs_norm.state_dict(),
+            "reward_scaler": self.reward_scaler.state_dict(),
+            "recent_returns": list(self.recent_returns),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "shuffle": self.shuffle_gen.get_state(),
+                "python": random.getstate(),
+                "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)),
+                          "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                          "cached_gaussian": float(np_state[4])},
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the envs restart with a seed derived from the step."""
+        saved = config_from_dict(state["config"])
+        for name in ("env", "num_envs", "num_steps", "hidden_sizes", "activation"):
+            if getattr(saved, name) != getattr(self.cfg, name):
+                raise ValueError(
+                    f"Cannot resume: the checkpoint was trained with {name}="
+                    f"{getattr(saved, name)!r} but this run has {name}="
+                    f"{getattr(self.cfg, name)!r}. Drop the override of --{name.replace('_', '-')}."
+                )
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.obs_norm.load_state_dict(state["obs_norm"])
+        self.reward_scaler.load_state_dict(state["reward_scaler"])
+        self.iteration = int(state["iteration"])
+        self.env_steps = int(state["env_steps"])
+        self.wall_offset = float(state["wall_seconds"])
+        self.recent_returns.extend(state.get("recent_returns", []))
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.shuffle_gen.set_state(rng["shuffle"])
+        random.setstate(_to_tuple(rng["python"]))
+        npk = rng["numpy"]
+        np.random.set_state(("MT19937", npk["key"].numpy().astype(np.uint32), npk["pos"],
+                             npk["has_gauss"], npk["cached_gaussian"]))
+        # Episodes in flight at the checkpoint cannot be restored from a Gymnasium env: the
+        # envs restart with a seed derived from (seed, rank, iteration), so a resumed run is
+        # deterministic given the checkpoint, but not bit-identical to an uninterrupted run.
+        self.collector.reset(seed=(self.cfg.seed + 1000 * self.world.rank)
+                             * 7919 % 2**31 + self.iteration)
+
+    def save(self, name: str = "latest.pt", *, wall_seconds: float | None = None) -> Path:
+        """Write a checkpoint to ``run_dir/checkpoints/name`` atomically."""
+        return save_checkpoint(self.state_dict(wall_seconds=wall_seconds), self.ckpt_dir / name)
+
+
+def _adam(params: list[nn.Parameter], *, lr: float, eps: float) -> torch.optim.Adam:
+    # the fused kernel does the whole update in one call: cheaper for many small tensors
+    try:
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, eps=eps)
+
+
+def _unique_params(*modules: nn.Module) -> list[nn.Parameter]:
+    seen: set[int] = set()
+    out = []
+    for module in modules:
+        for p in module.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return float(np.mean(values)) if values else math.nan
+
+
+def _to_tuple(value: Any) -> Any:
+    return tuple(_to_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _progress_bar(cfg: TrainConfig, initial: int) -> Any:
+    from tqdm import tqdm
+
+    total = cfg.num_iterations * cfg.batch_size
+    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True,
+                desc=f"{cfg.env} seed {cfg.seed}", smoothing=0.1)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while forking env workers (they inherit it), then restore the handler."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals cannot be changed, nothing to protect
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _install_handler(sig: int, handler: Any) -> Any:
+    """Install ``handler`` for ``sig``; returns the previous one (None off the main thread)."""
+    try:
+        return signal.signal(sig, handler)
+    except ValueError:
+        return None
+
+
+def load_policy(run_dir: str | Path, *, checkpoint: str = "latest.pt"
+                ) -> tuple[Any, ObservationNormalizer, TrainConfig]:
+    """The actor, frozen observation normaliser and config of a run directory's checkpoint.
+
+    Raises:
+        FileNotFoundError: no such run dir or checkpoint.
+        CheckpointError: the file is not a ppokit checkpoint.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / checkpoint
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No checkpoint {str(path)!r}: is {str(run_dir)!r} a ppokit run directory?")
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["config"])
+    env = GymVecEnv(cfg.env, 1)
+    try:
+        actor, _ = build_actor_critic(env, hidden_sizes=cfg.hidden_sizes,
+                                      activation=cfg.activation, init_log_std=cfg.init_log_std)
+        obs_norm = ObservationNormalizer(env.obs_shape, clip=cfg.obs_clip, enabled=cfg.obs_norm)
+    finally:
+        env.close()
+    actor.load_state_dict(state["actor"])
+    obs_norm.load_state_dict(state["obs_norm"])
+    obs_norm.frozen = True
+    actor.eval()
+    return actor, obs_norm, cfg

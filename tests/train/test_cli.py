@@ -1,0 +1,178 @@
+"""``ppokit train | eval | plot``: errors before any work, config files, help, eval, plot."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from ppokit.cli import main
+from ppokit.config import TrainConfig, config_from_dict, load_config_file, validate_config
+
+FAST = ["--total-steps", "256", "--eval-episodes", "2", "--no-progress"]
+
+
+def _err(capsys) -> str:
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env", "CartPol-v1"], r"Unknown environment id 'CartPol-v1'.*CartPole-v1"),
+        (["--env", "PpokitTest/MultiDiscrete-v0"], r"supports Discrete and 1-D Box"),
+        (["--num-minibatches", "512"], r"num_minibatches=512 is larger than the batch"),
+        (["--num-minibatches", "3"], r"not divisible by num_minibatches=3"),
+        (["--lr", "0"], r"--lr must be a positive finite number, got 0.0"),
+        (["--lr", "-1e-3"], r"--lr must be a positive finite number"),
+        (["--clip-epsilon", "-0.2"], r"--clip-epsilon must be a positive"),
+        (["--ent-coef", "-0.1"], r"--ent-coef must be >= 0"),
+        (["--gamma", "1.5"], r"--gamma must be in \(0, 1\]"),
+        (["--num-envs", "0"], r"--num-envs must be a positive integer"),
+        (["--total-steps", "-5"], r"--total-steps must be a positive integer"),
+        (["--target-kl", "0"], r"--target-kl must be positive"),
+    ],
+)
+def test_train_rejects_bad_input_before_any_work(argv, message, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", *argv, "--run-dir", str(run)])
+    assert code == 2
+    assert re.search(message, _err(capsys)), message
+    assert not run.exists()  # nothing was created
+
+
+def test_run_dir_holding_another_run_needs_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 2
+    err = _err(capsys)
+    assert "already holds a run" in err and f"--resume {run}" in err
+    # --overwrite starts over; --resume continues (here: to a larger total)
+    assert main(["train", *FAST, "--run-dir", str(run), "--overwrite"]) == 0
+    assert main(["train", "--resume", str(run), "--total-steps", "512", "--no-progress"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env_steps"] == 512
+
+
+def test_resume_errors(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "none")]) == 2
+    assert "no run to resume there" in _err(capsys)
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--env", "Acrobot-v1"]) == 2
+    assert "holds a CartPole-v1 run" in _err(capsys)
+
+
+def test_train_prints_evaluation_and_writes_summary(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run), "--seed", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "Deterministic eval over 2 episodes" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["seed"] == 4 and summary["eval_episodes"] == 2
+    assert json.loads((run / "config.json").read_text())["seed"] == 4
+
+
+def test_config_files_json_and_toml(tmp_path, capsys):
+    toml = tmp_path / "c.toml"
+    toml.write_text('lr = 5e-4\nhidden_sizes = [32, 32]\nobs_norm = true\n')
+    run = tmp_path / "run"
+    # flags win over the file
+    assert main(["train", "--config", str(toml), "--lr", "1e-4", *FAST,
+                 "--run-dir", str(run)]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["lr"] == 1e-4 and cfg["hidden_sizes"] == [32, 32] and cfg["obs_norm"] is True
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"learning_rate": 1e-3}))
+    assert main(["train", "--config", str(bad), "--run-dir", str(tmp_path / "x")]) == 2
+    assert "Unknown config field 'learning_rate'" in _err(capsys)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"num_envs": "eight"}))
+    assert main(["train", "--config", str(wrong)]) == 2
+    assert "expects an integer, got 'eight'" in _err(capsys)
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("lr: 1\n")
+    assert main(["train", "--config", str(yaml)]) == 2
+    assert "expected .json or .toml" in _err(capsys)
+    assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in _err(capsys)
+
+
+def test_config_helpers():
+    with pytest.raises(KeyError, match="Did you mean num_envs"):
+        config_from_dict({"num_env": 4})
+    with pytest.raises(TypeError, match="expects true/false"):
+        config_from_dict({"obs_norm": 1})
+    with pytest.raises(ValueError, match="hidden-sizes must be positive"):
+        validate_config(TrainConfig(hidden_sizes=(64, 0)))
+    with pytest.raises(ValueError, match="Could not parse"):
+        p = __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "x.json"
+        p.write_text("{not json")
+        load_config_file(p)
+
+
+def test_presets_pick_the_task_family(tmp_path):
+    from ppokit.config import preset_config
+
+    hopper = preset_config("Hopper-v5")
+    assert (hopper.num_envs, hopper.num_steps, hopper.num_epochs, hopper.num_minibatches,
+            hopper.lr, hopper.gamma, hopper.gae_lambda, hopper.ent_coef, hopper.vf_coef,
+            hopper.max_grad_norm, hopper.obs_norm, hopper.reward_scale,
+            hopper.total_steps) == (1, 2048, 10, 32, 3e-4, 0.99, 0.95, 0.0, 0.5, 0.5, True,
+                                    True, 1_000_000)
+    assert preset_config("Humanoid-v5").num_steps == 2048
+    assert preset_config("CartPole-v1") == TrainConfig()
+    assert preset_config("Pendulum-v1").gamma == 0.9
+
+
+def test_help_documents_every_field(capsys):
+    import dataclasses
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(TrainConfig):
+        assert f"--{f.name.replace('_', '-')}" in out, f.name
+    assert "--config" in out and "--resume" in out
+    assert "Discount factor" in out
+
+
+def test_unknown_command_and_usage(capsys):
+    assert main(["trian"]) == 2
+    assert "Did you mean 'train'" in _err(capsys)
+    assert main([]) == 2
+    assert main(["--help"]) == 0
+
+
+def test_eval_and_plot_commands(tmp_path, capsys):
+    runs = []
+    for seed in (1, 2):
+        run = tmp_path / f"s{seed}"
+        assert main(["train", "--total-steps", "768", "--eval-episodes", "0", "--no-progress",
+                     "--seed", str(seed), "--run-dir", str(run)]) == 0
+        runs.append(run)
+    capsys.readouterr()
+    assert main(["eval", str(runs[0]), "--episodes", "3"]) == 0
+    assert "deterministic eval over 3 episodes" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "No checkpoint" in _err(capsys)
+    out_png = tmp_path / "curves.png"
+    assert main(["plot", *map(str, runs), "--out", str(out_png)]) == 0
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert "No progress.csv" in _err(capsys)
+    assert main(["plot", str(runs[0]), "--metric", "nope"]) == 2
+    assert "has no column 'nope'" in _err(capsys)
+
+
+def test_eval_video_writes_an_mp4(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--total-steps", "256", "--eval-episodes", "0", "--no-progress",
+                 "--run-dir", str(run)]) == 0
+    assert main(["eval", str(run), "--episodes", "1", "--video"]) == 0
+    videos = list((run / "videos").glob("*.mp4"))
+    assert videos and videos[0].stat().st_size > 1000
