@@ -193,7 +193,7 @@ def test_continuous_closed_form_entropy_consumes_no_randomness():
     state = torch.get_rng_state()
     out = loss(td)
     assert torch.equal(state, torch.get_rng_state())
-    loc, raw = actor_net(td["observation"]).chunk(2, -1)
+    _, raw = actor_net(td["observation"]).chunk(2, -1)
     scale = tensordict_scale(raw)
     # H[N(mu, s)] = 0.5 log(2 pi e s^2), summed over the 2 action dims
     expected = (0.5 * torch.log(2 * math.pi * math.e * scale**2)).sum(-1).mean()
@@ -287,7 +287,7 @@ def test_set_keys_renames_every_entry():
     out = loss(renamed)
     for key in ("loss_objective", "loss_critic", "loss_entropy"):
         assert_close(out[key], base[key])
-    with pytest.raises(ValueError, match="unknown key name 'advantages'.*accepted names"):
+    with pytest.raises(ValueError, match=r"unknown key name 'advantages'.*accepted names"):
         loss.set_keys(advantages="a")
     loss.set_keys(advantage=None)
     assert loss.tensor_keys.advantage == "advantage"
@@ -325,7 +325,7 @@ def test_coef_spellings():
     b = ClipPPOLoss(actor, c, entropy_coeff=0.3, critic_coeff=0.2)(td)
     assert_close(a["loss_entropy"], b["loss_entropy"])
     assert_close(a["loss_critic"], b["loss_critic"])
-    with pytest.raises(TypeError, match="entropy_coef=0.1 and entropy_coeff=0.2"):
+    with pytest.raises(TypeError, match=r"entropy_coef=0\.1 and entropy_coeff=0\.2"):
         ClipPPOLoss(actor, c, entropy_coef=0.1, entropy_coeff=0.2)
 
 

@@ -87,7 +87,7 @@ def test_both_options_of_the_spec_agree(dist, separate_losses, loss_cls):
 
 
 def test_tanh_normal_shared_trunk_trains_with_mc_entropy():
-    common, actor_head, value_head, model = _model("tanh")
+    _, actor_head, value_head, model = _model("tanh")
     td = _data(model)
     loss = ClipPPOLoss(ProbabilisticTensorDictSequential(model, actor_head), value_head,
                        samples_mc_entropy=8, entropy_coef=0.1)
