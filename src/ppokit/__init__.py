@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     # objectives
     "PPOLoss": "ppokit.objectives.ppo",
     "ClipPPOLoss": "ppokit.objectives.ppo",
+    "compile_loss": "ppokit.objectives.compile",
+    "CompiledLoss": "ppokit.objectives.compile",
     # value estimators
     "GAE": "ppokit.value.estimators",
     "TDLambdaEstimate": "ppokit.value.estimators",

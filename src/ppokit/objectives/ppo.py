@@ -14,7 +14,7 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -24,6 +24,7 @@ from torch import distributions as D
 from torch import nn
 
 from ppokit.objectives import functional as PF
+from ppokit.objectives.direct import ModulePlan, ParamSlots, TensorReader
 
 __all__ = ["ClipPPOLoss", "PPOKeys", "PPOLoss"]
 
@@ -170,6 +171,15 @@ class PPOLoss(nn.Module):
             self.actor_network_params = None
         self.critic_network_params: TensorDictParams | None = None
         self._critic_detached_shared: TensorDict | None = None
+        # Fast path (see ppokit.objectives.direct): run the networks on plain tensors, and
+        # skip the to_module swap while the loss's parameters are the modules' own.
+        self._actor_plan = ModulePlan.for_actor(actor_network)
+        self._critic_plan = (ModulePlan.for_critic(critic_network)
+                             if critic_network is not None else None)
+        self._actor_slots = (ParamSlots.build(self.actor_network_params, actor_network)
+                             if self._functional else None)
+        self._critic_slots: ParamSlots | None = None
+        self._closed_form_entropy: bool | None = None
         # Parameters both networks hold. With separate_losses the critic sees detached views
         # of them; which of them the policy really uses is settled on the first forward.
         self._overlap = self._shared_leaves(actor_network, critic_network)
@@ -263,6 +273,8 @@ class PPOLoss(nn.Module):
             )
         if self._functional:
             self.critic_network_params = TensorDictParams(critic_params, no_convert=True)
+            self._critic_slots = ParamSlots.build(self.critic_network_params,
+                                                  self.critic_network)
         else:
             self._critic_detached_shared = critic_params if detach_ids else None
 
@@ -446,6 +458,15 @@ class PPOLoss(nn.Module):
             A TensorDict with no batch dims: ``loss_*`` scalars (``[*B]`` with
             ``reduction="none"``) and detached diagnostics.
         """
+        inputs = self._read_inputs(tensordict)
+        out, extras = self._compute(inputs)
+        if not self._outputs_finite(out, extras):
+            out = self._explain_non_finite(inputs, out, extras)
+        return _output(out)
+
+    # ------------------------------------------------------------------ pieces of forward
+    def _read_inputs(self, tensordict: TensorDictBase) -> _Inputs:
+        """Read and check everything the loss needs from the data (no network runs here)."""
         if not isinstance(tensordict, TensorDictBase):
             raise TypeError(
                 f"{type(self).__name__} expects a TensorDict, got {type(tensordict).__name__}."
@@ -474,7 +495,10 @@ class PPOLoss(nn.Module):
             )
 
         advantage = tensordict.get(keys.advantage, None)
-        work = tensordict.copy()  # shallow: estimator and networks write here, not in the input
+        fast = self._fast_path_usable()
+        # shallow copy: the estimator and tensordict's modules write here, not in the input
+        # (the fast path writes into plain dicts and reads the input as it is)
+        work = tensordict if fast and advantage is not None else tensordict.copy()
         if advantage is None:
             advantage = self._estimate_advantage(work, keys)
         old_value = None
@@ -492,49 +516,114 @@ class PPOLoss(nn.Module):
             self._check_target_shape(value_target, keys.value_target, batch)
         if old_value is not None:
             self._check_target_shape(old_value, keys.value, batch)
-        if self.check_inputs:
-            self._check_finite(
-                (advantage, keys.advantage),
-                (old_log_prob, keys.sample_log_prob),
-                (value_target, keys.value_target),
-                (old_value, keys.value),
-                mask=mask,
-            )
+        return _Inputs(work, batch, action, old_log_prob, advantage, value_target, old_value,
+                       mask, fast)
 
+    def _compute(self, inp: _Inputs, *, mc_entropy: bool = False, traced: bool = False
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The networks and the math: the output entries, and tensors for the checks.
+
+        The second dict holds the critic's ``value`` and, with a mask, ``entropy_all``
+        (the entropy summed over every sample, padding included, which must be finite for
+        the closed form to be used, as without a mask).
+
+        ``traced=True`` is the call from :func:`ppokit.compile_loss`, made only after an eager
+        call and checks showed that the fast path applies, no parameter swap is needed and
+        the interaction type is already set.
+
+        Free of data-dependent Python branches on the fast path, so that it can be traced
+        by ``torch.compile`` (see :func:`ppokit.compile_loss`); the checks that need the
+        values live in :meth:`_outputs_finite` and :meth:`_explain_non_finite`.
+        """
+        batch, mask = inp.batch, inp.mask
+        advantage = inp.advantage
         if self.normalize_advantage and advantage.numel() > 1:
             advantage = PF.standardize(advantage, mask)
 
-        dist = self._get_dist(work)
-        log_prob = self._log_prob(dist, action, batch)
-        if not self._overlap_resolved:
+        actor_env: dict[NestedKey, torch.Tensor] = {}
+        if traced:
+            dist = self._actor_plan.get_dist(TensorReader(actor_env, inp.work), batch,
+                                             set_interaction=False)
+        elif inp.fast:
+            with self._run_actor():
+                dist = self._actor_plan.get_dist(TensorReader(actor_env, inp.work), batch)
+        else:
+            dist = self._get_dist(inp.work)
+        log_prob = self._log_prob(dist, inp.action, batch)
+        if not self._overlap_resolved and not traced:
             self._resolve_overlap(log_prob)
-        log_weight = (log_prob - old_log_prob).unsqueeze(-1)
+        log_weight = (log_prob - inp.old_log_prob).unsqueeze(-1)
 
         out: dict[str, torch.Tensor] = {}
-        out["loss_objective"] = PF.reduce_loss(self._objective(log_weight, advantage, out, mask),
+        extras: dict[str, Any] = {}
+        out["loss_objective"] = PF.reduce_loss(self._objective(log_weight, advantage),
                                                self.reduction, mask)
-        with torch.no_grad():
-            out["kl_approx"] = PF.masked_mean(-log_weight, mask)
-            out["ESS"] = PF.effective_sample_size(log_weight, mask)
-            ratio = log_weight.exp()
-            out["max_ratio"] = (ratio if mask is None else ratio[mask.expand_as(ratio)]).max()
-            out["mean_ratio"] = PF.masked_mean(ratio, mask)
+        out.update(PF.ratio_diagnostics(log_weight, self._clip_eps_or_none(), mask))
         if self.entropy_bonus:
-            entropy = self._entropy(dist, batch)
-            out["entropy"] = PF.masked_mean(entropy.detach(), mask)
-            out["loss_entropy"] = PF.reduce_loss(-self.entropy_coef * entropy, self.reduction,
-                                                 mask)
+            entropy, extras["closed_form_entropy"] = self._entropy(dist, batch, mc=mc_entropy)
+            if not traced and not mc_entropy:  # what a compiled call will do (compile_loss)
+                self._closed_form_entropy = extras["closed_form_entropy"]
+            if mask is None and self.reduction == "mean":
+                # scale the mean rather than every sample: the same number, fewer ops
+                mean_entropy = entropy.mean()
+                out["entropy"] = mean_entropy.detach()
+                out["loss_entropy"] = mean_entropy * -self.entropy_coef
+            else:
+                entropy = entropy.unsqueeze(-1)
+                out["entropy"] = PF.masked_mean(entropy.detach(), mask)
+                out["loss_entropy"] = PF.reduce_loss(-self.entropy_coef * entropy,
+                                                     self.reduction, mask)
+                if mask is not None:
+                    extras["entropy_all"] = entropy.detach().sum()
         if self._has_critic:
-            self._critic_terms(work, value_target, old_value, batch, mask, out)
-        return TensorDict(out, batch_size=[])
+            critic_source = TensorReader(actor_env, inp.work) if inp.fast else None
+            extras["value"] = self._critic_terms(inp.work, critic_source, inp.value_target,
+                                                 inp.old_value, batch, mask, out, swap=not traced)
+        return out, extras
 
-    def _objective(
-        self,
-        log_weight: torch.Tensor,
-        advantage: torch.Tensor,
-        out: dict[str, torch.Tensor],
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+    @staticmethod
+    def _outputs_finite(out: dict[str, torch.Tensor], extras: dict[str, torch.Tensor]) -> bool:
+        """One cheap test that every input and the closed-form entropy were finite.
+
+        A NaN or Inf in the advantage, value target, stored value, log-prob or critic output
+        makes ``loss_objective``, ``kl_approx`` or ``loss_critic`` non-finite (NaN
+        propagates through every op used, min/max included; masked samples are selected
+        away). So one sum and one host sync replace a check per tensor; when it fails,
+        :meth:`_explain_non_finite` finds the culprit (or finds none: a huge but finite
+        ratio may overflow; the outputs are then returned as they are).
+        """
+        parts = []
+        for key in _PROBED:
+            value = out.get(key, extras.get(key))
+            if value is not None:
+                parts.append(value.detach() if value.dim() == 0 else value.detach().sum())
+        return not parts or math.isfinite(float(torch.stack(parts).sum()))
+
+    def _explain_non_finite(self, inp: _Inputs, out: dict[str, torch.Tensor],
+                            extras: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        keys = self.tensor_keys
+        if self.check_inputs:
+            self._check_finite(
+                (inp.advantage, keys.advantage),
+                (inp.old_log_prob, keys.sample_log_prob),
+                (inp.value_target, keys.value_target),
+                (inp.old_value, keys.value),
+                mask=inp.mask,
+            )
+            if extras.get("value") is not None:
+                self._check_finite((extras["value"], keys.value), mask=inp.mask)
+        entropy = extras.get("entropy_all", out.get("entropy"))
+        if (entropy is not None and extras.get("closed_form_entropy")
+                and not bool(torch.isfinite(entropy))):
+            # No finite closed form (e.g. a distribution whose entropy() is inf): run again
+            # with the Monte-Carlo estimate -E[log pi(a)], which keeps a useful gradient.
+            out, _ = self._compute(inp, mc_entropy=True)
+        return out
+
+    def _clip_eps_or_none(self) -> float | None:
+        return None
+
+    def _objective(self, log_weight: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
         return -log_weight.exp() * advantage
 
     # ------------------------------------------------------------------ pieces of forward
@@ -646,14 +735,27 @@ class PPOLoss(nn.Module):
             ) from err
         return work.get(keys.advantage)
 
+    def _fast_path_usable(self) -> bool:
+        if self._actor_plan is None or not self._actor_plan.usable():
+            return False
+        if self._has_critic:
+            return self._critic_plan is not None and self._critic_plan.usable()
+        return True
+
     def _run_actor(self) -> contextlib.AbstractContextManager:
         if self._functional:
-            return self.actor_network_params.to_module(self.actor_network)
+            params = self.actor_network_params
+            if self._actor_slots is not None and self._actor_slots.in_place(params):
+                return contextlib.nullcontext()  # the module already runs on these tensors
+            return params.to_module(self.actor_network)
         return contextlib.nullcontext()
 
     def _run_critic(self) -> contextlib.AbstractContextManager:
         if self._functional:
-            return self.critic_network_params.to_module(self.critic_network)
+            params = self.critic_network_params
+            if self._critic_slots is not None and self._critic_slots.in_place(params):
+                return contextlib.nullcontext()
+            return params.to_module(self.critic_network)
         if self._critic_detached_shared is not None:
             return self._critic_detached_shared.to_module(self.critic_network)
         return contextlib.nullcontext()
@@ -677,20 +779,26 @@ class PPOLoss(nn.Module):
             )
         return log_prob
 
-    def _entropy(self, dist: D.Distribution, batch: torch.Size) -> torch.Tensor:
+    def _entropy(self, dist: D.Distribution, batch: torch.Size, *, mc: bool = False
+                 ) -> tuple[torch.Tensor, bool]:
+        """Per-sample entropy ``[*B]`` and whether it is the closed form."""
         entropy = None
-        with contextlib.suppress(NotImplementedError):
-            entropy = dist.entropy()
-        if entropy is None or not bool(torch.isfinite(entropy).all()):
-            # No (finite) closed form, e.g. a tanh-squashed Gaussian: Monte-Carlo estimate
+        if not mc:
+            with contextlib.suppress(NotImplementedError):
+                entropy = dist.entropy()
+        closed_form = entropy is not None
+        if entropy is None:
+            # No closed form, e.g. a tanh-squashed Gaussian: Monte-Carlo estimate
             # -E[log pi(a)] from reparameterised samples, so the bonus still has a gradient.
+            # (A closed form that is not finite is caught after the fact by the output
+            # check, which then reruns with mc=True.)
             entropy = self._mc_entropy(dist)
         if entropy.shape != batch:
             raise ValueError(
                 f"The actor's distribution {type(dist).__name__} gives an entropy of shape "
                 f"{tuple(entropy.shape)}, expected the batch shape {tuple(batch)}."
             )
-        return entropy.unsqueeze(-1)
+        return entropy, closed_form
 
     def _mc_entropy(self, dist: D.Distribution) -> torch.Tensor:
         shape = torch.Size([self.samples_mc_entropy])
@@ -708,13 +816,15 @@ class PPOLoss(nn.Module):
     def _critic_terms(
         self,
         work: TensorDictBase,
+        source: TensorReader | None,
         value_target: torch.Tensor,
         old_value: torch.Tensor | None,
         batch: torch.Size,
         mask: torch.Tensor | None,
         out: dict[str, torch.Tensor],
-    ) -> None:
-        critic_input = work.detach() if self.separate_losses else work
+        *,
+        swap: bool = True,
+    ) -> torch.Tensor:
         value_key = self.tensor_keys.value
         critic_keys = getattr(self.critic_network, "out_keys", None)
         if critic_keys is not None and value_key not in critic_keys:
@@ -722,9 +832,18 @@ class PPOLoss(nn.Module):
                 f"The critic does not write {_key_str(value_key)}; it writes "
                 f"{list(critic_keys)}. Call loss.set_keys(value=<the critic's output key>)."
             )
-        with self._run_critic():
-            critic_out = self.critic_network(critic_input)
-        value = critic_out.get(self.tensor_keys.value, None)
+        if source is not None:  # fast path: the actor's outputs are in ``source``
+            reader = TensorReader({}, source, detach=self.separate_losses)
+            with self._run_critic() if swap else contextlib.nullcontext():
+                self._critic_plan.run(reader, batch)
+            value = reader.env.get(value_key)
+            if value is None:
+                value = reader.get(value_key)
+        else:
+            critic_input = work.detach() if self.separate_losses else work
+            with self._run_critic():
+                critic_out = self.critic_network(critic_input)
+            value = critic_out.get(value_key, None)
         if value is None:
             raise KeyError(
                 f"The critic did not write {_key_str(self.tensor_keys.value)}; it writes "
@@ -736,16 +855,18 @@ class PPOLoss(nn.Module):
                 f"The critic's output {_key_str(self.tensor_keys.value)} has shape "
                 f"{tuple(value.shape)}, expected {(*batch, 1)} (one value per sample)."
             )
-        if self.check_inputs:
-            self._check_finite((value, self.tensor_keys.value), mask=mask)
         if old_value is not None:
             loss, clipped = PF.clipped_value_loss(value_target, value, old_value,
                                                   self.clip_value, self.loss_critic_type)
             out["value_clip_fraction"] = PF.masked_mean(clipped.to(value.dtype), mask)
         else:
             loss = PF.value_distance(value_target, value, self.loss_critic_type)
-        out["loss_critic"] = PF.reduce_loss(self.critic_coef * loss, self.reduction, mask)
+        if mask is None and self.reduction == "mean":
+            out["loss_critic"] = loss.mean() * self.critic_coef
+        else:
+            out["loss_critic"] = PF.reduce_loss(self.critic_coef * loss, self.reduction, mask)
         out["explained_variance"] = PF.explained_variance(value_target, value, mask)
+        return value
 
     # ------------------------------------------------------------------ misc
     def extra_repr(self) -> str:
@@ -760,6 +881,33 @@ class PPOLoss(nn.Module):
         yield self.actor_network
         if self.critic_network is not None:
             yield self.critic_network
+
+
+# Output entries that are non-finite whenever an input is (see PPOLoss._outputs_finite)
+_PROBED = ("loss_objective", "kl_approx", "loss_critic", "entropy", "entropy_all")
+
+
+class _Inputs(NamedTuple):
+    """What :meth:`PPOLoss._read_inputs` read and checked, for :meth:`PPOLoss._compute`."""
+
+    work: Any  # the TensorDict the networks read (a dict of tensors in a compiled call)
+    batch: torch.Size
+    action: torch.Tensor
+    old_log_prob: torch.Tensor
+    advantage: torch.Tensor
+    value_target: torch.Tensor | None
+    old_value: torch.Tensor | None
+    mask: torch.Tensor | None
+    fast: bool
+
+
+def _output(out: dict[str, torch.Tensor]) -> TensorDict:
+    # Every entry is a tensor with no batch dims, so TensorDict's per-entry checks can be
+    # skipped (half the cost of building the output).
+    new_unsafe = getattr(TensorDict, "_new_unsafe", None)
+    if new_unsafe is not None:
+        return new_unsafe(out, batch_size=torch.Size([]))
+    return TensorDict(out, batch_size=[])
 
 
 class ClipPPOLoss(PPOLoss):
@@ -884,15 +1032,11 @@ class ClipPPOLoss(PPOLoss):
         )
         self.clip_epsilon = float(clip_epsilon)
 
-    def _objective(
-        self,
-        log_weight: torch.Tensor,
-        advantage: torch.Tensor,
-        out: dict[str, torch.Tensor],
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        out["clip_fraction"] = PF.clip_fraction(log_weight.detach(), self.clip_epsilon, mask)
+    def _objective(self, log_weight: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
         return PF.clipped_surrogate(log_weight, advantage, self.clip_epsilon)
+
+    def _clip_eps_or_none(self) -> float | None:
+        return self.clip_epsilon
 
     def extra_repr(self) -> str:
         return f"clip_epsilon={self.clip_epsilon}, " + super().extra_repr()

@@ -1,0 +1,188 @@
+"""Training throughput: ``ppokit train`` vs Stable-Baselines3 PPO, and the env-only ceiling.
+
+Run: ``python benchmarks/bench_train.py [--tasks cartpole halfcheetah] [--iterations 8 4]
+[--repeats 1]``
+
+Both trainers run in this process, one after the other (alternating order over repeats),
+with the same hyperparameters and networks:
+
+* CartPole-v1: 4 envs x 128 steps, 4 epochs, minibatch 128, lr 2.5e-4, entropy 0.01;
+* HalfCheetah-v5: 1 env x 2048 steps, 10 epochs, minibatch 64, lr 3e-4, entropy 0;
+
+and for both: gamma 0.99, GAE lambda 0.95, clip 0.2, value coefficient 0.5 with a squared
+error, gradient norm 0.5, per-minibatch advantage normalisation, constant learning rate, no
+observation/reward normalisation, separate 64x64 tanh actor and critic with orthogonal
+init (policy gain 0.01, value gain 1) and a state-independent log-std starting at 0,
+synchronous vector env, one torch thread, CPU. SPS counts environment steps per second of
+the training loop (collection + updates; construction and evaluation excluded). The
+environment-only row steps the same vector env with random actions: no trainer can beat it.
+Each trainer first runs one untimed iteration, so that first-use costs (the import of
+``torch._dynamo`` by the optimizers' first step, TensorBoard, MuJoCo) hit neither run.
+
+The returns are the mean of the last 20 finished training episodes of each run, at the
+same number of steps. The default runs are short (a few minutes in all) and say little
+about learning; pass ``--iterations 200 250`` (about 100k / 500k steps) for that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_line
+
+
+@dataclass(frozen=True)
+class Task:
+    env_id: str
+    num_envs: int
+    num_steps: int
+    num_epochs: int
+    minibatch_size: int
+    lr: float
+    ent_coef: float
+    default_iterations: int
+
+
+TASKS = {
+    "cartpole": Task("CartPole-v1", 4, 128, 4, 128, 2.5e-4, 0.01, 16),
+    "halfcheetah": Task("HalfCheetah-v5", 1, 2048, 10, 64, 3e-4, 0.0, 4),
+}
+COMMON = dict(gamma=0.99, gae_lambda=0.95, clip=0.2, vf_coef=0.5, max_grad_norm=0.5)
+
+
+@dataclass
+class RunResult:
+    steps: int
+    seconds: float
+    returns: list[float]
+
+    @property
+    def sps(self) -> float:
+        return self.steps / self.seconds
+
+
+def run_ppokit(task: Task, iterations: int, seed: int) -> RunResult:
+    from ppokit.config import preset_config
+    from ppokit.trainer import PPOTrainer
+
+    batch = task.num_envs * task.num_steps
+    cfg = preset_config(
+        task.env_id, seed=seed, total_steps=batch * iterations, num_envs=task.num_envs,
+        num_steps=task.num_steps, num_epochs=task.num_epochs,
+        num_minibatches=batch // task.minibatch_size, lr=task.lr, anneal_lr=False,
+        gamma=COMMON["gamma"], gae_lambda=COMMON["gae_lambda"],
+        clip_epsilon=COMMON["clip"], clip_value=False, ent_coef=task.ent_coef,
+        vf_coef=COMMON["vf_coef"], loss_critic_type="l2",
+        max_grad_norm=COMMON["max_grad_norm"], normalize_advantage=True, target_kl=None,
+        obs_norm=False, reward_scale=False, hidden_sizes=(64, 64), activation="tanh",
+        init_log_std=0.0, torch_threads=1, eval_episodes=0, checkpoint_every=10**9,
+        keep_checkpoint_every=0, progress=False, vector_mode="sync",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = PPOTrainer(cfg, run_dir=Path(tmp) / "run")
+        result = trainer.train()
+        returns = list(trainer.recent_returns)
+    return RunResult(result.env_steps, result.wall_seconds, returns[-20:])
+
+
+def run_sb3(task: Task, iterations: int, seed: int) -> RunResult:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from torch import nn
+
+    env = make_vec_env(task.env_id, n_envs=task.num_envs, seed=seed)
+    model = PPO(
+        "MlpPolicy", env, learning_rate=task.lr, n_steps=task.num_steps,
+        batch_size=task.minibatch_size, n_epochs=task.num_epochs, gamma=COMMON["gamma"],
+        gae_lambda=COMMON["gae_lambda"], clip_range=COMMON["clip"], ent_coef=task.ent_coef,
+        vf_coef=COMMON["vf_coef"], max_grad_norm=COMMON["max_grad_norm"],
+        normalize_advantage=True, target_kl=None, seed=seed, device="cpu", verbose=0,
+        policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=nn.Tanh,
+                           ortho_init=True, log_std_init=0.0),
+    )
+    steps = task.num_envs * task.num_steps * iterations
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps, progress_bar=False)
+    seconds = time.perf_counter() - start
+    returns = [float(info["r"]) for info in model.ep_info_buffer][-20:]
+    env.close()
+    return RunResult(model.num_timesteps, seconds, returns)
+
+
+def run_env_only(task: Task, steps: int, seed: int) -> RunResult:
+    import gymnasium as gym
+
+    envs = gym.make_vec(task.env_id, num_envs=task.num_envs, vectorization_mode="sync")
+    envs.reset(seed=seed)
+    envs.action_space.seed(seed)
+    actions = [envs.action_space.sample() for _ in range(64)]
+    n = 0
+    start = time.perf_counter()
+    while n < steps:
+        envs.step(actions[(n // task.num_envs) % len(actions)])
+        n += task.num_envs
+    seconds = time.perf_counter() - start
+    envs.close()
+    return RunResult(n, seconds, [])
+
+
+def _fmt_returns(returns: list[float]) -> str:
+    if not returns:
+        return "n/a"
+    return f"{statistics.mean(returns):.1f} ({len(returns)} ep)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--iterations", nargs="+", type=int, default=None,
+                        help="iterations per task (default: 16 for CartPole, 4 for HalfCheetah)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each trainer (alternating order); SPS is the median")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    np.random.seed(args.seed)
+    iterations = args.iterations or [TASKS[t].default_iterations for t in args.tasks]
+    if len(iterations) != len(args.tasks):
+        parser.error("--iterations needs one number per task")
+    print(machine_line())
+    import stable_baselines3
+
+    print(f"stable-baselines3 {stable_baselines3.__version__}, median of {args.repeats} run(s)")
+    rows = []
+    for key, iters in zip(args.tasks, iterations):
+        task = TASKS[key]
+        runs: dict[str, list[RunResult]] = {"ppokit": [], "sb3": []}
+        order = [("ppokit", run_ppokit), ("sb3", run_sb3)]
+        for _, fn in order:  # untimed warm-up: first-use imports (torch._dynamo via the
+            fn(task, 1, args.seed)  # optimizers, tensorboard, MuJoCo) must not count
+        for r in range(args.repeats):
+            for name, fn in order if r % 2 == 0 else order[::-1]:
+                runs[name].append(fn(task, iters, args.seed + r))
+        ceiling = run_env_only(task, runs["ppokit"][0].steps, args.seed)
+        sps = {name: statistics.median(x.sps for x in res) for name, res in runs.items()}
+        rows.append((task, runs, sps, ceiling))
+
+    print("\n| task | steps | env-only SPS | ppokit SPS | SB3 SPS | ppokit / SB3 "
+          "| ppokit / env-only | ppokit return | SB3 return |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for task, runs, sps, ceiling in rows:
+        print(f"| {task.env_id} | {runs['ppokit'][0].steps} | {ceiling.sps:,.0f} | "
+              f"{sps['ppokit']:,.0f} | {sps['sb3']:,.0f} | {sps['ppokit'] / sps['sb3']:.2f} | "
+              f"{sps['ppokit'] / ceiling.sps:.2f} | {_fmt_returns(runs['ppokit'][0].returns)} | "
+              f"{_fmt_returns(runs['sb3'][0].returns)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Opt-in ``torch.compile`` of a PPO loss: :func:`compile_loss`.
+
+The loss is split in three. Reading and checking the TensorDict (keys, shapes, stored
+tensors without grad) stays eager Python; the networks and the math
+(``PPOLoss._compute`` on plain tensors) are compiled as one graph with ``fullgraph=True``;
+the one data-dependent check (are the outputs finite? if not, which input is to blame) runs
+eagerly on the result. The numbers are those of the eager loss up to float rounding
+(inductor fuses and reorders the float ops).
+
+A call runs eagerly, exactly as ``loss(td)``, when the compiled graph would not reproduce
+it: on the first call (which settles the entropy form and, with ``separate_losses``, which
+parameters the policy uses), when the networks are not a plain chain of TensorDict modules
+(see :mod:`ppokit.objectives.direct`), and while the loss runs on parameters other than its
+modules' own (``with params.to_module(loss): ...``, meta-RL).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import set_interaction_type
+from torch import nn
+
+from ppokit.objectives.ppo import PPOLoss, _Inputs, _output
+
+__all__ = ["CompiledLoss", "compile_loss"]
+
+
+class CompiledLoss(nn.Module):
+    """A PPO loss whose networks and math run as one ``torch.compile`` graph.
+
+    Built by :func:`compile_loss`; called like the loss, ``compiled(td)``, with the same
+    output. ``compiled.loss`` is the wrapped loss (its parameters are this module's).
+
+    Args:
+        loss: a ppokit ``PPOLoss`` / ``ClipPPOLoss``.
+
+    Keyword Args:
+        fullgraph: fail rather than split the graph (default True: the loss has no
+            graph breaks).
+        dynamic: passed to ``torch.compile`` (None: recompile once for a new batch size,
+            then treat sizes as dynamic).
+        mode: ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"``.
+        backend: ``torch.compile`` backend (default ``"inductor"``).
+    """
+
+    def __init__(self, loss: PPOLoss, *, fullgraph: bool = True, dynamic: bool | None = None,
+                 mode: str | None = None, backend: str = "inductor") -> None:
+        super().__init__()
+        if not isinstance(loss, PPOLoss):
+            raise TypeError(
+                f"compile_loss expects a ppokit PPOLoss/ClipPPOLoss, got {type(loss).__name__}."
+            )
+        self.loss = loss
+        self._warm = False
+        self.eager_calls = 0  #: calls that ran eagerly (first call, fallbacks)
+        self.compiled_calls = 0  #: calls that ran the compiled graph
+        self._core = torch.compile(self._core_impl, fullgraph=fullgraph, dynamic=dynamic,
+                                   mode=mode, backend=backend)
+        self._external_keys: list | None = None
+
+    def _core_impl(self, tensors: dict, batch: torch.Size, action: torch.Tensor,
+                   old_log_prob: torch.Tensor, advantage: torch.Tensor,
+                   value_target: torch.Tensor | None, old_value: torch.Tensor | None,
+                   mask: torch.Tensor | None, mc_entropy: bool
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        inp = _Inputs(tensors, batch, action, old_log_prob, advantage, value_target,
+                      old_value, mask, True)
+        out, extras = self.loss._compute(inp, mc_entropy=mc_entropy, traced=True)
+        return out, extras.get("value"), extras.get("entropy_all")
+
+    def _can_compile(self, inp: _Inputs) -> bool:
+        loss = self.loss
+        if not (self._warm and inp.fast and loss._overlap_resolved):
+            return False
+        if loss.entropy_bonus and loss._closed_form_entropy is None:
+            return False
+        if loss.functional:
+            for slots, params in ((loss._actor_slots, loss.actor_network_params),
+                                  (loss._critic_slots, loss.critic_network_params)):
+                if params is None:
+                    continue
+                if slots is None or not slots.in_place(params):
+                    return False  # other parameters are swapped in: run eagerly
+        elif loss._critic_detached_shared is not None:
+            return False  # separate_losses with shared parameters needs a swap
+        return True
+
+    def _network_keys(self) -> list:
+        if self._external_keys is None:
+            loss = self.loss
+            keys = loss._actor_plan.external_keys()
+            if loss._has_critic:
+                produced = loss._actor_plan.written_keys()
+                keys += [k for k in loss._critic_plan.external_keys(produced) if k not in keys]
+            self._external_keys = keys
+        return self._external_keys
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Same as ``loss(tensordict)``."""
+        loss = self.loss
+        inp = loss._read_inputs(tensordict)
+        if not self._can_compile(inp):
+            self._warm = True
+            self.eager_calls += 1
+            out, extras = loss._compute(inp)
+        else:
+            work = inp.work
+            tensors = {}
+            for key in self._network_keys():
+                value = work.get(key, None)
+                if value is not None:
+                    tensors[key] = value
+            mc = loss.entropy_bonus and not loss._closed_form_entropy
+            with set_interaction_type(loss._actor_plan.interaction()):
+                out, value, entropy_all = self._core(
+                    tensors, inp.batch, inp.action, inp.old_log_prob, inp.advantage,
+                    inp.value_target, inp.old_value, inp.mask, mc)
+            self.compiled_calls += 1
+            extras: dict[str, Any] = {"value": value, "closed_form_entropy": not mc}
+            if entropy_all is not None:
+                extras["entropy_all"] = entropy_all
+        if not loss._outputs_finite(out, extras):
+            out = loss._explain_non_finite(inp, out, extras)
+        return _output(out)
+
+
+def compile_loss(loss: PPOLoss, *, fullgraph: bool = True, dynamic: bool | None = None,
+                 mode: str | None = None, backend: str = "inductor") -> CompiledLoss:
+    """Compile a ppokit PPO loss with ``torch.compile`` (opt-in; eager is the default).
+
+    The returned module is called like the loss and returns the same entries with the same
+    numbers (up to float rounding). The first call runs eagerly; compiling happens on the
+    second (expect tens of seconds on a small CPU), and again for a new batch size. Monte-Carlo
+    entropy (TanhNormal) draws from inductor's random stream, which differs from eager's;
+    set ``torch._inductor.config.fallback_random = True`` for identical draws.
+
+    Args:
+        loss: a ``ClipPPOLoss`` (or ``PPOLoss``).
+
+    Keyword Args:
+        fullgraph: see :class:`CompiledLoss`.
+        dynamic: see :class:`CompiledLoss`.
+        mode: see :class:`CompiledLoss`.
+        backend: see :class:`CompiledLoss`.
+
+    Returns:
+        A :class:`CompiledLoss`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule
+        >>> from ppokit import Categorical, ClipPPOLoss, ProbabilisticActor, ValueOperator
+        >>> actor = ProbabilisticActor(
+        ...     TensorDictModule(nn.Linear(4, 2), ["observation"], ["logits"]),
+        ...     in_keys=["logits"], distribution_class=Categorical, return_log_prob=True)
+        >>> loss = ClipPPOLoss(actor, ValueOperator(nn.Linear(4, 1)))
+        >>> compiled = compile_loss(loss, backend="eager")  # "inductor" (default) for speed
+        >>> data = TensorDict({"observation": torch.randn(8, 4)}, batch_size=[8])
+        >>> with torch.no_grad():
+        ...     data = actor(data)
+        >>> data["advantage"], data["value_target"] = torch.randn(8, 1), torch.randn(8, 1)
+        >>> out = [compiled(data) for _ in range(2)]  # the first call is eager
+        >>> expected = loss(data)["loss_objective"]
+        >>> compiled.compiled_calls, torch.allclose(out[1]["loss_objective"], expected)
+        (1, True)
+    """
+    return CompiledLoss(loss, fullgraph=fullgraph, dynamic=dynamic, mode=mode, backend=backend)
