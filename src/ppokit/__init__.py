@@ -22,7 +22,6 @@ _EXPORTS: dict[str, str] = {
     "PPOLoss": "ppokit.objectives.ppo",
     "ClipPPOLoss": "ppokit.objectives.ppo",
     "compile_loss": "ppokit.objectives.compile",
-    "CompiledLoss": "ppokit.objectives.compile",
     # value estimators
     "GAE": "ppokit.value.estimators",
     "TDLambdaEstimate": "ppokit.value.estimators",
