@@ -48,15 +48,14 @@ class UsageError(Exception):
 
 @dataclass(frozen=True)
 class TrainArgs:
-    """Train PPO on a Gymnasium task. Values come from the preset of --env's task family, then
-    --config FILE, then the flags below."""
+    """Train PPO on a Gymnasium task. Values come from the preset of --env's task family,
+    then --config FILE, then the flags below."""
 
     cfg: Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]
     config: Path | None = None
     """JSON or TOML file of field values, applied over the preset and under the flags."""
     resume: Path | None = None
-    """Continue the run in this directory from checkpoints/latest.pt (flags may change e.g.
-    total_steps; the env and network sizes must stay)."""
+    """Continue the run in this directory from its latest checkpoint (flags may extend it)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +172,23 @@ def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
                 f"`ppokit train --resume {run_dir}`, pick another --run-dir, or pass "
                 "--overwrite to start over in it."
             )
+        if holds_run:
+            _remove_run_files(run_dir)
     return cfg, run_dir, args.resume is not None
+
+
+_RUN_FILES = ("config.json", "progress.csv", "summary.json", "learning_curve.png")
+_RUN_DIRS = ("checkpoints", "tb", "videos")
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    """Delete what a previous ppokit run wrote in ``run_dir`` (and nothing else)."""
+    import shutil
+
+    for name in _RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for name in _RUN_DIRS:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
 def _check_env(env_id: str) -> None:

@@ -110,7 +110,7 @@ class TrainConfig:
     run_dir: Path | None = None
     """Directory for logs and checkpoints (default runs/<env>__<seed>__<time>)."""
     overwrite: bool = False
-    """Allow starting a fresh run in a run dir that already holds one (deletes nothing)."""
+    """Start afresh in a run dir that holds a run: its ppokit files (logs, checkpoints) go."""
     progress: bool = True
     """Show a progress bar (steps, SPS, recent return, ETA)."""
 
@@ -307,15 +307,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if suffix == ".json":
             data = json.loads(text)
         elif suffix == ".toml":
-            import tomllib
-
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10: no TOML reader in the standard library
+                raise ValueError(
+                    f"Config file {str(path)!r}: TOML needs Python >= 3.11; use a .json file."
+                ) from None
             data = tomllib.loads(text)
         else:
             raise ValueError(
                 f"Config file {str(path)!r} has extension {suffix!r}; expected .json or .toml."
             )
     except (json.JSONDecodeError, ValueError) as err:
-        if isinstance(err, ValueError) and "expected .json or .toml" in str(err):
+        if isinstance(err, ValueError) and str(err).startswith("Config file"):
             raise
         raise ValueError(f"Could not parse config file {str(path)!r}: {err}") from err
     if not isinstance(data, dict):

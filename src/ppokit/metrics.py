@@ -62,8 +62,9 @@ class MetricsLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"),
-                                     purge_step=resume_from_step)
+            # purge events a killed process logged after the checkpoint's step
+            purge = None if resume_from_step is None else resume_from_step + 1
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge)
 
     def log(self, metrics: dict[str, float | None], *, env_steps: int, iteration: int,
             wall_seconds: float) -> None:

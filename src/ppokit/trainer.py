@@ -192,8 +192,7 @@ class PPOTrainer:
                                           enabled=cfg.reward_scale)
         self.collector = RolloutCollector(
             self.env, self.actor, num_steps=cfg.num_steps, obs_normalizer=self.obs_norm,
-            reward_scaler=self.reward_scaler, log_prob_key=LOG_PROB_KEY,
-            seed=seed * 7919 % 2**31,
+            reward_scaler=self.reward_scaler, log_prob_key=LOG_PROB_KEY, seed=seed,
         )
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.iteration = 0
@@ -257,8 +256,9 @@ class PPOTrainer:
                 self.estimate_advantage(rollout)
                 flat = rollout.select(*keys).reshape(-1)
             perm = torch.randperm(flat.shape[0], generator=self.shuffle_gen)
-            for idx in perm.split(mb):
-                out = self.loss(flat[idx])
+            # one gather per epoch, then views: ~5x cheaper than indexing every minibatch
+            for minibatch in flat[perm].split(mb):
+                out = self.loss(minibatch)
                 if cfg.target_kl is not None and float(out["kl_approx"]) > cfg.target_kl:
                     # SB3-style: the minibatch whose policy already drifted too far is not used
                     stopped_early = True
@@ -457,8 +457,8 @@ class PPOTrainer:
         # Episodes in flight at the checkpoint cannot be restored from a Gymnasium env: the
         # envs restart with a seed derived from (seed, rank, iteration), so a resumed run is
         # deterministic given the checkpoint, but not bit-identical to an uninterrupted run.
-        self.collector.reset(seed=(self.cfg.seed + 1000 * self.world.rank)
-                             * 7919 % 2**31 + self.iteration)
+        self.collector.reset(seed=self.cfg.seed + 1000 * self.world.rank
+                             + 100_003 * self.iteration)
 
     def save(self, name: str = "latest.pt", *, wall_seconds: float | None = None) -> Path:
         """Write a checkpoint to ``run_dir/checkpoints/name`` atomically."""

@@ -50,7 +50,8 @@ def _fit_constant_value(env_id: str) -> float:
             loss.backward()
             opt.step()
     env.close()
-    return float(critic.module(torch.ones(1, 1)))
+    with torch.no_grad():
+        return float(critic.module(torch.ones(1, 1)))
 
 
 def _terminal_reference() -> float:

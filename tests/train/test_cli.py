@@ -49,8 +49,13 @@ def test_run_dir_holding_another_run_needs_resume(tmp_path, capsys):
     assert main(["train", *FAST, "--run-dir", str(run)]) == 2
     err = _err(capsys)
     assert "already holds a run" in err and f"--resume {run}" in err
-    # --overwrite starts over; --resume continues (here: to a larger total)
+    # --overwrite starts over (removing the old run's files, keeping others); --resume
+    # continues (here: to a larger total)
+    (run / "checkpoints" / "step_999.pt").write_bytes(b"old")
+    (run / "notes.txt").write_text("mine")
     assert main(["train", *FAST, "--run-dir", str(run), "--overwrite"]) == 0
+    assert not (run / "checkpoints" / "step_999.pt").exists()
+    assert (run / "notes.txt").read_text() == "mine"
     assert main(["train", "--resume", str(run), "--total-steps", "512", "--no-progress"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["env_steps"] == 512

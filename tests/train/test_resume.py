@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ppokit.checkpoint import load_checkpoint
 from ppokit.metrics import read_progress_csv
 
@@ -38,7 +40,7 @@ def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, *, min_steps: int,
         if latest.exists():
             try:
                 steps = load_checkpoint(latest)["env_steps"]
-            except Exception:  # noqa: BLE001 - replaced while reading: try again
+            except Exception:  # replaced while reading: try again
                 steps = 0
             if steps >= min_steps:
                 return steps
@@ -75,10 +77,14 @@ def test_resume_after_sigkill_reaches_the_same_step_count(tmp_path):
     assert steps == list(range(256, TOTAL + 1, 256))
 
 
-def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, mode):
     run = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(run, "--checkpoint-every", "1000"), env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a terminal's Ctrl-C reaches the whole process group, env worker processes included:
+    # run in a new session and signal the group, as a terminal does
+    proc = subprocess.Popen(_train_cmd(run, "--checkpoint-every", "1000", "--vector-mode", mode),
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
         # wait until training is under way (the first log row is written)
         deadline = time.monotonic() + 120
@@ -87,8 +93,8 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         assert not (run / "checkpoints" / "latest.pt").exists()  # none periodic yet
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

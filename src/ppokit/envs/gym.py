@@ -55,7 +55,7 @@ def check_env_id(env_id: str) -> None:
     if env_id in gym.envs.registry:
         return
     names = list(gym.envs.registry)
-    close = difflib.get_close_matches(env_id, names, n=4, cutoff=0.5)
+    close = difflib.get_close_matches(env_id, names, n=4, cutoff=0.6)
     if not close:  # also try without the version suffix, e.g. "hopper" -> Hopper-v5
         lowered = {n.lower(): n for n in names}
         close = [lowered[c] for c in difflib.get_close_matches(env_id.lower(), list(lowered), 4)]
