@@ -22,6 +22,16 @@ _EXPORTS: dict[str, str] = {
     "PPOLoss": "ppokit.objectives.ppo",
     "ClipPPOLoss": "ppokit.objectives.ppo",
     "compile_loss": "ppokit.objectives.compile",
+    # multi-process training (torch.distributed)
+    "World": "ppokit.distributed",
+    "init_distributed": "ppokit.distributed",
+    "shutdown_distributed": "ppokit.distributed",
+    "wrap_ddp": "ppokit.distributed",
+    "unwrap_ddp": "ppokit.distributed",
+    "global_standardize": "ppokit.distributed",
+    "global_moments": "ppokit.distributed",
+    "RunningStatsMerger": "ppokit.distributed",
+    "rank_seed": "ppokit.distributed",
     # value estimators
     "GAE": "ppokit.value.estimators",
     "TDLambdaEstimate": "ppokit.value.estimators",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import tyro
 
@@ -26,6 +27,9 @@ from ppokit.config import (
     preset_name,
     validate_config,
 )
+
+if TYPE_CHECKING:
+    from ppokit.distributed import World
 
 __all__ = ["EvalArgs", "PlotArgs", "TrainArgs", "main"]
 
@@ -218,22 +222,51 @@ def _check_spaces(env_id: str) -> None:
 
 
 def _train(argv: list[str]) -> int:
+    # Under torchrun (RANK, WORLD_SIZE, ... set) every rank runs this; otherwise one process.
+    # There `record` writes a failing rank's traceback where torchrun's error summary shows it.
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    from ppokit.distributed import init_distributed, shutdown_distributed
+
+    try:
+        world = init_distributed(device="cpu")  # the trainer's networks live on the CPU
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    try:
+        if world.is_distributed:
+            return record(_train_ranks)(argv, world)
+        return _train_ranks(argv, world)
+    finally:
+        shutdown_distributed()
+
+
+def _train_ranks(argv: list[str], world: World) -> int:
     cfg, run_dir, resume = resolve_train_config(argv)
+    # rank 0's config everywhere: the default run dir holds a timestamp ranks could disagree on
+    cfg, run_dir = world.broadcast_object((cfg, run_dir))
     from ppokit.trainer import PPOTrainer
 
-    print(f"ppokit: training {cfg.env} (preset {preset_name(cfg.env)}, seed {cfg.seed}) for "
-          f"{cfg.num_iterations * cfg.batch_size:,} steps -> {run_dir}"
-          + (" [resumed]" if resume else ""), flush=True)
-    trainer = PPOTrainer(cfg, run_dir=run_dir, resume=resume)
-    if resume:
+    main = world.is_main
+    per_iteration = cfg.batch_size * world.world_size
+    steps = math.ceil(cfg.total_steps / per_iteration) * per_iteration
+    ranks = f" on {world.world_size} ranks" if world.is_distributed else ""
+    if main:
+        print(f"ppokit: training {cfg.env} (preset {preset_name(cfg.env)}, seed {cfg.seed}) for "
+              f"{steps:,} steps{ranks} -> {run_dir}"
+              + (" [resumed]" if resume else ""), flush=True)
+    trainer = PPOTrainer(cfg, run_dir=run_dir, resume=resume, world=world)
+    if resume and main:
         print(f"ppokit: resumed at step {trainer.env_steps:,} (iteration {trainer.iteration})",
               flush=True)
     result = trainer.train()
     if result.interrupted:
-        print(f"ppokit: interrupted at step {result.env_steps:,}; checkpoint saved to "
-              f"{run_dir / 'checkpoints' / 'latest.pt'}. Continue with "
-              f"`ppokit train --resume {run_dir}`.", file=sys.stderr, flush=True)
+        if main:
+            print(f"ppokit: interrupted at step {result.env_steps:,}; checkpoint saved to "
+                  f"{run_dir / 'checkpoints' / 'latest.pt'}. Continue with "
+                  f"`ppokit train --resume {run_dir}`.", file=sys.stderr, flush=True)
         return 128 + (trainer.stop_signal or signal.SIGINT)
+    if not main:
+        return 0
     s = result.summary
     line = (f"ppokit: done: {s['env_steps']:,} steps in {s['wall_seconds']:.1f} s "
             f"({s['sps']:,.0f} steps/s).")

@@ -30,6 +30,14 @@ from torch import nn
 from ppokit.checkpoint import load_checkpoint, save_checkpoint
 from ppokit.collector import RolloutCollector
 from ppokit.config import TrainConfig, config_from_dict, config_to_dict, validate_config
+from ppokit.distributed import (
+    RunningStatsMerger,
+    World,
+    global_standardize,
+    rank_seed,
+    unwrap_ddp,
+    wrap_ddp,
+)
 from ppokit.envs.gym import GymVecEnv
 from ppokit.metrics import MetricsLogger
 from ppokit.normalization import ObservationNormalizer, RewardScaler
@@ -38,34 +46,6 @@ __all__ = ["PPOTrainer", "TrainResult", "World", "build_actor_critic", "seed_eve
 
 LOG_PROB_KEY = "action_log_prob"
 _LOSS_DIAGNOSTICS = ("entropy", "clip_fraction", "kl_approx", "ESS", "explained_variance")
-
-
-@dataclass(frozen=True)
-class World:
-    """Who this process is among the training processes (single process by default).
-
-    A distributed launcher passes ``World(rank, world_size)`` with its own reduction; the
-    trainer logs, evaluates and checkpoints only where :attr:`is_main` is true, offsets env
-    seeds by rank, and reduces its logged statistics with :meth:`all_reduce_mean`.
-
-    Example:
-        >>> World().is_main, World(rank=1, world_size=2).is_main
-        (True, False)
-    """
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Mean of ``tensor`` over processes (identity for one process)."""
-        return tensor
-
-    def barrier(self) -> None:
-        """Wait for every process (no-op for one process)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +153,7 @@ class PPOTrainer:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         torch.set_num_threads(cfg.torch_threads)
-        seed = cfg.seed + 1000 * self.world.rank
+        seed = rank_seed(cfg.seed, self.world.rank)
         seed_everything(seed)
 
         # async workers must not see the terminal's Ctrl-C: the parent saves and closes them
@@ -183,6 +163,9 @@ class PPOTrainer:
             self.env, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation,
             init_log_std=cfg.init_log_std,
         )
+        # DDP on the plain networks inside the TensorDict modules (ppokit.distributed.wrap_ddp):
+        # the loss keeps the actor's get_dist, and backward() averages gradients over ranks
+        wrap_ddp(self.actor, self.critic, world=self.world)
         self.loss = self._make_loss()
         self.params = _unique_params(self.actor, self.critic)
         self.optimizer = _adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
@@ -190,6 +173,9 @@ class PPOTrainer:
                                               enabled=cfg.obs_norm)
         self.reward_scaler = RewardScaler(cfg.num_envs, gamma=cfg.gamma, clip=cfg.reward_clip,
                                           enabled=cfg.reward_scale)
+        # each rank folds its own envs into these; merged over ranks after every rollout
+        self._stat_mergers = [RunningStatsMerger(self.obs_norm.rms, self.world),
+                              RunningStatsMerger(self.reward_scaler.rms, self.world)]
         self.collector = RolloutCollector(
             self.env, self.actor, num_steps=cfg.num_steps, obs_normalizer=self.obs_norm,
             reward_scaler=self.reward_scaler, log_prob_key=LOG_PROB_KEY, seed=seed,
@@ -203,6 +189,11 @@ class PPOTrainer:
         self.stop_signal: int | None = None
         if resume:
             self.load_state_dict(load_checkpoint(self.ckpt_dir / "latest.pt"))
+        # total_steps counts the steps of all ranks, so N ranks run 1/N of the iterations;
+        # counted from the steps still to go, so a run may resume with another number of ranks
+        per_iteration = cfg.batch_size * self.world.world_size
+        self.num_iterations = max(1, self.iteration + math.ceil(
+            max(0, cfg.total_steps - self.env_steps) / per_iteration))
 
     # ------------------------------------------------------------------ construction
     def _make_loss(self) -> nn.Module:
@@ -215,7 +206,8 @@ class PPOTrainer:
             self.actor, self.critic, clip_epsilon=cfg.clip_epsilon,
             entropy_bonus=True, entropy_coef=cfg.ent_coef,
             critic_coef=cfg.vf_coef, loss_critic_type=cfg.loss_critic_type,
-            normalize_advantage=cfg.normalize_advantage, clip_value=cfg.clip_value,
+            normalize_advantage=cfg.normalize_advantage and not self.world.is_distributed,
+            clip_value=cfg.clip_value,
             functional=False,
         )
         loss.make_value_estimator("gae", gamma=cfg.gamma, lmbda=cfg.gae_lambda)
@@ -227,6 +219,10 @@ class PPOTrainer:
         self.actor.eval()
         rollout = self.collector.collect()
         self.env_steps += self.cfg.batch_size * self.world.world_size
+        if self.world.is_distributed and (self.cfg.obs_norm or self.cfg.reward_scale):
+            for merger in self._stat_mergers:  # every rank: the statistics of all ranks' data
+                merger.merge()
+            self.obs_norm.refresh()
         for ret in self.collector.pop_episode_stats().returns:
             self.recent_returns.append(ret)
         return rollout
@@ -258,8 +254,13 @@ class PPOTrainer:
             perm = torch.randperm(flat.shape[0], generator=self.shuffle_gen)
             # one gather per epoch, then views: ~5x cheaper than indexing every minibatch
             for minibatch in flat[perm].split(mb):
+                if self.world.is_distributed and cfg.normalize_advantage:
+                    # mean/std of the global minibatch (all ranks'), as one process would see
+                    minibatch = minibatch.set("advantage", global_standardize(
+                        minibatch.get("advantage"), self.world))
                 out = self.loss(minibatch)
-                if cfg.target_kl is not None and float(out["kl_approx"]) > cfg.target_kl:
+                if cfg.target_kl is not None and float(self.world.all_reduce_mean(
+                        out["kl_approx"].detach())) > cfg.target_kl:
                     # SB3-style: the minibatch whose policy already drifted too far is not used
                     stopped_early = True
                     break
@@ -295,7 +296,7 @@ class PPOTrainer:
         """LR for the 1-based ``iteration``: linear from ``lr`` to ``lr / num_iterations``."""
         if not self.cfg.anneal_lr:
             return self.cfg.lr
-        frac = 1.0 - (iteration - 1) / self.cfg.num_iterations
+        frac = 1.0 - (iteration - 1) / self.num_iterations
         return self.cfg.lr * frac
 
     # ------------------------------------------------------------------ the loop
@@ -308,14 +309,15 @@ class PPOTrainer:
                 json.dumps(config_to_dict(cfg), indent=2) + "\n")
         logger = MetricsLogger(self.run_dir, resume_from_step=self.env_steps or None) if main \
             else None
-        bar = _progress_bar(cfg, self.env_steps) if (main and cfg.progress) else None
+        bar = (_progress_bar(cfg, self.env_steps, self.num_iterations * cfg.batch_size
+                             * self.world.world_size) if (main and cfg.progress) else None)
         start = time.perf_counter()
         start_steps = self.env_steps
         interrupted = False
         previous = {sig: _install_handler(sig, self._on_signal)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while self.iteration < cfg.num_iterations:
+            while self.iteration < self.num_iterations:
                 self.iteration += 1
                 lr = self.learning_rate(self.iteration)
                 for group in self.optimizer.param_groups:
@@ -338,7 +340,9 @@ class PPOTrainer:
                     bar.update(self.env_steps - bar.n)
                     bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{metrics['episode_return_mean']:.1f}",
                                     refresh=False)
-                last = self.iteration == cfg.num_iterations
+                # a signal may reach one rank only: stop together or the others would wait
+                self._stop_requested = self.world.any(self._stop_requested)
+                last = self.iteration == self.num_iterations
                 if main and (last or self._stop_requested
                              or self.iteration % cfg.checkpoint_every == 0):
                     self.save(wall_seconds=self.wall_offset + elapsed)
@@ -375,11 +379,13 @@ class PPOTrainer:
             "iterations": self.iteration, "wall_seconds": round(wall_seconds, 2),
             "sps": round(train_sps, 1),
             "train_return_recent_mean": _mean(self.recent_returns),
+            "world_size": self.world.world_size,
         }
         if cfg.eval_episodes:
             t0 = time.perf_counter()
-            result = evaluate_policy(self.actor, cfg.env, episodes=cfg.eval_episodes,
-                                     seed=cfg.seed + 10_000, obs_normalizer=self.obs_norm)
+            with unwrap_ddp(self.actor):  # rank 0 alone: no DDP hooks
+                result = evaluate_policy(self.actor, cfg.env, episodes=cfg.eval_episodes,
+                                         seed=cfg.seed + 10_000, obs_normalizer=self.obs_norm)
             summary.update(
                 eval_return_mean=result.mean, eval_return_std=result.std,
                 eval_episodes=len(result.returns), eval_returns=result.returns,
@@ -407,13 +413,16 @@ class PPOTrainer:
     def state_dict(self, *, wall_seconds: float | None = None) -> dict[str, Any]:
         """Everything needed to continue the run (plain tensors and Python scalars)."""
         np_state = np.random.get_state()
+        with unwrap_ddp(self.actor, self.critic):
+            actor_state, critic_state = self.actor.state_dict(), self.critic.state_dict()
         return {
             "config": config_to_dict(self.cfg),
             "iteration": self.iteration,
             "env_steps": self.env_steps,
+            "world_size": self.world.world_size,
             "wall_seconds": float(self.wall_offset if wall_seconds is None else wall_seconds),
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
+            "actor": actor_state,
+            "critic": critic_state,
             "optimizer": self.optimizer.state_dict(),
             "obs_norm": self.obs_norm.state_dict(),
             "reward_scaler": self.reward_scaler.state_dict(),
@@ -438,8 +447,9 @@ class PPOTrainer:
                     f"{getattr(saved, name)!r} but this run has {name}="
                     f"{getattr(self.cfg, name)!r}. Drop the override of --{name.replace('_', '-')}."
                 )
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
+        with unwrap_ddp(self.actor, self.critic):
+            self.actor.load_state_dict(state["actor"])
+            self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.obs_norm.load_state_dict(state["obs_norm"])
         self.reward_scaler.load_state_dict(state["reward_scaler"])
@@ -454,10 +464,18 @@ class PPOTrainer:
         npk = rng["numpy"]
         np.random.set_state(("MT19937", npk["key"].numpy().astype(np.uint32), npk["pos"],
                              npk["has_gauss"], npk["cached_gaussian"]))
+        for merger in self._stat_mergers:  # the loaded statistics are the common start
+            merger.reset()
+        if not self.world.is_main:
+            # the checkpoint holds rank 0's random state: the other ranks take fresh streams
+            seed = rank_seed(self.cfg.seed, self.world.rank) + self.iteration
+            seed_everything(seed)
+            self.shuffle_gen.manual_seed(seed)
+            self.reward_scaler.returns[:] = 0.0  # rank 0's returns in flight are not ours
         # Episodes in flight at the checkpoint cannot be restored from a Gymnasium env: the
         # envs restart with a seed derived from (seed, rank, iteration), so a resumed run is
         # deterministic given the checkpoint, but not bit-identical to an uninterrupted run.
-        self.collector.reset(seed=self.cfg.seed + 1000 * self.world.rank
+        self.collector.reset(seed=rank_seed(self.cfg.seed, self.world.rank)
                              + 100_003 * self.iteration)
 
     def save(self, name: str = "latest.pt", *, wall_seconds: float | None = None) -> Path:
@@ -493,10 +511,9 @@ def _to_tuple(value: Any) -> Any:
     return tuple(_to_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def _progress_bar(cfg: TrainConfig, initial: int) -> Any:
+def _progress_bar(cfg: TrainConfig, initial: int, total: int) -> Any:
     from tqdm import tqdm
 
-    total = cfg.num_iterations * cfg.batch_size
     return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True,
                 desc=f"{cfg.env} seed {cfg.seed}", smoothing=0.1)
 

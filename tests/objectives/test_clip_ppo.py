@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import OBS, critic, discrete_actor, make_batch, normal_actor
+from loss_builders import OBS, critic, discrete_actor, make_batch, normal_actor
 from tensordict import TensorDict
 from tensordict.nn import (
     InteractionType,
