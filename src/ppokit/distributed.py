@@ -263,7 +263,15 @@ def init_distributed(
 
 
 def shutdown_distributed() -> None:
-    """Leave the process group (no-op when none was created)."""
+    """Leave the process group (no-op when none was created).
+
+    Example:
+        >>> from ppokit.distributed import init_distributed, shutdown_distributed
+        >>> world = init_distributed()   # outside torchrun: a single-process World
+        >>> world.world_size
+        1
+        >>> shutdown_distributed()       # nothing to leave; safe to call anyway
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
