@@ -25,7 +25,18 @@ VERSION = 1
 
 
 class CheckpointError(ValueError):
-    """A file that is not a readable ppokit checkpoint of a supported version."""
+    """A file that is not a readable ppokit checkpoint of a supported version.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> bad = pathlib.Path(tempfile.mkdtemp()) / "notes.pt"
+        >>> _ = bad.write_text("not a checkpoint")
+        >>> try:
+        ...     load_checkpoint(bad)
+        ... except CheckpointError as err:
+        ...     print("rejected")
+        rejected
+    """
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -61,6 +72,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         FileNotFoundError: no such file.
         CheckpointError: not a ppokit checkpoint (foreign or corrupted file, or another
             version), with the reason.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = save_checkpoint({"step": 7}, pathlib.Path(tempfile.mkdtemp()) / "c.pt")
+        >>> state = load_checkpoint(p)
+        >>> state["step"], state["format"]
+        (7, 'ppokit-checkpoint')
     """
     path = Path(path)
     if not path.is_file():

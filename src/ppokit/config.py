@@ -36,7 +36,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """PPO training run on a Gymnasium task."""
+    """PPO training run on a Gymnasium task.
+
+    Example:
+        >>> TrainConfig(env="Pendulum-v1", seed=4).seed
+        4
+    """
 
     env: str = "CartPole-v1"
     """Gymnasium environment id (e.g. CartPole-v1, Hopper-v5). Picks the preset."""
