@@ -34,7 +34,7 @@ test-td015:
 	.venv-td015/bin/pytest -q -m "not slow and not distributed" --timeout=600 tests/objectives tests/value tests/modules
 
 train: setup
-	$(BIN)/ppokit train --env CartPole-v1 --run-dir runs/cartpole
+	$(BIN)/ppokit train --env CartPole-v1 --run-dir runs/cartpole --overwrite
 
 clean:
 	rm -rf $(VENV) .venv-td015 runs
