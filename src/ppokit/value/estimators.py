@@ -439,7 +439,57 @@ class GAE(_ValueEstimatorBase):
         return advantage, value_target
 
 
-class TDLambdaEstimate(_ValueEstimatorBase):
+class _TDTargetEstimate(_ValueEstimatorBase):
+    """Shared body of the TD estimators: a value target, and advantage = target - V(s_t)."""
+
+    def __init__(
+        self,
+        *,
+        gamma: float | Tensor,
+        value_network: TensorDictModuleBase | None,
+        average_rewards: bool = False,
+        differentiable: bool = False,
+        skip_existing: bool | None = None,
+        time_dim: int | None = None,
+    ) -> None:
+        super().__init__(
+            value_network=value_network,
+            differentiable=differentiable,
+            skip_existing=skip_existing,
+            time_dim=time_dim,
+        )
+        self._set_discount("gamma", gamma)
+        self.average_rewards = average_rewards
+
+    @abc.abstractmethod
+    def _target(
+        self,
+        next_value: Tensor,
+        reward: Tensor,
+        done: Tensor,
+        terminated: Tensor,
+        mask: Tensor | None,
+        time_dim: int,
+    ) -> Tensor:
+        """The value target ``[*B, T, F]``."""
+
+    def _estimate(
+        self,
+        tensordict: TensorDictBase,
+        value: Tensor,
+        next_value: Tensor,
+        reward: Tensor,
+        done: Tensor,
+        terminated: Tensor,
+        mask: Tensor | None,
+        time_dim: int,
+    ) -> tuple[Tensor, Tensor]:
+        reward = self._maybe_average_rewards(tensordict, reward, mask)
+        target = self._target(next_value, reward, done, terminated, mask, time_dim)
+        return self._advantage_from_target(target, value, mask)
+
+
+class TDLambdaEstimate(_TDTargetEstimate):
     """TD(lambda) value target; advantage = target - V(s_t).
 
     Args:
@@ -473,28 +523,25 @@ class TDLambdaEstimate(_ValueEstimatorBase):
         time_dim: int | None = None,
     ) -> None:
         super().__init__(
+            gamma=gamma,
             value_network=value_network,
+            average_rewards=average_rewards,
             differentiable=differentiable,
             skip_existing=skip_existing,
             time_dim=time_dim,
         )
-        self._set_discount("gamma", gamma)
         self._set_discount("lmbda", lmbda)
-        self.average_rewards = average_rewards
 
-    def _estimate(
+    def _target(
         self,
-        tensordict: TensorDictBase,
-        value: Tensor,
         next_value: Tensor,
         reward: Tensor,
         done: Tensor,
         terminated: Tensor,
         mask: Tensor | None,
         time_dim: int,
-    ) -> tuple[Tensor, Tensor]:
-        reward = self._maybe_average_rewards(tensordict, reward, mask)
-        target = td_lambda_return_estimate(
+    ) -> Tensor:
+        return td_lambda_return_estimate(
             self.gamma,
             self.lmbda,
             next_value,
@@ -504,10 +551,9 @@ class TDLambdaEstimate(_ValueEstimatorBase):
             time_dim=time_dim,
             mask=mask,
         )
-        return self._advantage_from_target(target, value, mask)
 
 
-class TD1Estimate(_ValueEstimatorBase):
+class TD1Estimate(_TDTargetEstimate):
     """TD(1) (discounted Monte-Carlo, bootstrapped at truncation) target.
 
     Args:
@@ -527,44 +573,21 @@ class TD1Estimate(_ValueEstimatorBase):
         tensor([2.5000, 3.0000])
     """
 
-    def __init__(
+    def _target(
         self,
-        *,
-        gamma: float | Tensor,
-        value_network: TensorDictModuleBase | None,
-        average_rewards: bool = False,
-        differentiable: bool = False,
-        skip_existing: bool | None = None,
-        time_dim: int | None = None,
-    ) -> None:
-        super().__init__(
-            value_network=value_network,
-            differentiable=differentiable,
-            skip_existing=skip_existing,
-            time_dim=time_dim,
-        )
-        self._set_discount("gamma", gamma)
-        self.average_rewards = average_rewards
-
-    def _estimate(
-        self,
-        tensordict: TensorDictBase,
-        value: Tensor,
         next_value: Tensor,
         reward: Tensor,
         done: Tensor,
         terminated: Tensor,
         mask: Tensor | None,
         time_dim: int,
-    ) -> tuple[Tensor, Tensor]:
-        reward = self._maybe_average_rewards(tensordict, reward, mask)
-        target = td1_return_estimate(
+    ) -> Tensor:
+        return td1_return_estimate(
             self.gamma, next_value, reward, done, terminated, time_dim=time_dim, mask=mask
         )
-        return self._advantage_from_target(target, value, mask)
 
 
-class TD0Estimate(_ValueEstimatorBase):
+class TD0Estimate(_TDTargetEstimate):
     """One-step TD target ``r + gamma * (1 - terminated) * V(s')``.
 
     Args:
@@ -584,39 +607,16 @@ class TD0Estimate(_ValueEstimatorBase):
         tensor([3., 1.])
     """
 
-    def __init__(
+    def _target(
         self,
-        *,
-        gamma: float | Tensor,
-        value_network: TensorDictModuleBase | None,
-        average_rewards: bool = False,
-        differentiable: bool = False,
-        skip_existing: bool | None = None,
-        time_dim: int | None = None,
-    ) -> None:
-        super().__init__(
-            value_network=value_network,
-            differentiable=differentiable,
-            skip_existing=skip_existing,
-            time_dim=time_dim,
-        )
-        self._set_discount("gamma", gamma)
-        self.average_rewards = average_rewards
-
-    def _estimate(
-        self,
-        tensordict: TensorDictBase,
-        value: Tensor,
         next_value: Tensor,
         reward: Tensor,
         done: Tensor,
         terminated: Tensor,
         mask: Tensor | None,
         time_dim: int,
-    ) -> tuple[Tensor, Tensor]:
-        reward = self._maybe_average_rewards(tensordict, reward, mask)
-        target = td0_return_estimate(self.gamma, next_value, reward, terminated, mask=mask)
-        return self._advantage_from_target(target, value, mask)
+    ) -> Tensor:
+        return td0_return_estimate(self.gamma, next_value, reward, terminated, mask=mask)
 
 
 _CLASSES: dict[ValueEstimators, type[_ValueEstimatorBase]] = {
