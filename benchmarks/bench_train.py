@@ -16,8 +16,10 @@ init (policy gain 0.01, value gain 1) and a state-independent log-std starting a
 synchronous vector env, one torch thread, CPU. SPS counts environment steps per second of
 the training loop (collection + updates; construction and evaluation excluded). The
 environment-only row steps the same vector env with random actions: no trainer can beat it.
-Each trainer first runs one untimed iteration, so that first-use costs (the import of
-``torch._dynamo`` by the optimizers' first step, TensorBoard, MuJoCo) hit neither run.
+A second table splits ppokit's time per environment step into collection (acting + env) and
+updates (GAE + epochs of minibatches). Each trainer first runs one untimed iteration, so that
+first-use costs (the import of ``torch._dynamo`` by the optimizers' first step, TensorBoard,
+MuJoCo) hit neither run.
 
 The returns are the mean of the last 20 finished training episodes of each run, at the
 same number of steps. The default runs are short (a few minutes in all) and say little
@@ -65,6 +67,8 @@ class RunResult:
     steps: int
     seconds: float
     returns: list[float]
+    collect_seconds: float = float("nan")  # ppokit only: time in collect() / update()
+    update_seconds: float = float("nan")
 
     @property
     def sps(self) -> float:
@@ -90,9 +94,21 @@ def run_ppokit(task: Task, iterations: int, seed: int) -> RunResult:
     )
     with tempfile.TemporaryDirectory() as tmp:
         trainer = PPOTrainer(cfg, run_dir=Path(tmp) / "run")
+        spent = {"collect": 0.0, "update": 0.0}
+        for name in spent:  # time the two phases of each iteration (instance-level wrappers)
+            inner = getattr(trainer, name)
+
+            def timed(*args, _inner=inner, _name=name):
+                t0 = time.perf_counter()
+                out = _inner(*args)
+                spent[_name] += time.perf_counter() - t0
+                return out
+
+            setattr(trainer, name, timed)
         result = trainer.train()
         returns = list(trainer.recent_returns)
-    return RunResult(result.env_steps, result.wall_seconds, returns[-20:])
+    return RunResult(result.env_steps, result.wall_seconds, returns[-20:],
+                     spent["collect"], spent["update"])
 
 
 def run_sb3(task: Task, iterations: int, seed: int) -> RunResult:
@@ -182,6 +198,13 @@ def main() -> None:
               f"{sps['ppokit']:,.0f} | {sps['sb3']:,.0f} | {sps['ppokit'] / sps['sb3']:.2f} | "
               f"{sps['ppokit'] / ceiling.sps:.2f} | {_fmt_returns(runs['ppokit'][0].returns)} | "
               f"{_fmt_returns(runs['sb3'][0].returns)} |")
+    print("\nppokit time per environment step (median over runs):\n")
+    print("| task | collect (us) | update (us) | collect share |")
+    print("|---|---|---|---|")
+    for task, runs, _, _ in rows:
+        col = statistics.median(r.collect_seconds / r.steps for r in runs["ppokit"]) * 1e6
+        upd = statistics.median(r.update_seconds / r.steps for r in runs["ppokit"]) * 1e6
+        print(f"| {task.env_id} | {col:.0f} | {upd:.0f} | {col / (col + upd):.0%} |")
 
 
 if __name__ == "__main__":

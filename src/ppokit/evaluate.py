@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from ppokit.collector import TensorPolicy
 from ppokit.envs.gym import GymVecEnv
 from ppokit.normalization import ObservationNormalizer
 
@@ -40,11 +41,26 @@ class EvalResult:
         return float(np.std(self.returns)) if self.returns else math.nan
 
 
-def deterministic_action(actor: Any, obs: torch.Tensor) -> torch.Tensor:
-    """The actor's deterministic action for ``[B, *obs]`` observations (no grad)."""
-    td = TensorDict({"observation": obs}, batch_size=obs.shape[:1])
+def deterministic_action(actor: Any, obs: torch.Tensor, *,
+                         policy: TensorPolicy | None = None) -> torch.Tensor:
+    """The actor's deterministic action for ``[B, *obs]`` observations (no grad).
+
+    ``policy``: ``TensorPolicy.for_actor(actor, sampling=False)``, made once by the caller,
+    builds the same distribution without TensorDict bookkeeping.
+
+    Example:
+        >>> from ppokit.trainer import build_actor_critic
+        >>> env = GymVecEnv("CartPole-v1", 1)
+        >>> actor, _ = build_actor_critic(env)
+        >>> deterministic_action(actor, torch.zeros(2, 4)).shape
+        torch.Size([2])
+        >>> env.close()
+    """
     with torch.no_grad():
-        dist = actor.get_dist(td)
+        if policy is not None and policy.usable():
+            dist = policy.distribution(obs)
+        else:
+            dist = actor.get_dist(TensorDict({"observation": obs}, batch_size=obs.shape[:1]))
         for attr in ("deterministic_sample", "mode", "mean"):
             try:
                 return getattr(dist, attr)
@@ -79,6 +95,7 @@ def evaluate_policy(
     if hasattr(actor, "eval"):
         actor.eval()
     env = GymVecEnv(env_id, episodes)
+    policy = TensorPolicy.for_actor(actor, sampling=False)
     try:
         obs = env.reset_tensors(seed=seed)
         returns = np.zeros(episodes)
@@ -87,7 +104,7 @@ def evaluate_policy(
         for _ in range(max_steps):
             if obs_normalizer is not None:
                 obs = obs_normalizer.normalize(obs, update=False)
-            action = deterministic_action(actor, obs)
+            action = deterministic_action(actor, obs, policy=policy)
             res = env.step_tensors(action)
             returns[active] += res.reward.numpy()[active]
             lengths[active] += 1
@@ -132,6 +149,7 @@ def record_video(
         ) from err
     fps = int(env.metadata.get("render_fps", 30))
     paths = []
+    policy = TensorPolicy.for_actor(actor, sampling=False)
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
@@ -141,7 +159,7 @@ def record_video(
                 obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).unsqueeze(0)
                 if obs_normalizer is not None:
                     obs_t = obs_normalizer.normalize(obs_t, update=False)
-                action = deterministic_action(actor, obs_t)[0].numpy()
+                action = deterministic_action(actor, obs_t, policy=policy)[0].numpy()
                 if isinstance(env.action_space, gym.spaces.Box):
                     action = np.clip(action, env.action_space.low, env.action_space.high)
                 else:

@@ -143,6 +143,15 @@ class PPOTrainer:
     of ``num_minibatches`` shuffled minibatches through ``ClipPPOLoss`` (advantages normalised
     per minibatch), Adam with linear LR annealing and global grad-norm clipping, and an optional
     target-KL stop checked before each minibatch's step.
+
+    Example:
+        >>> import tempfile
+        >>> from ppokit.config import preset_config
+        >>> cfg = preset_config("CartPole-v1", total_steps=512, eval_episodes=0, progress=False)
+        >>> trainer = PPOTrainer(cfg, run_dir=tempfile.mkdtemp())
+        >>> result = trainer.train()
+        >>> result.env_steps, result.interrupted
+        (512, False)
     """
 
     def __init__(self, cfg: TrainConfig, *, run_dir: str | Path, world: World | None = None,
@@ -547,6 +556,16 @@ def load_policy(run_dir: str | Path, *, checkpoint: str = "latest.pt"
     Raises:
         FileNotFoundError: no such run dir or checkpoint.
         CheckpointError: the file is not a ppokit checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> from ppokit.config import preset_config
+        >>> run = tempfile.mkdtemp()
+        >>> cfg = preset_config("CartPole-v1", total_steps=256, eval_episodes=0, progress=False)
+        >>> _ = PPOTrainer(cfg, run_dir=run).train()
+        >>> actor, obs_norm, loaded = load_policy(run)
+        >>> loaded.env
+        'CartPole-v1'
     """
     run_dir = Path(run_dir)
     path = run_dir / "checkpoints" / checkpoint

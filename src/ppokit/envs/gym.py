@@ -165,40 +165,52 @@ class GymVecEnv:
             self._low = self.action_space.low.astype(np.float32)
             self._high = self.action_space.high.astype(np.float32)
 
-    # -- tensor API (used by the collector: no TensorDict allocation per step) --------------
-    def reset_tensors(self, *, seed: int | None = None) -> torch.Tensor:
-        """Reset every env; env ``i`` is seeded with ``seed + i``. Returns ``[N, *obs]``."""
+    # -- array API (the collector's hot path: numpy in, numpy out, nothing converted twice) --
+    def reset_arrays(self, *, seed: int | None = None) -> np.ndarray:
+        """Reset every env; env ``i`` is seeded with ``seed + i``. Returns ``[N, *obs]`` float32."""
         obs, _ = self.env.reset(seed=None if seed is None else [seed + i for i in
                                                                 range(self.num_envs)])
-        return _as_float(obs)
+        return np.asarray(obs, dtype=np.float32)
 
-    def step_tensors(self, action: torch.Tensor) -> StepResult:
-        """Step with ``action`` (``[N]`` ints or ``[N, A]`` floats, as sampled)."""
-        act = action.detach().cpu().numpy()
+    def step_arrays(self, action: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Step with a numpy ``action`` (``[N]`` ints or ``[N, A]`` floats, as sampled).
+
+        Returns:
+            ``(next_obs, obs, reward, terminated, truncated)`` as numpy arrays with the
+            shapes and meaning of :class:`StepResult` (float32 observations and rewards, bool
+            flags). ``next_obs`` is ``obs`` itself (same array) where no episode ended.
+        """
         if not self.discrete:
-            act = np.clip(act, self._low, self._high)
-        obs, reward, terminated, truncated, info = self.env.step(act)
-        obs_t = _as_float(obs)
-        done = np.logical_or(terminated, truncated)
-        next_obs = obs_t
-        if done.any():
+            action = np.clip(action, self._low, self._high)  # a copy: the caller keeps its own
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        obs = np.asarray(obs, dtype=np.float32)
+        terminated = np.asarray(terminated, dtype=bool)
+        truncated = np.asarray(truncated, dtype=bool)
+        next_obs = obs
+        if terminated.any() or truncated.any():
             mask = info.get("_final_obs")
             if mask is None:
                 raise RuntimeError(
                     "The vector env ended an episode without info['final_obs']; ppokit needs "
                     "autoreset_mode=SAME_STEP to store the true final observation."
                 )
-            next_obs = obs_t.clone()
+            next_obs = obs.copy()
             finals = info["final_obs"]
             for i in np.flatnonzero(mask):
-                next_obs[i] = torch.as_tensor(np.asarray(finals[i]), dtype=torch.float32)
-        return StepResult(
-            next_obs,
-            obs_t,
-            torch.as_tensor(reward, dtype=torch.float32),
-            torch.as_tensor(terminated, dtype=torch.bool),
-            torch.as_tensor(truncated, dtype=torch.bool),
-        )
+                next_obs[i] = np.asarray(finals[i], dtype=np.float32)
+        return next_obs, obs, np.asarray(reward, dtype=np.float32), terminated, truncated
+
+    # -- tensor API ---------------------------------------------------------------------------
+    def reset_tensors(self, *, seed: int | None = None) -> torch.Tensor:
+        """Reset every env; env ``i`` is seeded with ``seed + i``. Returns ``[N, *obs]``."""
+        return torch.from_numpy(self.reset_arrays(seed=seed))
+
+    def step_tensors(self, action: torch.Tensor) -> StepResult:
+        """Step with ``action`` (``[N]`` ints or ``[N, A]`` floats, as sampled)."""
+        next_obs, obs, reward, terminated, truncated = self.step_arrays(
+            action.detach().cpu().numpy())
+        return StepResult(*(torch.from_numpy(x) for x in (next_obs, obs, reward, terminated,
+                                                          truncated)))
 
     # -- TensorDict API (TorchRL-style, for users and tests) --------------------------------
     def reset(self, *, seed: int | None = None) -> TensorDict:
@@ -238,7 +250,3 @@ class GymVecEnv:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _as_float(obs: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(obs), dtype=torch.float32)
