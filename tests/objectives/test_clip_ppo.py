@@ -17,6 +17,7 @@ from loss_builders import OBS, critic, discrete_actor, make_batch, normal_actor
 from tensordict import TensorDict
 from tensordict.nn import (
     InteractionType,
+    NormalParamExtractor,
     ProbabilisticTensorDictModule,
     ProbabilisticTensorDictSequential,
     TensorDictModule,
@@ -220,12 +221,7 @@ class _NoEntropyNormal(D.Independent):
 @pytest.mark.parametrize("samples", [1, 7])
 def test_mc_entropy_uses_reparameterised_samples(samples):
     actor_net = nn.Linear(OBS, 4)
-    actor = ProbabilisticTensorDictSequential(
-        TensorDictModule(nn.Sequential(actor_net, tensordict_extractor()), ["observation"],
-                         ["loc", "scale"]),
-        ProbabilisticTensorDictModule(["loc", "scale"], ["action"],
-                                      distribution_class=_NoEntropyNormal, return_log_prob=True),
-    )
+    actor = _no_entropy_actor(actor_net)
     td = make_batch(actor)
     loss = ClipPPOLoss(actor, critic(), samples_mc_entropy=samples, entropy_coef=1.0)
     torch.manual_seed(123)
@@ -243,20 +239,18 @@ def test_mc_entropy_uses_reparameterised_samples(samples):
     assert g[2:].abs().sum() > 0
 
 
-def tensordict_extractor():
-    from tensordict.nn import NormalParamExtractor
-
-    return NormalParamExtractor()
-
-
-def test_mc_entropy_close_to_truth_with_many_samples():
-    actor_net = nn.Linear(OBS, 4)
-    actor = ProbabilisticTensorDictSequential(
-        TensorDictModule(nn.Sequential(actor_net, tensordict_extractor()), ["observation"],
+def _no_entropy_actor(actor_net: nn.Module) -> ProbabilisticTensorDictSequential:
+    return ProbabilisticTensorDictSequential(
+        TensorDictModule(nn.Sequential(actor_net, NormalParamExtractor()), ["observation"],
                          ["loc", "scale"]),
         ProbabilisticTensorDictModule(["loc", "scale"], ["action"],
                                       distribution_class=_NoEntropyNormal, return_log_prob=True),
     )
+
+
+def test_mc_entropy_close_to_truth_with_many_samples():
+    actor_net = nn.Linear(OBS, 4)
+    actor = _no_entropy_actor(actor_net)
     td = make_batch(actor)
     out = ClipPPOLoss(actor, critic(), samples_mc_entropy=4000)(td)
     _, raw = actor_net(td["observation"]).chunk(2, -1)
@@ -442,7 +436,7 @@ def test_wrong_critic_output_shape_and_key():
 
 def test_multi_dim_action_with_plain_normal_raises():
     actor = ProbabilisticTensorDictSequential(
-        TensorDictModule(nn.Sequential(nn.Linear(OBS, 4), tensordict_extractor()),
+        TensorDictModule(nn.Sequential(nn.Linear(OBS, 4), NormalParamExtractor()),
                          ["observation"], ["loc", "scale"]),
         ProbabilisticTensorDictModule(["loc", "scale"], ["action"], distribution_class=D.Normal,
                                       return_log_prob=True),
