@@ -41,6 +41,7 @@ from ppokit.distributed import (
 from ppokit.envs.gym import GymVecEnv
 from ppokit.metrics import MetricsLogger
 from ppokit.normalization import ObservationNormalizer, RewardScaler
+from ppokit.objectives.compile import compile_loss
 
 __all__ = ["PPOTrainer", "TrainResult", "World", "build_actor_critic", "seed_everything"]
 
@@ -88,13 +89,15 @@ class _GaussianHead(nn.Module):
 
 def build_actor_critic(
     env: GymVecEnv, *, hidden_sizes: tuple[int, ...] = (64, 64), activation: str = "tanh",
-    init_log_std: float = 0.0,
+    init_log_std: float = 0.0, ortho_init: bool = True,
 ) -> tuple[Any, Any]:
     """Separate actor and critic MLPs for ``env`` (ppokit modules, TorchRL keys).
 
     Discrete actions: ``Categorical(logits)``; Box actions: ``IndependentNormal(loc, scale)``
     with a learned state-independent log-std. Orthogonal init, policy head gain 0.01, value
-    head gain 1 ("The 37 Implementation Details of PPO", Huang et al. 2022).
+    head gain 1 ("The 37 Implementation Details of PPO", Huang et al. 2022); with
+    ``ortho_init=False`` torch's default ``nn.Linear`` init instead (rl-zoo's tuned MuJoCo
+    settings use it).
 
     Example:
         >>> env = GymVecEnv("CartPole-v1", 1)
@@ -111,20 +114,23 @@ def build_actor_critic(
     act_cls = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
     obs_dim = int(np.prod(env.obs_shape))
     cells = tuple(hidden_sizes)
+    # output gains only exist for the orthogonal init (MLP rejects them otherwise)
+    policy_init: dict[str, Any] = {"output_gain": 0.01} if ortho_init else {"init": "default"}
+    value_init: dict[str, Any] = {"output_gain": 1.0} if ortho_init else {"init": "default"}
     if env.discrete:
         net = MLP(obs_dim, env.num_actions, num_cells=cells, activation_class=act_cls,
-                  output_gain=0.01)
+                  **policy_init)
         params = TensorDictModule(net, in_keys=["observation"], out_keys=["logits"])
         actor = ProbabilisticActor(params, in_keys=["logits"], distribution_class=Categorical,
                                    return_log_prob=True)
     else:
         net = MLP(obs_dim, env.num_actions, num_cells=cells, activation_class=act_cls,
-                  output_gain=0.01)
+                  **policy_init)
         head = _GaussianHead(net, env.num_actions, init_log_std=init_log_std)
         params = TensorDictModule(head, in_keys=["observation"], out_keys=["loc", "scale"])
         actor = ProbabilisticActor(params, in_keys=["loc", "scale"],
                                    distribution_class=IndependentNormal, return_log_prob=True)
-    value_net = MLP(obs_dim, 1, num_cells=cells, activation_class=act_cls, output_gain=1.0)
+    value_net = MLP(obs_dim, 1, num_cells=cells, activation_class=act_cls, **value_init)
     critic = ValueOperator(value_net, in_keys=["observation"])
     return actor, critic
 
@@ -159,6 +165,11 @@ class PPOTrainer:
         validate_config(cfg)
         self.cfg = cfg
         self.world = world or World()
+        if cfg.compile and self.world.is_distributed:
+            raise ValueError(
+                "compile=True does not work with distributed training yet: "
+                "DistributedDataParallel's forward cannot be traced into the loss's single "
+                "graph. Set compile=False, or train in one process.")
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         torch.set_num_threads(cfg.torch_threads)
@@ -170,12 +181,15 @@ class PPOTrainer:
             self.env = GymVecEnv(cfg.env, cfg.num_envs, mode=cfg.vector_mode)
         self.actor, self.critic = build_actor_critic(
             self.env, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation,
-            init_log_std=cfg.init_log_std,
+            init_log_std=cfg.init_log_std, ortho_init=cfg.ortho_init,
         )
         # DDP on the plain networks inside the TensorDict modules (ppokit.distributed.wrap_ddp):
         # the loss keeps the actor's get_dist, and backward() averages gradients over ranks
         wrap_ddp(self.actor, self.critic, world=self.world)
         self.loss = self._make_loss()
+        # the compiled loss shares the eager one's modules and estimator; its first call runs
+        # eagerly, the second compiles (see ppokit.objectives.compile)
+        self.loss_fn: nn.Module = compile_loss(self.loss) if cfg.compile else self.loss
         self.params = _unique_params(self.actor, self.critic)
         self.optimizer = _adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
         self.obs_norm = ObservationNormalizer(self.env.obs_shape, clip=cfg.obs_clip,
@@ -267,7 +281,7 @@ class PPOTrainer:
                     # mean/std of the global minibatch (all ranks'), as one process would see
                     minibatch = minibatch.set("advantage", global_standardize(
                         minibatch.get("advantage"), self.world))
-                out = self.loss(minibatch)
+                out = self.loss_fn(minibatch)
                 if cfg.target_kl is not None and float(self.world.all_reduce_mean(
                         out["kl_approx"].detach())) > cfg.target_kl:
                     # SB3-style: the minibatch whose policy already drifted too far is not used
@@ -577,7 +591,8 @@ def load_policy(run_dir: str | Path, *, checkpoint: str = "latest.pt"
     env = GymVecEnv(cfg.env, 1)
     try:
         actor, _ = build_actor_critic(env, hidden_sizes=cfg.hidden_sizes,
-                                      activation=cfg.activation, init_log_std=cfg.init_log_std)
+                                      activation=cfg.activation, init_log_std=cfg.init_log_std,
+                                      ortho_init=cfg.ortho_init)
         obs_norm = ObservationNormalizer(env.obs_shape, clip=cfg.obs_clip, enabled=cfg.obs_norm)
     finally:
         env.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -129,6 +130,16 @@ def test_presets_pick_the_task_family(tmp_path):
             hopper.total_steps) == (1, 2048, 10, 32, 3e-4, 0.99, 0.95, 0.0, 0.5, 0.5, True,
                                     True, 1_000_000)
     assert preset_config("Humanoid-v5").num_steps == 2048
+    # HalfCheetah has its own MuJoCo preset (rl-zoo's tuned settings); the rest is shared
+    cheetah = preset_config("HalfCheetah-v5", seed=3)
+    assert (cheetah.num_steps, cheetah.num_epochs, cheetah.minibatch_size, cheetah.lr,
+            cheetah.anneal_lr, cheetah.clip_epsilon, cheetah.init_log_std, cheetah.ortho_init,
+            cheetah.hidden_sizes, cheetah.activation, cheetah.seed) == (
+                512, 20, 64, 2.0633e-5, False, 0.1, -2.0, False, (256, 256), "relu", 3)
+    assert (cheetah.obs_norm, cheetah.reward_scale, cheetah.total_steps) == (
+        True, True, 1_000_000)
+    v4 = preset_config("HalfCheetah-v4")
+    assert dataclasses.replace(v4, env="HalfCheetah-v5") == preset_config("HalfCheetah-v5")
     assert preset_config("CartPole-v1") == TrainConfig()
     assert preset_config("Pendulum-v1").gamma == 0.9
 
