@@ -73,7 +73,8 @@ class TensorPolicy:
         >>> env.close()
     """
 
-    def __init__(self, plan: ModulePlan, *, obs_key: NestedKey = "observation") -> None:
+    def __init__(self, plan: ModulePlan, *, obs_key: NestedKey = "observation",
+                 compile: bool = False) -> None:
         self.plan = plan
         self.obs_key = obs_key
         dist_module = plan.dist_module
@@ -86,15 +87,24 @@ class TensorPolicy:
         self.lean = _lean_kind(self.dist_cls, [dk for dk, _ in self.param_keys],
                                self.dist_kwargs)
         self.event_dims = int(self.dist_kwargs.get("event_dims", 1))
+        # compile=True: the networks and the sample's arithmetic run as one torch.compile
+        # graph; the random numbers are still drawn eagerly from torch's generator (the same
+        # stream as the eager path), so only float rounding can differ
+        self._core: Callable[..., Any] | None = None
+        self._noise_shapes: dict[tuple[int, ...], torch.Size] = {}
+        if compile and self.lean is not None:
+            self._core = torch.compile(self._lean_core, fullgraph=True, dynamic=False)
 
     @classmethod
     def for_actor(cls, actor: object, *, log_prob_key: NestedKey = "action_log_prob",
-                  obs_key: NestedKey = "observation",
-                  sampling: bool = True) -> TensorPolicy | None:
+                  obs_key: NestedKey = "observation", sampling: bool = True,
+                  compile: bool = False) -> TensorPolicy | None:
         """The tensor view of ``actor``, or ``None`` when its structure is not reproduced.
 
         ``sampling=False``: only :meth:`distribution` will be used (evaluation), so the
-        actor's sample and log-prob keys do not matter.
+        actor's sample and log-prob keys do not matter. ``compile=True``: sampling from
+        ppokit's ``Categorical``/``IndependentNormal`` runs the networks and the sample's
+        arithmetic as one ``torch.compile`` graph (after one eager call per batch size).
         """
         if not isinstance(actor, nn.Module):
             return None
@@ -117,7 +127,7 @@ class TensorPolicy:
                     and issubclass(last.distribution_class, D.Distribution))
         ):
             return None
-        return cls(plan, obs_key=obs_key)
+        return cls(plan, obs_key=obs_key, compile=compile)
 
     def usable(self) -> bool:
         """False when hooks, ``set_skip_existing`` or a swapped network forbid the fast path."""
@@ -160,7 +170,15 @@ class TensorPolicy:
     def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample ``action [N, *act]`` and its log-prob ``[N]`` (no gradient)."""
         with torch.inference_mode():
+            if self._core is not None and tuple(obs.shape) in self._noise_shapes:
+                action, log_prob = self._compiled_sample(obs)
+                return self._checked(obs, action, log_prob)
             params = self.params(obs)
+            if self._core is not None and (
+                    self.lean == "categorical" or params["scale"].shape == params["loc"].shape):
+                # the eager call for this batch size: remember the noise shape it needs
+                self._noise_shapes[tuple(obs.shape)] = (
+                    torch.Size([]) if self.lean == "categorical" else params["loc"].shape)
             if self.lean == "categorical":
                 action, log_prob = _categorical_sample(params["logits"])
             elif self.lean == "normal" and params["scale"].shape == params["loc"].shape:
@@ -170,12 +188,42 @@ class TensorPolicy:
                 dist = self.dist_cls(**params, **self.dist_kwargs)
                 action = dist.rsample() if dist.has_rsample else dist.sample()
                 return action, dist.log_prob(action)
+        return self._checked(obs, action, log_prob)
+
+    def _checked(self, obs: torch.Tensor, action: torch.Tensor, log_prob: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         # numpy's check costs ~2 us on a few numbers, torch's ~10 (two ops and a sync)
         finite = (np.isfinite(log_prob.numpy()).all() if log_prob.device.type == "cpu"
                   else bool(torch.isfinite(log_prob).all()))
         if not finite:
             self._raise_non_finite(obs)
         return action, log_prob
+
+    def _lean_core(self, obs: torch.Tensor, noise: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The compiled part: networks, then (categorical) normalised logits and their
+        softmax, or (normal) ``loc + noise * scale`` and its log-prob."""
+        params = self.params(obs)
+        if self.lean == "categorical":
+            logits = params["logits"]
+            norm = logits - logits.logsumexp(dim=-1, keepdim=True)
+            return norm, norm.softmax(-1)
+        return _normal_from_noise(params["loc"], params["scale"], noise, self.event_dims)
+
+    def _compiled_sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.lean == "categorical":
+            norm, probs = self._core(obs, None)
+            n = norm.shape[-1]
+            try:  # the very draw _categorical_sample makes
+                index = torch.multinomial(probs.reshape(-1, n), 1, True)
+            except RuntimeError:  # NaN/inf probabilities: let the checked class say why
+                self._raise_non_finite(obs)
+                raise
+            log_prob = norm.reshape(-1, n).gather(-1, index)
+            return index.reshape(norm.shape[:-1]), log_prob.reshape(norm.shape[:-1])
+        # torch.normal(loc, scale) draws exactly these numbers: loc + randn() * scale
+        noise = torch.randn(self._noise_shapes[tuple(obs.shape)], dtype=obs.dtype)
+        return self._core(obs, noise)
 
     def _raise_non_finite(self, obs: torch.Tensor) -> None:
         with torch.no_grad():
@@ -231,11 +279,23 @@ def _normal_sample(loc: torch.Tensor, scale: torch.Tensor,
     except RuntimeError:  # a NaN or negative scale: let the checked class say which
         IndependentNormal(loc, scale, event_dims=event_dims)
         raise
-    log_prob = (-((action - loc) ** 2) / (2 * scale**2) - scale.log()
-                - _LOG_SQRT_2PI)
+    return action, _normal_log_prob(action, loc, scale, event_dims)
+
+
+def _normal_from_noise(loc: torch.Tensor, scale: torch.Tensor, noise: torch.Tensor,
+                       event_dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loc + noise * scale`` and its ``IndependentNormal`` log-prob (traceable)."""
+    action = loc + noise * scale
+    return action, _normal_log_prob(action, loc, scale, event_dims)
+
+
+def _normal_log_prob(action: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
+                     event_dims: int) -> torch.Tensor:
+    """``IndependentNormal(loc, scale, event_dims).log_prob(action)`` with torch's ops."""
+    log_prob = -((action - loc) ** 2) / (2 * scale**2) - scale.log() - _LOG_SQRT_2PI
     if event_dims:
         log_prob = log_prob.reshape((*log_prob.shape[:-event_dims], -1)).sum(-1)
-    return action, log_prob
+    return log_prob
 
 
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
@@ -273,6 +333,9 @@ class RolloutCollector:
         reward_scaler: scales ``("next", "reward")``; raw returns are still reported.
         log_prob_key: key the policy writes the action's log-probability to.
         seed: seeds the first reset (env ``i`` gets ``seed + i``).
+        compile_policy: act through a :class:`TensorPolicy` compiled with ``torch.compile``
+            (same random stream; float rounding may differ). Ignored for policies it does
+            not reproduce.
 
     The rollout holds ``observation [N, T, *obs]``, ``action [N, T]`` (discrete, int64) or
     ``[N, T, A]`` (continuous, as sampled, never clipped), ``action_log_prob [N, T]`` and
@@ -302,6 +365,7 @@ class RolloutCollector:
         reward_scaler: RewardScaler | None = None,
         log_prob_key: str = "action_log_prob",
         seed: int | None = None,
+        compile_policy: bool = False,
     ) -> None:
         if num_steps <= 0:
             raise ValueError(f"num_steps must be positive, got {num_steps}.")
@@ -352,7 +416,8 @@ class RolloutCollector:
         self._obs: torch.Tensor | None = None
         self._seed = seed
         # fast path for the standard actor layout; any other TensorDict policy also works
-        self._act = TensorPolicy.for_actor(policy, log_prob_key=log_prob_key)
+        self._act = TensorPolicy.for_actor(policy, log_prob_key=log_prob_key,
+                                           compile=compile_policy)
 
     def reset(self, *, seed: int | None = None) -> None:
         """Reset the environments (the next :meth:`collect` starts fresh episodes)."""

@@ -202,6 +202,7 @@ class PPOTrainer:
         self.collector = RolloutCollector(
             self.env, self.actor, num_steps=cfg.num_steps, obs_normalizer=self.obs_norm,
             reward_scaler=self.reward_scaler, log_prob_key=LOG_PROB_KEY, seed=seed,
+            compile_policy=cfg.compile,
         )
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.iteration = 0

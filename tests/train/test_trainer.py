@@ -160,3 +160,31 @@ def test_mujoco_preset_short_run(tmp_path):
     rows = read_progress_csv(tmp_path / "hopper" / "progress.csv")
     assert [int(r["minibatch_updates"]) for r in rows] == [16, 16]
     assert all(math.isfinite(r["loss_critic"]) and r["entropy"] > 0 for r in rows)
+
+
+def test_ortho_init_switch():
+    from ppokit.envs.gym import GymVecEnv
+    from ppokit.trainer import build_actor_critic
+
+    env = GymVecEnv("Pendulum-v1", 1)
+    torch.manual_seed(0)
+    ortho_actor, _ = build_actor_critic(env, hidden_sizes=(32, 32))
+    torch.manual_seed(0)
+    plain_actor, plain_critic = build_actor_critic(env, hidden_sizes=(32, 32), ortho_init=False)
+    env.close()
+
+    def linears(module):
+        return [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+    # orthogonal: the 32x32 hidden layer has W W^T = 2 I (gain sqrt 2), biases 0, and the
+    # policy head is scaled by 0.01
+    hidden = linears(ortho_actor)[1].weight.detach()
+    torch.testing.assert_close(hidden @ hidden.T, 2 * torch.eye(32), atol=1e-4, rtol=0)
+    assert all(float(m.bias.abs().max()) == 0 for m in linears(ortho_actor))
+    assert float(linears(ortho_actor)[-1].weight.abs().max()) < 0.02
+    # torch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and biases, not orthogonal
+    for layer in linears(plain_actor) + linears(plain_critic):
+        bound = 1 / math.sqrt(layer.in_features)
+        assert float(layer.weight.abs().max()) <= bound and float(layer.bias.abs().max()) > 0
+    hidden = linears(plain_actor)[1].weight.detach()
+    assert not torch.allclose(hidden @ hidden.T, 2 * torch.eye(32), atol=0.5)

@@ -24,8 +24,9 @@ def test_compiled_updates_match_eager(tmp_path):
     metrics_e = eager.update(rollout_e.clone())
     compiled = PPOTrainer(_cfg(compile=True), run_dir=tmp_path / "compiled")
     assert isinstance(compiled.loss_fn, CompiledLoss) and eager.loss_fn is eager.loss
-    rollout_c = compiled.collect()  # same seed, eager acting in both: the very same rollout
-    torch.testing.assert_close(rollout_c, rollout_e, rtol=0, atol=0)
+    # same seed and random stream; compiled acting may only round differently
+    rollout_c = compiled.collect()
+    torch.testing.assert_close(rollout_c, rollout_e, rtol=1e-5, atol=1e-5)
     metrics_c = compiled.update(rollout_c)
     assert compiled.loss_fn.compiled_calls == 3 and compiled.loss_fn.eager_calls == 1
     # inductor reorders float ops: equal up to rounding, after 4 Adam steps
