@@ -1,7 +1,7 @@
 """Training throughput: ``ppokit train`` vs Stable-Baselines3 PPO, and the env-only ceiling.
 
 Run: ``python benchmarks/bench_train.py [--tasks cartpole halfcheetah] [--iterations 8 4]
-[--repeats 1]``
+[--repeats 1] [--compile]``
 
 Both trainers run in this process, one after the other (alternating order over repeats),
 with the same hyperparameters and networks:
@@ -29,10 +29,12 @@ about learning; pass ``--iterations 200 250`` (about 100k / 500k steps) for that
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +61,8 @@ TASKS = {
     "cartpole": Task("CartPole-v1", 4, 128, 4, 128, 2.5e-4, 0.01, 16),
     "halfcheetah": Task("HalfCheetah-v5", 1, 2048, 10, 64, 3e-4, 0.0, 4),
 }
+#: iterations a compiled run spends before its timing starts: one eager, one compiling
+COMPILE_WARMUP_ITERATIONS = 2
 COMMON = dict(gamma=0.99, gae_lambda=0.95, clip=0.2, vf_coef=0.5, max_grad_norm=0.5)
 
 
@@ -69,19 +73,24 @@ class RunResult:
     returns: list[float]
     collect_seconds: float = float("nan")  # ppokit only: time in collect() / update()
     update_seconds: float = float("nan")
+    warmup_seconds: float = 0.0  # ppokit compiled: the untimed eager + compiling iterations
 
     @property
     def sps(self) -> float:
         return self.steps / self.seconds
 
 
-def run_ppokit(task: Task, iterations: int, seed: int) -> RunResult:
+def run_ppokit(task: Task, iterations: int, seed: int, *, compile: bool = False) -> RunResult:
+    """ppokit's trainer; with ``compile``, two extra first iterations (eager, then compiling)
+    run untimed, so the SPS is the compiled steady state (the compile time is reported)."""
     from ppokit.config import preset_config
     from ppokit.trainer import PPOTrainer
 
     batch = task.num_envs * task.num_steps
+    warmup = COMPILE_WARMUP_ITERATIONS if compile else 0
     cfg = preset_config(
-        task.env_id, seed=seed, total_steps=batch * iterations, num_envs=task.num_envs,
+        task.env_id, seed=seed, total_steps=batch * (iterations + warmup),
+        num_envs=task.num_envs, compile=compile,
         num_steps=task.num_steps, num_epochs=task.num_epochs,
         num_minibatches=batch // task.minibatch_size, lr=task.lr, anneal_lr=False,
         gamma=COMMON["gamma"], gae_lambda=COMMON["gae_lambda"],
@@ -95,20 +104,26 @@ def run_ppokit(task: Task, iterations: int, seed: int) -> RunResult:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = PPOTrainer(cfg, run_dir=Path(tmp) / "run")
         spent = {"collect": 0.0, "update": 0.0}
+        warm = {"seconds": 0.0, "updates": 0}
         for name in spent:  # time the two phases of each iteration (instance-level wrappers)
             inner = getattr(trainer, name)
 
             def timed(*args, _inner=inner, _name=name):
                 t0 = time.perf_counter()
                 out = _inner(*args)
-                spent[_name] += time.perf_counter() - t0
+                seconds = time.perf_counter() - t0
+                if warm["updates"] < warmup:  # an untimed warm-up iteration
+                    warm["seconds"] += seconds
+                    warm["updates"] += _name == "update"
+                else:
+                    spent[_name] += seconds
                 return out
 
             setattr(trainer, name, timed)
         result = trainer.train()
         returns = list(trainer.recent_returns)
-    return RunResult(result.env_steps, result.wall_seconds, returns[-20:],
-                     spent["collect"], spent["update"])
+    return RunResult(result.env_steps - warmup * batch, result.wall_seconds - warm["seconds"],
+                     returns[-20:], spent["collect"], spent["update"], warm["seconds"])
 
 
 def run_sb3(task: Task, iterations: int, seed: int) -> RunResult:
@@ -166,6 +181,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of each trainer (alternating order); SPS is the median")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--compile", action="store_true",
+                        help="also run ppokit with --compile (steady-state SPS; the compile "
+                             "time is printed separately)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     np.random.seed(args.seed)
@@ -179,32 +197,39 @@ def main() -> None:
     rows = []
     for key, iters in zip(args.tasks, iterations):
         task = TASKS[key]
-        runs: dict[str, list[RunResult]] = {"ppokit": [], "sb3": []}
-        order = [("ppokit", run_ppokit), ("sb3", run_sb3)]
-        for _, fn in order:  # untimed warm-up: first-use imports (torch._dynamo via the
+        order: list[tuple[str, Callable[..., RunResult]]] = [
+            ("ppokit", run_ppokit), ("sb3", run_sb3)]
+        if args.compile:
+            order.append(("ppokit compiled", functools.partial(run_ppokit, compile=True)))
+        runs: dict[str, list[RunResult]] = {name: [] for name, _ in order}
+        for _, fn in order[:2]:  # untimed warm-up: first-use imports (torch._dynamo via the
             fn(task, 1, args.seed)  # optimizers, tensorboard, MuJoCo) must not count
         for r in range(args.repeats):
-            for name, fn in order if r % 2 == 0 else order[::-1]:
+            for name, fn in order[r % len(order):] + order[:r % len(order)]:  # rotate
                 runs[name].append(fn(task, iters, args.seed + r))
         ceiling = run_env_only(task, runs["ppokit"][0].steps, args.seed)
         sps = {name: statistics.median(x.sps for x in res) for name, res in runs.items()}
         rows.append((task, runs, sps, ceiling))
 
-    print("\n| task | steps | env-only SPS | ppokit SPS | SB3 SPS | ppokit / SB3 "
-          "| ppokit / env-only | ppokit return | SB3 return |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| task | trainer | steps | SPS | / SB3 | / env-only (SPS) | return at equal steps |")
+    print("|---|---|---|---|---|---|---|")
     for task, runs, sps, ceiling in rows:
-        print(f"| {task.env_id} | {runs['ppokit'][0].steps} | {ceiling.sps:,.0f} | "
-              f"{sps['ppokit']:,.0f} | {sps['sb3']:,.0f} | {sps['ppokit'] / sps['sb3']:.2f} | "
-              f"{sps['ppokit'] / ceiling.sps:.2f} | {_fmt_returns(runs['ppokit'][0].returns)} | "
-              f"{_fmt_returns(runs['sb3'][0].returns)} |")
+        for name, res in runs.items():
+            print(f"| {task.env_id} | {name} | {res[0].steps} | {sps[name]:,.0f} | "
+                  f"{sps[name] / sps['sb3']:.2f} | {sps[name] / ceiling.sps:.2f} "
+                  f"({ceiling.sps:,.0f}) | {_fmt_returns(res[0].returns)} |")
     print("\nppokit time per environment step (median over runs):\n")
-    print("| task | collect (us) | update (us) | collect share |")
-    print("|---|---|---|---|")
+    print("| task | trainer | collect (us) | update (us) | collect share | warm-up + compile (s) |")
+    print("|---|---|---|---|---|---|")
     for task, runs, _, _ in rows:
-        col = statistics.median(r.collect_seconds / r.steps for r in runs["ppokit"]) * 1e6
-        upd = statistics.median(r.update_seconds / r.steps for r in runs["ppokit"]) * 1e6
-        print(f"| {task.env_id} | {col:.0f} | {upd:.0f} | {col / (col + upd):.0%} |")
+        for name, res in runs.items():
+            if name == "sb3":
+                continue
+            col = statistics.median(r.collect_seconds / r.steps for r in res) * 1e6
+            upd = statistics.median(r.update_seconds / r.steps for r in res) * 1e6
+            warm = statistics.median(r.warmup_seconds for r in res)
+            print(f"| {task.env_id} | {name} | {col:.0f} | {upd:.0f} | {col / (col + upd):.0%} "
+                  f"| {warm:.1f} |")
 
 
 if __name__ == "__main__":

@@ -90,10 +90,9 @@ class TensorPolicy:
         # compile=True: the networks and the sample's arithmetic run as one torch.compile
         # graph; the random numbers are still drawn eagerly from torch's generator (the same
         # stream as the eager path), so only float rounding can differ
-        self._core: Callable[..., Any] | None = None
+        self._compile = compile and self.lean is not None
+        self._core: Callable[..., Any] | None = None  # built at the first (eager) call
         self._noise_shapes: dict[tuple[int, ...], torch.Size] = {}
-        if compile and self.lean is not None:
-            self._core = torch.compile(self._lean_core, fullgraph=True, dynamic=False)
 
     @classmethod
     def for_actor(cls, actor: object, *, log_prob_key: NestedKey = "action_log_prob",
@@ -174,11 +173,14 @@ class TensorPolicy:
                 action, log_prob = self._compiled_sample(obs)
                 return self._checked(obs, action, log_prob)
             params = self.params(obs)
-            if self._core is not None and (
+            if self._compile and (
                     self.lean == "categorical" or params["scale"].shape == params["loc"].shape):
                 # the eager call for this batch size: remember the noise shape it needs
                 self._noise_shapes[tuple(obs.shape)] = (
                     torch.Size([]) if self.lean == "categorical" else params["loc"].shape)
+                if self._core is None:
+                    self._core = torch.compile(self._make_core(obs), fullgraph=True,
+                                               dynamic=False)
             if self.lean == "categorical":
                 action, log_prob = _categorical_sample(params["logits"])
             elif self.lean == "normal" and params["scale"].shape == params["loc"].shape:
@@ -199,16 +201,48 @@ class TensorPolicy:
             self._raise_non_finite(obs)
         return action, log_prob
 
-    def _lean_core(self, obs: torch.Tensor, noise: torch.Tensor | None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The compiled part: networks, then (categorical) normalised logits and their
-        softmax, or (normal) ``loc + noise * scale`` and its log-prob."""
-        params = self.params(obs)
-        if self.lean == "categorical":
-            logits = params["logits"]
-            norm = logits - logits.logsumexp(dim=-1, keepdim=True)
-            return norm, norm.softmax(-1)
-        return _normal_from_noise(params["loc"], params["scale"], noise, self.event_dims)
+    def _make_core(self, obs: torch.Tensor) -> Callable[..., Any]:
+        """The function to compile: networks, then (categorical) normalised logits and their
+        softmax, or (normal) ``loc + noise * scale`` and its log-prob.
+
+        It closes over as little as possible: each call first checks dynamo's guards on what
+        the function reads, and with the whole policy object that check costs more than the
+        graph saves. One network on the observation (ppokit's and most actors) is called
+        directly; other chains go through :meth:`params`.
+        """
+        lean, event_dims = self.lean, self.event_dims
+        names = tuple(dk for dk, _ in self.param_keys)
+        steps = self.plan.steps
+        net = steps[0].net if len(steps) == 1 else None
+        if isinstance(net, DistributedDataParallel) and not _has_buffers(net.module):
+            net = net.module
+        if net is not None and steps[0].in_keys == (self.obs_key,) and isinstance(
+                net(obs), (tuple, torch.Tensor)):
+            out_keys = steps[0].out_keys
+            where = tuple(out_keys.index(ik) for _, ik in self.param_keys)
+
+            def run(obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                out = net(obs)
+                out = out if isinstance(out, tuple) else (out,)
+                return tuple(out[i] for i in where)
+        else:
+            params = self.params
+
+            def run(obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                values = params(obs)
+                return tuple(values[name] for name in names)
+
+        def core(obs: torch.Tensor, noise: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+            dist_params = dict(zip(names, run(obs)))
+            if lean == "categorical":
+                logits = dist_params["logits"]
+                norm = logits - logits.logsumexp(dim=-1, keepdim=True)
+                return norm, norm.softmax(-1)
+            return _normal_from_noise(dist_params["loc"], dist_params["scale"], noise,
+                                      event_dims)
+
+        return core
 
     def _compiled_sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.lean == "categorical":

@@ -8,14 +8,17 @@ ppokit's or TorchRL's ``ProbabilisticActor``). Each has a ``deterministic_sample
 Numbers and shapes follow TorchRL 0.14.1 (``torchrl.modules.TanhNormal``, ``OneHotCategorical``,
 ``tensordict.nn.NormalParamExtractor``), so actions sampled by one library are scored identically by
 the other. Parameters are checked on construction and actions on ``log_prob``; a bad value raises
-``ValueError`` naming the parameter instead of producing NaNs downstream. The checks are skipped
-under ``torch.compile``.
+``ValueError`` naming the parameter instead of producing NaNs downstream. The value checks are
+skipped under ``torch.compile`` and inside :func:`deferred_param_checks` (whose caller checks the
+results instead).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import ClassVar
 
 import torch
@@ -31,6 +34,7 @@ __all__ = [
     "OneHotCategorical",
     "TanhNormal",
     "biased_softplus",
+    "deferred_param_checks",
     "tanh_normal_log_prob",
 ]
 
@@ -40,6 +44,38 @@ _NO_SAMPLE = torch.Size()
 
 def _compiling() -> bool:
     return torch.compiler.is_compiling()
+
+
+_DEFERRED = contextvars.ContextVar("ppokit_deferred_param_checks", default=False)
+
+
+@contextlib.contextmanager
+def deferred_param_checks() -> Iterator[None]:
+    """Build ppokit distributions without their per-call parameter-value checks.
+
+    Each check (NaN/Inf ``loc`` or ``logits``, ``scale <= 0``) costs a host sync and several
+    small ops. A caller that detects non-finite results itself, and rebuilds the distribution
+    outside this context to name the culprit, may skip them: ``ClipPPOLoss`` does (its one
+    finiteness probe on the outputs covers every parameter). Shape and type checks still run.
+
+    Example:
+        >>> with deferred_param_checks():
+        ...     d = IndependentNormal(torch.zeros(2), torch.tensor([1.0, -1.0]))  # no error
+        >>> IndependentNormal(torch.zeros(2), torch.tensor([1.0, -1.0]))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: IndependentNormal: scale must be finite and > 0, got 1 bad entries, ...
+    """
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def _skip_value_checks() -> bool:
+    # _compiling() first: dynamo cannot trace a ContextVar read
+    return _compiling() or _DEFERRED.get()
 
 
 # --------------------------------------------------------------------------- parameter checks
@@ -78,7 +114,7 @@ def _as_scale(cls: str, scale: ScaleLike, loc: torch.Tensor) -> torch.Tensor:
 
 
 def _check_normal_params(cls: str, loc: torch.Tensor, scale: torch.Tensor) -> None:
-    if _compiling():
+    if _skip_value_checks():
         return
     # One host sync on the happy path (this runs at every acting step); the detailed
     # search below only runs when something is wrong.
@@ -553,7 +589,7 @@ def _check_categorical_params(
             f"{cls}: {name} must have shape [*B, num_actions] with num_actions >= 1, got "
             f"{list(param.shape)}."
         )
-    if _compiling():
+    if _skip_value_checks():
         return
     if name == "logits":
         # -inf logits are legitimate (masked actions); NaN and +inf are not.

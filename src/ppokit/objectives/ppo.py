@@ -23,6 +23,7 @@ from tensordict.utils import NestedKey
 from torch import distributions as D
 from torch import nn
 
+from ppokit.modules.distributions import deferred_param_checks
 from ppokit.objectives import functional as PF
 from ppokit.objectives.direct import ModulePlan, ParamSlots, TensorReader
 
@@ -545,7 +546,9 @@ class PPOLoss(nn.Module):
             dist = self._actor_plan.get_dist(TensorReader(actor_env, inp.work), batch,
                                              set_interaction=False)
         elif inp.fast:
-            with self._run_actor():
+            # the distribution's own value checks (a host sync each) are replaced by the probe
+            # in _outputs_finite; _explain_non_finite reruns them to name a bad parameter
+            with self._run_actor(), deferred_param_checks():
                 dist = self._actor_plan.get_dist(TensorReader(actor_env, inp.work), batch)
         else:
             dist = self._get_dist(inp.work)
@@ -602,6 +605,11 @@ class PPOLoss(nn.Module):
     def _explain_non_finite(self, inp: _Inputs, out: dict[str, torch.Tensor],
                             extras: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         keys = self.tensor_keys
+        if inp.fast:
+            # the checks the fast path deferred (NaN/Inf loc or logits, scale <= 0), first, as
+            # they would have run first: the distribution is built before any loss math
+            with torch.no_grad(), self._run_actor():
+                self._actor_plan.get_dist(TensorReader({}, inp.work), inp.batch)
         if self.check_inputs:
             self._check_finite(
                 (inp.advantage, keys.advantage),
