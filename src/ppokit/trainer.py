@@ -288,25 +288,26 @@ class PPOTrainer:
                     # SB3-style: the minibatch whose policy already drifted too far is not used
                     stopped_early = True
                     break
-                total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
-                self.optimizer.zero_grad(set_to_none=True)
-                total.backward()
+                objective, critic = out["loss_objective"], out["loss_critic"]
+                entropy = out["loss_entropy"]
+                for p in self.params:  # = optimizer.zero_grad(set_to_none=True), minus its
+                    p.grad = None      # profiler/hook wrapper (tens of us per minibatch)
+                (objective + critic + entropy).backward()
                 grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
-                records.append(torch.stack([
-                    out["loss_objective"].detach(), out["loss_critic"].detach(),
-                    out.get("loss_entropy", torch.zeros(())).detach(),
-                    *(out.get(k, torch.full((), math.nan)).detach().float()
-                      for k in _LOSS_DIAGNOSTICS),
-                    grad_norm.detach(),
-                ]))
+                # kept as tensors and stacked once per iteration: no per-minibatch stack/sync
+                records.append((objective.detach(), critic.detach(), entropy.detach(),
+                                *(out.get(k, None) for k in _LOSS_DIAGNOSTICS), grad_norm))
             if stopped_early:
                 break
             epochs_done += 1
         names = ["loss_objective", "loss_critic", "loss_entropy", *_LOSS_DIAGNOSTICS,
                  "grad_norm"]
         if records:
-            means = self.world.all_reduce_mean(torch.stack(records).mean(0)).tolist()
+            nan = torch.full((), math.nan)
+            columns = [torch.stack([nan if v is None else v.detach().float() for v in column])
+                       for column in zip(*records)]
+            means = self.world.all_reduce_mean(torch.stack(columns).mean(1)).tolist()
         else:
             means = [math.nan] * len(names)
         metrics = dict(zip(names, means))
