@@ -90,7 +90,11 @@ class TensorPolicy:
         # compile=True: the networks and the sample's arithmetic run as one torch.compile
         # graph; the random numbers are still drawn eagerly from torch's generator (the same
         # stream as the eager path), so only float rounding can differ
-        self._compile = compile and self.lean is not None
+        # Gaussian policies only: a compiled call has a fixed cost (guards, input marshalling)
+        # that the ~18 small eager ops of a Gaussian step (network, sample, log-prob) repay
+        # (~12 % faster per step, HalfCheetah), but a categorical step, whose sampling stays
+        # eager, does not (~25 % slower, CartPole); see benchmarks/README.md
+        self._compile = compile and self.lean == "normal"
         self._core: Callable[..., Any] | None = None  # built at the first (eager) call
         self._noise_shapes: dict[tuple[int, ...], torch.Size] = {}
 
@@ -102,8 +106,9 @@ class TensorPolicy:
 
         ``sampling=False``: only :meth:`distribution` will be used (evaluation), so the
         actor's sample and log-prob keys do not matter. ``compile=True``: sampling from
-        ppokit's ``Categorical``/``IndependentNormal`` runs the networks and the sample's
-        arithmetic as one ``torch.compile`` graph (after one eager call per batch size).
+        ppokit's ``IndependentNormal`` runs the networks and the sample's arithmetic as one
+        ``torch.compile`` graph (after one eager call per batch size); other distributions
+        act eagerly (for them the compiled call costs more than it saves).
         """
         if not isinstance(actor, nn.Module):
             return None
@@ -173,11 +178,9 @@ class TensorPolicy:
                 action, log_prob = self._compiled_sample(obs)
                 return self._checked(obs, action, log_prob)
             params = self.params(obs)
-            if self._compile and (
-                    self.lean == "categorical" or params["scale"].shape == params["loc"].shape):
+            if self._compile and params["scale"].shape == params["loc"].shape:
                 # the eager call for this batch size: remember the noise shape it needs
-                self._noise_shapes[tuple(obs.shape)] = (
-                    torch.Size([]) if self.lean == "categorical" else params["loc"].shape)
+                self._noise_shapes[tuple(obs.shape)] = params["loc"].shape
                 if self._core is None:
                     self._core = torch.compile(self._make_core(obs), fullgraph=True,
                                                dynamic=False)
@@ -202,15 +205,14 @@ class TensorPolicy:
         return action, log_prob
 
     def _make_core(self, obs: torch.Tensor) -> Callable[..., Any]:
-        """The function to compile: networks, then (categorical) normalised logits and their
-        softmax, or (normal) ``loc + noise * scale`` and its log-prob.
+        """The function to compile: networks, then ``loc + noise * scale`` and its log-prob.
 
         It closes over as little as possible: each call first checks dynamo's guards on what
         the function reads, and with the whole policy object that check costs more than the
         graph saves. One network on the observation (ppokit's and most actors) is called
         directly; other chains go through :meth:`params`.
         """
-        lean, event_dims = self.lean, self.event_dims
+        event_dims = self.event_dims
         names = tuple(dk for dk, _ in self.param_keys)
         steps = self.plan.steps
         net = steps[0].net if len(steps) == 1 else None
@@ -232,29 +234,14 @@ class TensorPolicy:
                 values = params(obs)
                 return tuple(values[name] for name in names)
 
-        def core(obs: torch.Tensor, noise: torch.Tensor | None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        def core(obs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             dist_params = dict(zip(names, run(obs)))
-            if lean == "categorical":
-                logits = dist_params["logits"]
-                norm = logits - logits.logsumexp(dim=-1, keepdim=True)
-                return norm, norm.softmax(-1)
             return _normal_from_noise(dist_params["loc"], dist_params["scale"], noise,
                                       event_dims)
 
         return core
 
     def _compiled_sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.lean == "categorical":
-            norm, probs = self._core(obs, None)
-            n = norm.shape[-1]
-            try:  # the very draw _categorical_sample makes
-                index = torch.multinomial(probs.reshape(-1, n), 1, True)
-            except RuntimeError:  # NaN/inf probabilities: let the checked class say why
-                self._raise_non_finite(obs)
-                raise
-            log_prob = norm.reshape(-1, n).gather(-1, index)
-            return index.reshape(norm.shape[:-1]), log_prob.reshape(norm.shape[:-1])
         # torch.normal(loc, scale) draws exactly these numbers: loc + randn() * scale
         noise = torch.randn(self._noise_shapes[tuple(obs.shape)], dtype=obs.dtype)
         return self._core(obs, noise)

@@ -12,11 +12,8 @@ from ppokit.trainer import build_actor_critic
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize(("env_id", "error"), [
-    ("CartPole-v1", "logits contain NaN"),
-    ("Pendulum-v1", "loc has 3 NaN/Inf entries"),
-])
-def test_compiled_acting_matches_eager_and_still_checks(env_id, error):
+def test_compiled_acting_matches_eager_and_still_checks():
+    env_id = "Pendulum-v1"
     rollouts, collectors = [], []
     calls: list[int] = []
     for compiled in (False, True):
@@ -34,8 +31,6 @@ def test_compiled_acting_matches_eager_and_still_checks(env_id, error):
     assert len(calls) == 39
     eager, compiled = rollouts
     # same random stream; inductor may round differently (fused multiply-add)
-    if env_id == "CartPole-v1":
-        assert torch.equal(compiled["action"], eager["action"])
     for key in eager.keys(True, True):
         torch.testing.assert_close(compiled.get(key), eager.get(key), rtol=1e-5, atol=1e-5,
                                    msg=lambda m, k=key: f"{k}: {m}")
@@ -44,8 +39,18 @@ def test_compiled_acting_matches_eager_and_still_checks(env_id, error):
     with torch.no_grad():
         for p in actor.parameters():
             p.fill_(float("nan"))
-    with pytest.raises(ValueError, match=error):
+    with pytest.raises(ValueError, match="loc has 3 NaN/Inf entries"):
         col.collect()
     assert len(calls) > 39  # the failing call went through the compiled path
     for _, _, e in collectors:
         e.close()
+
+
+def test_categorical_policies_act_eagerly_even_with_compile():
+    # a compiled call costs more than the few eager ops of a categorical step (measured)
+    env = GymVecEnv("CartPole-v1", 2)
+    actor, _ = build_actor_critic(env)
+    col = RolloutCollector(env, actor, num_steps=8, seed=0, compile_policy=True)
+    col.collect()
+    env.close()
+    assert col._act is not None and col._act._core is None
