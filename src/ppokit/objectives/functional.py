@@ -102,9 +102,9 @@ def clipped_surrogate(
 ) -> torch.Tensor:
     """Per-sample clipped PPO objective (Schulman et al. 2017, eq. 7), negated as a loss.
 
-    ``-min(r * A, clip(r, 1 - eps, 1 + eps) * A)`` with ``r = exp(log_weight)``. The clip is
-    applied in log space, ``clamp(log r, log(1 - eps), log(1 + eps))``, which is the same
-    function of ``r`` but never forms an overflowing ratio before clipping.
+    ``-min(r * A, clip(r, 1 - eps, 1 + eps) * A)`` with ``r = exp(log_weight)``. The clipped
+    term reuses the unclipped term's ``r`` (one ``exp`` fewer forward and backward than
+    clipping ``log r``); an overflowing ``r = inf`` clips to ``1 + eps`` as it should.
 
     Args:
         log_weight: ``log pi(a|s) - log pi_old(a|s)``, shape ``[*B, 1]``.
@@ -119,9 +119,11 @@ def clipped_surrogate(
         >>> clipped_surrogate(torch.tensor([[0.5]]), torch.tensor([[2.0]]), 0.2)
         tensor([[-2.4000]])
     """
-    low, high = _log_clip_bounds(clip_epsilon)
-    gain_unclipped = log_weight.exp() * advantage
-    gain_clipped = log_weight.clamp(low, high).exp() * advantage
+    if isinstance(clip_epsilon, torch.Tensor):
+        clip_epsilon = float(clip_epsilon)
+    ratio = log_weight.exp()
+    gain_unclipped = ratio * advantage
+    gain_clipped = ratio.clamp(1.0 - clip_epsilon, 1.0 + clip_epsilon) * advantage
     return -torch.minimum(gain_unclipped, gain_clipped)
 
 
