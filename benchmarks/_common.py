@@ -30,6 +30,7 @@ __all__ = [
     "fmt_time",
     "interleaved",
     "machine_line",
+    "paired_ratio",
     "print_table",
 ]
 
@@ -85,9 +86,11 @@ def interleaved(
         stat: ``"median"`` or ``"min"`` over rounds, or ``"both"`` (then the result maps
             name -> median and ``name + " (min)"`` -> minimum). Noise from other processes
             only ever adds time, so the minimum is the steadier figure on a loaded machine.
+            ``"samples"``: name -> the list of per-round times (for paired ratios, see
+            :func:`paired_ratio`).
 
     Returns:
-        name -> median seconds per call.
+        name -> median seconds per call (or as ``stat`` says).
     """
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}.")
@@ -111,6 +114,8 @@ def interleaved(
             for _ in range(k):
                 fn()
             samples[name].append((now() - start) / k)
+    if stat == "samples":
+        return samples
     result = {}
     for n, v in samples.items():
         if stat in ("median", "both"):
@@ -120,6 +125,25 @@ def interleaved(
         if stat == "both":
             result[n + " (min)"] = min(v)
     return result
+
+
+def paired_ratio(samples: Mapping[str, Sequence[float]], name: str, baseline: str
+                 ) -> tuple[float, float, float]:
+    """Median and quartiles of ``name``'s time over ``baseline``'s time in the same round.
+
+    Both were timed within a fraction of a second of each other, so a slow phase of a noisy
+    machine scales both and cancels in their ratio; the ratio of two medians taken over
+    different rounds does not cancel it. Returns ``(q25, median, q75)``.
+
+    Example:
+        >>> paired_ratio({"a": [2.0, 4.0, 6.0], "b": [1.0, 2.0, 3.0]}, "a", "b")
+        (2.0, 2.0, 2.0)
+    """
+    ratios = [x / y for x, y in zip(samples[name], samples[baseline], strict=True)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    q25, q50, q75 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q25, q50, q75
 
 
 def fmt_time(seconds: float) -> str:

@@ -1,6 +1,6 @@
 """ClipPPOLoss forward + backward: ppokit vs the hand-written floor vs TorchRL.
 
-Run: ``python benchmarks/bench_loss.py [--rounds 15] [--compile] [--setups mb64 b2048 trunk]``
+Run: ``python benchmarks/bench_loss.py [--rounds 61] [--round-seconds 0.03] [--compile] [--setups mb64 b2048 trunk]``
 
 Times are the CPU time of the (single) working thread by default (``--clock wall`` for
 wall-clock), so that other jobs on a shared machine do not inflate one candidate's rounds.
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from tensordict.nn import (
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, machine_line, print_table
+from _common import interleaved, machine_line, paired_ratio, print_table
 from ppokit import MLP, ClipPPOLoss, IndependentNormal, NormalParamExtractor, TanhNormal
 
 CLIP_EPS, ENT_COEF, CRIT_COEF = 0.2, 0.01, 1.0
@@ -229,7 +230,9 @@ SETUPS: dict[str, Callable[[], Setup]] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=61)
+    parser.add_argument("--round-seconds", type=float, default=0.03,
+                        help="time of one candidate's timing in a round")
     parser.add_argument("--compile", action="store_true", help="add ppokit.compile_loss")
     parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     parser.add_argument("--threads", type=int, default=1)
@@ -239,21 +242,31 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(machine_line())
-    print(f"median {args.clock} time per forward+backward over {args.rounds} interleaved rounds")
-    rows = []
+    print(f"{args.clock} time per forward+backward, {args.rounds} interleaved rounds")
+    rows, mins, paired = [], [], []
     for key in args.setups:
         setup = SETUPS[key]()
         cands = build_candidates(setup, with_compile=args.compile)
-        rows.append((setup.name, interleaved(cands, rounds=args.rounds, clock=args.clock,
-                                             stat="both")))
+        samples = interleaved(cands, rounds=args.rounds, clock=args.clock, stat="samples",
+                              target_s=args.round_seconds)
+        rows.append((setup.name, {n: statistics.median(v) for n, v in samples.items()}))
+        mins.append((setup.name, {n: min(v) for n, v in samples.items()}))
+        paired.append((setup.name, {n: paired_ratio(samples, n, "floor") for n in samples
+                                    if n != "floor"}))
     columns = ["floor", "floor+diag", "ppokit", "torchrl", "ppokit compiled"]
     columns = [c for c in columns if any(c in t for _, t in rows)]
-    print_table("ClipPPOLoss forward+backward, MEDIAN over rounds (ratios: column / floor)",
+    print("\nPAIRED ratios: median (and quartiles) over rounds of column time / floor time in "
+          "the same round (the most robust figure on a noisy machine)")
+    others = [c for c in columns if c != "floor"]
+    print("| setup | " + " | ".join(f"{c} / floor" for c in others) + " |")
+    print("|---|" + "---|" * len(others))
+    for label, ratios in paired:
+        cells = [f"**{ratios[c][1]:.2f}** ({ratios[c][0]:.2f}-{ratios[c][2]:.2f})"
+                 if c in ratios else "n/a" for c in others]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print_table("MEDIAN time over rounds (ratios: column median / floor median)",
                 rows, baseline="floor", columns=columns)
-    mins = [(label, {c: t[c + " (min)"] for c in columns if c + " (min)" in t})
-            for label, t in rows]
-    print_table("Same, MINIMUM over rounds (steadier under load from other processes)", mins,
-                baseline="floor", columns=columns)
+    print_table("MINIMUM time over rounds", mins, baseline="floor", columns=columns)
 
 
 if __name__ == "__main__":
