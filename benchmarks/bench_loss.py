@@ -1,6 +1,7 @@
 """ClipPPOLoss forward + backward: ppokit vs the hand-written floor vs TorchRL.
 
-Run: ``python benchmarks/bench_loss.py [--rounds 61] [--round-seconds 0.03] [--compile] [--setups mb64 b2048 trunk]``
+Run: ``python benchmarks/bench_loss.py [--rounds 61] [--round-seconds 0.03] [--compile]
+[--setups mb64 b2048 trunk]``
 
 Times are the CPU time of the (single) working thread by default (``--clock wall`` for
 wall-clock), so that other jobs on a shared machine do not inflate one candidate's rounds.

@@ -3,10 +3,10 @@
 Run: ``python benchmarks/bench_memory.py [--env HalfCheetah-v5] [--steps 100000]
 [--early 10000]``
 
-Trains with the task's preset (HalfCheetah: 1 env x 2048 steps, 10 epochs, minibatch 64,
-observation and reward normalisation, logging on, checkpoints every 20 iterations) in this
-process. A thread samples the resident set size (psutil) every 0.1 s together with the
-trainer's step count. Printed: RSS before training, the first sample at or after
+Trains with the task's preset (HalfCheetah: 1 env x 512 steps, 20 epochs, minibatch 64,
+256x256 networks, observation and reward normalisation, logging on, checkpoints every 50
+iterations) in this process. A thread samples the resident set size (psutil) every 0.1 s
+together with the trainer's step count. Printed: RSS before training, the first sample at or after
 ``--early`` steps, the last sample (at ``--steps``), their ratio, and the peak RSS of the
 process (``getrusage``). The goal is a ratio within 1.10: no per-iteration leak.
 A 100k-step HalfCheetah run takes a few minutes on 2 cores.
