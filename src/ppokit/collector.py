@@ -89,14 +89,18 @@ class TensorPolicy:
         self.event_dims = int(self.dist_kwargs.get("event_dims", 1))
         # compile=True: the networks and the sample's arithmetic run as one torch.compile
         # graph; the random numbers are still drawn eagerly from torch's generator (the same
-        # stream as the eager path), so only float rounding can differ
-        # Gaussian policies only: a compiled call has a fixed cost (guards, input marshalling)
-        # that the ~18 small eager ops of a Gaussian step (network, sample, log-prob) repay
-        # (~12 % faster per step, HalfCheetah), but a categorical step, whose sampling stays
-        # eager, does not (~25 % slower, CartPole); see benchmarks/README.md
-        self._compile = compile and self.lean == "normal"
+        # stream as the eager path), so only float rounding can differ. Gaussian policies
+        # only: a compiled call has a fixed cost (guards, input marshalling) that the ~18
+        # small eager ops of a Gaussian step (network, sample, log-prob) repay (~12 % faster
+        # per step, HalfCheetah), but a categorical step, whose sampling stays eager, does not
+        # (~25 % slower, CartPole); see benchmarks/README.md. DistributedDataParallel's
+        # forward does not trace: such policies act eagerly.
+        self._compile = compile and self.lean == "normal" and not any(
+            isinstance(step.net, DistributedDataParallel) and _has_buffers(step.net.module)
+            for step in plan.steps)
         self._core: Callable[..., Any] | None = None  # built at the first (eager) call
-        self._noise_shapes: dict[tuple[int, ...], torch.Size] = {}
+        # obs shape -> (shape, dtype) of the standard-normal noise a step draws
+        self._noise: dict[tuple[int, ...], tuple[torch.Size, torch.dtype]] = {}
 
     @classmethod
     def for_actor(cls, actor: object, *, log_prob_key: NestedKey = "action_log_prob",
@@ -174,13 +178,14 @@ class TensorPolicy:
     def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample ``action [N, *act]`` and its log-prob ``[N]`` (no gradient)."""
         with torch.inference_mode():
-            if self._core is not None and tuple(obs.shape) in self._noise_shapes:
+            if self._core is not None and tuple(obs.shape) in self._noise:
                 action, log_prob = self._compiled_sample(obs)
                 return self._checked(obs, action, log_prob)
             params = self.params(obs)
             if self._compile and params["scale"].shape == params["loc"].shape:
-                # the eager call for this batch size: remember the noise shape it needs
-                self._noise_shapes[tuple(obs.shape)] = params["loc"].shape
+                # the eager call for this batch size: remember the noise it needs
+                loc = params["loc"]
+                self._noise[tuple(obs.shape)] = (loc.shape, loc.dtype)
                 if self._core is None:
                     self._core = torch.compile(self._make_core(obs), fullgraph=True,
                                                dynamic=False)
@@ -243,8 +248,8 @@ class TensorPolicy:
 
     def _compiled_sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # torch.normal(loc, scale) draws exactly these numbers: loc + randn() * scale
-        noise = torch.randn(self._noise_shapes[tuple(obs.shape)], dtype=obs.dtype)
-        return self._core(obs, noise)
+        shape, dtype = self._noise[tuple(obs.shape)]
+        return self._core(obs, torch.randn(shape, dtype=dtype))
 
     def _raise_non_finite(self, obs: torch.Tensor) -> None:
         with torch.no_grad():
