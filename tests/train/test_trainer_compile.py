@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -45,3 +47,18 @@ def test_compile_with_distributed_world_is_refused(tmp_path):
     # refused before any process group is needed
     with pytest.raises(ValueError, match="compile=True does not work with distributed"):
         PPOTrainer(_cfg(compile=True), run_dir=tmp_path / "run", world=World(world_size=2))
+
+
+def test_cli_compile_flag_trains_and_is_saved(tmp_path):
+    import json
+
+    from ppokit.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--env", "Pendulum-v1", "--total-steps", "256", "--num-envs", "2",
+            "--num-steps", "64", "--num-minibatches", "2", "--num-epochs", "2", "--compile",
+            "--eval-episodes", "1", "--no-progress", "--run-dir", str(run)]
+    assert main(argv) == 0
+    assert json.loads((run / "config.json").read_text())["compile"] is True
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env_steps"] == 256 and math.isfinite(summary["eval_return_mean"])
