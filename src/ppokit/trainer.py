@@ -293,7 +293,7 @@ class PPOTrainer:
                 for p in self.params:  # = optimizer.zero_grad(set_to_none=True), minus its
                     p.grad = None      # profiler/hook wrapper (tens of us per minibatch)
                 (objective + critic + entropy).backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                grad_norm = clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
                 # kept as tensors and stacked once per iteration: no per-minibatch stack/sync
                 records.append((objective.detach(), critic.detach(), entropy.detach(),
@@ -514,6 +514,30 @@ def _adam(params: list[nn.Parameter], *, lr: float, eps: float) -> torch.optim.A
         return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr, eps=eps)
+
+
+def clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_(params, max_norm)`` (L2, foreach), without its wrappers.
+
+    The same ops in the same order, so the same numbers to the bit (tested), at half the
+    cost: torch's version regroups the tensors by device and dtype and goes through two
+    decorators on every call (~65 us per minibatch on this project's 2-core test machine).
+    Gradients that are ``None`` are skipped, as torch does.
+
+    Returns:
+        The total norm of the gradients before clipping (a 0-d tensor).
+
+    Example:
+        >>> p = nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])
+        >>> clip_grad_norm_([p], 1.0), p.grad
+        (tensor(5.), tensor([0.6000, 0.8000]))
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
+    return total
 
 
 def _unique_params(*modules: nn.Module) -> list[nn.Parameter]:
