@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,18 +85,13 @@ class RunResult:
         return self.steps / self.seconds
 
 
-def run_ppokit(task: Task, iterations: int, seed: int, *, compile: bool = False) -> RunResult:
-    """ppokit's trainer; with ``compile``, the first two iterations (eager, then compiling)
-    are not timed, so the SPS is the compiled steady state (the compile time is reported
-    apart); the returns are still those after ``iterations`` iterations, as for the others."""
+def ppokit_config(task: Task, iterations: int, seed: int, *, compile: bool = False) -> Any:
+    """The ``TrainConfig`` matched to SB3's settings for ``task`` (every field the presets
+    set is given here, so a preset change cannot leak into the comparison)."""
     from ppokit.config import preset_config
-    from ppokit.trainer import PPOTrainer
 
     batch = task.num_envs * task.num_steps
-    warmup = COMPILE_WARMUP_ITERATIONS if compile else 0
-    if iterations <= warmup:
-        raise SystemExit(f"--compile needs more than {warmup} iterations per task")
-    cfg = preset_config(
+    return preset_config(
         task.env_id, seed=seed, total_steps=batch * iterations,
         num_envs=task.num_envs, compile=compile,
         num_steps=task.num_steps, num_epochs=task.num_epochs,
@@ -105,9 +101,22 @@ def run_ppokit(task: Task, iterations: int, seed: int, *, compile: bool = False)
         vf_coef=COMMON["vf_coef"], loss_critic_type="l2",
         max_grad_norm=COMMON["max_grad_norm"], normalize_advantage=True, target_kl=None,
         obs_norm=False, reward_scale=False, hidden_sizes=(64, 64), activation="tanh",
-        init_log_std=0.0, torch_threads=1, eval_episodes=0, checkpoint_every=10**9,
-        keep_checkpoint_every=0, progress=False, vector_mode="sync",
+        init_log_std=0.0, ortho_init=True, torch_threads=1, eval_episodes=0,
+        checkpoint_every=10**9, keep_checkpoint_every=0, progress=False, vector_mode="sync",
     )
+
+
+def run_ppokit(task: Task, iterations: int, seed: int, *, compile: bool = False) -> RunResult:
+    """ppokit's trainer; with ``compile``, the first two iterations (eager, then compiling)
+    are not timed, so the SPS is the compiled steady state (the compile time is reported
+    apart); the returns are still those after ``iterations`` iterations, as for the others."""
+    from ppokit.trainer import PPOTrainer
+
+    batch = task.num_envs * task.num_steps
+    warmup = COMPILE_WARMUP_ITERATIONS if compile else 0
+    if iterations <= warmup:
+        raise SystemExit(f"--compile needs more than {warmup} iterations per task")
+    cfg = ppokit_config(task, iterations, seed, compile=compile)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = PPOTrainer(cfg, run_dir=Path(tmp) / "run")
         spent = {"collect": 0.0, "update": 0.0}

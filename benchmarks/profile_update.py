@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import TASKS
+from bench_train import TASKS, ppokit_config
 
 
 def main() -> None:
@@ -33,20 +33,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from ppokit.config import preset_config
     from ppokit.trainer import PPOTrainer
 
     task = TASKS[args.task]
     batch = task.num_envs * task.num_steps
-    cfg = preset_config(
-        task.env_id, seed=1, total_steps=batch * 100, num_envs=task.num_envs,
-        num_steps=task.num_steps, num_epochs=task.num_epochs,
-        num_minibatches=batch // task.minibatch_size, lr=task.lr, anneal_lr=False,
-        ent_coef=task.ent_coef, obs_norm=False, reward_scale=False, hidden_sizes=(64, 64),
-        activation="tanh", init_log_std=0.0, ortho_init=True, eval_episodes=0,
-        progress=False, checkpoint_every=10**9, keep_checkpoint_every=0,
-        compile=args.compile,
-    )
+    cfg = ppokit_config(task, 100, 1, compile=args.compile)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = PPOTrainer(cfg, run_dir=Path(tmp) / "run")
         rollout = trainer.collect()
