@@ -181,11 +181,6 @@ def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
     return cfg, run_dir, args.resume is not None
 
 
-_COMPILE_DDP = (
-    "--compile does not work under torchrun yet: DistributedDataParallel's forward cannot be "
-    "traced into the loss's single graph. Drop --compile, or train in one process."
-)
-
 _RUN_FILES = ("config.json", "progress.csv", "summary.json", "learning_curve.png")
 _RUN_DIRS = ("checkpoints", "tb", "videos")
 
@@ -249,9 +244,12 @@ def _train_ranks(argv: list[str], world: World) -> int:
     cfg, run_dir, resume = resolve_train_config(argv)
     # rank 0's config everywhere: the default run dir holds a timestamp ranks could disagree on
     cfg, run_dir = world.broadcast_object((cfg, run_dir))
-    if cfg.compile and world.is_distributed:
-        raise UsageError(_COMPILE_DDP)
-    from ppokit.trainer import PPOTrainer
+    from ppokit.trainer import PPOTrainer, check_world_support
+
+    try:
+        check_world_support(cfg, world)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
     main = world.is_main
     per_iteration = cfg.batch_size * world.world_size

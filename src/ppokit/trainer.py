@@ -165,11 +165,7 @@ class PPOTrainer:
         validate_config(cfg)
         self.cfg = cfg
         self.world = world or World()
-        if cfg.compile and self.world.is_distributed:
-            raise ValueError(
-                "compile=True does not work with distributed training yet: "
-                "DistributedDataParallel's forward cannot be traced into the loss's single "
-                "graph. Set compile=False, or train in one process.")
+        check_world_support(cfg, self.world)
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         torch.set_num_threads(cfg.torch_threads)
@@ -514,6 +510,20 @@ def _adam(params: list[nn.Parameter], *, lr: float, eps: float) -> torch.optim.A
         return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr, eps=eps)
+
+
+def check_world_support(cfg: TrainConfig, world: World) -> None:
+    """Raise ``ValueError`` for options that ``world`` (several processes) cannot run.
+
+    Example:
+        >>> from ppokit.config import TrainConfig
+        >>> check_world_support(TrainConfig(compile=True), World())  # one process: fine
+    """
+    if cfg.compile and world.is_distributed:
+        raise ValueError(
+            "compile=True does not work with distributed training yet (--compile under "
+            "torchrun): DistributedDataParallel's forward cannot be traced into the loss's "
+            "single graph. Set compile=False (drop --compile), or train in one process.")
 
 
 def clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
