@@ -35,9 +35,11 @@ def _entry(fn: Callable[..., Any], rank: int, world_size: int, port: int, args: 
     torch.set_num_threads(1)
     from ppokit.distributed import init_distributed, shutdown_distributed
 
+    status_ok = False
     try:
         world = init_distributed(device="cpu", timeout=collective_timeout)
         out = fn(world, *args)
+        status_ok = True
         # plain bytes: a tensor sent through a Queue is shared memory that dies with this process
         buffer = io.BytesIO()
         torch.save(out, buffer)
@@ -45,7 +47,7 @@ def _entry(fn: Callable[..., Any], rank: int, world_size: int, port: int, args: 
     except BaseException:  # report to the parent rather than dying silently
         results.put((rank, "error", traceback.format_exc()))
     finally:
-        shutdown_distributed()
+        shutdown_distributed(synchronize=status_ok)
 
 
 def run_ranks(fn: Callable[..., Any], world_size: int = 2, *args: Any,

@@ -192,3 +192,29 @@ def test_eval_video_writes_an_mp4(tmp_path, capsys):
     assert main(["eval", str(run), "--episodes", "1", "--video"]) == 0
     videos = list((run / "videos").glob("*.mp4"))
     assert videos and videos[0].stat().st_size > 1000
+
+
+def test_torchrun_exit_runs_atexit_handlers_flushes_and_keeps_the_code(tmp_path):
+    # A torchrun rank ends through _exit_without_teardown: the atexit handlers must still run
+    # (in LIFO order, as at a normal exit), unflushed output must not be lost, and the exit
+    # code must be the run's, since it is all torchrun looks at.
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, sys\n"
+        "from ppokit.cli import _exit_without_teardown\n"
+        "atexit.register(lambda: print('runs last, unflushed'))\n"
+        "atexit.register(lambda: print('runs first', flush=True))\n"
+        "print('unflushed', end='')\n"
+        "sys.stderr.write('err')\n"
+        "_exit_without_teardown(7)\n"
+        "print('never')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # block-buffered
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env=env)
+    assert proc.returncode == 7
+    assert proc.stdout == "unflushedruns first\nruns last, unflushed\n"
+    assert proc.stderr == "err"
