@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "PPOLoss": "ppokit.objectives.ppo",
     "ClipPPOLoss": "ppokit.objectives.ppo",
     "compile_loss": "ppokit.objectives.compile",
+    "FusedPPOUpdate": "ppokit.update",
     # training
     "PPOTrainer": "ppokit.trainer",
     "load_policy": "ppokit.trainer",

@@ -42,6 +42,7 @@ from ppokit.envs.gym import GymVecEnv
 from ppokit.metrics import MetricsLogger
 from ppokit.normalization import ObservationNormalizer, RewardScaler
 from ppokit.objectives.compile import compile_loss
+from ppokit.update import FusedPPOUpdate, clip_grad_norm_
 
 __all__ = ["PPOTrainer", "TrainResult", "World", "build_actor_critic", "seed_everything"]
 
@@ -183,11 +184,19 @@ class PPOTrainer:
         # the loss keeps the actor's get_dist, and backward() averages gradients over ranks
         wrap_ddp(self.actor, self.critic, world=self.world)
         self.loss = self._make_loss()
-        # the compiled loss shares the eager one's modules and estimator; its first call runs
-        # eagerly, the second compiles (see ppokit.objectives.compile)
-        self.loss_fn: nn.Module = compile_loss(self.loss) if cfg.compile else self.loss
+        self.loss_fn: nn.Module = self.loss
         self.params = _unique_params(self.actor, self.critic)
         self.optimizer = _adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
+        #: with compile=True, each minibatch update (loss, gradient, clip, Adam) is one
+        #: compiled graph sharing the modules and the optimizer's state (ppokit.update); a
+        #: setup it does not cover falls back to the compiled loss with an eager update
+        self.fused_update: FusedPPOUpdate | None = None
+        if cfg.compile:
+            try:
+                self.fused_update = FusedPPOUpdate(self.loss, self.optimizer,
+                                                   max_grad_norm=cfg.max_grad_norm)
+            except (TypeError, ValueError):
+                self.loss_fn = compile_loss(self.loss)
         self.obs_norm = ObservationNormalizer(self.env.obs_shape, clip=cfg.obs_clip,
                                               enabled=cfg.obs_norm)
         self.reward_scaler = RewardScaler(cfg.num_envs, gamma=cfg.gamma, clip=cfg.reward_clip,
@@ -278,19 +287,28 @@ class PPOTrainer:
                     # mean/std of the global minibatch (all ranks'), as one process would see
                     minibatch = minibatch.set("advantage", global_standardize(
                         minibatch.get("advantage"), self.world))
-                out = self.loss_fn(minibatch)
-                if cfg.target_kl is not None and float(self.world.all_reduce_mean(
-                        out["kl_approx"].detach())) > cfg.target_kl:
-                    # SB3-style: the minibatch whose policy already drifted too far is not used
-                    stopped_early = True
-                    break
-                objective, critic = out["loss_objective"], out["loss_critic"]
-                entropy = out["loss_entropy"]
-                for p in self.params:  # = optimizer.zero_grad(set_to_none=True), minus its
-                    p.grad = None      # profiler/hook wrapper (tens of us per minibatch)
-                (objective + critic + entropy).backward()
-                grad_norm = clip_grad_norm_(self.params, cfg.max_grad_norm)
-                self.optimizer.step()
+                if self.fused_update is not None:  # one process (compile is refused in DDP)
+                    out, grad_norm, applied = self.fused_update(minibatch,
+                                                                target_kl=cfg.target_kl)
+                    if not applied:  # the KL exceeded target_kl: nothing was changed
+                        stopped_early = True
+                        break
+                    objective, critic = out["loss_objective"], out["loss_critic"]
+                    entropy = out["loss_entropy"]
+                else:
+                    out = self.loss_fn(minibatch)
+                    if cfg.target_kl is not None and float(self.world.all_reduce_mean(
+                            out["kl_approx"].detach())) > cfg.target_kl:
+                        # SB3-style: the minibatch whose policy drifted too far is not used
+                        stopped_early = True
+                        break
+                    objective, critic = out["loss_objective"], out["loss_critic"]
+                    entropy = out["loss_entropy"]
+                    for p in self.params:  # = optimizer.zero_grad(set_to_none=True), minus
+                        p.grad = None      # its profiler/hook wrapper (tens of us each)
+                    (objective + critic + entropy).backward()
+                    grad_norm = clip_grad_norm_(self.params, cfg.max_grad_norm)
+                    self.optimizer.step()
                 # kept as tensors and stacked once per iteration: no per-minibatch stack/sync
                 records.append((objective.detach(), critic.detach(), entropy.detach(),
                                 *(out.get(k, None) for k in _LOSS_DIAGNOSTICS), grad_norm))
@@ -524,30 +542,6 @@ def check_world_support(cfg: TrainConfig, world: World) -> None:
             "compile=True does not work with distributed training yet (--compile under "
             "torchrun): DistributedDataParallel's forward cannot be traced into the loss's "
             "single graph. Set compile=False (drop --compile), or train in one process.")
-
-
-def clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
-    """``torch.nn.utils.clip_grad_norm_(params, max_norm)`` (L2, foreach), without its wrappers.
-
-    The same ops in the same order, so the same numbers to the bit (tested), at half the
-    cost: torch's version regroups the tensors by device and dtype and goes through two
-    decorators on every call (~65 us per minibatch on this project's 2-core test machine).
-    Gradients that are ``None`` are skipped, as torch does.
-
-    Returns:
-        The total norm of the gradients before clipping (a 0-d tensor).
-
-    Example:
-        >>> p = nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])
-        >>> clip_grad_norm_([p], 1.0), p.grad
-        (tensor(5.), tensor([0.6000, 0.8000]))
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
-    return total
 
 
 def _unique_params(*modules: nn.Module) -> list[nn.Parameter]:

@@ -1,4 +1,4 @@
-"""``compile=True``: the trainer's updates run the compiled loss and train the same way."""
+"""``compile=True``: the trainer's updates run as one compiled graph and train the same way."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ppokit.config import preset_config
-from ppokit.objectives.compile import CompiledLoss
 from ppokit.trainer import PPOTrainer, World
+from ppokit.update import FusedPPOUpdate
 
 
 def _cfg(**kw):
@@ -25,12 +25,12 @@ def test_compiled_updates_match_eager(tmp_path):
     rollout_e = eager.collect().clone()  # update() writes the advantage into the rollout
     metrics_e = eager.update(rollout_e.clone())
     compiled = PPOTrainer(_cfg(compile=True), run_dir=tmp_path / "compiled")
-    assert isinstance(compiled.loss_fn, CompiledLoss) and eager.loss_fn is eager.loss
+    assert isinstance(compiled.fused_update, FusedPPOUpdate) and eager.fused_update is None
     # same seed and random stream; compiled acting may only round differently
     rollout_c = compiled.collect()
     torch.testing.assert_close(rollout_c, rollout_e, rtol=1e-5, atol=1e-5)
     metrics_c = compiled.update(rollout_c)
-    assert compiled.loss_fn.compiled_calls == 3 and compiled.loss_fn.eager_calls == 1
+    assert (compiled.fused_update.fused_calls, compiled.fused_update.eager_calls) == (3, 1)
     # inductor reorders float ops: equal up to rounding, after 4 Adam steps
     for key, value in metrics_e.items():
         assert metrics_c[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
@@ -62,3 +62,23 @@ def test_cli_compile_flag_trains_and_is_saved(tmp_path):
     assert json.loads((run / "config.json").read_text())["compile"] is True
     summary = json.loads((run / "summary.json").read_text())
     assert summary["env_steps"] == 256 and math.isfinite(summary["eval_return_mean"])
+
+
+def test_fused_updates_write_the_optimizer_state_that_checkpoints_keep(tmp_path):
+    # The fused graph updates Adam's own state tensors in place; if it kept copies, the
+    # checkpoint would save a stale optimizer and a resumed run would restart Adam's moments.
+    from ppokit.checkpoint import load_checkpoint
+
+    trainer = PPOTrainer(_cfg(compile=True), run_dir=tmp_path / "run")
+    trainer.update(trainer.collect())  # 4 minibatches: 1 eager (creates the state), 3 fused
+    before = {k: v.clone() for k, v in trainer.optimizer.state[trainer.params[0]].items()}
+    trainer.update(trainer.collect())  # 4 fused
+    assert trainer.fused_update.fused_calls == 7
+    assert {float(s["step"]) for s in trainer.optimizer.state.values()} == {8.0}
+    after = trainer.optimizer.state[trainer.params[0]]
+    assert not torch.equal(after["exp_avg"], before["exp_avg"])
+    saved = load_checkpoint(trainer.save())["optimizer"]["state"]
+    for index, param in enumerate(trainer.params):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(saved[index][key], trainer.optimizer.state[param][key]), key
+    trainer.env.close()

@@ -25,7 +25,7 @@ from torch import nn
 
 from ppokit.objectives.ppo import PPOLoss, _Inputs, _output
 
-__all__ = ["CompiledLoss", "compile_loss"]
+__all__ = ["CompiledLoss", "compile_loss", "network_keys", "traceable"]
 
 
 class CompiledLoss(nn.Module):
@@ -72,30 +72,11 @@ class CompiledLoss(nn.Module):
         return out, extras.get("value"), extras.get("entropy_all")
 
     def _can_compile(self, inp: _Inputs) -> bool:
-        loss = self.loss
-        if not (self._warm and inp.fast and loss._overlap_resolved):
-            return False
-        if loss.entropy_bonus and loss._closed_form_entropy is None:
-            return False
-        if loss.functional:
-            for slots, params in ((loss._actor_slots, loss.actor_network_params),
-                                  (loss._critic_slots, loss.critic_network_params)):
-                if params is None:
-                    continue
-                if slots is None or not slots.in_place(params):
-                    return False  # other parameters are swapped in: run eagerly
-        elif loss._critic_detached_shared is not None:
-            return False  # separate_losses with shared parameters needs a swap
-        return True
+        return self._warm and traceable(self.loss, inp)
 
     def _network_keys(self) -> list:
         if self._external_keys is None:
-            loss = self.loss
-            keys = loss._actor_plan.external_keys()
-            if loss._has_critic:
-                produced = loss._actor_plan.written_keys()
-                keys += [k for k in loss._critic_plan.external_keys(produced) if k not in keys]
-            self._external_keys = keys
+            self._external_keys = network_keys(self.loss)
         return self._external_keys
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -125,6 +106,38 @@ class CompiledLoss(nn.Module):
         if not loss._outputs_finite(out, extras):
             out = loss._explain_non_finite(inp, out, extras)
         return _output(out)
+
+
+def traceable(loss: PPOLoss, inp: _Inputs) -> bool:
+    """Whether ``loss._compute(inp, traced=True)`` reproduces the eager call on ``inp``.
+
+    It does once an eager call has settled what the traced path takes as known (which
+    parameters the policy uses, the entropy form), on the fast path (plain chains of
+    TensorDict modules), and while the networks run on their own parameters.
+    """
+    if not (inp.fast and loss._overlap_resolved):
+        return False
+    if loss.entropy_bonus and loss._closed_form_entropy is None:
+        return False
+    if loss.functional:
+        for slots, params in ((loss._actor_slots, loss.actor_network_params),
+                              (loss._critic_slots, loss.critic_network_params)):
+            if params is None:
+                continue
+            if slots is None or not slots.in_place(params):
+                return False  # other parameters are swapped in: run eagerly
+    elif loss._critic_detached_shared is not None:
+        return False  # separate_losses with shared parameters needs a swap
+    return True
+
+
+def network_keys(loss: PPOLoss) -> list:
+    """The data keys the loss's networks read (the tensors a traced call is given)."""
+    keys = loss._actor_plan.external_keys()
+    if loss._has_critic:
+        produced = loss._actor_plan.written_keys()
+        keys += [k for k in loss._critic_plan.external_keys(produced) if k not in keys]
+    return keys
 
 
 def compile_loss(loss: PPOLoss, *, fullgraph: bool = True, dynamic: bool | None = None,

@@ -1,0 +1,195 @@
+"""FusedPPOUpdate: one compiled graph per minibatch gives the eager update's numbers.
+
+The reference is written here independently: ``loss(td)``, ``backward()`` of the summed
+``loss_*`` entries, torch's own ``clip_grad_norm_`` and ``torch.optim.Adam.step()``. The
+graphs use the ``aot_eager`` backend (the same functorch + AOTAutograd tracing as inductor,
+without the slow C++ build); the trainer's test runs inductor.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torch import nn
+
+from ppokit import (
+    Categorical,
+    ClipPPOLoss,
+    FusedPPOUpdate,
+    IndependentNormal,
+    ProbabilisticActor,
+    ValueOperator,
+)
+
+OBS, ACT, N = 5, 3, 4
+
+
+class _Gaussian(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, ACT))
+        self.log_std = nn.Parameter(torch.full((ACT,), -0.5))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc = self.net(obs)
+        return loc, self.log_std.exp().expand_as(loc)
+
+
+def _setup(kind: str, *, lr: float = 0.05, seed: int = 0, **loss_kw):
+    torch.manual_seed(seed)
+    if kind == "gaussian":
+        params = TensorDictModule(_Gaussian(), in_keys=["observation"], out_keys=["loc", "scale"])
+        actor = ProbabilisticActor(params, in_keys=["loc", "scale"],
+                                   distribution_class=IndependentNormal, return_log_prob=True)
+    else:
+        params = TensorDictModule(nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, N)),
+                                  in_keys=["observation"], out_keys=["logits"])
+        actor = ProbabilisticActor(params, in_keys=["logits"], distribution_class=Categorical,
+                                   return_log_prob=True)
+    critic = ValueOperator(nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, 1)),
+                           in_keys=["observation"])
+    loss = ClipPPOLoss(actor, critic, entropy_coef=0.01, **loss_kw)
+    opt = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=lr, eps=1e-5)
+    return loss, opt
+
+
+def _batches(loss: ClipPPOLoss, n: int, size: int = 32, seed: int = 1) -> list[TensorDict]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        td = TensorDict({"observation": torch.randn(size, OBS, generator=g)}, [size])
+        with torch.no_grad():
+            loss.actor_network(td)
+        td["advantage"] = torch.randn(size, 1, generator=g)
+        td["value_target"] = torch.randn(size, 1, generator=g)
+        out.append(td)
+    return out
+
+
+def _reference_step(loss, opt, td, max_grad_norm):
+    out = loss(td)
+    opt.zero_grad(set_to_none=True)
+    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+    params = [p for group in opt.param_groups for p in group["params"]]
+    norm = (torch.nn.utils.clip_grad_norm_(params, max_grad_norm) if max_grad_norm is not None
+            else None)
+    opt.step()
+    return out, norm
+
+
+def _adam_state(opt):
+    return [(s["step"].clone(), s["exp_avg"].clone(), s["exp_avg_sq"].clone())
+            for s in (opt.state[p] for p in opt.param_groups[0]["params"])]
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("max_grad_norm", [0.05, None])  # 0.05: every step is clipped
+def test_fused_steps_match_the_eager_update(kind, max_grad_norm):
+    loss_f, opt_f = _setup(kind)
+    loss_e, opt_e = _setup(kind)  # same seed: the same initial weights
+    update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=max_grad_norm, backend="aot_eager")
+    batches = _batches(loss_f, 5)
+    for i, td in enumerate(batches):
+        out_f, norm_f, applied = update(td.clone())
+        out_e, norm_e = _reference_step(loss_e, opt_e, td.clone(), max_grad_norm)
+        assert applied
+        for key in ("loss_objective", "loss_critic", "loss_entropy", "kl_approx"):
+            # float rounding differs (the graph's Adam computes its bias corrections in
+            # float32, torch's in double) and compounds over the steps at this large lr
+            torch.testing.assert_close(out_f[key], out_e[key].detach(), rtol=1e-4, atol=1e-5,
+                                       msg=lambda m, i=i, key=key: f"step {i}: {key}: {m}")
+        if max_grad_norm is not None:
+            torch.testing.assert_close(norm_f, norm_e, rtol=1e-4, atol=1e-5)
+            assert float(norm_e) > max_grad_norm  # the clip really acted
+    assert (update.eager_calls, update.fused_calls) == (1, 4)
+    for p_f, p_e in zip(opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"],
+                        strict=True):
+        torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
+    for (s_f, m_f, v_f), (s_e, m_e, v_e) in zip(_adam_state(opt_f), _adam_state(opt_e),
+                                                strict=True):
+        assert float(s_f) == float(s_e) == 5.0
+        torch.testing.assert_close(m_f, m_e, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(v_f, v_e, rtol=1e-4, atol=1e-8)
+    # the parameters moved: the comparison is not between two untouched networks
+    fresh, _ = _setup(kind)
+    assert any(not torch.equal(p, q) for p, q in zip(loss_f.parameters(), fresh.parameters()))
+
+
+def test_a_changed_learning_rate_is_used_without_a_new_graph():
+    loss_f, opt_f = _setup("gaussian")
+    loss_e, opt_e = _setup("gaussian")
+    update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=0.5, backend="aot_eager")
+    for lr, td in zip([0.05, 0.05, 0.02, 0.005], _batches(loss_f, 4), strict=True):
+        for opt in (opt_f, opt_e):
+            opt.param_groups[0]["lr"] = lr  # as the trainer's annealing does
+        update(td.clone())
+        _reference_step(loss_e, opt_e, td.clone(), 0.5)
+    for p_f, p_e in zip(opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"]):
+        torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
+
+
+def test_kl_over_the_target_changes_nothing():
+    loss, opt = _setup("gaussian")
+    update = FusedPPOUpdate(loss, opt, max_grad_norm=0.5, backend="aot_eager")
+    batches = _batches(loss, 3)
+    update(batches[0].clone())  # eager first call: now the data's policy is stale
+    before = [p.detach().clone() for p in opt.param_groups[0]["params"]]
+    state = _adam_state(opt)
+    out, norm, applied = update(batches[0].clone(), target_kl=1e-12)
+    assert float(out["kl_approx"]) > 1e-12 and not applied and norm is None
+    assert update.fused_calls == 1  # decided inside the graph, not by an eager rerun
+    for p, q in zip(opt.param_groups[0]["params"], before, strict=True):
+        assert torch.equal(p, q)
+    for (s, m, v), (s0, m0, v0) in zip(_adam_state(opt), state, strict=True):
+        assert torch.equal(s, s0) and torch.equal(m, m0) and torch.equal(v, v0)
+    # a loose target applies the update
+    assert update(batches[1].clone(), target_kl=10.0).applied
+
+
+def test_non_finite_data_raises_the_loss_error_and_leaves_the_parameters():
+    loss, opt = _setup("gaussian")
+    update = FusedPPOUpdate(loss, opt, max_grad_norm=0.5, backend="aot_eager")
+    batches = _batches(loss, 2)
+    update(batches[0].clone())
+    bad = batches[1].clone()
+    bad["advantage"][3] = float("nan")
+    before = [p.detach().clone() for p in opt.param_groups[0]["params"]]
+    with pytest.raises(ValueError, match="advantage"):
+        update(bad)
+    for p, q in zip(opt.param_groups[0]["params"], before, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_unsupported_setups_are_refused_with_the_reason():
+    loss, opt = _setup("gaussian")
+    params = opt.param_groups[0]["params"]
+    with pytest.raises(TypeError, match=r"needs a torch\.optim\.Adam, got SGD"):
+        FusedPPOUpdate(loss, torch.optim.SGD(params, lr=0.1))
+    with pytest.raises(ValueError, match=r"sets \['amsgrad'\]"):
+        FusedPPOUpdate(loss, torch.optim.Adam(params, amsgrad=True))
+    with pytest.raises(ValueError, match=r"\['weight_decay'\]"):
+        FusedPPOUpdate(loss, torch.optim.Adam(params, weight_decay=0.1))
+    with pytest.raises(ValueError, match="one Adam parameter group, got 2"):
+        FusedPPOUpdate(loss, torch.optim.Adam([{"params": params[:2]}, {"params": params[2:]}]))
+    with pytest.raises(ValueError, match=r"exactly the 9 parameters .* it holds 8"):
+        FusedPPOUpdate(loss, torch.optim.Adam(params[:-1]))
+    with pytest.raises(ValueError, match="max_grad_norm must be positive"):
+        FusedPPOUpdate(loss, opt, max_grad_norm=0.0)
+    with pytest.raises(TypeError, match="expects a ppokit PPOLoss"):
+        FusedPPOUpdate(nn.Linear(2, 2), opt)  # type: ignore[arg-type]
+
+
+def test_a_shared_trunk_is_refused():
+    trunk = nn.Linear(OBS, 16)
+    actor = ProbabilisticActor(
+        TensorDictModule(nn.Sequential(trunk, nn.Tanh(), nn.Linear(16, N)),
+                         in_keys=["observation"], out_keys=["logits"]),
+        in_keys=["logits"], distribution_class=Categorical, return_log_prob=True)
+    critic = ValueOperator(nn.Sequential(trunk, nn.Tanh(), nn.Linear(16, 1)),
+                           in_keys=["observation"])
+    loss = ClipPPOLoss(actor, critic)
+    opt = torch.optim.Adam(loss.parameters())
+    with pytest.raises(ValueError, match="share parameters"):
+        FusedPPOUpdate(loss, opt)
