@@ -7,17 +7,17 @@ rollout: 10 epochs of minibatch updates (loss forward + backward, global grad-no
 step) over the same 2048 steps, in minibatches of 64, with the 64x64 tanh networks:
 
 - ``ppokit eager`` / ``ppokit compiled``: ``PPOTrainer.update`` (GAE, a shuffle per epoch,
-  the updates, the logged means; the latter with ``compile=True``: compiled loss, eager
-  backward, clip and Adam);
+  the updates, the logged means; the latter with ``compile=True``, where every minibatch
+  update is one graph, :class:`ppokit.FusedPPOUpdate`);
 - ``hand eager``: the same PPO math written by hand on ``nn.Linear`` layers, ``backward()``,
   ``clip_grad_norm_`` and fused Adam: what an eager trainer cannot go below;
 - ``hand one-graph``: the same math, its gradient (``torch.func.grad``), the clip and Adam
   all in one ``torch.compile`` graph per minibatch, so that no autograd engine, optimizer
   Python or per-op dispatch runs between kernels.
 
-The last is the headroom the training-throughput goals would need (see README.md, section
-2). Reported: median time per minibatch over interleaved rounds, and ratios to ``hand
-eager``.
+The last is the floor for a compiled update: the same graph without ppokit's loss
+bookkeeping and trainer loop (see README.md, section 2). Reported: median time per
+minibatch over interleaved rounds, and ratios to ``hand eager``.
 """
 
 from __future__ import annotations

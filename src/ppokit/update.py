@@ -5,7 +5,7 @@ update as a single ``torch.compile`` graph per minibatch: the loss's networks an
 gradient (``torch.func.grad``), the clip and Adam's update rule. Between the kernels of an
 eager update sit the autograd engine, the optimizer's Python and one dispatch per op; on
 small networks they take most of the time (``benchmarks/bench_update_step.py``: the fused
-update is ~0.35x the eager trainer's time per minibatch at 64x64 networks, minibatch 64).
+update takes ~0.4x the eager trainer's time per minibatch at 64x64 networks, minibatch 64).
 """
 
 from __future__ import annotations
