@@ -235,7 +235,11 @@ class FusedPPOUpdate:
         """
         loss = self.loss
         inp = loss._read_inputs(tensordict)
-        if not (self._warm and traceable(loss, inp) and self.optimizer.state):
+        state = self.optimizer.state
+        if not (self._warm and traceable(loss, inp)
+                and all("exp_avg" in state.get(p, ()) for p in self.params)):
+            # no Adam state yet (a parameter eager Adam has not stepped, as its grad was None):
+            # the eager update creates it exactly as torch does
             return self._eager(tensordict, target_kl)
         if self._keys is None:
             self._keys = network_keys(loss)

@@ -193,3 +193,19 @@ def test_a_shared_trunk_is_refused():
     opt = torch.optim.Adam(loss.parameters())
     with pytest.raises(ValueError, match="share parameters"):
         FusedPPOUpdate(loss, opt)
+
+
+def test_a_missing_adam_state_is_created_by_an_eager_step():
+    # e.g. an optimizer freshly loaded from a state dict without state: the graph needs
+    # exp_avg / exp_avg_sq / step tensors, so that minibatch runs the eager update
+    loss, opt = _setup("gaussian")
+    update = FusedPPOUpdate(loss, opt, max_grad_norm=0.5, backend="aot_eager")
+    batches = _batches(loss, 4)
+    update(batches[0].clone())
+    update(batches[1].clone())
+    opt.state.clear()
+    update(batches[2].clone())
+    assert (update.eager_calls, update.fused_calls) == (2, 1)
+    assert {float(opt.state[p]["step"]) for p in opt.param_groups[0]["params"]} == {1.0}
+    update(batches[3].clone())
+    assert (update.eager_calls, update.fused_calls) == (2, 2)
