@@ -66,10 +66,10 @@ class _Networks(nn.Module):
     def forward(self, tensors: dict, batch: torch.Size, action: torch.Tensor,
                 old_log_prob: torch.Tensor, advantage: torch.Tensor,
                 value_target: torch.Tensor | None, old_value: torch.Tensor | None,
-                mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                mask: torch.Tensor | None, mc_entropy: bool) -> dict[str, torch.Tensor]:
         inp = _Inputs(tensors, batch, action, old_log_prob, advantage, value_target,
                       old_value, mask, True)
-        out, extras = self.loss._compute(inp, traced=True)
+        out, extras = self.loss._compute(inp, mc_entropy=mc_entropy, traced=True)
         if "entropy_all" in extras:
             out["entropy_all"] = extras["entropy_all"]
         return out
@@ -256,8 +256,11 @@ class FusedPPOUpdate:
         current = ([p.detach() for p in self.params], [s["exp_avg"] for s in states],
                    [s["exp_avg_sq"] for s in states], [s["step"] for s in states])
         kl_limit = torch.tensor(math.inf if target_kl is None else float(target_kl))
+        # no closed-form entropy (e.g. TanhNormal): the loss's Monte-Carlo estimate, whose
+        # draws come from inductor's generator, as with compile_loss
+        mc = bool(loss.entropy_bonus and not loss._closed_form_entropy)
         args = (tensors, inp.batch, inp.action, inp.old_log_prob, inp.advantage,
-                inp.value_target, inp.old_value, inp.mask)
+                inp.value_target, inp.old_value, inp.mask, mc)
         with torch.no_grad(), set_interaction_type(loss._actor_plan.interaction()):
             out, norm, apply = self._graph(*current, self._lr, self._max_norm, kl_limit, args,
                                            tuple(group["betas"]), group["eps"])
