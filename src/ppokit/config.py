@@ -107,8 +107,9 @@ class TrainConfig:
     """Orthogonal weights (gain sqrt(2), policy head 0.01, value head 1); False: torch's default."""
 
     compile: bool = False
-    """torch.compile the loss (networks + PPO math) for the updates and the policy for acting:
-    faster after tens of seconds of compiling at the start; worth it for long runs (MuJoCo)."""
+    """torch.compile each minibatch update (loss, gradient, clip, Adam: one graph) and the
+    policy for acting: faster after tens of seconds of compiling at the start; worth it for
+    long runs (MuJoCo)."""
     torch_threads: int = 1
     """torch.set_num_threads: small MLPs run fastest on one thread."""
     eval_episodes: int = 20
