@@ -252,3 +252,25 @@ def test_mc_entropy_mask_and_value_clip_run_in_the_graph():
             torch.testing.assert_close(out_f[key], out_e[key].detach(), **tol)
         assert torch.isfinite(out_f["loss_entropy"])
     assert (update.eager_calls, update.fused_calls) == (1, 2)
+
+
+@pytest.mark.parametrize("loss_kw", [
+    {"normalize_advantage": True},
+    {"separate_losses": True},
+    {"reduction": "sum", "loss_critic_type": "smooth_l1"},
+    {"entropy_bonus": False, "critic_coef": 2.0, "clip_epsilon": 0.05},
+], ids=["norm-adv", "separate", "sum-smoothl1", "no-entropy"])
+def test_loss_options_give_the_eager_update(loss_kw):
+    loss_f, opt_f = _setup("categorical", lr=0.01, **loss_kw)
+    loss_e, opt_e = _setup("categorical", lr=0.01, **loss_kw)
+    update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=1.0, backend="aot_eager")
+    for td in _batches(loss_f, 3):
+        out_f, norm_f, _ = update(td.clone())
+        out_e, norm_e = _reference_step(loss_e, opt_e, td.clone(), 1.0)
+        assert sorted(out_f.keys()) == sorted(out_e.keys())
+        for key in out_e.keys():
+            torch.testing.assert_close(out_f[key], out_e[key].detach(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(norm_f, norm_e, rtol=1e-4, atol=1e-5)
+    assert update.fused_calls == 2
+    for p_f, p_e in zip(opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"]):
+        torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
