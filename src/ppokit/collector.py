@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ppokit.envs.gym import GymVecEnv
 from ppokit.modules.distributions import Categorical, IndependentNormal
 from ppokit.normalization import ObservationNormalizer, RewardScaler
+from ppokit.objectives.compile import with_own_code
 from ppokit.objectives.direct import ModulePlan
 
 __all__ = ["EpisodeStats", "RolloutCollector", "TensorPolicy", "tensor_policy"]
@@ -187,8 +188,10 @@ class TensorPolicy:
                 loc = params["loc"]
                 self._noise[tuple(obs.shape)] = (loc.shape, loc.dtype)
                 if self._core is None:
-                    self._core = torch.compile(self._make_core(obs), fullgraph=True,
-                                               dynamic=False)
+                    # its own code object: a closure's code is shared by every policy, and
+                    # dynamo's per-code cache would hit its limit at the ninth one
+                    self._core = torch.compile(with_own_code(self._make_core(obs)),
+                                               fullgraph=True, dynamic=False)
             if self.lean == "categorical":
                 action, log_prob = _categorical_sample(params["logits"])
             elif self.lean == "normal" and params["scale"].shape == params["loc"].shape:

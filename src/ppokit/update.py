@@ -18,7 +18,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import set_interaction_type
 from torch import nn
 
-from ppokit.objectives.compile import network_keys, traceable
+from ppokit.objectives.compile import network_keys, traceable, with_own_code
 from ppokit.objectives.ppo import _PROBED, PPOLoss, _Inputs, _output
 
 __all__ = ["FusedPPOUpdate", "clip_grad_norm_"]
@@ -179,7 +179,7 @@ class FusedPPOUpdate:
         self._keys: list | None = None
         self._lr = torch.zeros(())  # a tensor input: the annealed lr must not recompile
         self._max_norm = torch.tensor(math.inf if max_grad_norm is None else max_grad_norm)
-        self._graph = torch.compile(self._update, fullgraph=True, dynamic=dynamic,
+        self._graph = torch.compile(with_own_code(self._update), fullgraph=True, dynamic=dynamic,
                                     backend=backend)
 
     # ------------------------------------------------------------------ the compiled step

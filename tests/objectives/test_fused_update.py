@@ -274,3 +274,19 @@ def test_loss_options_give_the_eager_update(loss_kw):
     assert update.fused_calls == 2
     for p_f, p_e in zip(opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"]):
         torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
+
+
+def test_many_instances_in_one_process_each_get_their_graph():
+    # dynamo keeps at most 8 graphs per code object; without a code object per instance the
+    # ninth FusedPPOUpdate (or compiled loss) of a process fails under fullgraph=True
+    from ppokit import compile_loss
+
+    for i in range(10):
+        # a different clip each time: a graph that no earlier instance's guards accept
+        loss, opt = _setup("categorical", seed=i, clip_epsilon=0.1 + 0.01 * i)
+        update = FusedPPOUpdate(loss, opt, max_grad_norm=0.5, backend="eager")
+        compiled = compile_loss(loss, backend="eager")
+        for td in _batches(loss, 2, seed=i):
+            assert update(td.clone()).applied
+            compiled(td)
+        assert (update.fused_calls, compiled.compiled_calls) == (1, 1), i

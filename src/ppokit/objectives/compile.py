@@ -16,6 +16,8 @@ modules' own (``with params.to_module(loss): ...``, meta-RL).
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,7 +27,7 @@ from torch import nn
 
 from ppokit.objectives.ppo import PPOLoss, _Inputs, _output
 
-__all__ = ["CompiledLoss", "compile_loss", "network_keys", "traceable"]
+__all__ = ["CompiledLoss", "compile_loss", "network_keys", "traceable", "with_own_code"]
 
 
 class CompiledLoss(nn.Module):
@@ -57,8 +59,8 @@ class CompiledLoss(nn.Module):
         self._warm = False
         self.eager_calls = 0  #: calls that ran eagerly (first call, fallbacks)
         self.compiled_calls = 0  #: calls that ran the compiled graph
-        self._core = torch.compile(self._core_impl, fullgraph=fullgraph, dynamic=dynamic,
-                                   mode=mode, backend=backend)
+        self._core = torch.compile(with_own_code(self._core_impl), fullgraph=fullgraph,
+                                   dynamic=dynamic, mode=mode, backend=backend)
         self._external_keys: list | None = None
 
     def _core_impl(self, tensors: dict, batch: torch.Size, action: torch.Tensor,
@@ -106,6 +108,32 @@ class CompiledLoss(nn.Module):
         if not loss._outputs_finite(out, extras):
             out = loss._explain_non_finite(inp, out, extras)
         return _output(out)
+
+
+def with_own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a function or bound method) with a code object of its own, for ``torch.compile``.
+
+    Dynamo keeps its compiled graphs per code object, at most
+    ``torch._dynamo.config.recompile_limit`` (8) of them, and every instance of a class whose
+    method is compiled adds one (its guards see another ``self``). With ``fullgraph=True`` the
+    ninth instance in a process (a hyperparameter sweep, a test suite) fails with
+    ``FailOnRecompileLimitHit``. An equal copy of the code object gives each instance its own
+    cache; it is freed with the instance.
+
+    Example:
+        >>> def f(x):
+        ...     return x + 1
+        >>> g = with_own_code(f)
+        >>> g(1), g.__code__ is f.__code__, g.__code__ == f.__code__
+        (2, False, True)
+    """
+    if isinstance(fn, types.MethodType):
+        return types.MethodType(with_own_code(fn.__func__), fn.__self__)
+    copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__,
+                              fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__qualname__ = fn.__qualname__
+    return copy
 
 
 def traceable(loss: PPOLoss, inp: _Inputs) -> bool:
