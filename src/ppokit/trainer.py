@@ -42,7 +42,7 @@ from ppokit.envs.gym import GymVecEnv
 from ppokit.metrics import MetricsLogger
 from ppokit.normalization import ObservationNormalizer, RewardScaler
 from ppokit.objectives.compile import compile_loss
-from ppokit.update import FusedPPOUpdate, clip_grad_norm_
+from ppokit.update import FusedPPOUpdate, eager_update
 
 __all__ = ["PPOTrainer", "TrainResult", "World", "build_actor_critic", "seed_everything"]
 
@@ -290,25 +290,16 @@ class PPOTrainer:
                 if self.fused_update is not None:  # one process (compile is refused in DDP)
                     out, grad_norm, applied = self.fused_update(minibatch,
                                                                 target_kl=cfg.target_kl)
-                    if not applied:  # the KL exceeded target_kl: nothing was changed
-                        stopped_early = True
-                        break
-                    objective, critic = out["loss_objective"], out["loss_critic"]
-                    entropy = out["loss_entropy"]
-                else:
-                    out = self.loss_fn(minibatch)
-                    if cfg.target_kl is not None and float(self.world.all_reduce_mean(
-                            out["kl_approx"].detach())) > cfg.target_kl:
-                        # SB3-style: the minibatch whose policy drifted too far is not used
-                        stopped_early = True
-                        break
-                    objective, critic = out["loss_objective"], out["loss_critic"]
-                    entropy = out["loss_entropy"]
-                    for p in self.params:  # = optimizer.zero_grad(set_to_none=True), minus
-                        p.grad = None      # its profiler/hook wrapper (tens of us each)
-                    (objective + critic + entropy).backward()
-                    grad_norm = clip_grad_norm_(self.params, cfg.max_grad_norm)
-                    self.optimizer.step()
+                else:  # the KL of the global minibatch: averaged over ranks
+                    out, grad_norm, applied = eager_update(
+                        self.loss_fn, self.params, self.optimizer, minibatch,
+                        max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl,
+                        kl_mean=self.world.all_reduce_mean)
+                if not applied:  # the KL exceeded target_kl: nothing was changed
+                    stopped_early = True
+                    break
+                objective, critic = out["loss_objective"], out["loss_critic"]
+                entropy = out["loss_entropy"]
                 # kept as tensors and stacked once per iteration: no per-minibatch stack/sync
                 records.append((objective.detach(), critic.detach(), entropy.detach(),
                                 *(out.get(k, None) for k in _LOSS_DIAGNOSTICS), grad_norm))

@@ -11,6 +11,7 @@ update takes ~0.4x the eager trainer's time per minibatch at 64x64 networks, min
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -18,10 +19,60 @@ from tensordict import TensorDictBase
 from tensordict.nn import set_interaction_type
 from torch import nn
 
-from ppokit.objectives.compile import network_keys, traceable, with_own_code
-from ppokit.objectives.ppo import _PROBED, PPOLoss, _Inputs, _output
+from ppokit.objectives.compile import network_keys, traceable, traced_args, with_own_code
+from ppokit.objectives.ppo import PPOLoss, _Inputs, _output
 
-__all__ = ["FusedPPOUpdate", "clip_grad_norm_"]
+__all__ = ["FusedPPOUpdate", "FusedResult", "clip_grad_norm_", "eager_update"]
+
+
+def eager_update(loss: Callable[[TensorDictBase], TensorDictBase], params: list[nn.Parameter],
+                 optimizer: torch.optim.Optimizer, minibatch: TensorDictBase, *,
+                 max_grad_norm: float | None = None, target_kl: float | None = None,
+                 kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> FusedResult:
+    """One eager PPO minibatch update: loss, backward of its ``loss_*`` sum, clip, step.
+
+    Args:
+        loss: the loss module (or a compiled loss) called on ``minibatch``.
+        params: the parameters to clear, clip and step (the optimizer's).
+        optimizer: any ``torch.optim`` optimizer over ``params``.
+        minibatch: the data the loss reads.
+        max_grad_norm: clip the global L2 norm of the gradients to this (None: no clip).
+        target_kl: skip the update when the minibatch's ``kl_approx`` exceeds this.
+        kl_mean: how the KL is averaged before that test (e.g. over ranks); default as is.
+
+    Returns:
+        :class:`FusedResult` (the gradient norm is None when the KL test skipped the update).
+        The gradients are left in ``.grad``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from tensordict import TensorDict
+        >>> from ppokit import Categorical, ClipPPOLoss, ProbabilisticActor, ValueOperator
+        >>> actor = ProbabilisticActor(nn.Linear(4, 2), in_keys=["observation"],
+        ...     out_keys=["logits"], distribution_class=Categorical, return_log_prob=True)
+        >>> loss = ClipPPOLoss(actor, ValueOperator(nn.Linear(4, 1), in_keys=["observation"]))
+        >>> params = list(loss.parameters())
+        >>> opt = torch.optim.Adam(params, lr=1e-3)
+        >>> data = TensorDict({"observation": torch.randn(8, 4)}, batch_size=[8])
+        >>> with torch.no_grad():
+        ...     data = actor(data)
+        >>> data["advantage"], data["value_target"] = torch.randn(8, 1), torch.randn(8, 1)
+        >>> eager_update(loss, params, opt, data, max_grad_norm=0.5).applied
+        True
+    """
+    out = loss(minibatch)
+    if target_kl is not None:
+        kl = out["kl_approx"].detach()
+        if float(kl if kl_mean is None else kl_mean(kl)) > target_kl:
+            # SB3-style: the minibatch whose policy already drifted too far is not used
+            return FusedResult(out, None, False)
+    for p in params:  # = optimizer.zero_grad(set_to_none=True), minus its profiler/hook
+        p.grad = None  # wrapper (tens of us per minibatch)
+    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+    norm = clip_grad_norm_(params, math.inf if max_grad_norm is None else max_grad_norm)
+    optimizer.step()
+    return FusedResult(out, norm, True)
 
 
 def clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
@@ -196,11 +247,10 @@ class FusedPPOUpdate:
 
         grads, out = torch.func.grad(total_loss, has_aux=True)(params)
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        probe = torch.stack([out[k] if out[k].dim() == 0 else out[k].sum()
-                             for k in _PROBED if k in out]).sum()
         # the update is applied only if the eager loop would apply it: finite outputs (else
         # the eager rerun raises) and, with a target KL, a KL within it (else the loop stops)
-        apply = torch.isfinite(probe) & (out["kl_approx"] <= kl_limit)
+        finite = torch.isfinite(PPOLoss._probe(out, {}))
+        apply = finite & (out["kl_approx"] <= kl_limit)
         coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
         beta1, beta2 = betas
         for p, g, m, v, s in zip(params, grads, exp_avg, exp_avg_sq, steps):
@@ -216,7 +266,7 @@ class FusedPPOUpdate:
             # graph's epilogue stores them, with no new tensors and no copies afterwards
             for kept, moved in ((p, p1), (m, m1), (v, v1), (s, s1)):
                 kept.copy_(torch.where(apply, moved, kept))
-        return out, norm, apply
+        return out, norm, finite, apply
 
     # ------------------------------------------------------------------ a call
     def __call__(self, tensordict: TensorDictBase, *, target_kl: float | None = None
@@ -243,12 +293,6 @@ class FusedPPOUpdate:
             return self._eager(tensordict, target_kl)
         if self._keys is None:
             self._keys = network_keys(loss)
-        work = inp.work
-        tensors = {}
-        for key in self._keys:
-            value = work.get(key, None)
-            if value is not None:
-                tensors[key] = value
         group = self.optimizer.param_groups[0]
         if float(self._lr) != group["lr"]:
             self._lr.fill_(group["lr"])
@@ -256,20 +300,16 @@ class FusedPPOUpdate:
         current = ([p.detach() for p in self.params], [s["exp_avg"] for s in states],
                    [s["exp_avg_sq"] for s in states], [s["step"] for s in states])
         kl_limit = torch.tensor(math.inf if target_kl is None else float(target_kl))
-        # no closed-form entropy (e.g. TanhNormal): the loss's Monte-Carlo estimate, whose
-        # draws come from inductor's generator, as with compile_loss
-        mc = bool(loss.entropy_bonus and not loss._closed_form_entropy)
-        args = (tensors, inp.batch, inp.action, inp.old_log_prob, inp.advantage,
-                inp.value_target, inp.old_value, inp.mask, mc)
+        args = traced_args(loss, inp, self._keys)
         with torch.no_grad(), set_interaction_type(loss._actor_plan.interaction()):
-            out, norm, apply = self._graph(*current, self._lr, self._max_norm, kl_limit, args,
-                                           tuple(group["betas"]), group["eps"])
+            out, norm, finite, apply = self._graph(*current, self._lr, self._max_norm,
+                                                   kl_limit, args, tuple(group["betas"]),
+                                                   group["eps"])
         if bool(apply):
             self.fused_calls += 1
             out.pop("entropy_all", None)
             return FusedResult(_output(out), norm, True)
-        if not math.isfinite(float(torch.stack([v.sum() for k, v in out.items()
-                                                if k in _PROBED]).sum())):
+        if not bool(finite):
             return self._eager(tensordict, target_kl)  # the loss's checks name the culprit
         self.fused_calls += 1
         out.pop("entropy_all", None)
@@ -278,19 +318,8 @@ class FusedPPOUpdate:
     def _eager(self, tensordict: TensorDictBase, target_kl: float | None) -> FusedResult:
         self._warm = True
         self.eager_calls += 1
-        out = self.loss(tensordict)
-        if target_kl is not None and float(out["kl_approx"]) > target_kl:
-            return FusedResult(out.detach(), None, False)
+        out, norm, applied = eager_update(self.loss, self.params, self.optimizer, tensordict,
+                                          max_grad_norm=self.max_grad_norm, target_kl=target_kl)
         for p in self.params:
-            p.grad = None
-        sum(v for k, v in out.items() if k.startswith("loss_")).backward()
-        if self.max_grad_norm is not None:
-            norm = clip_grad_norm_(self.params, self.max_grad_norm)
-        else:
-            grads = [p.grad for p in self.params if p.grad is not None]
-            norm = (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-                    if grads else torch.zeros(()))
-        self.optimizer.step()
-        for p in self.params:
-            p.grad = None
-        return FusedResult(out.detach(), norm, True)
+            p.grad = None  # as after a fused call
+        return FusedResult(out.detach(), norm, applied)

@@ -192,7 +192,7 @@ def test_ortho_init_switch():
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
 def test_clip_grad_norm_matches_torch_to_the_bit(scale):
-    from ppokit.trainer import clip_grad_norm_
+    from ppokit.update import clip_grad_norm_
 
     g = torch.Generator().manual_seed(0)
     shapes = [(64, 17), (64,), (64, 64), (6,), (1, 64)]

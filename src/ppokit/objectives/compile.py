@@ -27,7 +27,8 @@ from torch import nn
 
 from ppokit.objectives.ppo import PPOLoss, _Inputs, _output
 
-__all__ = ["CompiledLoss", "compile_loss", "network_keys", "traceable", "with_own_code"]
+__all__ = ["CompiledLoss", "compile_loss", "network_keys", "traceable", "traced_args",
+           "with_own_code"]
 
 
 class CompiledLoss(nn.Module):
@@ -90,17 +91,10 @@ class CompiledLoss(nn.Module):
             self.eager_calls += 1
             out, extras = loss._compute(inp)
         else:
-            work = inp.work
-            tensors = {}
-            for key in self._network_keys():
-                value = work.get(key, None)
-                if value is not None:
-                    tensors[key] = value
-            mc = loss.entropy_bonus and not loss._closed_form_entropy
+            args = traced_args(loss, inp, self._network_keys())
+            mc = args[-1]
             with set_interaction_type(loss._actor_plan.interaction()):
-                out, value, entropy_all = self._core(
-                    tensors, inp.batch, inp.action, inp.old_log_prob, inp.advantage,
-                    inp.value_target, inp.old_value, inp.mask, mc)
+                out, value, entropy_all = self._core(*args)
             self.compiled_calls += 1
             extras: dict[str, Any] = {"value": value, "closed_form_entropy": not mc}
             if entropy_all is not None:
@@ -157,6 +151,26 @@ def traceable(loss: PPOLoss, inp: _Inputs) -> bool:
     elif loss._critic_detached_shared is not None:
         return False  # separate_losses with shared parameters needs a swap
     return True
+
+
+def traced_args(loss: PPOLoss, inp: _Inputs, keys: list) -> tuple:
+    """The arguments of a traced ``_compute`` call, in the order of ``_Inputs``.
+
+    ``(tensors, batch, action, old_log_prob, advantage, value_target, old_value, mask,
+    mc_entropy)``: ``tensors`` holds the data the networks read (``keys``, from
+    :func:`network_keys`); ``mc_entropy`` repeats the eager call's choice of the Monte-Carlo
+    entropy (no closed form, e.g. TanhNormal), whose draws then come from inductor's
+    generator.
+    """
+    work = inp.work
+    tensors = {}
+    for key in keys:
+        value = work.get(key, None)
+        if value is not None:
+            tensors[key] = value
+    mc = bool(loss.entropy_bonus and not loss._closed_form_entropy)
+    return (tensors, inp.batch, inp.action, inp.old_log_prob, inp.advantage,
+            inp.value_target, inp.old_value, inp.mask, mc)
 
 
 def network_keys(loss: PPOLoss) -> list:

@@ -595,12 +595,19 @@ class PPOLoss(nn.Module):
         :meth:`_explain_non_finite` finds the culprit (or finds none: a huge but finite
         ratio may overflow; the outputs are then returned as they are).
         """
+        probe = PPOLoss._probe(out, extras)
+        return probe is None or math.isfinite(float(probe))
+
+    @staticmethod
+    def _probe(out: dict[str, torch.Tensor], extras: dict[str, torch.Tensor]
+               ) -> torch.Tensor | None:
+        """Sum of the probed outputs (see :meth:`_outputs_finite`), no host sync: traceable."""
         parts = []
         for key in _PROBED:
             value = out.get(key, extras.get(key))
             if value is not None:
                 parts.append(value.detach() if value.dim() == 0 else value.detach().sum())
-        return not parts or math.isfinite(float(torch.stack(parts).sum()))
+        return torch.stack(parts).sum() if parts else None
 
     def _explain_non_finite(self, inp: _Inputs, out: dict[str, torch.Tensor],
                             extras: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
