@@ -201,7 +201,7 @@ def build_candidates(setup: Setup, *, with_compile: bool) -> dict[str, Callable[
         _check_same_numbers(setup, theirs)
         cands["torchrl"] = _step(setup.params, lambda: theirs(data))
     if with_compile:
-        from ppokit.objectives.compile import compile_loss
+        from ppokit.fast.compile import compile_loss
 
         compiled = compile_loss(
             ClipPPOLoss(setup.actor, setup.critic, clip_epsilon=CLIP_EPS,

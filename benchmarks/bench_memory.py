@@ -41,8 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from ppokit.config import preset_config
-    from ppokit.trainer import PPOTrainer
+    from ppokit.train.config import preset_config
+    from ppokit.train.trainer import PPOTrainer
 
     print(machine_line())
     proc = psutil.Process()

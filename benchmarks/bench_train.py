@@ -88,7 +88,7 @@ class RunResult:
 def ppokit_config(task: Task, iterations: int, seed: int, *, compile: bool = False) -> Any:
     """The ``TrainConfig`` matched to SB3's settings for ``task`` (every field the presets
     set is given here, so a preset change cannot leak into the comparison)."""
-    from ppokit.config import preset_config
+    from ppokit.train.config import preset_config
 
     batch = task.num_envs * task.num_steps
     return preset_config(
@@ -110,7 +110,7 @@ def run_ppokit(task: Task, iterations: int, seed: int, *, compile: bool = False)
     """ppokit's trainer; with ``compile``, the first two iterations (eager, then compiling)
     are not timed, so the SPS is the compiled steady state (the compile time is reported
     apart); the returns are still those after ``iterations`` iterations, as for the others."""
-    from ppokit.trainer import PPOTrainer
+    from ppokit.train.trainer import PPOTrainer
 
     batch = task.num_envs * task.num_steps
     warmup = COMPILE_WARMUP_ITERATIONS if compile else 0

@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from ppokit.trainer import PPOTrainer
+    from ppokit.train.trainer import PPOTrainer
 
     task = TASKS["halfcheetah"]
     trainers = {}

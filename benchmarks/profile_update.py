@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from ppokit.trainer import PPOTrainer
+    from ppokit.train.trainer import PPOTrainer
 
     task = TASKS[args.task]
     batch = task.num_envs * task.num_steps

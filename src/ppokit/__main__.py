@@ -1,6 +1,6 @@
 """``python -m ppokit`` runs the ``ppokit`` command line."""
 
-from ppokit.cli import main
+from ppokit.train.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -33,7 +33,7 @@ def _entry(fn: Callable[..., Any], rank: int, world_size: int, port: int, args: 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from ppokit.distributed import init_distributed, shutdown_distributed
+    from ppokit.distributed.core import init_distributed, shutdown_distributed
 
     status_ok = False
     try:

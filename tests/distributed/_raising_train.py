@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from ppokit import trainer
-from ppokit.cli import main
+from ppokit.train import trainer
+from ppokit.train.cli import main
 
 _update = trainer.PPOTrainer.update
 

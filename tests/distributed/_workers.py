@@ -15,7 +15,7 @@ from _dist_helpers import BATCH, batch, build, grads
 from torch.nn.parallel import DistributedDataParallel
 
 from ppokit import ClipPPOLoss
-from ppokit.distributed import (
+from ppokit.distributed.core import (
     RunningStatsMerger,
     World,
     global_moments,
@@ -24,7 +24,7 @@ from ppokit.distributed import (
     shutdown_distributed,
     wrap_ddp,
 )
-from ppokit.normalization import RunningMeanStd
+from ppokit.train.normalization import RunningMeanStd
 
 KINDS = ("discrete", "continuous")
 LOSS_KW = {"clip_epsilon": 0.2, "entropy_coef": 0.01, "critic_coef": 0.5,

@@ -1,4 +1,4 @@
-"""Single-process behaviour and input checks of ppokit.distributed (no processes spawned)."""
+"""Single-process behaviour and input checks of ppokit.distributed.core (no processes spawned)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from _dist_helpers import build
 from torch import nn
 
-from ppokit.distributed import (
+from ppokit.distributed.core import (
     RunningStatsMerger,
     World,
     _unmerge,
@@ -20,8 +20,8 @@ from ppokit.distributed import (
     world_from_env,
     wrap_ddp,
 )
-from ppokit.normalization import RunningMeanStd, merge_moments
 from ppokit.objectives.functional import standardize
+from ppokit.train.normalization import RunningMeanStd, merge_moments
 
 TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1",
                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}

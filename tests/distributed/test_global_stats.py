@@ -10,7 +10,7 @@ import pytest
 import torch
 from _workers import ADV, MASK, obs_batches
 
-from ppokit.normalization import RunningMeanStd
+from ppokit.train.normalization import RunningMeanStd
 
 pytestmark = pytest.mark.distributed
 

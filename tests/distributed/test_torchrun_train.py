@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ppokit.checkpoint import load_checkpoint
-from ppokit.metrics import read_progress_csv
+from ppokit.train.checkpoint import load_checkpoint
+from ppokit.train.metrics import read_progress_csv
 
 pytestmark = pytest.mark.distributed
 
@@ -48,7 +48,7 @@ def test_two_rank_run_then_two_rank_resume(tmp_path: Path) -> None:
     assert first.stdout.count("ppokit: done:") == 1  # only rank 0 reports
 
     # the checkpoint holds plain (unwrapped) weights: a single process can load it
-    from ppokit.trainer import load_policy
+    from ppokit.train.trainer import load_policy
 
     load_policy(run)
     state = load_checkpoint(run / "checkpoints" / "latest.pt")

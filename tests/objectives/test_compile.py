@@ -22,7 +22,7 @@ from ppokit import (
     TanhNormal,
     ValueOperator,
 )
-from ppokit.objectives.compile import CompiledLoss, compile_loss
+from ppokit.fast.compile import CompiledLoss, compile_loss
 
 OBS, ACT = 3, 2
 

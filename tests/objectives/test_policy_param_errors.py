@@ -16,7 +16,7 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 
 from ppokit import Categorical, ClipPPOLoss, IndependentNormal, ProbabilisticActor
-from ppokit.objectives.compile import compile_loss
+from ppokit.fast.compile import compile_loss
 
 
 class Gaussian(nn.Module):

@@ -14,9 +14,9 @@ import torch
 from tensordict.nn import TensorDictModule
 from torch import nn
 
-from ppokit.collector import RolloutCollector
 from ppokit.envs.gym import GymVecEnv
 from ppokit.modules.actors import ValueOperator
+from ppokit.train.collector import RolloutCollector
 from ppokit.value.estimators import GAE
 
 GAMMA = 0.9

@@ -8,7 +8,13 @@ import pickle
 import pytest
 import torch
 
-from ppokit.checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from ppokit.train.checkpoint import (
+    FORMAT,
+    VERSION,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def test_round_trip_keeps_tensors_and_python_values(tmp_path):

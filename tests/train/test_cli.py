@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from ppokit.cli import main
-from ppokit.config import TrainConfig, config_from_dict, load_config_file, validate_config
+from ppokit.train.cli import main
+from ppokit.train.config import TrainConfig, config_from_dict, load_config_file, validate_config
 
 FAST = ["--total-steps", "256", "--eval-episodes", "2", "--no-progress"]
 
@@ -121,7 +121,7 @@ def test_config_helpers():
 
 
 def test_presets_pick_the_task_family(tmp_path):
-    from ppokit.config import preset_config
+    from ppokit.train.config import preset_config
 
     hopper = preset_config("Hopper-v5")
     assert (hopper.num_envs, hopper.num_steps, hopper.num_epochs, hopper.num_minibatches,
@@ -204,7 +204,7 @@ def test_torchrun_exit_runs_atexit_handlers_flushes_and_keeps_the_code(tmp_path)
 
     script = (
         "import atexit, sys\n"
-        "from ppokit.cli import _exit_without_teardown\n"
+        "from ppokit.train.cli import _exit_without_teardown\n"
         "atexit.register(lambda: print('runs last, unflushed'))\n"
         "atexit.register(lambda: print('runs first', flush=True))\n"
         "print('unflushed', end='')\n"

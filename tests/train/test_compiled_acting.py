@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ppokit.collector import RolloutCollector
 from ppokit.envs.gym import GymVecEnv
-from ppokit.trainer import build_actor_critic
+from ppokit.train.collector import RolloutCollector
+from ppokit.train.trainer import build_actor_critic
 
 torch.set_num_threads(1)
 

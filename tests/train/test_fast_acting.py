@@ -10,12 +10,12 @@ from tensordict import TensorDict
 from tensordict.nn import InteractionType, TensorDictModule, set_interaction_type
 from torch import nn
 
-from ppokit.collector import RolloutCollector, TensorPolicy
 from ppokit.envs.gym import GymVecEnv
 from ppokit.modules.actors import ProbabilisticActor
 from ppokit.modules.distributions import Categorical, IndependentNormal, TanhNormal
-from ppokit.normalization import ObservationNormalizer, RewardScaler
-from ppokit.trainer import build_actor_critic
+from ppokit.train.collector import RolloutCollector, TensorPolicy
+from ppokit.train.normalization import ObservationNormalizer, RewardScaler
+from ppokit.train.trainer import build_actor_critic
 
 torch.set_num_threads(1)
 
@@ -206,7 +206,7 @@ def test_structures_the_fast_path_does_not_reproduce_are_left_to_tensordict():
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_evaluation_fast_path_plays_the_same_episodes(env_id):
-    from ppokit.evaluate import deterministic_action, evaluate_policy
+    from ppokit.train.evaluate import deterministic_action, evaluate_policy
 
     env = GymVecEnv(env_id, 1)
     torch.manual_seed(1)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ppokit.cli import main
+from ppokit.train.cli import main
 
 
 @pytest.mark.slow

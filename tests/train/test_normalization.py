@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppokit.normalization import ObservationNormalizer, RewardScaler, RunningMeanStd
+from ppokit.train.normalization import ObservationNormalizer, RewardScaler, RunningMeanStd
 
 
 def test_running_mean_std_matches_numpy_over_uneven_batches():

@@ -7,10 +7,10 @@ import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 
-from ppokit.collector import RolloutCollector, tensor_policy
 from ppokit.envs.gym import GymVecEnv, check_env_id, check_spaces
-from ppokit.normalization import ObservationNormalizer
-from ppokit.trainer import build_actor_critic
+from ppokit.train.collector import RolloutCollector, tensor_policy
+from ppokit.train.normalization import ObservationNormalizer
+from ppokit.train.trainer import build_actor_critic
 
 
 def _const_policy(action: torch.Tensor) -> TensorDictModule:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ppokit.config import preset_config
-from ppokit.metrics import read_progress_csv
-from ppokit.trainer import PPOTrainer, World, load_policy
+from ppokit.train.config import preset_config
+from ppokit.train.metrics import read_progress_csv
+from ppokit.train.trainer import PPOTrainer, World, load_policy
 
 
 def _small(tmp_path, **kw):
@@ -164,7 +164,7 @@ def test_mujoco_preset_short_run(tmp_path):
 
 def test_ortho_init_switch():
     from ppokit.envs.gym import GymVecEnv
-    from ppokit.trainer import build_actor_critic
+    from ppokit.train.trainer import build_actor_critic
 
     env = GymVecEnv("Pendulum-v1", 1)
     torch.manual_seed(0)
@@ -192,7 +192,7 @@ def test_ortho_init_switch():
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
 def test_clip_grad_norm_matches_torch_to_the_bit(scale):
-    from ppokit.update import clip_grad_norm_
+    from ppokit.train.update import clip_grad_norm_
 
     g = torch.Generator().manual_seed(0)
     shapes = [(64, 17), (64,), (64, 64), (6,), (1, 64)]

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from ppokit.config import preset_config
-from ppokit.trainer import PPOTrainer, World
-from ppokit.update import FusedPPOUpdate
+from ppokit.fast.update import FusedPPOUpdate
+from ppokit.train.config import preset_config
+from ppokit.train.trainer import PPOTrainer, World
 
 
 def _cfg(**kw):
@@ -52,7 +52,7 @@ def test_compile_with_distributed_world_is_refused(tmp_path):
 def test_cli_compile_flag_trains_and_is_saved(tmp_path):
     import json
 
-    from ppokit.cli import main
+    from ppokit.train.cli import main
 
     run = tmp_path / "run"
     argv = ["train", "--env", "Pendulum-v1", "--total-steps", "256", "--num-envs", "2",
@@ -67,7 +67,7 @@ def test_cli_compile_flag_trains_and_is_saved(tmp_path):
 def test_fused_updates_write_the_optimizer_state_that_checkpoints_keep(tmp_path):
     # The fused graph updates Adam's own state tensors in place; if it kept copies, the
     # checkpoint would save a stale optimizer and a resumed run would restart Adam's moments.
-    from ppokit.checkpoint import load_checkpoint
+    from ppokit.train.checkpoint import load_checkpoint
 
     trainer = PPOTrainer(_cfg(compile=True), run_dir=tmp_path / "run")
     trainer.update(trainer.collect())  # 4 minibatches: 1 eager (creates the state), 3 fused

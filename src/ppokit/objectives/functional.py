@@ -26,6 +26,7 @@ __all__ = [
     "ratio_diagnostics",
     "reduce_loss",
     "standardize",
+    "standardize_with",
     "value_distance",
 ]
 
@@ -79,20 +80,47 @@ def standardize(
     """``(x - mean) / max(std, eps)`` with the unbiased std over valid entries.
 
     The unbiased estimate (Bessel's correction) matches ``torch.std`` and TorchRL's
-    ``normalize_advantage``. Masked entries are returned unchanged-as-zero.
+    ``normalize_advantage``. Masked entries come back as 0. With fewer than two valid
+    entries the std is undefined; the entries are then only centred (no NaN).
+
+    This is the one standardisation in ppokit: the loss's advantage normalisation, the value
+    estimators' and the distributed global one (which passes all-reduced moments to
+    :func:`standardize_with`) all end here.
 
     Example:
         >>> standardize(torch.tensor([1.0, 2.0, 3.0]))
         tensor([-1.,  0.,  1.])
+        >>> standardize(torch.tensor([5.0]))
+        tensor([0.])
     """
     if mask is None:
-        return (x - x.mean()) / x.std().clamp_min(eps)
-    mask = mask.expand_as(x)
-    count = mask.sum()
-    mean = _where_valid(x, mask).sum() / count.clamp_min(1)
-    centred = _where_valid(x - mean, mask)
-    var = centred.pow(2).sum() / (count - 1).clamp_min(1)
-    return _where_valid(centred / var.sqrt().clamp_min(eps), mask)
+        count = torch.tensor(float(x.numel()), device=x.device)
+        mean = x.mean()
+        var = (x - mean).pow(2).sum() / (count - 1).clamp_min(1)
+    else:
+        mask = mask.expand_as(x)
+        count = mask.sum()
+        mean = _where_valid(x, mask).sum() / count.clamp_min(1)
+        var = _where_valid(x - mean, mask).pow(2).sum() / (count - 1).clamp_min(1)
+    return standardize_with(x, mean, var.sqrt(), mask, eps=eps)
+
+
+def standardize_with(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """``(x - mean) / max(std, eps)`` with given moments; masked entries come back as 0.
+
+    Example:
+        >>> standardize_with(torch.tensor([1.0, 3.0]), torch.tensor(2.0), torch.tensor(2.0))
+        tensor([-0.5000,  0.5000])
+    """
+    out = (x - mean) / std.clamp_min(eps)
+    return out if mask is None else _where_valid(out, mask.expand_as(out))
 
 
 def clipped_surrogate(

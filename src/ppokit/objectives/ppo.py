@@ -23,9 +23,9 @@ from tensordict.utils import NestedKey
 from torch import distributions as D
 from torch import nn
 
+from ppokit.fast.direct import ModulePlan, ParamSlots, TensorReader
 from ppokit.modules.distributions import deferred_param_checks
 from ppokit.objectives import functional as PF
-from ppokit.objectives.direct import ModulePlan, ParamSlots, TensorReader
 
 __all__ = ["ClipPPOLoss", "PPOKeys", "PPOLoss"]
 
@@ -172,7 +172,7 @@ class PPOLoss(nn.Module):
             self.actor_network_params = None
         self.critic_network_params: TensorDictParams | None = None
         self._critic_detached_shared: TensorDict | None = None
-        # Fast path (see ppokit.objectives.direct): run the networks on plain tensors, and
+        # Fast path (see ppokit.fast.direct): run the networks on plain tensors, and
         # skip the to_module swap while the loss's parameters are the modules' own.
         self._actor_plan = ModulePlan.for_actor(actor_network)
         self._critic_plan = (ModulePlan.for_critic(critic_network)

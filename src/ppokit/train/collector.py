@@ -30,10 +30,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ppokit.envs.gym import GymVecEnv
+from ppokit.fast.compile import with_own_code
+from ppokit.fast.direct import ModulePlan
 from ppokit.modules.distributions import Categorical, IndependentNormal
-from ppokit.normalization import ObservationNormalizer, RewardScaler
-from ppokit.objectives.compile import with_own_code
-from ppokit.objectives.direct import ModulePlan
+from ppokit.train.normalization import ObservationNormalizer, RewardScaler
 
 __all__ = ["EpisodeStats", "RolloutCollector", "TensorPolicy", "tensor_policy"]
 
@@ -45,7 +45,7 @@ class TensorPolicy:
     ``ProbabilisticTensorDictSequential`` (e.g. ``ProbabilisticActor``) made of plain
     ``TensorDictModule``\\ s reading ``"observation"`` and ending in one
     ``ProbabilisticTensorDictModule`` that writes ``"action"`` and its log-prob (the structure
-    check is :class:`ppokit.objectives.direct.ModulePlan`'s). A call runs the very same networks
+    check is :class:`ppokit.fast.direct.ModulePlan`'s). A call runs the very same networks
     on the same tensors, then samples as tensordict does in ``InteractionType.RANDOM``
     (``rsample()`` when the distribution has one, else ``sample()``) and scores the sample with
     the distribution's ``log_prob``: the same numbers, without the per-step TensorDict writes.
@@ -65,7 +65,7 @@ class TensorPolicy:
 
     Example:
         >>> from ppokit.envs import GymVecEnv
-        >>> from ppokit.trainer import build_actor_critic
+        >>> from ppokit.train.trainer import build_actor_critic
         >>> env = GymVecEnv("CartPole-v1", 1)
         >>> act = TensorPolicy.for_actor(build_actor_critic(env)[0])
         >>> action, log_prob = act(torch.zeros(3, 4))

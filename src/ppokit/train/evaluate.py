@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from ppokit.collector import TensorPolicy
 from ppokit.envs.gym import GymVecEnv
-from ppokit.normalization import ObservationNormalizer
+from ppokit.train.collector import TensorPolicy
+from ppokit.train.normalization import ObservationNormalizer
 
 __all__ = ["EvalResult", "deterministic_action", "evaluate_policy", "record_video"]
 
@@ -49,7 +49,7 @@ def deterministic_action(actor: Any, obs: torch.Tensor, *,
     builds the same distribution without TensorDict bookkeeping.
 
     Example:
-        >>> from ppokit.trainer import build_actor_critic
+        >>> from ppokit.train.trainer import build_actor_critic
         >>> env = GymVecEnv("CartPole-v1", 1)
         >>> actor, _ = build_actor_critic(env)
         >>> deterministic_action(actor, torch.zeros(2, 4)).shape
@@ -81,7 +81,7 @@ def evaluate_policy(
     """Play ``episodes`` deterministic episodes (env ``i`` seeded ``seed + i``).
 
     Example:
-        >>> from ppokit.trainer import build_actor_critic
+        >>> from ppokit.train.trainer import build_actor_critic
         >>> env = GymVecEnv("CartPole-v1", 1)
         >>> actor, _ = build_actor_critic(env)
         >>> res = evaluate_policy(actor, "CartPole-v1", episodes=3, seed=0)

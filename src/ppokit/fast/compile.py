@@ -10,7 +10,7 @@ eagerly on the result. The numbers are those of the eager loss up to float round
 A call runs eagerly, exactly as ``loss(td)``, when the compiled graph would not reproduce
 it: on the first call (which settles the entropy form and, with ``separate_losses``, which
 parameters the policy uses), when the networks are not a plain chain of TensorDict modules
-(see :mod:`ppokit.objectives.direct`), and while the loss runs on parameters other than its
+(see :mod:`ppokit.fast.direct`), and while the loss runs on parameters other than its
 modules' own (``with params.to_module(loss): ...``, meta-RL).
 """
 

@@ -27,10 +27,7 @@ from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torch import nn
 
-from ppokit.checkpoint import load_checkpoint, save_checkpoint
-from ppokit.collector import RolloutCollector
-from ppokit.config import TrainConfig, config_from_dict, config_to_dict, validate_config
-from ppokit.distributed import (
+from ppokit.distributed.core import (
     RunningStatsMerger,
     World,
     global_standardize,
@@ -39,10 +36,14 @@ from ppokit.distributed import (
     wrap_ddp,
 )
 from ppokit.envs.gym import GymVecEnv
-from ppokit.metrics import MetricsLogger
-from ppokit.normalization import ObservationNormalizer, RewardScaler
-from ppokit.objectives.compile import compile_loss
-from ppokit.update import FusedPPOUpdate, eager_update
+from ppokit.fast.compile import compile_loss
+from ppokit.fast.update import FusedPPOUpdate
+from ppokit.train.checkpoint import load_checkpoint, save_checkpoint
+from ppokit.train.collector import RolloutCollector
+from ppokit.train.config import TrainConfig, config_from_dict, config_to_dict, validate_config
+from ppokit.train.metrics import MetricsLogger
+from ppokit.train.normalization import ObservationNormalizer, RewardScaler
+from ppokit.train.update import eager_update
 
 __all__ = ["PPOTrainer", "TrainResult", "World", "build_actor_critic", "seed_everything"]
 
@@ -137,7 +138,7 @@ def build_actor_critic(
 
 
 class PPOTrainer:
-    """PPO on a Gymnasium task, configured by a :class:`~ppokit.config.TrainConfig`.
+    """PPO on a Gymnasium task, configured by a :class:`~ppokit.train.config.TrainConfig`.
 
     Args:
         cfg: the run's configuration (validated here).
@@ -153,7 +154,7 @@ class PPOTrainer:
 
     Example:
         >>> import tempfile
-        >>> from ppokit.config import preset_config
+        >>> from ppokit.train.config import preset_config
         >>> cfg = preset_config("CartPole-v1", total_steps=512, eval_episodes=0, progress=False)
         >>> trainer = PPOTrainer(cfg, run_dir=tempfile.mkdtemp())
         >>> result = trainer.train()
@@ -180,7 +181,7 @@ class PPOTrainer:
             self.env, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation,
             init_log_std=cfg.init_log_std, ortho_init=cfg.ortho_init,
         )
-        # DDP on the plain networks inside the TensorDict modules (ppokit.distributed.wrap_ddp):
+        # DDP on the plain networks inside the TensorDict modules (ppokit.wrap_ddp):
         # the loss keeps the actor's get_dist, and backward() averages gradients over ranks
         wrap_ddp(self.actor, self.critic, world=self.world)
         self.loss = self._make_loss()
@@ -188,7 +189,7 @@ class PPOTrainer:
         self.params = _unique_params(self.actor, self.critic)
         self.optimizer = _adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
         #: with compile=True, each minibatch update (loss, gradient, clip, Adam) is one
-        #: compiled graph sharing the modules and the optimizer's state (ppokit.update); a
+        #: compiled graph sharing the modules and the optimizer's state (ppokit.fast.update); a
         #: setup it does not cover falls back to the compiled loss with an eager update
         self.fused_update: FusedPPOUpdate | None = None
         if cfg.compile:
@@ -401,7 +402,7 @@ class PPOTrainer:
 
     def finish(self, *, wall_seconds: float, train_sps: float) -> dict[str, Any]:
         """Evaluate deterministically and write ``summary.json``."""
-        from ppokit.evaluate import evaluate_policy
+        from ppokit.train.evaluate import evaluate_policy
 
         cfg = self.cfg
         summary: dict[str, Any] = {
@@ -525,7 +526,7 @@ def check_world_support(cfg: TrainConfig, world: World) -> None:
     """Raise ``ValueError`` for options that ``world`` (several processes) cannot run.
 
     Example:
-        >>> from ppokit.config import TrainConfig
+        >>> from ppokit.train.config import TrainConfig
         >>> check_world_support(TrainConfig(compile=True), World())  # one process: fine
     """
     if cfg.compile and world.is_distributed:
@@ -594,7 +595,7 @@ def load_policy(run_dir: str | Path, *, checkpoint: str = "latest.pt"
 
     Example:
         >>> import tempfile
-        >>> from ppokit.config import preset_config
+        >>> from ppokit.train.config import preset_config
         >>> run = tempfile.mkdtemp()
         >>> cfg = preset_config("CartPole-v1", total_steps=256, eval_episodes=0, progress=False)
         >>> _ = PPOTrainer(cfg, run_dir=run).train()

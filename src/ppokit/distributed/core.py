@@ -101,7 +101,7 @@ class World:
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError(
                 f"World(world_size={self.world_size}) needs an initialised process group: "
-                "create it with ppokit.distributed.init_distributed() (under torchrun)."
+                "create it with ppokit.distributed.core.init_distributed() (under torchrun)."
             )
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -281,7 +281,7 @@ def shutdown_distributed(*, synchronize: bool = False) -> None:
     train`` also ends its ranks without the interpreter's teardown.
 
     Example:
-        >>> from ppokit.distributed import init_distributed, shutdown_distributed
+        >>> from ppokit.distributed.core import init_distributed, shutdown_distributed
         >>> world = init_distributed()   # outside torchrun: a single-process World
         >>> world.world_size
         1
@@ -362,7 +362,7 @@ def wrap_ddp(*modules: nn.Module, world: World, **ddp_kwargs: Any) -> tuple[nn.M
         'Linear'
     """
     if not isinstance(world, World):
-        raise TypeError(f"wrap_ddp(world=...) expects a ppokit.distributed.World, got "
+        raise TypeError(f"wrap_ddp(world=...) expects a ppokit.distributed.core.World, got "
                         f"{type(world).__name__}.")
     found: dict[int, list[tuple[nn.Module, str, nn.Module]]] = {}
     for index, module in enumerate(modules):
@@ -524,12 +524,12 @@ class RunningStatsMerger:
     the same statistics, equal to one process having seen all ranks' data.
 
     Args:
-        stats: a :class:`ppokit.normalization.RunningMeanStd` (numpy ``mean``, ``var``,
+        stats: a :class:`ppokit.train.normalization.RunningMeanStd` (numpy ``mean``, ``var``,
             ``count``), updated in place by :meth:`merge`.
         world: this process.
 
     Example:
-        >>> from ppokit.normalization import RunningMeanStd
+        >>> from ppokit.train.normalization import RunningMeanStd
         >>> rms = RunningMeanStd(())
         >>> merger = RunningStatsMerger(rms, World())
         >>> rms.update(np.array([1.0, 3.0]))
@@ -543,7 +543,7 @@ class RunningStatsMerger:
             if not hasattr(stats, attr):
                 raise TypeError(
                     f"RunningStatsMerger needs an object with mean, var and count (a "
-                    f"ppokit.normalization.RunningMeanStd); {type(stats).__name__} has no "
+                    f"ppokit.train.normalization.RunningMeanStd); {type(stats).__name__} has no "
                     f"{attr!r}."
                 )
         self.stats = stats
@@ -561,7 +561,7 @@ class RunningStatsMerger:
         if not self.world.is_distributed:
             self.reset()
             return
-        from ppokit.normalization import merge_moments
+        from ppokit.train.normalization import merge_moments
 
         base_mean, base_var, base_count = self._base
         mean, var, n = _unmerge(np.asarray(self.stats.mean, np.float64),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import tyro
 
-from ppokit.config import (
+from ppokit.train.config import (
     TrainConfig,
     config_from_dict,
     load_config_file,
@@ -32,7 +32,7 @@ from ppokit.config import (
 )
 
 if TYPE_CHECKING:
-    from ppokit.distributed import World
+    from ppokit.distributed.core import World
 
 __all__ = ["EvalArgs", "PlotArgs", "TrainArgs", "main"]
 
@@ -229,7 +229,7 @@ def _train(argv: list[str]) -> int:
     # There `record` writes a failing rank's traceback where torchrun's error summary shows it.
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    from ppokit.distributed import init_distributed, shutdown_distributed
+    from ppokit.distributed.core import init_distributed, shutdown_distributed
 
     try:
         world = init_distributed(device="cpu")  # the trainer's networks live on the CPU
@@ -268,7 +268,7 @@ def _train_ranks(argv: list[str], world: World) -> int:
     cfg, run_dir, resume = resolve_train_config(argv)
     # rank 0's config everywhere: the default run dir holds a timestamp ranks could disagree on
     cfg, run_dir = world.broadcast_object((cfg, run_dir))
-    from ppokit.trainer import PPOTrainer, check_world_support
+    from ppokit.train.trainer import PPOTrainer, check_world_support
 
     try:
         check_world_support(cfg, world)
@@ -312,9 +312,9 @@ def _eval(argv: list[str]) -> int:
     args = tyro.cli(EvalArgs, args=argv, prog="ppokit eval")
     if args.episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {args.episodes}.")
-    from ppokit.checkpoint import CheckpointError
-    from ppokit.evaluate import evaluate_policy, record_video
-    from ppokit.trainer import load_policy
+    from ppokit.train.checkpoint import CheckpointError
+    from ppokit.train.evaluate import evaluate_policy, record_video
+    from ppokit.train.trainer import load_policy
 
     try:
         actor, obs_norm, cfg = load_policy(args.run_dir, checkpoint=args.checkpoint)
@@ -337,7 +337,7 @@ def _eval(argv: list[str]) -> int:
 # ---------------------------------------------------------------------------- plot
 def _plot(argv: list[str]) -> int:
     args = tyro.cli(PlotArgs, args=argv, prog="ppokit plot")
-    from ppokit.plot import plot_runs
+    from ppokit.train.plot import plot_runs
 
     try:
         out = plot_runs(list(args.run_dirs), out=args.out, metric=args.metric)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppokit.metrics import read_progress_csv
+from ppokit.train.metrics import read_progress_csv
 
 __all__ = ["load_curve", "plot_runs"]
 
@@ -54,7 +54,7 @@ def plot_runs(run_dirs: list[str | Path], *, out: str | Path | None = None,
 
     Example:
         >>> import tempfile
-        >>> from ppokit.metrics import MetricsLogger
+        >>> from ppokit.train.metrics import MetricsLogger
         >>> d = Path(tempfile.mkdtemp())
         >>> with MetricsLogger(d, tensorboard=False) as log:
         ...     for i in range(1, 4):

@@ -1,0 +1,1 @@
+"""ppokit.fast."""
