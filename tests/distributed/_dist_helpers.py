@@ -33,7 +33,7 @@ def _entry(fn: Callable[..., Any], rank: int, world_size: int, port: int, args: 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from ppokit.distributed.core import init_distributed, shutdown_distributed
+    from ppokit.distributed import init_distributed, shutdown_distributed
 
     status_ok = False
     try:
@@ -132,9 +132,12 @@ def batch(kind: str, seed: int = 1) -> TensorDict:
     return data.select("observation", "action", "action_log_prob", "advantage", "value_target")
 
 
-def grads(loss: nn.Module, data: TensorDict) -> list[torch.Tensor]:
-    """Gradient of the summed loss_* terms w.r.t. every parameter, in parameters() order."""
+def grads(loss: nn.Module, data: TensorDict,
+          scale: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Gradient of the summed loss_* terms (times ``scale``) w.r.t. every parameter, in
+    parameters() order."""
     loss.zero_grad(set_to_none=True)
     out = loss(data)
-    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+    total = sum(v for k, v in out.items() if k.startswith("loss_"))
+    (total if scale is None else scale * total).backward()
     return [p.grad.detach().clone() for p in loss.parameters()]

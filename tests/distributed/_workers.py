@@ -12,12 +12,14 @@ import time
 import numpy as np
 import torch
 from _dist_helpers import BATCH, batch, build, grads
+from tensordict import TensorDict
 from torch.nn.parallel import DistributedDataParallel
 
 from ppokit import ClipPPOLoss
-from ppokit.distributed.core import (
+from ppokit.distributed import (
     RunningStatsMerger,
     World,
+    global_mean_weight,
     global_moments,
     global_standardize,
     init_distributed,
@@ -64,6 +66,41 @@ def grad_worker(world: World) -> dict:
     return out
 
 
+# uneven masked shares of the fixed batch: rank 0 holds rows 0-4 (2 valid), rank 1 rows 5-15
+# (9 valid), so the mean of the two ranks' masked means is not the global masked mean
+MASKED_SPLIT = 5
+
+
+def batch_mask() -> torch.Tensor:
+    """Validity mask ``[BATCH]`` of the fixed batch (5 padded rows)."""
+    mask = torch.ones(BATCH, dtype=torch.bool)
+    mask[[0, 2, 4, 7, 11]] = False
+    return mask
+
+
+def masked_batch(kind: str) -> TensorDict:
+    data = batch(kind)
+    data["collector", "mask"] = batch_mask()
+    return data
+
+
+def masked_worker(world: World) -> dict:
+    """DDP gradients on uneven masked shares, with and without global_mean_weight."""
+    rows = slice(0, MASKED_SPLIT) if world.rank == 0 else slice(MASKED_SPLIT, BATCH)
+    out: dict = {}
+    for kind in KINDS:
+        data = masked_batch(kind)[rows]
+        for variant in ("weighted", "unweighted"):
+            actor, critic = build(kind)
+            wrap_ddp(actor, critic, world=world)
+            loss = ClipPPOLoss(actor, critic, normalize_advantage=False, **LOSS_KW)
+            weight = global_mean_weight(data["collector", "mask"], world)
+            scale = weight if variant == "weighted" else None
+            out[f"{kind}/{variant}"] = grads(loss, data, scale=scale)
+            out[f"{kind}/weight"] = float(weight)
+    return out
+
+
 def stats_worker(world: World) -> dict:
     """Global moments, standardisation, World collectives and the running-stats merge."""
     r = world.rank
@@ -105,5 +142,5 @@ def silent_peer_worker(world: World, port: int) -> dict:
 
 
 def all_workers(world: World, port: int) -> dict:
-    return {"grads": grad_worker(world), "stats": stats_worker(world),
-            "silent": silent_peer_worker(world, port)}
+    return {"grads": grad_worker(world), "masked": masked_worker(world),
+            "stats": stats_worker(world), "silent": silent_peer_worker(world, port)}

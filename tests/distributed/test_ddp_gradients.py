@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _dist_helpers import BATCH, batch, build, grads
-from _workers import KINDS, LOSS_KW
+from _workers import KINDS, LOSS_KW, MASKED_SPLIT, batch_mask, masked_batch
 
 from ppokit import ClipPPOLoss
 
@@ -57,3 +57,20 @@ def test_global_advantage_normalisation_matches_one_process(gloo_results, kind) 
     # standardising each half with its own statistics is NOT the same algorithm
     for result in gloo_results:
         assert _differs(result["grads"][f"{kind}/local_norm"], want)
+
+
+# ---------------------------------------------------------------------------- masked mean
+@pytest.mark.parametrize("kind", KINDS)
+def test_masked_mean_over_uneven_ranks_equals_one_process(gloo_results, kind) -> None:
+    # issue #15 item 12: rank 0 holds 2 valid samples, rank 1 holds 9. DDP averages the two
+    # ranks' masked means with weight 1/2 each; global_mean_weight rescales them to 2 * n_r / 11
+    actor, critic = build(kind)
+    loss = ClipPPOLoss(actor, critic, normalize_advantage=False, **LOSS_KW)
+    want = grads(loss, masked_batch(kind))  # one process, whole batch, masked mean
+    n_valid = [int(batch_mask()[:MASKED_SPLIT].sum()), int(batch_mask()[MASKED_SPLIT:].sum())]
+    assert n_valid == [2, 9]
+    for rank, result in enumerate(gloo_results):
+        assert result["masked"][f"{kind}/weight"] == pytest.approx(2 * n_valid[rank] / 11)
+        _assert_grads_equal(result["masked"][f"{kind}/weighted"], want)
+        # without the weight, DDP's plain average of per-rank means is another gradient
+        assert _differs(result["masked"][f"{kind}/unweighted"], want)

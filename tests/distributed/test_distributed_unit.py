@@ -1,4 +1,4 @@
-"""Single-process behaviour and input checks of ppokit.distributed.core (no processes spawned)."""
+"""Single-process behaviour and input checks of ppokit.distributed (no processes spawned)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 from _dist_helpers import build
 from torch import nn
 
-from ppokit.distributed.core import (
+from ppokit.distributed import (
     RunningStatsMerger,
     World,
-    _unmerge,
+    global_mean_weight,
     global_moments,
     global_standardize,
     init_distributed,
@@ -20,6 +20,7 @@ from ppokit.distributed.core import (
     world_from_env,
     wrap_ddp,
 )
+from ppokit.distributed.stats import _unmerge
 from ppokit.objectives.functional import standardize
 from ppokit.train.normalization import RunningMeanStd, merge_moments
 
@@ -29,10 +30,14 @@ TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1",
 
 # ---------------------------------------------------------------------------- World
 def test_world_defaults_to_one_process_and_collectives_are_identity() -> None:
+    # the one test of World's defaults (tests/train/test_trainer.py had a second, weaker copy)
     w = World()
-    assert (w.rank, w.world_size, w.is_main, w.is_distributed) == (0, 1, True, False)
+    assert (w.rank, w.world_size, w.local_rank, w.is_main, w.is_distributed) == (
+        0, 1, 0, True, False)
+    assert w.device == torch.device("cpu")
     x = torch.tensor([1.0, -2.0])
     assert w.all_reduce_mean(x) is x and w.all_reduce_sum(x) is x
+    assert torch.equal(w.all_reduce_mean(x), torch.tensor([1.0, -2.0]))  # values untouched
     assert w.any(True) and not w.any(False)
     assert w.broadcast_object("a") == "a"
     assert w.all_gather(x)[0] is x
@@ -140,6 +145,22 @@ def test_global_moments_rejects_bad_masks() -> None:
         global_moments(x, World(), torch.ones(3, 1, dtype=torch.bool))
     with pytest.raises(TypeError, match="expects a tensor, got list"):
         global_moments([1.0], World())  # type: ignore[arg-type]
+
+
+def test_global_mean_weight_in_one_process_is_one() -> None:
+    for mask in (torch.tensor([True, False, True]), torch.zeros(4, 1, dtype=torch.bool)):
+        weight = global_mean_weight(mask, World())
+        # a rank with no valid sample of none in all: 0 valid / max(0, 1) total
+        want = 1.0 if mask.any() else 0.0
+        assert weight.dtype == torch.get_default_dtype() and weight.dim() == 0
+        assert float(weight) == want
+
+
+def test_global_mean_weight_rejects_a_non_bool_mask() -> None:
+    with pytest.raises(TypeError, match=r"bool mask .* got torch\.float32; .*torch\.ones"):
+        global_mean_weight(torch.ones(3), World())
+    with pytest.raises(TypeError, match="got list"):
+        global_mean_weight([True], World())  # type: ignore[arg-type]
 
 
 def test_unmerge_inverts_chan_merge() -> None:

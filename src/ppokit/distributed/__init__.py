@@ -1,25 +1,48 @@
-"""ppokit.distributed: multi-process training through torch.distributed (DDP under torchrun)."""
+"""ppokit.distributed: multi-process training through torch.distributed (DDP under torchrun).
 
-from ppokit.distributed.core import (
+Three jobs, one module each:
+
+- :mod:`ppokit.distributed.world`: who this process is (:class:`World`), joining and leaving
+  the process group (:func:`init_distributed`, :func:`shutdown_distributed`), per-rank seeds;
+- :mod:`ppokit.distributed.ddp`: DistributedDataParallel around the networks inside TensorDict
+  modules (:func:`wrap_ddp`, :func:`unwrap_ddp`);
+- :mod:`ppokit.distributed.stats`: statistics over every rank's data (:func:`global_moments`,
+  :func:`global_standardize`, :func:`global_mean_weight`, :class:`RunningStatsMerger`).
+
+Example:
+    >>> import torch
+    >>> from ppokit.distributed import World, global_standardize
+    >>> global_standardize(torch.tensor([2.0, 4.0, 6.0]), World())  # one process
+    tensor([-1.,  0.,  1.])
+"""
+
+from ppokit.distributed.ddp import unwrap_ddp, wrap_ddp
+from ppokit.distributed.stats import (
     RunningStatsMerger,
-    World,
+    global_mean_weight,
     global_moments,
     global_standardize,
+)
+from ppokit.distributed.world import (
+    DEFAULT_TIMEOUT_S,
+    World,
     init_distributed,
     rank_seed,
     shutdown_distributed,
-    unwrap_ddp,
-    wrap_ddp,
+    world_from_env,
 )
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
     "RunningStatsMerger",
     "World",
+    "global_mean_weight",
     "global_moments",
     "global_standardize",
     "init_distributed",
     "rank_seed",
     "shutdown_distributed",
     "unwrap_ddp",
+    "world_from_env",
     "wrap_ddp",
 ]
