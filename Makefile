@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Installed before the project: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup test test-slow test-td015 lint train bench clean
+.PHONY: setup test test-slow test-td015 lint typecheck docs train bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,13 @@ $(VENV)/.installed: pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
-test: setup lint
+# Configuration in pyproject.toml ([tool.mypy]); checks src/ppokit.
+typecheck: setup
+	$(BIN)/mypy
+
+test: setup lint typecheck
 	$(BIN)/pytest -q -m "not slow" -x --timeout=600
 
 test-slow: setup
@@ -33,8 +38,17 @@ test-td015:
 	.venv-td015/bin/pip install -q -e ".[gym]" "tensordict>=0.15,<0.16" pytest pytest-timeout hypothesis
 	.venv-td015/bin/pytest -q -m "not slow and not distributed" --timeout=600 tests/objectives tests/value tests/modules
 
+# The documentation site (mkdocs.yml, docs/); --strict turns every warning (a broken link, a
+# reference that does not resolve) into an error. Output in site/.
+docs: $(VENV)/.docs-installed
+	$(BIN)/mkdocs build --strict --quiet
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[docs]"
+	touch $@
+
 train: setup
 	$(BIN)/ppokit train --env CartPole-v1 --run-dir runs/cartpole --overwrite
 
 clean:
-	rm -rf $(VENV) .venv-td015 runs
+	rm -rf $(VENV) .venv-td015 runs site

@@ -1,53 +1,123 @@
 """ppokit: clipped PPO on PyTorch and tensordict.
 
-Public names are imported lazily, so ``import ppokit`` stays cheap and the loss can be
-used without the training extras (Gymnasium, TensorBoard) installed.
+Public names are imported lazily, so ``import ppokit`` stays cheap (no Gymnasium, TensorBoard
+or torch.distributed import) and the loss can be used without the training extras installed.
+Type checkers and IDEs see the same names through the ``TYPE_CHECKING`` imports and the
+literal ``__all__`` below; a test keeps both in step with the lazy map.
 
 Example:
     >>> import ppokit
     >>> ppokit.ClipPPOLoss.__name__
     'ClipPPOLoss'
+    >>> from importlib.metadata import version
+    >>> ppokit.__version__ == version("ppokit")
+    True
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from importlib import metadata as _metadata
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:
+    # single source: the version in pyproject.toml, as installed
+    __version__ = _metadata.version("ppokit")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+    __version__ = "0+unknown"
+
+if TYPE_CHECKING:
+    from ppokit.distributed.ddp import (
+        unwrap_ddp,
+        wrap_ddp,
+    )
+    from ppokit.distributed.stats import (
+        RunningStatsMerger,
+        global_mean_weight,
+        global_moments,
+        global_standardize,
+    )
+    from ppokit.distributed.world import (
+        World,
+        init_distributed,
+        rank_seed,
+        shutdown_distributed,
+    )
+    from ppokit.envs.gym import (
+        GymVecEnv,
+    )
+    from ppokit.fast.compile import (
+        compile_loss,
+    )
+    from ppokit.fast.update import (
+        FusedPPOUpdate,
+    )
+    from ppokit.modules.actors import (
+        ActorCriticOperator,
+        ActorValueOperator,
+        ProbabilisticActor,
+        ValueOperator,
+    )
+    from ppokit.modules.distributions import (
+        Categorical,
+        IndependentNormal,
+        NormalParamExtractor,
+        OneHotCategorical,
+        TanhNormal,
+    )
+    from ppokit.modules.mlp import (
+        MLP,
+    )
+    from ppokit.objectives.ppo import (
+        ClipPPOLoss,
+        PPOLoss,
+    )
+    from ppokit.train.checkpoint import (
+        CheckpointError,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from ppokit.train.collector import (
+        RolloutCollector,
+    )
+    from ppokit.train.config import (
+        TrainConfig,
+        preset_config,
+    )
+    from ppokit.train.evaluate import (
+        evaluate_policy,
+    )
+    from ppokit.train.normalization import (
+        ObservationNormalizer,
+        RewardScaler,
+        RunningMeanStd,
+    )
+    from ppokit.train.trainer import (
+        PPOTrainer,
+        build_actor_critic,
+        load_policy,
+    )
+    from ppokit.value.estimators import (
+        GAE,
+        TD0Estimate,
+        TD1Estimate,
+        TDLambdaEstimate,
+        ValueEstimators,
+    )
+    from ppokit.value.functional import (
+        generalized_advantage_estimate,
+        td0_return_estimate,
+        td1_return_estimate,
+        td_lambda_return_estimate,
+    )
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    # objectives
+    # loss
     "PPOLoss": "ppokit.objectives.ppo",
     "ClipPPOLoss": "ppokit.objectives.ppo",
     "compile_loss": "ppokit.fast.compile",
     "FusedPPOUpdate": "ppokit.fast.update",
-    # training
-    "PPOTrainer": "ppokit.train.trainer",
-    "load_policy": "ppokit.train.trainer",
-    "build_actor_critic": "ppokit.train.trainer",
-    "TrainConfig": "ppokit.train.config",
-    "preset_config": "ppokit.train.config",
-    "GymVecEnv": "ppokit.envs.gym",
-    "RolloutCollector": "ppokit.train.collector",
-    "ObservationNormalizer": "ppokit.train.normalization",
-    "RewardScaler": "ppokit.train.normalization",
-    "RunningMeanStd": "ppokit.train.normalization",
-    "evaluate_policy": "ppokit.train.evaluate",
-    "save_checkpoint": "ppokit.train.checkpoint",
-    "load_checkpoint": "ppokit.train.checkpoint",
-    "CheckpointError": "ppokit.train.checkpoint",
-    # multi-process training (torch.distributed)
-    "World": "ppokit.distributed.core",
-    "init_distributed": "ppokit.distributed.core",
-    "shutdown_distributed": "ppokit.distributed.core",
-    "wrap_ddp": "ppokit.distributed.core",
-    "unwrap_ddp": "ppokit.distributed.core",
-    "global_standardize": "ppokit.distributed.core",
-    "global_moments": "ppokit.distributed.core",
-    "RunningStatsMerger": "ppokit.distributed.core",
-    "rank_seed": "ppokit.distributed.core",
     # value estimators
     "GAE": "ppokit.value.estimators",
     "TDLambdaEstimate": "ppokit.value.estimators",
@@ -69,9 +139,83 @@ _EXPORTS: dict[str, str] = {
     "IndependentNormal": "ppokit.modules.distributions",
     "Categorical": "ppokit.modules.distributions",
     "OneHotCategorical": "ppokit.modules.distributions",
+    # environments and training
+    "GymVecEnv": "ppokit.envs.gym",
+    "TrainConfig": "ppokit.train.config",
+    "preset_config": "ppokit.train.config",
+    "PPOTrainer": "ppokit.train.trainer",
+    "load_policy": "ppokit.train.trainer",
+    "build_actor_critic": "ppokit.train.trainer",
+    "RolloutCollector": "ppokit.train.collector",
+    "ObservationNormalizer": "ppokit.train.normalization",
+    "RewardScaler": "ppokit.train.normalization",
+    "RunningMeanStd": "ppokit.train.normalization",
+    "evaluate_policy": "ppokit.train.evaluate",
+    "save_checkpoint": "ppokit.train.checkpoint",
+    "load_checkpoint": "ppokit.train.checkpoint",
+    "CheckpointError": "ppokit.train.checkpoint",
+    # multi-process training (torch.distributed)
+    "World": "ppokit.distributed.world",
+    "init_distributed": "ppokit.distributed.world",
+    "shutdown_distributed": "ppokit.distributed.world",
+    "rank_seed": "ppokit.distributed.world",
+    "wrap_ddp": "ppokit.distributed.ddp",
+    "unwrap_ddp": "ppokit.distributed.ddp",
+    "global_standardize": "ppokit.distributed.stats",
+    "global_moments": "ppokit.distributed.stats",
+    "global_mean_weight": "ppokit.distributed.stats",
+    "RunningStatsMerger": "ppokit.distributed.stats",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "GAE",
+    "MLP",
+    "ActorCriticOperator",
+    "ActorValueOperator",
+    "Categorical",
+    "CheckpointError",
+    "ClipPPOLoss",
+    "FusedPPOUpdate",
+    "GymVecEnv",
+    "IndependentNormal",
+    "NormalParamExtractor",
+    "ObservationNormalizer",
+    "OneHotCategorical",
+    "PPOLoss",
+    "PPOTrainer",
+    "ProbabilisticActor",
+    "RewardScaler",
+    "RolloutCollector",
+    "RunningMeanStd",
+    "RunningStatsMerger",
+    "TD0Estimate",
+    "TD1Estimate",
+    "TDLambdaEstimate",
+    "TanhNormal",
+    "TrainConfig",
+    "ValueEstimators",
+    "ValueOperator",
+    "World",
+    "build_actor_critic",
+    "compile_loss",
+    "evaluate_policy",
+    "generalized_advantage_estimate",
+    "global_mean_weight",
+    "global_moments",
+    "global_standardize",
+    "init_distributed",
+    "load_checkpoint",
+    "load_policy",
+    "preset_config",
+    "rank_seed",
+    "save_checkpoint",
+    "shutdown_distributed",
+    "td0_return_estimate",
+    "td1_return_estimate",
+    "td_lambda_return_estimate",
+    "unwrap_ddp",
+    "wrap_ddp",
+]
 
 
 def __getattr__(name: str) -> Any:
