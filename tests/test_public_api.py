@@ -22,8 +22,13 @@ def _type_checking_imports() -> dict[str, str]:
     """name -> module of the imports under ``if TYPE_CHECKING:`` in ppokit/__init__.py."""
     tree = ast.parse(INIT.read_text())
     found: dict[str, str] = {}
-    blocks = [node for node in tree.body if isinstance(node, ast.If)
-              and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"]
+    blocks = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If)
+        and isinstance(node.test, ast.Name)
+        and node.test.id == "TYPE_CHECKING"
+    ]
     assert len(blocks) == 1, "expected one `if TYPE_CHECKING:` block in ppokit/__init__.py"
     for node in blocks[0].body:
         assert isinstance(node, ast.ImportFrom), ast.dump(node)
@@ -55,10 +60,11 @@ def test_unknown_name_is_an_attribute_error() -> None:
 def test_import_stays_cheap() -> None:
     # the loss must be usable without the training extras: importing the package alone
     # loads none of them (nor torch.distributed)
-    code = ("import sys, ppokit; heavy = ('gymnasium', 'tensorboard', 'torch.distributed', "
-            "'matplotlib', 'tyro'); print([m for m in heavy if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys, ppokit; heavy = ('gymnasium', 'tensorboard', 'torch.distributed', "
+        "'matplotlib', 'tyro'); print([m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 

@@ -28,10 +28,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(fn: Callable[..., Any], rank: int, world_size: int, port: int, args: tuple,
-           results: Any, collective_timeout: float) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _entry(
+    fn: Callable[..., Any],
+    rank: int,
+    world_size: int,
+    port: int,
+    args: tuple,
+    results: Any,
+    collective_timeout: float,
+) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     from ppokit.distributed import init_distributed, shutdown_distributed
 
@@ -50,8 +62,13 @@ def _entry(fn: Callable[..., Any], rank: int, world_size: int, port: int, args: 
         shutdown_distributed(synchronize=status_ok)
 
 
-def run_ranks(fn: Callable[..., Any], world_size: int = 2, *args: Any,
-              timeout: float = 90.0, collective_timeout: float = 30.0) -> list[Any]:
+def run_ranks(
+    fn: Callable[..., Any],
+    world_size: int = 2,
+    *args: Any,
+    timeout: float = 90.0,
+    collective_timeout: float = 30.0,
+) -> list[Any]:
     """``fn(world, *args)`` on every rank; returns the results in rank order.
 
     ``fn`` must be importable (module level); results must be picklable (use lists/numpy or
@@ -60,9 +77,12 @@ def run_ranks(fn: Callable[..., Any], world_size: int = 2, *args: Any,
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_entry, args=(fn, r, world_size, port, args, results,
-                                                    collective_timeout))
-             for r in range(world_size)]
+    procs = [
+        ctx.Process(
+            target=_entry, args=(fn, r, world_size, port, args, results, collective_timeout)
+        )
+        for r in range(world_size)
+    ]
     for p in procs:
         p.start()
     got: dict[int, Any] = {}
@@ -104,16 +124,22 @@ def build(kind: str, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(seed)
     if kind == "discrete":
         net = nn.Sequential(nn.Linear(OBS, 8), nn.Tanh(), nn.Linear(8, N_ACTIONS))
-        actor = ProbabilisticActor(TensorDictModule(net, ["observation"], ["logits"]),
-                                   in_keys=["logits"], distribution_class=Categorical,
-                                   return_log_prob=True)
+        actor = ProbabilisticActor(
+            TensorDictModule(net, ["observation"], ["logits"]),
+            in_keys=["logits"],
+            distribution_class=Categorical,
+            return_log_prob=True,
+        )
     else:
-        actor = ProbabilisticActor(TensorDictModule(GaussianNet(), ["observation"],
-                                                    ["loc", "scale"]),
-                                   in_keys=["loc", "scale"],
-                                   distribution_class=IndependentNormal, return_log_prob=True)
-    critic = ValueOperator(nn.Sequential(nn.Linear(OBS, 8), nn.Tanh(), nn.Linear(8, 1)),
-                           in_keys=["observation"])
+        actor = ProbabilisticActor(
+            TensorDictModule(GaussianNet(), ["observation"], ["loc", "scale"]),
+            in_keys=["loc", "scale"],
+            distribution_class=IndependentNormal,
+            return_log_prob=True,
+        )
+    critic = ValueOperator(
+        nn.Sequential(nn.Linear(OBS, 8), nn.Tanh(), nn.Linear(8, 1)), in_keys=["observation"]
+    )
     return actor, critic
 
 
@@ -132,8 +158,9 @@ def batch(kind: str, seed: int = 1) -> TensorDict:
     return data.select("observation", "action", "action_log_prob", "advantage", "value_target")
 
 
-def grads(loss: nn.Module, data: TensorDict,
-          scale: torch.Tensor | None = None) -> list[torch.Tensor]:
+def grads(
+    loss: nn.Module, data: TensorDict, scale: torch.Tensor | None = None
+) -> list[torch.Tensor]:
     """Gradient of the summed loss_* terms (times ``scale``) w.r.t. every parameter, in
     parameters() order."""
     loss.zero_grad(set_to_none=True)

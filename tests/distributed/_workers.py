@@ -29,21 +29,29 @@ from ppokit.distributed import (
 from ppokit.train.normalization import RunningMeanStd
 
 KINDS = ("discrete", "continuous")
-LOSS_KW = {"clip_epsilon": 0.2, "entropy_coef": 0.01, "critic_coef": 0.5,
-           "functional": False, "reduction": "mean"}
+LOSS_KW = {
+    "clip_epsilon": 0.2,
+    "entropy_coef": 0.01,
+    "critic_coef": 0.5,
+    "functional": False,
+    "reduction": "mean",
+}
 
 # uneven shares: rank 0 holds 3 advantages, rank 1 holds 5 (one of them masked out)
-ADV = [torch.tensor([[1.0], [4.0], [-2.0]]),
-       torch.tensor([[0.5], [7.0], [3.0], [100.0], [-1.0]])]
-MASK = [torch.tensor([[True], [True], [True]]),
-        torch.tensor([[True], [True], [True], [False], [True]])]
+ADV = [torch.tensor([[1.0], [4.0], [-2.0]]), torch.tensor([[0.5], [7.0], [3.0], [100.0], [-1.0]])]
+MASK = [
+    torch.tensor([[True], [True], [True]]),
+    torch.tensor([[True], [True], [True], [False], [True]]),
+]
 
 
 def obs_batches(rank: int, iteration: int) -> list[np.ndarray]:
     """Each rank's observations [B, 2] in one iteration: several steps of 2..4 rows."""
     rng = np.random.default_rng(100 * rank + iteration)
-    return [rng.normal(loc=[3.0, -1.0], scale=[2.0, 0.5], size=(int(rng.integers(2, 5)), 2))
-            for _ in range(3 + rank)]
+    return [
+        rng.normal(loc=[3.0, -1.0], scale=[2.0, 0.5], size=(int(rng.integers(2, 5)), 2))
+        for _ in range(3 + rank)
+    ]
 
 
 def grad_worker(world: World) -> dict:
@@ -52,7 +60,7 @@ def grad_worker(world: World) -> dict:
     half = BATCH // world.world_size
     out: dict = {}
     for kind in KINDS:
-        data = batch(kind)[world.rank * half:(world.rank + 1) * half]
+        data = batch(kind)[world.rank * half : (world.rank + 1) * half]
         for variant in ("plain", "global_norm", "local_norm"):
             actor, critic = build(kind)
             wrap_ddp(actor, critic, world=world)
@@ -60,8 +68,9 @@ def grad_worker(world: World) -> dict:
             mb = data.clone()
             if variant == "global_norm":
                 mb["advantage"] = global_standardize(mb["advantage"], world)
-            loss = ClipPPOLoss(actor, critic, normalize_advantage=variant == "local_norm",
-                               **LOSS_KW)
+            loss = ClipPPOLoss(
+                actor, critic, normalize_advantage=variant == "local_norm", **LOSS_KW
+            )
             out[f"{kind}/{variant}"] = grads(loss, mb)
     return out
 
@@ -142,5 +151,9 @@ def silent_peer_worker(world: World, port: int) -> dict:
 
 
 def all_workers(world: World, port: int) -> dict:
-    return {"grads": grad_worker(world), "masked": masked_worker(world),
-            "stats": stats_worker(world), "silent": silent_peer_worker(world, port)}
+    return {
+        "grads": grad_worker(world),
+        "masked": masked_worker(world),
+        "stats": stats_worker(world),
+        "silent": silent_peer_worker(world, port),
+    }

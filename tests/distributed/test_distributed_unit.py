@@ -24,16 +24,21 @@ from ppokit.distributed.stats import _unmerge
 from ppokit.objectives.functional import standardize
 from ppokit.train.normalization import RunningMeanStd, merge_moments
 
-TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1",
-                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+TORCHRUN_ENV = {
+    "RANK": "1",
+    "WORLD_SIZE": "4",
+    "LOCAL_RANK": "1",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29500",
+}
 
 
 # ---------------------------------------------------------------------------- World
 def test_world_defaults_to_one_process_and_collectives_are_identity() -> None:
     # the one test of World's defaults (tests/train/test_trainer.py had a second, weaker copy)
     w = World()
-    assert (w.rank, w.world_size, w.local_rank, w.is_main, w.is_distributed) == (
-        0, 1, 0, True, False)
+    identity = (w.rank, w.world_size, w.local_rank, w.is_main, w.is_distributed)
+    assert identity == (0, 1, 0, True, False)
     assert w.device == torch.device("cpu")
     x = torch.tensor([1.0, -2.0])
     assert w.all_reduce_mean(x) is x and w.all_reduce_sum(x) is x
@@ -44,8 +49,15 @@ def test_world_defaults_to_one_process_and_collectives_are_identity() -> None:
     w.barrier()
 
 
-@pytest.mark.parametrize("kwargs", [{"rank": 2, "world_size": 2}, {"world_size": 0},
-                                    {"rank": -1, "world_size": 2}, {"local_rank": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rank": 2, "world_size": 2},
+        {"world_size": 0},
+        {"rank": -1, "world_size": 2},
+        {"local_rank": -1},
+    ],
+)
 def test_world_rejects_impossible_ranks(kwargs) -> None:
     with pytest.raises(ValueError, match="is impossible"):
         World(**kwargs)
@@ -109,9 +121,14 @@ def test_rank_seed_keeps_rank_zero_and_spreads_the_others() -> None:
     assert rank_seed(0, 1) != 1 and rank_seed(1, 1) != rank_seed(0, 1)
 
 
-@pytest.mark.parametrize(("seed", "rank", "match"), [(-1, 0, "seed must be an int >= 0"),
-                                                     (1, -2, "rank must be an int >= 0"),
-                                                     (1.5, 0, "seed must be an int")])
+@pytest.mark.parametrize(
+    ("seed", "rank", "match"),
+    [
+        (-1, 0, "seed must be an int >= 0"),
+        (1, -2, "rank must be an int >= 0"),
+        (1.5, 0, "seed must be an int"),
+    ],
+)
 def test_rank_seed_rejects_bad_input(seed, rank, match) -> None:
     with pytest.raises(ValueError, match=match):
         rank_seed(seed, rank)
@@ -202,8 +219,11 @@ def test_wrap_ddp_rejects_shared_parameters() -> None:
     from ppokit import ActorValueOperator, Categorical, ProbabilisticActor, ValueOperator
 
     trunk = TensorDictModule(nn.Linear(3, 8), ["observation"], ["hidden"])
-    head = ProbabilisticActor(TensorDictModule(nn.Linear(8, 2), ["hidden"], ["logits"]),
-                              in_keys=["logits"], distribution_class=Categorical)
+    head = ProbabilisticActor(
+        TensorDictModule(nn.Linear(8, 2), ["hidden"], ["logits"]),
+        in_keys=["logits"],
+        distribution_class=Categorical,
+    )
     model = ActorValueOperator(trunk, head, ValueOperator(nn.Linear(8, 1), in_keys=["hidden"]))
     with pytest.raises(ValueError, match="share parameters"):
         wrap_ddp(model.get_policy_operator(), model.get_value_operator(), world=World())

@@ -42,8 +42,7 @@ def test_global_standardize_equals_standardising_the_pooled_batch(results) -> No
     mask = torch.cat(MASK)
     valid = pooled[mask]
     want_masked = torch.where(mask, (pooled - valid.mean()) / valid.std(), 0.0)
-    got_masked = torch.cat([results[0]["standardized_masked"],
-                            results[1]["standardized_masked"]])
+    got_masked = torch.cat([results[0]["standardized_masked"], results[1]["standardized_masked"]])
     torch.testing.assert_close(got_masked, want_masked)
 
 
