@@ -41,7 +41,7 @@ test-td015:
 # The documentation site (mkdocs.yml, docs/); --strict turns every warning (a broken link, a
 # reference that does not resolve) into an error. Output in site/.
 docs: $(VENV)/.docs-installed
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 $(VENV)/.docs-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[docs]"
