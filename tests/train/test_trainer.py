@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppokit.train.config import preset_config
+from ppokit.train.config import num_iterations, preset_config
 from ppokit.train.metrics import read_progress_csv
 from ppokit.train.trainer import PPOTrainer, World, load_policy
 
@@ -26,7 +26,8 @@ def test_short_cartpole_run_clearly_improves(tmp_path):
     cfg = preset_config("CartPole-v1", total_steps=15_000, progress=False, eval_episodes=10)
     result = PPOTrainer(cfg, run_dir=tmp_path / "run").train()
     s = result.summary
-    assert s["env_steps"] == result.env_steps == cfg.num_iterations * cfg.batch_size
+    assert s["env_steps"] == result.env_steps == num_iterations(
+        total_steps=cfg.total_steps, batch_size=cfg.batch_size) * cfg.batch_size
     assert s["eval_episodes"] == 10
     assert s["eval_return_mean"] > 100, s
     rows = read_progress_csv(tmp_path / "run" / "progress.csv")
