@@ -117,24 +117,27 @@ class GymVecEnv:
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
         check_spaces(self.observation_space, self.action_space, env_id=self.env_id)
-        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
-        self.obs_shape: tuple[int, ...] = tuple(self.observation_space.shape)
+        # check_spaces has accepted a flat Box observation and a Discrete or 1-D Box action
+        action_space: Any = self.action_space
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.obs_shape: tuple[int, ...] = tuple(self.observation_space.shape or ())
         if self.discrete:
             self.action_shape: tuple[int, ...] = ()
             self.action_dtype = torch.int64
-            self.num_actions = int(self.action_space.n)
+            self.num_actions = int(action_space.n)
         else:
-            self.action_shape = tuple(self.action_space.shape)
+            self.action_shape = tuple(action_space.shape)
             self.action_dtype = torch.float32
             self.num_actions = int(np.prod(self.action_shape))
-            self._low = self.action_space.low.astype(np.float32)
-            self._high = self.action_space.high.astype(np.float32)
+            self._low = action_space.low.astype(np.float32)
+            self._high = action_space.high.astype(np.float32)
 
     # -- array API (the collector's hot path: numpy in, numpy out, nothing converted twice) --
     def reset_arrays(self, *, seed: int | None = None) -> np.ndarray:
         """Reset every env; env ``i`` is seeded with ``seed + i``. Returns ``[N, *obs]`` float32."""
-        obs, _ = self.env.reset(seed=None if seed is None else [seed + i for i in
-                                                                range(self.num_envs)])
+        # a list seeds each sub-env (Gymnasium accepts it; its annotation says int only)
+        seeds: Any = None if seed is None else [seed + i for i in range(self.num_envs)]
+        obs, _ = self.env.reset(seed=seeds)
         return np.asarray(obs, dtype=np.float32)
 
     def step_arrays(self, action: np.ndarray) -> tuple[np.ndarray, ...]:

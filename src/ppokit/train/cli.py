@@ -17,7 +17,7 @@ import sys
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import tyro
 
@@ -211,7 +211,7 @@ def _check_env(env_id: str) -> None:
         raise UsageError(str(err)) from None
 
 
-def parse_env_kwargs(text: str) -> dict[str, object]:
+def parse_env_kwargs(text: str) -> dict[str, Any]:
     """The ``--env-kwargs`` JSON object as a dict.
 
     Raises:
@@ -249,7 +249,7 @@ def _renamed_flags(argv: list[str]) -> list[str]:
     return out
 
 
-def _check_spaces(env_id: str, env_kwargs: dict[str, object]) -> None:
+def _check_spaces(env_id: str, env_kwargs: dict[str, Any]) -> None:
     import gymnasium as gym
 
     from ppokit.envs.gym import check_spaces
@@ -288,7 +288,7 @@ def _train(argv: list[str]) -> int:
         shutdown_distributed()  # no barrier: the other ranks may be gone
         raise
     shutdown_distributed(synchronize=True)
-    _exit_without_teardown(code)
+    _exit_without_teardown(1 if code is None else code)
 
 
 def _exit_without_teardown(code: int) -> NoReturn:
@@ -304,7 +304,7 @@ def _exit_without_teardown(code: int) -> NoReturn:
     """
     # what a normal exit runs first (logging.shutdown, tqdm, ...); the stdlib has no public
     # spelling of it
-    atexit._run_exitfuncs()  # noqa: SLF001
+    atexit._run_exitfuncs()  # noqa: SLF001, RUF100 (RUF100: until SLF001 is enabled)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

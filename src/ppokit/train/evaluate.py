@@ -159,17 +159,16 @@ def record_video(
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
-            frames = [env.render()]
+            frames: list[Any] = [env.render()]
             done = False
             while not done:
                 obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).unsqueeze(0)
                 if obs_normalizer is not None:
                     obs_t = obs_normalizer.normalize(obs_t, update=False)
-                action = deterministic_action(actor, obs_t, policy=policy)[0].numpy()
-                if isinstance(env.action_space, gym.spaces.Box):
-                    action = np.clip(action, env.action_space.low, env.action_space.high)
-                else:
-                    action = int(action)
+                raw = deterministic_action(actor, obs_t, policy=policy)[0].numpy()
+                space: Any = env.action_space
+                action: Any = (np.clip(raw, space.low, space.high)
+                               if isinstance(space, gym.spaces.Box) else int(raw))
                 obs, _, terminated, truncated, _ = env.step(action)
                 frames.append(env.render())
                 done = terminated or truncated

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ class MetricsLogger:
             purge = None if resume_from_step is None else resume_from_step + 1
             self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge)
 
-    def log(self, metrics: dict[str, float | None], *, env_steps: int, iteration: int,
+    def log(self, metrics: Mapping[str, float | None], *, env_steps: int, iteration: int,
             wall_seconds: float) -> None:
         """Log one row; ``None`` or NaN values are left empty in the CSV and skipped in TB."""
         if self._writer is None:

@@ -40,7 +40,7 @@ FusedResult = UpdateResult
 class UpdateStep(Protocol):
     """A minibatch update: ``step(minibatch, target_kl=...) -> UpdateResult``."""
 
-    def __call__(self, minibatch: TensorDictBase, *, target_kl: float | None = None
+    def __call__(self, minibatch: TensorDictBase, /, *, target_kl: float | None = None
                  ) -> UpdateResult: ...
 
 
@@ -166,10 +166,12 @@ def make_update_step(loss: nn.Module, optimizer: torch.optim.Optimizer,
     from ppokit.fast.update import FusedPPOUpdate
 
     try:
-        return FusedPPOUpdate(loss, optimizer, max_grad_norm=max_grad_norm)  # type: ignore[arg-type]
+        fused: UpdateStep = FusedPPOUpdate(loss, optimizer,  # type: ignore[arg-type]
+                                           max_grad_norm=max_grad_norm)
     except (TypeError, ValueError) as err:
         raise ValueError(f"compile=True cannot be honoured: {err} Train with compile=False "
                          "(drop --compile): the eager update computes the same.") from err
+    return fused
 
 
 def update_kind(step: UpdateStep) -> str:
