@@ -1,0 +1,365 @@
+"""The PPO loss base class :class:`PPOLoss` (unclipped surrogate); clipped PPO is in ``ppo.py``.
+
+Names, keys and outputs follow TorchRL's ``torchrl.objectives`` so that TorchRL users and
+modules feel at home; TorchRL 0.14.1 is the numeric reference (see
+``tests/objectives/test_loss_parity_torchrl.py``). A call is: read and check the data
+(:mod:`ppokit.objectives.inputs`), run the networks (:mod:`ppokit.objectives.networks`),
+then the one pure function :func:`ppokit.objectives.objective.ppo_objective`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import nn
+
+from ppokit.internals.direct import TensorReader
+from ppokit.objectives.inputs import LossInputs, check_finite, read_inputs
+from ppokit.objectives.keys import ESTIMATOR_KEYS, PPOKeys, key_str, resolve_keys
+from ppokit.objectives.networks import LossNetworks
+from ppokit.objectives.objective import outputs_finite, ppo_objective, to_output
+from ppokit.objectives.options import check_clip_value, check_options, resolve_alias
+
+__all__ = ["Compute", "PPOKeys", "PPOLoss"]
+
+#: ``compute(inputs) -> (out, extras)``: how :meth:`PPOLoss.run` evaluates read inputs
+Compute = Callable[[LossInputs], tuple[dict[str, torch.Tensor], dict[str, Any]]]
+
+
+class PPOLoss(LossNetworks):
+    """Unclipped PPO loss: ``-ratio * advantage`` plus critic and entropy terms.
+
+    This is the base of :class:`ClipPPOLoss` and takes the same arguments but
+    ``clip_epsilon``; see that class for the full description.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import NormalParamExtractor, TensorDictModule
+        >>> from ppokit import IndependentNormal, PPOLoss, ProbabilisticActor, ValueOperator
+        >>> actor = ProbabilisticActor(
+        ...     TensorDictModule(nn.Sequential(nn.Linear(3, 4), NormalParamExtractor()),
+        ...                      in_keys=["observation"], out_keys=["loc", "scale"]),
+        ...     in_keys=["loc", "scale"], distribution_class=IndependentNormal)
+        >>> critic = ValueOperator(nn.Linear(3, 1), in_keys=["observation"])
+        >>> data = TensorDict({"observation": torch.randn(5, 3), "action": torch.randn(5, 2),
+        ...     "action_log_prob": torch.randn(5), "advantage": torch.randn(5, 1),
+        ...     "value_target": torch.randn(5, 1)}, batch_size=[5])
+        >>> sorted(k for k in PPOLoss(actor, critic)(data).keys() if k.startswith("loss_"))
+        ['loss_critic', 'loss_entropy', 'loss_objective']
+    """
+
+    default_keys = PPOKeys
+    #: value estimators the loss can build with :meth:`make_value_estimator`
+    SUPPORTED_VALUE_ESTIMATORS = ("gae", "td_lambda", "td0", "td1")
+    _clip_epsilon_for_value: float | None = None
+
+    def __init__(
+        self,
+        actor_network: TensorDictModuleBase,
+        critic_network: TensorDictModuleBase | None = None,
+        *,
+        entropy_bonus: bool = True,
+        samples_mc_entropy: int = 1,
+        entropy_coef: float | None = None,
+        critic_coef: float | None = None,
+        loss_critic_type: str = "smooth_l1",
+        normalize_advantage: bool = False,
+        separate_losses: bool = False,
+        advantage_key: NestedKey | None = None,
+        value_target_key: NestedKey | None = None,
+        value_key: NestedKey | None = None,
+        functional: bool = True,
+        reduction: str = "mean",
+        clip_value: bool | float | None = None,
+        entropy_coeff: float | None = None,
+        critic_coeff: float | None = None,
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__()
+        entropy_coef = resolve_alias("entropy_coef", entropy_coef, "entropy_coeff",
+                                     entropy_coeff, 0.01)
+        critic_coef = resolve_alias("critic_coef", critic_coef, "critic_coeff",
+                                    critic_coeff, 1.0)
+        check_options(actor_network=actor_network, critic_network=critic_network,
+                      samples_mc_entropy=samples_mc_entropy, entropy_coef=entropy_coef,
+                      critic_coef=critic_coef, loss_critic_type=loss_critic_type,
+                      reduction=reduction)
+        self.entropy_bonus = bool(entropy_bonus)
+        self.samples_mc_entropy = int(samples_mc_entropy)
+        self.entropy_coef = float(entropy_coef)
+        self.critic_coef = float(critic_coef)
+        self.loss_critic_type = loss_critic_type
+        self.normalize_advantage = bool(normalize_advantage)
+        self.separate_losses = bool(separate_losses)
+        self.reduction = reduction
+        self.clip_value = check_clip_value(clip_value, self._clip_epsilon_for_value)
+        self.check_inputs = bool(check_inputs)
+        self._has_critic = critic_network is not None and self.critic_coef != 0.0
+        self._init_networks(actor_network, critic_network, functional=bool(functional))
+        self.tensor_keys = self.default_keys()
+        self._value_estimator: nn.Module | None = None
+        self._adopt_actor_keys(actor_network)
+        self._set_deprecated_keys(
+            advantage=advantage_key, value_target=value_target_key, value=value_key
+        )
+
+    def _adopt_actor_keys(self, actor: nn.Module) -> None:
+        # The loss scores the action and reads the log-prob under the keys the actor writes.
+        log_prob_keys = getattr(actor, "log_prob_keys", None)
+        sample_keys = getattr(actor, "dist_sample_keys", None)
+        if not log_prob_keys or not sample_keys:
+            return
+        if len(log_prob_keys) > 1 or len(sample_keys) > 1:
+            raise ValueError(
+                f"The actor writes several actions {list(sample_keys)}: composite action "
+                "distributions are not supported by ppokit's PPO loss yet. Use one action head."
+            )
+        self.tensor_keys.sample_log_prob = log_prob_keys[0]
+        self.tensor_keys.action = sample_keys[0]
+
+    def _set_deprecated_keys(self, **keys: NestedKey | None) -> None:
+        given = {name: key for name, key in keys.items() if key is not None}
+        if not given:
+            return
+        args = ", ".join(f"{name}_key" for name in given)
+        fix = ", ".join(f"{name}={key!r}" for name, key in given.items())
+        warnings.warn(
+            f"The {args} argument(s) are deprecated; call loss.set_keys({fix}) instead.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        self.set_keys(**given)
+
+    # ------------------------------------------------------------------ public configuration
+    def set_keys(self, **keys: NestedKey | None) -> PPOLoss:
+        """Rename the TensorDict keys the loss reads (see :class:`PPOKeys`).
+
+        A name may be given with or without the ``_key`` suffix (``advantage=`` or
+        ``advantage_key=``); ``None`` restores the default. Unknown names raise.
+
+        Example:
+            >>> from torch import nn
+            >>> from tensordict.nn import TensorDictModule
+            >>> from ppokit import Categorical, ClipPPOLoss, ProbabilisticActor, ValueOperator
+            >>> actor = ProbabilisticActor(
+            ...     TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"]),
+            ...     in_keys=["logits"], distribution_class=Categorical)
+            >>> loss = ClipPPOLoss(actor, ValueOperator(nn.Linear(3, 1)))
+            >>> loss.set_keys(sample_log_prob="sample_log_prob").tensor_keys.sample_log_prob
+            'sample_log_prob'
+        """
+        resolve_keys(self.tensor_keys, self.default_keys(), **keys)
+        if self._value_estimator is not None:
+            self._forward_keys_to_estimator()
+        return self
+
+    def _forward_keys_to_estimator(self) -> None:
+        keys = {name: getattr(self.tensor_keys, name) for name in ESTIMATOR_KEYS}
+        self._value_estimator.set_keys(**keys)
+
+    def make_value_estimator(self, value_type: str | Any = "gae", **hyperparams: Any) -> PPOLoss:
+        """Choose how the loss computes advantages when the data has none.
+
+        Args:
+            value_type: ``"gae"`` (default), ``"td_lambda"``, ``"td0"`` or ``"td1"`` (or a
+                :class:`~ppokit.ValueEstimators` member).
+            **hyperparams: passed to the estimator, e.g. ``gamma=0.99, lmbda=0.95``.
+                GAE and TD(lambda) default to gamma 0.99 and lambda 0.95, TD(0)/TD(1) to
+                gamma 0.99.
+
+        Example:
+            >>> from torch import nn
+            >>> from tensordict.nn import TensorDictModule
+            >>> from ppokit import Categorical, ClipPPOLoss, ProbabilisticActor, ValueOperator
+            >>> actor = ProbabilisticActor(
+            ...     TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"]),
+            ...     in_keys=["logits"], distribution_class=Categorical)
+            >>> loss = ClipPPOLoss(actor, ValueOperator(nn.Linear(3, 1)))
+            >>> type(loss.make_value_estimator("td_lambda", gamma=0.9).value_estimator).__name__
+            'TDLambdaEstimate'
+        """
+        from ppokit.value.estimators import make_value_estimator
+
+        if self.critic_network is None:
+            raise ValueError(
+                "make_value_estimator() needs a critic_network; this loss was built without one."
+            )
+        kind = getattr(value_type, "value", value_type)
+        if kind in ("gae", "td_lambda"):
+            hyperparams.setdefault("lmbda", 0.95)
+        hyperparams.setdefault("gamma", 0.99)
+        self._value_estimator = make_value_estimator(
+            value_type, value_network=self.critic_network, **hyperparams
+        )
+        self._forward_keys_to_estimator()
+        return self
+
+    @property
+    def value_estimator(self) -> nn.Module:
+        """The advantage estimator run when the data has no advantage (GAE by default)."""
+        if self._value_estimator is None:
+            self.make_value_estimator()
+        return self._value_estimator
+
+    @value_estimator.setter
+    def value_estimator(self, estimator: nn.Module) -> None:
+        self._value_estimator = estimator
+
+    @property
+    def out_keys(self) -> list[str]:
+        """Names of the entries :meth:`forward` returns."""
+        keys = ["loss_objective", "kl_approx", "ESS", "max_ratio", "mean_ratio"]
+        if self._clip_epsilon() is not None:
+            keys.append("clip_fraction")
+        if self.entropy_bonus:
+            keys += ["entropy", "loss_entropy"]
+        if self._has_critic:
+            keys += ["loss_critic", "explained_variance"]
+            if self.clip_value is not None:
+                keys.append("value_clip_fraction")
+        return keys
+
+    # ------------------------------------------------------------------ the loss
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Compute the losses on a batch of transitions.
+
+        Args:
+            tensordict: batch ``[*B]`` with the observation(s) the networks read, the action,
+                its behaviour log-prob ``[*B]`` and, unless the value estimator should
+                compute them, ``advantage`` and ``value_target`` ``[*B, 1]``.
+
+        Returns:
+            A TensorDict with no batch dims: ``loss_*`` scalars (``[*B]`` with
+            ``reduction="none"``) and detached diagnostics.
+        """
+        return self.run(tensordict, self.compute)
+
+    def run(self, tensordict: TensorDictBase, compute: Compute) -> TensorDictBase:
+        """:meth:`forward` with another evaluation of the read inputs (a compiled one).
+
+        Reads and checks the data, calls ``compute(inputs)`` (:meth:`compute` or a graph
+        that reproduces it), checks the outputs are finite (else names the culprit) and
+        builds the output TensorDict.
+        """
+        inputs = self.read_inputs(tensordict)
+        out, extras = compute(inputs)
+        if not outputs_finite(out, extras):
+            out = self._explain_non_finite(inputs, out, extras)
+        return to_output(out)
+
+    def read_inputs(self, tensordict: TensorDictBase) -> LossInputs:
+        """Read and check everything the loss needs from the data (no network runs here)."""
+        return read_inputs(
+            tensordict, self.tensor_keys, loss_name=type(self).__name__,
+            direct=self._choose_path(), needs_value_target=self._has_critic,
+            needs_old_value=self._has_critic and self.clip_value is not None,
+            estimate_advantage=self._estimate_advantage)
+
+    def compute(self, inp: LossInputs, *, mc_entropy: bool = False, traced: bool = False
+                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The networks, then :func:`~ppokit.objectives.objective.ppo_objective`.
+
+        Returns the output entries and, for the checks, ``extras``: the critic's ``value``,
+        whether the entropy is the closed form and, with a mask, ``entropy_all`` (the entropy
+        summed over every sample, padding included, which must be finite for the closed form
+        to be used, as without a mask).
+
+        ``traced=True`` is the call inside a compiled graph (``ppokit.fast``), made only
+        after an eager call and checks showed that the direct path applies, no parameter
+        swap is needed and the interaction type is already set. Free of data-dependent
+        Python branches on the direct path, so that ``torch.compile`` can trace it.
+        """
+        actor_env: dict = {}
+        dist = self._policy_dist(inp, actor_env, traced=traced)
+        log_prob = self._log_prob(dist, inp.action, inp.batch)
+        if not self._overlap_resolved and not traced:
+            self._resolve_overlap(log_prob)
+        extras: dict[str, Any] = {}
+        entropy = None
+        if self.entropy_bonus:
+            entropy, extras["closed_form_entropy"] = self._entropy(dist, inp.batch,
+                                                                   mc=mc_entropy)
+            if not traced and not mc_entropy:  # what a compiled call will do (compile_loss)
+                self._closed_form_entropy = extras["closed_form_entropy"]
+            if inp.mask is not None:
+                extras["entropy_all"] = entropy.detach().sum()
+        value = None
+        if self._has_critic:
+            value = extras["value"] = self._critic_value(inp, actor_env, self.tensor_keys.value,
+                                                         traced=traced)
+        out = ppo_objective(
+            log_prob, inp.old_log_prob, inp.advantage, entropy=entropy, value=value,
+            value_target=inp.value_target, old_value=inp.old_value, mask=inp.mask,
+            clip_epsilon=self._clip_epsilon(), entropy_coeff=self.entropy_coef,
+            critic_coeff=self.critic_coef, loss_critic_type=self.loss_critic_type,
+            clip_value=self.clip_value, reduction=self.reduction,
+            normalize_advantage=self.normalize_advantage)
+        return out, extras
+
+    def _clip_epsilon(self) -> float | None:
+        """The ratio clip range of the surrogate term; None for plain PPO."""
+        return None
+
+    def _explain_non_finite(self, inp: LossInputs, out: dict[str, torch.Tensor],
+                            extras: dict[str, Any]) -> dict[str, torch.Tensor]:
+        keys = self.tensor_keys
+        if inp.fast:
+            # the checks the direct path deferred (NaN/Inf loc or logits, scale <= 0), first,
+            # as they would have run first: the distribution is built before any loss math
+            with torch.no_grad(), self._run_actor():
+                self._actor_plan.get_dist(TensorReader({}, inp.work), inp.batch)
+        if self.check_inputs:
+            check_finite((inp.advantage, keys.advantage),
+                         (inp.old_log_prob, keys.sample_log_prob),
+                         (inp.value_target, keys.value_target), (inp.old_value, keys.value),
+                         mask=inp.mask)
+            if extras.get("value") is not None:
+                check_finite((extras["value"], keys.value), mask=inp.mask)
+        entropy = extras.get("entropy_all", out.get("entropy"))
+        if (entropy is not None and extras.get("closed_form_entropy")
+                and not bool(torch.isfinite(entropy))):
+            # No finite closed form (e.g. a distribution whose entropy() is inf): run again
+            # with the Monte-Carlo estimate -E[log pi(a)], which keeps a useful gradient.
+            out, _ = self.compute(inp, mc_entropy=True)
+        return out
+
+    def _estimate_advantage(self, work: TensorDictBase) -> torch.Tensor:
+        keys = self.tensor_keys
+        if self.critic_network is None:
+            raise KeyError(
+                f"The input has no {key_str(keys.advantage)} entry and the loss has no critic "
+                "to compute it: add the advantage to the data (e.g. with ppokit.GAE)."
+            )
+        params = self.critic_network_params.detach() if self._functional else None
+        try:
+            self.value_estimator(work, params=params)
+        except KeyError as err:
+            raise KeyError(
+                f"The input has no {key_str(keys.advantage)} entry, so the loss ran its value "
+                f"estimator, which failed: {err}. If the critic reads features computed by the "
+                "actor (a value head on a shared trunk), compute the advantage beforehand with "
+                "the full value operator, e.g. GAE(..., value_network=model.get_value_operator())."
+            ) from err
+        return work.get(keys.advantage)
+
+    # ------------------------------------------------------------------ misc
+    def extra_repr(self) -> str:
+        return (
+            f"entropy_coef={self.entropy_coef}, critic_coef={self.critic_coef}, "
+            f"loss_critic_type={self.loss_critic_type!r}, reduction={self.reduction!r}, "
+            f"functional={self._functional}"
+        )
+
+    def networks(self) -> Iterator[nn.Module]:
+        """The actor and (if any) critic networks, as passed in."""
+        yield self.actor_network
+        if self.critic_network is not None:
+            yield self.critic_network

@@ -1,0 +1,127 @@
+"""Checks of a PPO loss's constructor options, with messages that say how to fix them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ppokit.objectives import functional as PF
+
+__all__ = ["check_clip_epsilon", "check_clip_value", "check_options", "resolve_alias"]
+
+
+def resolve_alias(name: str, value: Any, alias: str, alias_value: Any, default: Any) -> Any:
+    """The value of an option that has two spellings (``entropy_coef`` / ``entropy_coeff``).
+
+    Example:
+        >>> resolve_alias("entropy_coef", None, "entropy_coeff", 0.1, 0.01)
+        0.1
+    """
+    if value is not None and alias_value is not None and value != alias_value:
+        raise TypeError(
+            f"Got both {name}={value!r} and {alias}={alias_value!r}; they are two spellings of "
+            f"the same option, pass only one."
+        )
+    chosen = value if value is not None else alias_value
+    return default if chosen is None else chosen
+
+
+def check_options(
+    *,
+    actor_network: Any,
+    critic_network: Any,
+    samples_mc_entropy: Any,
+    entropy_coef: Any,
+    critic_coef: Any,
+    loss_critic_type: Any,
+    reduction: Any,
+) -> None:
+    """Raise a clear error for the first option that is not what a PPO loss accepts.
+
+    Example:
+        >>> check_options(actor_network=None, critic_network=None, samples_mc_entropy=1,
+        ...               entropy_coef=0.0, critic_coef=0.0, loss_critic_type="l2",
+        ...               reduction="mean")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        TypeError: actor_network must be a probabilistic TensorDict module ...
+    """
+    if not isinstance(actor_network, nn.Module) or not hasattr(actor_network, "get_dist"):
+        raise TypeError(
+            "actor_network must be a probabilistic TensorDict module with get_dist() "
+            "(ppokit.ProbabilisticActor, tensordict's ProbabilisticTensorDictSequential or a "
+            f"TorchRL ProbabilisticActor); got {type(actor_network).__name__}."
+        )
+    if critic_network is not None and not isinstance(critic_network, nn.Module):
+        raise TypeError(
+            "critic_network must be a TensorDict module such as ppokit.ValueOperator; got "
+            f"{type(critic_network).__name__}."
+        )
+    if critic_network is None and critic_coef not in (0, 0.0):
+        raise TypeError(
+            "critic_network is missing: pass a ValueOperator, or critic_coef=0 to train the "
+            "actor alone (the advantage must then be in the data)."
+        )
+    if isinstance(samples_mc_entropy, bool) or not isinstance(samples_mc_entropy, int) or (
+        samples_mc_entropy < 1
+    ):
+        raise ValueError(
+            f"samples_mc_entropy must be an integer >= 1, got {samples_mc_entropy!r}."
+        )
+    for name, value in (("entropy_coef", entropy_coef), ("critic_coef", critic_coef)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+    if loss_critic_type not in PF.LOSS_CRITIC_TYPES:
+        raise ValueError(
+            f"loss_critic_type must be one of {PF.LOSS_CRITIC_TYPES}, got "
+            f"{loss_critic_type!r}."
+        )
+    if reduction not in PF.REDUCTIONS:
+        raise ValueError(f"reduction must be one of {PF.REDUCTIONS}, got {reduction!r}.")
+
+
+def check_clip_epsilon(clip_epsilon: Any) -> float:
+    """The ratio clip range as a float in (0, 1) (a 0-d tensor is accepted).
+
+    Example:
+        >>> check_clip_epsilon(torch.tensor(0.25))
+        0.25
+    """
+    if isinstance(clip_epsilon, torch.Tensor) and clip_epsilon.numel() == 1:
+        clip_epsilon = float(clip_epsilon)
+    if (isinstance(clip_epsilon, bool) or not isinstance(clip_epsilon, (int, float))
+            or not 0.0 < clip_epsilon < 1.0):
+        raise ValueError(
+            f"clip_epsilon must be a number in (0, 1), got {clip_epsilon!r}; the ratio is "
+            "clipped to [1 - eps, 1 + eps] (0.1 to 0.3 is usual)."
+        )
+    return float(clip_epsilon)
+
+
+def check_clip_value(clip_value: Any, clip_epsilon: float | None) -> float | None:
+    """The value-clipping threshold: None (off), or a float > 0 (``True``: ``clip_epsilon``).
+
+    Example:
+        >>> check_clip_value(True, 0.2), check_clip_value(False, 0.2), check_clip_value(0.5, None)
+        (0.2, None, 0.5)
+    """
+    if clip_value is None or clip_value is False:
+        return None
+    if clip_value is True:
+        if clip_epsilon is None:
+            raise ValueError(
+                "clip_value=True takes its threshold from clip_epsilon, which PPOLoss does "
+                "not have: pass a float (e.g. clip_value=0.2) or use ClipPPOLoss."
+            )
+        return clip_epsilon
+    if isinstance(clip_value, torch.Tensor) and clip_value.numel() == 1:
+        clip_value = float(clip_value)
+    if not isinstance(clip_value, (int, float)) or not clip_value > 0 or not math.isfinite(
+        clip_value
+    ):
+        raise ValueError(
+            f"clip_value must be True, False, None or a finite float > 0, got {clip_value!r}."
+        )
+    return float(clip_value)
