@@ -20,11 +20,19 @@ from tensordict.utils import NestedKey
 from torch import nn
 
 from ppokit.internals.direct import TensorReader
+from ppokit.objectives.advantage import AdvantageEstimation
+from ppokit.objectives.coefficients import ScheduledCoefficients
 from ppokit.objectives.inputs import LossInputs, check_finite, read_inputs
-from ppokit.objectives.keys import ESTIMATOR_KEYS, PPOKeys, key_str, resolve_keys
+from ppokit.objectives.keys import PPOKeys, resolve_keys
 from ppokit.objectives.networks import LossNetworks
 from ppokit.objectives.objective import outputs_finite, ppo_objective, to_output
-from ppokit.objectives.options import check_clip_value, check_options, resolve_alias
+from ppokit.objectives.options import (
+    check_clip_value,
+    check_exclude_dims,
+    check_options,
+    check_unsupported,
+    resolve_alias,
+)
 
 __all__ = ["Compute", "PPOKeys", "PPOLoss"]
 
@@ -32,7 +40,7 @@ __all__ = ["Compute", "PPOKeys", "PPOLoss"]
 Compute = Callable[[LossInputs], tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 
-class PPOLoss(LossNetworks):
+class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation):
     """Unclipped PPO loss: ``-ratio * advantage`` plus critic and entropy terms.
 
     This is the base of :class:`ClipPPOLoss` and takes the same arguments but
@@ -63,46 +71,70 @@ class PPOLoss(LossNetworks):
 
     def __init__(
         self,
-        actor_network: TensorDictModuleBase,
+        actor_network: TensorDictModuleBase | None = None,
         critic_network: TensorDictModuleBase | None = None,
         *,
         entropy_bonus: bool = True,
         samples_mc_entropy: int = 1,
-        entropy_coef: float | None = None,
-        critic_coef: float | None = None,
+        entropy_coef: float | torch.Tensor | None = None,
+        critic_coef: float | torch.Tensor | None = None,
         loss_critic_type: str = "smooth_l1",
         normalize_advantage: bool = False,
+        normalize_advantage_exclude_dims: tuple[int, ...] = (),
         separate_losses: bool = False,
         advantage_key: NestedKey | None = None,
         value_target_key: NestedKey | None = None,
         value_key: NestedKey | None = None,
         functional: bool = True,
-        reduction: str = "mean",
-        clip_value: bool | float | None = None,
-        entropy_coeff: float | None = None,
-        critic_coeff: float | None = None,
+        reduction: str | None = None,
+        clip_value: bool | float | torch.Tensor | None = None,
+        entropy_coeff: float | torch.Tensor | None = None,
+        critic_coeff: float | torch.Tensor | None = None,
+        log_explained_variance: bool = True,
         check_inputs: bool = True,
+        actor: TensorDictModuleBase | None = None,
+        critic: TensorDictModuleBase | None = None,
+        device: torch.device | str | None = None,
+        gamma: float | None = None,
+        advantage_norm: Any = None,
+        delay_actor: bool = False,
+        max_importance_ratio: float | None = None,
     ) -> None:
         super().__init__()
+        actor_network = resolve_alias("actor_network", actor_network, "actor", actor, None)
+        critic_network = resolve_alias("critic_network", critic_network, "critic", critic, None)
+        check_unsupported(gamma=gamma, advantage_norm=advantage_norm, delay_actor=delay_actor,
+                          max_importance_ratio=max_importance_ratio)
         entropy_coef = resolve_alias("entropy_coef", entropy_coef, "entropy_coeff",
                                      entropy_coeff, 0.01)
-        critic_coef = resolve_alias("critic_coef", critic_coef, "critic_coeff",
-                                    critic_coeff, 1.0)
+        # TorchRL's default: a critic is trained with weight 1 when there is one
+        critic_coef = resolve_alias("critic_coef", critic_coef, "critic_coeff", critic_coeff,
+                                    1.0 if critic_network is not None else 0.0)
+        reduction = "mean" if reduction is None else reduction
         check_options(actor_network=actor_network, critic_network=critic_network,
                       samples_mc_entropy=samples_mc_entropy, entropy_coef=entropy_coef,
                       critic_coef=critic_coef, loss_critic_type=loss_critic_type,
                       reduction=reduction)
         self.entropy_bonus = bool(entropy_bonus)
         self.samples_mc_entropy = int(samples_mc_entropy)
-        self.entropy_coef = float(entropy_coef)
-        self.critic_coef = float(critic_coef)
+        device = (torch.device(device) if device is not None
+                  else self._default_device(actor_network, critic_network))
+        self.register_coefficient("entropy_coeff", entropy_coef, device=device)
+        self.register_coefficient("critic_coeff", critic_coef, device=device)
         self.loss_critic_type = loss_critic_type
         self.normalize_advantage = bool(normalize_advantage)
+        self.normalize_advantage_exclude_dims = check_exclude_dims(
+            normalize_advantage_exclude_dims)
+        self.log_explained_variance = bool(log_explained_variance)
         self.separate_losses = bool(separate_losses)
         self.reduction = reduction
-        self.clip_value = check_clip_value(clip_value, self._clip_epsilon_for_value)
+        clip_value = check_clip_value(clip_value, self._clip_epsilon_for_value)
+        if clip_value is None:
+            self.clip_value = None
+        else:
+            self.register_coefficient("clip_value", clip_value, device=device)
         self.check_inputs = bool(check_inputs)
-        self._has_critic = critic_network is not None and self.critic_coef != 0.0
+        self._has_critic = critic_network is not None and float(critic_coef) != 0.0
         self._init_networks(actor_network, critic_network, functional=bool(functional))
         self.tensor_keys = self.default_keys()
         self._value_estimator: nn.Module | None = None
@@ -110,6 +142,15 @@ class PPOLoss(LossNetworks):
         self._set_deprecated_keys(
             advantage=advantage_key, value_target=value_target_key, value=value_key
         )
+
+    @staticmethod
+    def _default_device(*networks: nn.Module | None) -> torch.device:
+        # the coefficients live where the networks' parameters do (TorchRL's rule)
+        for net in networks:
+            if net is not None:
+                for p in net.parameters():
+                    return p.device
+        return torch.get_default_device()
 
     def _adopt_actor_keys(self, actor: nn.Module) -> None:
         # The loss scores the action and reads the log-prob under the keys the actor writes.
@@ -161,58 +202,6 @@ class PPOLoss(LossNetworks):
             self._forward_keys_to_estimator()
         return self
 
-    def _forward_keys_to_estimator(self) -> None:
-        keys = {name: getattr(self.tensor_keys, name) for name in ESTIMATOR_KEYS}
-        self._value_estimator.set_keys(**keys)
-
-    def make_value_estimator(self, value_type: str | Any = "gae", **hyperparams: Any) -> PPOLoss:
-        """Choose how the loss computes advantages when the data has none.
-
-        Args:
-            value_type: ``"gae"`` (default), ``"td_lambda"``, ``"td0"`` or ``"td1"`` (or a
-                :class:`~ppokit.ValueEstimators` member).
-            **hyperparams: passed to the estimator, e.g. ``gamma=0.99, lmbda=0.95``.
-                GAE and TD(lambda) default to gamma 0.99 and lambda 0.95, TD(0)/TD(1) to
-                gamma 0.99.
-
-        Example:
-            >>> from torch import nn
-            >>> from tensordict.nn import TensorDictModule
-            >>> from ppokit import Categorical, ClipPPOLoss, ProbabilisticActor, ValueOperator
-            >>> actor = ProbabilisticActor(
-            ...     TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"]),
-            ...     in_keys=["logits"], distribution_class=Categorical)
-            >>> loss = ClipPPOLoss(actor, ValueOperator(nn.Linear(3, 1)))
-            >>> type(loss.make_value_estimator("td_lambda", gamma=0.9).value_estimator).__name__
-            'TDLambdaEstimate'
-        """
-        from ppokit.value.estimators import make_value_estimator
-
-        if self.critic_network is None:
-            raise ValueError(
-                "make_value_estimator() needs a critic_network; this loss was built without one."
-            )
-        kind = getattr(value_type, "value", value_type)
-        if kind in ("gae", "td_lambda"):
-            hyperparams.setdefault("lmbda", 0.95)
-        hyperparams.setdefault("gamma", 0.99)
-        self._value_estimator = make_value_estimator(
-            value_type, value_network=self.critic_network, **hyperparams
-        )
-        self._forward_keys_to_estimator()
-        return self
-
-    @property
-    def value_estimator(self) -> nn.Module:
-        """The advantage estimator run when the data has no advantage (GAE by default)."""
-        if self._value_estimator is None:
-            self.make_value_estimator()
-        return self._value_estimator
-
-    @value_estimator.setter
-    def value_estimator(self, estimator: nn.Module) -> None:
-        self._value_estimator = estimator
-
     @property
     def out_keys(self) -> list[str]:
         """Names of the entries :meth:`forward` returns."""
@@ -222,7 +211,9 @@ class PPOLoss(LossNetworks):
         if self.entropy_bonus:
             keys += ["entropy", "loss_entropy"]
         if self._has_critic:
-            keys += ["loss_critic", "explained_variance"]
+            keys += ["loss_critic"]
+            if self.log_explained_variance:
+                keys.append("explained_variance")
             if self.clip_value is not None:
                 keys.append("value_clip_fraction")
         return keys
@@ -298,13 +289,17 @@ class PPOLoss(LossNetworks):
         out = ppo_objective(
             log_prob, inp.old_log_prob, inp.advantage, entropy=entropy, value=value,
             value_target=inp.value_target, old_value=inp.old_value, mask=inp.mask,
-            clip_epsilon=self._clip_epsilon(), entropy_coeff=self.entropy_coef,
-            critic_coeff=self.critic_coef, loss_critic_type=self.loss_critic_type,
-            clip_value=self.clip_value, reduction=self.reduction,
-            normalize_advantage=self.normalize_advantage)
+            clip_epsilon=self._clip_epsilon(traced=traced),
+            entropy_coeff=self._coefficient("entropy_coeff", traced=traced),
+            critic_coeff=self._coefficient("critic_coeff", traced=traced),
+            clip_value=self._coefficient("clip_value", traced=traced),
+            loss_critic_type=self.loss_critic_type, reduction=self.reduction,
+            normalize_advantage=self.normalize_advantage,
+            normalize_advantage_exclude_dims=self.normalize_advantage_exclude_dims,
+            log_explained_variance=self.log_explained_variance)
         return out, extras
 
-    def _clip_epsilon(self) -> float | None:
+    def _clip_epsilon(self, *, traced: bool = False) -> Any:
         """The ratio clip range of the surrogate term; None for plain PPO."""
         return None
 
@@ -330,25 +325,6 @@ class PPOLoss(LossNetworks):
             # with the Monte-Carlo estimate -E[log pi(a)], which keeps a useful gradient.
             out, _ = self.compute(inp, mc_entropy=True)
         return out
-
-    def _estimate_advantage(self, work: TensorDictBase) -> torch.Tensor:
-        keys = self.tensor_keys
-        if self.critic_network is None:
-            raise KeyError(
-                f"The input has no {key_str(keys.advantage)} entry and the loss has no critic "
-                "to compute it: add the advantage to the data (e.g. with ppokit.GAE)."
-            )
-        params = self.critic_network_params.detach() if self._functional else None
-        try:
-            self.value_estimator(work, params=params)
-        except KeyError as err:
-            raise KeyError(
-                f"The input has no {key_str(keys.advantage)} entry, so the loss ran its value "
-                f"estimator, which failed: {err}. If the critic reads features computed by the "
-                "actor (a value head on a shared trunk), compute the advantage beforehand with "
-                "the full value operator, e.g. GAE(..., value_network=model.get_value_operator())."
-            ) from err
-        return work.get(keys.advantage)
 
     # ------------------------------------------------------------------ misc
     def extra_repr(self) -> str:

@@ -63,6 +63,8 @@ def ppo_objective(
     clip_value: float | None = None,
     reduction: str = "mean",
     normalize_advantage: bool = False,
+    normalize_advantage_exclude_dims: tuple[int, ...] = (),
+    log_explained_variance: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The PPO losses and their diagnostics from log-probs, entropies and values.
 
@@ -87,12 +89,15 @@ def ppo_objective(
             clipped value loss), or None.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-sample losses ``[*B]``).
         normalize_advantage: standardise the advantage over the (valid) batch first.
+        normalize_advantage_exclude_dims: dims of the advantage kept apart in that
+            standardisation (e.g. the agent dim).
+        log_explained_variance: add the critic's ``explained_variance``.
 
     Returns:
         ``loss_objective`` and the detached ``kl_approx``, ``ESS``, ``max_ratio``,
         ``mean_ratio`` (and ``clip_fraction`` when clipped); with ``entropy``: ``entropy``,
-        ``loss_entropy``; with ``value``: ``loss_critic``, ``explained_variance`` (and
-        ``value_clip_fraction`` with ``clip_value``).
+        ``loss_entropy``; with ``value``: ``loss_critic``, ``explained_variance`` (unless
+        ``log_explained_variance=False``) and, with ``clip_value``, ``value_clip_fraction``.
 
     Example:
         >>> # one sample, unchanged policy (r = 1), A = 2: loss_objective = -1 * 2
@@ -102,7 +107,7 @@ def ppo_objective(
         (tensor(-2.), tensor(0.))
     """
     if normalize_advantage and advantage.numel() > 1:
-        advantage = PF.standardize(advantage, mask)
+        advantage = PF.standardize(advantage, mask, exclude_dims=normalize_advantage_exclude_dims)
     log_weight = (log_prob - old_log_prob).unsqueeze(-1)
     policy_loss = surrogate_term(log_weight, advantage, clip_epsilon)
     if penalty is not None:
@@ -132,7 +137,8 @@ def ppo_objective(
             out["loss_critic"] = loss.mean() * critic_coeff
         else:
             out["loss_critic"] = PF.reduce_loss(critic_coeff * loss, reduction, mask)
-        out["explained_variance"] = PF.explained_variance(value_target, value, mask)
+        if log_explained_variance:
+            out["explained_variance"] = PF.explained_variance(value_target, value, mask)
     return out
 
 

@@ -10,7 +10,8 @@ from torch import nn
 
 from ppokit.objectives import functional as PF
 
-__all__ = ["check_clip_epsilon", "check_clip_value", "check_options", "resolve_alias"]
+__all__ = ["check_clip_epsilon", "check_clip_value", "check_exclude_dims", "check_options",
+           "check_unsupported", "resolve_alias"]
 
 
 def resolve_alias(name: str, value: Any, alias: str, alias_value: Any, default: Any) -> Any:
@@ -71,7 +72,10 @@ def check_options(
             f"samples_mc_entropy must be an integer >= 1, got {samples_mc_entropy!r}."
         )
     for name, value in (("entropy_coef", entropy_coef), ("critic_coef", critic_coef)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = float(value)
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or value < 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     if loss_critic_type not in PF.LOSS_CRITIC_TYPES:
         raise ValueError(
@@ -82,22 +86,47 @@ def check_options(
         raise ValueError(f"reduction must be one of {PF.REDUCTIONS}, got {reduction!r}.")
 
 
-def check_clip_epsilon(clip_epsilon: Any) -> float:
-    """The ratio clip range as a float in (0, 1) (a 0-d tensor is accepted).
+def check_clip_epsilon(clip_epsilon: Any) -> tuple[float, float]:
+    """The ratio clip range as ``(eps_low, eps_high)`` (equal for a single number).
+
+    A number (or 0-d tensor) must lie in (0, 1); a pair ``(eps_low, eps_high)`` must have
+    both in (0, 1) and ``eps_low <= eps_high`` (the asymmetric "clip-higher" range).
 
     Example:
-        >>> check_clip_epsilon(torch.tensor(0.25))
-        0.25
-    """
-    if isinstance(clip_epsilon, torch.Tensor) and clip_epsilon.numel() == 1:
-        clip_epsilon = float(clip_epsilon)
-    if (isinstance(clip_epsilon, bool) or not isinstance(clip_epsilon, (int, float))
-            or not 0.0 < clip_epsilon < 1.0):
+        >>> check_clip_epsilon(torch.tensor(0.25)), check_clip_epsilon((0.2, 0.28))
+        ((0.25, 0.25), (0.2, 0.28))
+        >>> check_clip_epsilon((0.3, 0.2))
+        Traceback (most recent call last):
+        ...
+        ValueError: clip_epsilon=(eps_low, eps_high) must have eps_low <= eps_high (the ratio is clipped to [1 - eps_low, 1 + eps_high]), got (0.3, 0.2); swap them.
+    """  # noqa: E501
+    if isinstance(clip_epsilon, (tuple, list)):
+        if len(clip_epsilon) != 2:
+            raise ValueError(
+                f"clip_epsilon as a tuple must be (eps_low, eps_high), got {clip_epsilon!r}."
+            )
+        low, high = (_check_eps(f"clip_epsilon[{i}]", v) for i, v in enumerate(clip_epsilon))
+        if low > high:
+            raise ValueError(
+                "clip_epsilon=(eps_low, eps_high) must have eps_low <= eps_high (the ratio is "
+                f"clipped to [1 - eps_low, 1 + eps_high]), got {tuple(clip_epsilon)!r}; swap "
+                "them."
+            )
+        return low, high
+    eps = _check_eps("clip_epsilon", clip_epsilon)
+    return eps, eps
+
+
+def _check_eps(name: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = float(value)
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0.0 < value < 1.0):
         raise ValueError(
-            f"clip_epsilon must be a number in (0, 1), got {clip_epsilon!r}; the ratio is "
+            f"{name} must be a number in (0, 1), got {value!r}; the ratio is "
             "clipped to [1 - eps, 1 + eps] (0.1 to 0.3 is usual)."
         )
-    return float(clip_epsilon)
+    return float(value)
 
 
 def check_clip_value(clip_value: Any, clip_epsilon: float | None) -> float | None:
@@ -125,3 +154,47 @@ def check_clip_value(clip_value: Any, clip_epsilon: float | None) -> float | Non
             f"clip_value must be True, False, None or a finite float > 0, got {clip_value!r}."
         )
     return float(clip_value)
+
+
+def check_exclude_dims(dims: Any) -> tuple[int, ...]:
+    """``normalize_advantage_exclude_dims`` as a tuple of ints.
+
+    Example:
+        >>> check_exclude_dims([-2])
+        (-2,)
+    """
+    if isinstance(dims, int) and not isinstance(dims, bool):
+        dims = (dims,)
+    if not isinstance(dims, (tuple, list)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for d in dims):
+        raise TypeError(
+            f"normalize_advantage_exclude_dims must be a tuple of ints (dims of the advantage "
+            f"kept apart when standardising, e.g. (-2,) for the agent dim), got {dims!r}."
+        )
+    return tuple(dims)
+
+
+def check_unsupported(*, gamma: Any, advantage_norm: Any, delay_actor: Any,
+                      max_importance_ratio: Any) -> None:
+    """Refuse TorchRL keywords ppokit does not implement, rather than ignore them.
+
+    Example:
+        >>> check_unsupported(gamma=0.9, advantage_norm=None, delay_actor=False,
+        ...                   max_importance_ratio=None)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        TypeError: gamma is not a loss option: ...
+    """
+    if gamma is not None:
+        # TorchRL 0.14 refuses it too: the discount belongs to the value estimator
+        raise TypeError(
+            f"gamma is not a loss option: the discount belongs to the value estimator. Call "
+            f"loss.make_value_estimator('gae', gamma={gamma!r}) instead."
+        )
+    for name, value, default in (("advantage_norm", advantage_norm, None),
+                                 ("delay_actor", delay_actor, False),
+                                 ("max_importance_ratio", max_importance_ratio, None)):
+        if value is not default and value != default:
+            raise NotImplementedError(
+                f"{name}={value!r} (TorchRL's PPO-EWMA / ValueNorm options) is not implemented "
+                f"in ppokit yet; leave it at {default!r}, or use TorchRL's loss for it."
+            )

@@ -7,6 +7,9 @@ in their surrogate term; everything else is :class:`ppokit.objectives.base.PPOLo
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 
@@ -15,6 +18,8 @@ from ppokit.objectives.keys import PPOKeys
 from ppokit.objectives.options import check_clip_epsilon
 
 __all__ = ["ClipPPOLoss", "PPOKeys", "PPOLoss"]
+
+_CLIP_NAMES = ("clip_epsilon", "clip_epsilon_low", "clip_epsilon_high")
 
 
 class ClipPPOLoss(PPOLoss):
@@ -31,7 +36,10 @@ class ClipPPOLoss(PPOLoss):
             (:class:`ppokit.ValueOperator`). May be ``None`` with ``critic_coef=0``.
 
     Keyword Args:
-        clip_epsilon: ratio clip range ``eps`` in (0, 1). Default 0.2.
+        clip_epsilon: ratio clip range ``eps`` in (0, 1), or ``(eps_low, eps_high)`` with
+            ``0 < eps_low <= eps_high < 1`` for the range ``[1 - eps_low, 1 + eps_high]``
+            (DAPO's clip-higher; then schedule ``clip_epsilon_low`` / ``clip_epsilon_high``).
+            Default 0.2.
         entropy_bonus: add ``loss_entropy = -entropy_coef * H[pi]``. Default True.
         samples_mc_entropy: samples of the Monte-Carlo entropy estimate, used when the
             distribution has no finite closed form (e.g. TanhNormal). Default 1.
@@ -85,53 +93,80 @@ class ClipPPOLoss(PPOLoss):
 
     def __init__(
         self,
-        actor_network: TensorDictModuleBase,
+        actor_network: TensorDictModuleBase | None = None,
         critic_network: TensorDictModuleBase | None = None,
         *,
-        clip_epsilon: float = 0.2,
+        clip_epsilon: float | torch.Tensor | tuple[float, float] = 0.2,
         entropy_bonus: bool = True,
         samples_mc_entropy: int = 1,
-        entropy_coef: float | None = None,
-        critic_coef: float | None = None,
+        entropy_coef: float | torch.Tensor | None = None,
+        critic_coef: float | torch.Tensor | None = None,
         loss_critic_type: str = "smooth_l1",
         normalize_advantage: bool = False,
+        normalize_advantage_exclude_dims: tuple[int, ...] = (),
         separate_losses: bool = False,
         advantage_key: NestedKey | None = None,
         value_target_key: NestedKey | None = None,
         value_key: NestedKey | None = None,
         functional: bool = True,
-        reduction: str = "mean",
-        clip_value: bool | float | None = False,
-        entropy_coeff: float | None = None,
-        critic_coeff: float | None = None,
+        reduction: str | None = None,
+        clip_value: bool | float | torch.Tensor | None = False,
+        entropy_coeff: float | torch.Tensor | None = None,
+        critic_coeff: float | torch.Tensor | None = None,
+        log_explained_variance: bool = True,
         check_inputs: bool = True,
+        actor: TensorDictModuleBase | None = None,
+        critic: TensorDictModuleBase | None = None,
+        device: torch.device | str | None = None,
+        gamma: float | None = None,
+        advantage_norm: Any = None,
+        delay_actor: bool = False,
+        max_importance_ratio: float | None = None,
     ) -> None:
-        clip_epsilon = check_clip_epsilon(clip_epsilon)
-        self._clip_epsilon_for_value = clip_epsilon
+        low, high = check_clip_epsilon(clip_epsilon)
+        self._asymmetric_clip = isinstance(clip_epsilon, (tuple, list))
+        # clip_value=True clips the value with the (lower) ratio clip range
+        self._clip_epsilon_for_value = low
         super().__init__(
-            actor_network,
-            critic_network,
-            entropy_bonus=entropy_bonus,
-            samples_mc_entropy=samples_mc_entropy,
-            entropy_coef=entropy_coef,
-            critic_coef=critic_coef,
-            loss_critic_type=loss_critic_type,
+            actor_network, critic_network, entropy_bonus=entropy_bonus,
+            samples_mc_entropy=samples_mc_entropy, entropy_coef=entropy_coef,
+            critic_coef=critic_coef, loss_critic_type=loss_critic_type,
             normalize_advantage=normalize_advantage,
-            separate_losses=separate_losses,
-            advantage_key=advantage_key,
-            value_target_key=value_target_key,
-            value_key=value_key,
-            functional=functional,
-            reduction=reduction,
-            clip_value=clip_value,
-            entropy_coeff=entropy_coeff,
-            critic_coeff=critic_coeff,
-            check_inputs=check_inputs,
+            normalize_advantage_exclude_dims=normalize_advantage_exclude_dims,
+            separate_losses=separate_losses, advantage_key=advantage_key,
+            value_target_key=value_target_key, value_key=value_key, functional=functional,
+            reduction=reduction, clip_value=clip_value, entropy_coeff=entropy_coeff,
+            critic_coeff=critic_coeff, log_explained_variance=log_explained_variance,
+            check_inputs=check_inputs, actor=actor, critic=critic, device=device, gamma=gamma,
+            advantage_norm=advantage_norm, delay_actor=delay_actor,
+            max_importance_ratio=max_importance_ratio,
         )
-        self.clip_epsilon = clip_epsilon
+        device = self.entropy_coeff.device
+        if self._asymmetric_clip:
+            self.register_coefficient("clip_epsilon_low", low, device=device)
+            self.register_coefficient("clip_epsilon_high", high, device=device)
+        else:
+            self.register_coefficient("clip_epsilon", low, device=device)
 
-    def _clip_epsilon(self) -> float | None:
-        return self.clip_epsilon
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _CLIP_NAMES and name not in self.__dict__.get("_buffers", {}) and any(
+                n in self.__dict__.get("_buffers", {}) for n in _CLIP_NAMES):
+            # scheduling the other flavour would only add an unused attribute
+            use = ("'clip_epsilon_low' / 'clip_epsilon_high'" if self._asymmetric_clip
+                   else "'clip_epsilon'")
+            raise AttributeError(
+                f"Cannot set {name!r}: this loss was built with "
+                f"{'an asymmetric' if self._asymmetric_clip else 'a symmetric'} clip_epsilon; "
+                f"schedule {use} instead."
+            )
+        super().__setattr__(name, value)
+
+    def _clip_epsilon(self, *, traced: bool = False) -> Any:
+        if self._asymmetric_clip:
+            return (self._coefficient("clip_epsilon_low", traced=traced),
+                    self._coefficient("clip_epsilon_high", traced=traced))
+        return self._coefficient("clip_epsilon", traced=traced)
 
     def extra_repr(self) -> str:
-        return f"clip_epsilon={self.clip_epsilon}, " + super().extra_repr()
+        eps = self._clip_epsilon()
+        return f"clip_epsilon={eps}, " + super().extra_repr()
