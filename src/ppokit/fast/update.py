@@ -56,7 +56,7 @@ def eager_step(loss: Callable[[TensorDictBase], TensorDictBase], params: list[nn
         >>> p = nn.Parameter(torch.tensor([1.0]))
         >>> opt = torch.optim.SGD([p], lr=0.5)
         >>> res = eager_step(lambda td: {"loss_x": (p * 2).sum()}, [p], opt, None)
-        >>> float(p), float(res.grad_norm), res.applied
+        >>> float(p.detach()), float(res.grad_norm), res.applied
         (0.0, 2.0, True)
     """
     out = loss(minibatch)

@@ -21,13 +21,18 @@ def resolve_alias(name: str, value: Any, alias: str, alias_value: Any, default: 
         >>> resolve_alias("entropy_coef", None, "entropy_coeff", 0.1, 0.01)
         0.1
     """
-    if value is not None and alias_value is not None and value != alias_value:
+    if value is not None and alias_value is not None and (
+            value is not alias_value if isinstance(value, nn.Module) else value != alias_value):
         raise TypeError(
-            f"Got both {name}={value!r} and {alias}={alias_value!r}; they are two spellings of "
-            f"the same option, pass only one."
+            f"Got both {name}={_shown(value)} and {alias}={_shown(alias_value)}; they are two "
+            "spellings of the same option, pass only one."
         )
     chosen = value if value is not None else alias_value
     return default if chosen is None else chosen
+
+
+def _shown(value: Any) -> str:
+    return f"<{type(value).__name__}>" if isinstance(value, nn.Module) else repr(value)
 
 
 def check_options(
@@ -62,8 +67,9 @@ def check_options(
         )
     if critic_network is None and critic_coef not in (0, 0.0):
         raise TypeError(
-            "critic_network is missing: pass a ValueOperator, or critic_coef=0 to train the "
-            "actor alone (the advantage must then be in the data)."
+            f"critic_network is missing but critic_coef={critic_coef!r} asks for a critic loss: "
+            "pass a ValueOperator, or leave critic_coef unset (or 0) to train the actor alone "
+            "(the advantage must then be in the data)."
         )
     if isinstance(samples_mc_entropy, bool) or not isinstance(samples_mc_entropy, int) or (
         samples_mc_entropy < 1
