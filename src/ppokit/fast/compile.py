@@ -97,7 +97,7 @@ class CompiledLoss(nn.Module):
             return loss.compute(inp)
         args = traced_args(loss, inp, self._network_keys())
         mc = args[-1]
-        with set_interaction_type(loss._actor_plan.interaction()):
+        with set_interaction_type(loss.actor_plan().interaction()):
             out, value, entropy_all = self._core(*args)
         self.compiled_calls += 1
         extras: dict[str, Any] = {"value": value, "closed_form_entropy": not mc}
@@ -177,10 +177,10 @@ def traced_args(loss: PPOLoss, inp: LossInputs, keys: list) -> tuple:
 
 def network_keys(loss: PPOLoss) -> list:
     """The data keys the loss's networks read (the tensors a traced call is given)."""
-    keys = loss._actor_plan.external_keys()
+    keys = loss.actor_plan().external_keys()
     if loss._has_critic:
-        produced = loss._actor_plan.written_keys()
-        keys += [k for k in loss._critic_plan.external_keys(produced) if k not in keys]
+        produced = loss.actor_plan().written_keys()
+        keys += [k for k in loss.critic_plan().external_keys(produced) if k not in keys]
     return keys
 
 

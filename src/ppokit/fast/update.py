@@ -93,7 +93,8 @@ class _Networks(nn.Module):
                 mask: torch.Tensor | None, mc_entropy: bool) -> dict[str, torch.Tensor]:
         inp = LossInputs(tensors, batch, action, old_log_prob, advantage, value_target,
                          old_value, mask, True)
-        out, extras = self.loss.compute(inp, mc_entropy=mc_entropy, traced=True)
+        loss: PPOLoss = self.__dict__["loss"]
+        out, extras = loss.compute(inp, mc_entropy=mc_entropy, traced=True)
         if "entropy_all" in extras:
             out["entropy_all"] = extras["entropy_all"]
         return out
@@ -214,7 +215,8 @@ class FusedPPOUpdate:
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         # the update is applied only if the eager loop would apply it: finite outputs (else
         # the eager rerun raises) and, with a target KL, a KL within it (else the loop stops)
-        finite = torch.isfinite(probe(out))
+        total = probe(out)
+        finite = torch.isfinite(total) if total is not None else torch.tensor(True)
         apply = finite & (out["kl_approx"] <= kl_limit)
         coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
         beta1, beta2 = betas
@@ -266,7 +268,7 @@ class FusedPPOUpdate:
                    [s["exp_avg_sq"] for s in states], [s["step"] for s in states])
         kl_limit = torch.tensor(math.inf if target_kl is None else float(target_kl))
         args = traced_args(loss, inp, self._keys)
-        with torch.no_grad(), set_interaction_type(loss._actor_plan.interaction()):
+        with torch.no_grad(), set_interaction_type(loss.actor_plan().interaction()):
             out, norm, finite, apply = self._graph(*current, self._lr, self._max_norm,
                                                    kl_limit, args, tuple(group["betas"]),
                                                    group["eps"])

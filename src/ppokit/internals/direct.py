@@ -222,8 +222,8 @@ class ModulePlan:
         ):
             return None
         *det, last = list(actor.module)
-        if type(last).get_dist is not ProbabilisticTensorDictModule.get_dist or not isinstance(
-            last, ProbabilisticTensorDictModule
+        if not isinstance(last, ProbabilisticTensorDictModule) or (
+            type(last).get_dist is not ProbabilisticTensorDictModule.get_dist
         ):
             return None
         steps: list[_Step] = []
@@ -319,4 +319,6 @@ class ModulePlan:
                 self.run(reader, batch)
         else:
             self.run(reader, batch)
+        if self.dist_module is None:
+            raise TypeError("get_dist() needs an actor's plan (ModulePlan.for_actor).")
         return self.dist_module.get_dist(reader)

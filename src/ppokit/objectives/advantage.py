@@ -28,7 +28,8 @@ class AdvantageEstimation(nn.Module):
 
     def _forward_keys_to_estimator(self) -> None:
         keys = {name: getattr(self.tensor_keys, name) for name in ESTIMATOR_KEYS}
-        self._value_estimator.set_keys(**keys)
+        estimator: Any = self._value_estimator
+        estimator.set_keys(**keys)
 
     def make_value_estimator(self, value_type: str | Any = "gae",
                              **hyperparams: Any) -> AdvantageEstimation:
@@ -73,7 +74,8 @@ class AdvantageEstimation(nn.Module):
         """The advantage estimator run when the data has no advantage (GAE by default)."""
         if self._value_estimator is None:
             self.make_value_estimator()
-        return self._value_estimator
+        estimator: nn.Module = self._value_estimator  # type: ignore[assignment]
+        return estimator
 
     @value_estimator.setter
     def value_estimator(self, estimator: nn.Module) -> None:

@@ -310,7 +310,7 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation):
             # the checks the direct path deferred (NaN/Inf loc or logits, scale <= 0), first,
             # as they would have run first: the distribution is built before any loss math
             with torch.no_grad(), self._run_actor():
-                self._actor_plan.get_dist(TensorReader({}, inp.work), inp.batch)
+                self.actor_plan().get_dist(TensorReader({}, inp.work), inp.batch)
         if self.check_inputs:
             check_finite((inp.advantage, keys.advantage),
                          (inp.old_log_prob, keys.sample_log_prob),

@@ -65,8 +65,11 @@ class ScheduledCoefficients(nn.Module):
         tensor(0.5000)
     """
 
+    entropy_coeff: torch.Tensor
+    critic_coeff: torch.Tensor
+
     def register_coefficient(self, name: str, value: Any, *,
-                             device: torch.device | None = None) -> None:
+                             device: torch.device | str | None = None) -> None:
         """Check ``value`` and register it as the 0-d float buffer ``name``."""
         value = check_coefficient(name, value)
         self.register_buffer(name, torch.tensor(value, dtype=torch.get_default_dtype(),
@@ -98,7 +101,7 @@ class ScheduledCoefficients(nn.Module):
 
     @entropy_coef.setter
     def entropy_coef(self, value: float) -> None:
-        self.entropy_coeff = value
+        setattr(self, "entropy_coeff", value)  # noqa: B010  (in place, see __setattr__)
 
     @property
     def critic_coef(self) -> float:
@@ -107,4 +110,4 @@ class ScheduledCoefficients(nn.Module):
 
     @critic_coef.setter
     def critic_coef(self, value: float) -> None:
-        self.critic_coeff = value
+        setattr(self, "critic_coeff", value)  # noqa: B010  (in place, see __setattr__)

@@ -12,6 +12,7 @@ NaN (selection with ``torch.where`` rather than multiplication, since ``nan * 0`
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -157,12 +158,13 @@ def standardize_with(
     return out if mask is None else _where_valid(out, mask.expand_as(out))
 
 
-def _eps_pair(clip_epsilon: ClipRange) -> tuple[float | torch.Tensor, float | torch.Tensor]:
-    """``(eps_low, eps_high)``; tensors if either is one (torch.clamp takes no mix)."""
+def _eps_pair(clip_epsilon: ClipRange) -> tuple[Any, Any]:
+    """``(eps_low, eps_high)``: two floats or two tensors (torch.clamp takes no mix)."""
     low, high = clip_epsilon if isinstance(clip_epsilon, tuple) else (clip_epsilon,) * 2
-    if isinstance(low, torch.Tensor) != isinstance(high, torch.Tensor):
-        ref = low if isinstance(low, torch.Tensor) else high
-        low, high = (torch.as_tensor(x, dtype=ref.dtype, device=ref.device) for x in (low, high))
+    if isinstance(low, torch.Tensor) and not isinstance(high, torch.Tensor):
+        high = torch.as_tensor(high, dtype=low.dtype, device=low.device)
+    elif isinstance(high, torch.Tensor) and not isinstance(low, torch.Tensor):
+        low = torch.as_tensor(low, dtype=high.dtype, device=high.device)
     return low, high
 
 
@@ -199,7 +201,7 @@ def clipped_surrogate(
     return -torch.minimum(gain_unclipped, gain_clipped)
 
 
-def _log_clip_bounds(clip_epsilon: ClipRange) -> tuple[float | torch.Tensor, ...]:
+def _log_clip_bounds(clip_epsilon: ClipRange) -> tuple[Any, Any]:
     low, high = _eps_pair(clip_epsilon)
     if isinstance(low, torch.Tensor):
         return torch.log1p(-low), torch.log1p(high)
@@ -267,7 +269,8 @@ def clipped_value_loss(
         (tensor([[1.5000]]), tensor([[True]]))
     """
     delta = value - old_value
-    delta_clipped = delta.clamp(-clip, clip)
+    bound: Any = clip  # a float or a 0-d tensor (a scheduled clip_value)
+    delta_clipped = delta.clamp(-bound, bound)
     plain = value_distance(target, value, loss_type)
     clipped = value_distance(target, old_value + delta_clipped, loss_type)
     with torch.no_grad():
@@ -373,6 +376,7 @@ def effective_sample_size(
         tensor(1.)
     """
     lw = log_weight.detach().reshape(-1)
+    count: int | torch.Tensor
     if mask is None:
         count = lw.numel()
     else:

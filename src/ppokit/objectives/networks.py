@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import torch
 from tensordict import TensorDict
@@ -97,6 +98,18 @@ class LossNetworks(nn.Module):
             return self._critic_plan is not None and self._critic_plan.usable()
         return True
 
+    def actor_plan(self) -> ModulePlan:
+        """The actor's direct-path plan (only called where :attr:`execution_path` is direct)."""
+        if self._actor_plan is None:
+            raise RuntimeError("The direct path was taken for an actor that has no plan.")
+        return self._actor_plan
+
+    def critic_plan(self) -> ModulePlan:
+        """The critic's direct-path plan (as :meth:`actor_plan`)."""
+        if self._critic_plan is None:
+            raise RuntimeError("The direct path was taken for a critic that has no plan.")
+        return self._critic_plan
+
     def _choose_path(self) -> bool:
         """Whether this call takes the direct path; logs the choice when it changes."""
         direct = self._direct_usable()
@@ -115,7 +128,10 @@ class LossNetworks(nn.Module):
             setattr(self, name, module)  # registered: DDP/FSDP wrappers keep working
 
     def _build_critic_params(self, detach_ids: set[int]) -> None:
-        critic_params = TensorDict.from_module(self.critic_network)
+        critic = self.critic_network
+        if critic is None:
+            return
+        critic_params = TensorDict.from_module(critic)
         if detach_ids:
             # Same storage, no autograd edge: actor updates are seen, critic loss can't push.
             critic_params = critic_params.apply(
@@ -123,8 +139,7 @@ class LossNetworks(nn.Module):
             )
         if self._functional:
             self.critic_network_params = TensorDictParams(critic_params, no_convert=True)
-            self._critic_slots = ParamSlots.build(self.critic_network_params,
-                                                  self.critic_network)
+            self._critic_slots = ParamSlots.build(self.critic_network_params, critic)
         else:
             self._critic_detached_shared = critic_params if detach_ids else None
 
@@ -157,16 +172,16 @@ class LossNetworks(nn.Module):
 
     # ------------------------------------------------------------------ running
     def _run_actor(self) -> contextlib.AbstractContextManager:
-        if self._functional:
-            params = self.actor_network_params
+        params: Any = self.actor_network_params
+        if params is not None:
             if self._actor_slots is not None and self._actor_slots.in_place(params):
                 return contextlib.nullcontext()  # the module already runs on these tensors
             return params.to_module(self.actor_network)
         return contextlib.nullcontext()
 
     def _run_critic(self) -> contextlib.AbstractContextManager:
-        if self._functional:
-            params = self.critic_network_params
+        params: Any = self.critic_network_params
+        if params is not None:
             if self._critic_slots is not None and self._critic_slots.in_place(params):
                 return contextlib.nullcontext()
             return params.to_module(self.critic_network)
@@ -182,15 +197,15 @@ class LossNetworks(nn.Module):
         swap and the interaction type is already set (see ``ppokit.fast.compile``).
         """
         if traced:
-            return self._actor_plan.get_dist(TensorReader(actor_env, inp.work), inp.batch,
+            return self.actor_plan().get_dist(TensorReader(actor_env, inp.work), inp.batch,
                                              set_interaction=False)
         if inp.fast:
             # the distribution's own value checks (a host sync each) are replaced by the
             # finiteness probe of the output; a non-finite output reruns them to name the
             # bad parameter (PPOLoss._explain_non_finite)
             with self._run_actor(), deferred_param_checks():
-                return self._actor_plan.get_dist(TensorReader(actor_env, inp.work),
-                                                 inp.batch)
+                return self.actor_plan().get_dist(TensorReader(actor_env, inp.work),
+                                                  inp.batch)
         with self._run_actor():
             return self.actor_network.get_dist(inp.work)
 
@@ -256,14 +271,15 @@ class LossNetworks(nn.Module):
             reader = TensorReader({}, TensorReader(actor_env, inp.work),
                                   detach=self.separate_losses)
             with contextlib.nullcontext() if traced else self._run_critic():
-                self._critic_plan.run(reader, inp.batch)
+                self.critic_plan().run(reader, inp.batch)
             value = reader.env.get(value_key)
             if value is None:
                 value = reader.get(value_key)
         else:
             critic_input = inp.work.detach() if self.separate_losses else inp.work
+            critic: Any = self.critic_network
             with self._run_critic():
-                value = self.critic_network(critic_input).get(value_key, None)
+                value = critic(critic_input).get(value_key, None)
         if value is None:
             raise KeyError(
                 f"The critic did not write {key_str(value_key)}; it writes "
