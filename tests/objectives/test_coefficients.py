@@ -126,3 +126,41 @@ def test_compiled_loss_follows_a_schedule_without_recompiling():
             graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     assert compiled.compiled_calls == 3
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # no recompile
+
+
+# --------------------------------------------------------------------------- value estimator
+def test_make_value_estimator_takes_another_value_network_and_torchrl_enum():
+    # The loss only forwards to ppokit.value.estimators.make_value_estimator, whose defaults
+    # (gamma 0.99, lambda 0.95) apply; value_network= replaces the critic it runs.
+    from ppokit.value.estimators import make_value_estimator
+
+    actor, value = normal_actor(), critic()
+    other = critic()
+    loss = ClipPPOLoss(actor, value)
+    loss.make_value_estimator(torchrl_objectives.ValueEstimators.TDLambda, value_network=other)
+    reference = make_value_estimator("td_lambda", value_network=other)
+    assert type(loss.value_estimator) is type(reference)
+    assert (loss.value_estimator.gamma, loss.value_estimator.lmbda) == (
+        reference.gamma, reference.lmbda)
+    g = torch.Generator().manual_seed(0)
+    td = make_batch(actor, (2, 6))
+    td["next"] = td.select("observation").clone()
+    td["next", "observation"] = torch.randn(td["observation"].shape, generator=g)
+    td["next", "reward"] = torch.randn(2, 6, 1, generator=g)
+    td["next", "done"] = torch.zeros(2, 6, 1, dtype=torch.bool)
+    td["next", "terminated"] = torch.zeros(2, 6, 1, dtype=torch.bool)
+    data = td.exclude("advantage", "value_target")
+    expected = data.copy()
+    with torch.no_grad():
+        reference(expected)  # the advantage and target from `other`, computed outside
+    torch.manual_seed(0)
+    inside = loss(data)  # no advantage in the data: the loss runs its estimator on `other`
+    torch.manual_seed(0)
+    outside = loss(expected)
+    for key in ("loss_objective", "loss_critic", "explained_variance"):
+        assert_close(inside[key], outside[key], msg=key)
+    actor_only = ClipPPOLoss(actor)
+    with pytest.raises(ValueError, match="this loss has no critic, so pass value_network="):
+        actor_only.make_value_estimator("gae")
+    actor_only.make_value_estimator("gae", value_network=other)
+    assert torch.isfinite(actor_only(data)["loss_objective"])

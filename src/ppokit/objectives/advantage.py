@@ -25,22 +25,27 @@ class AdvantageEstimation(nn.Module):
     critic_network_params: Any
     _functional: bool
     _value_estimator: nn.Module | None
+    #: whether the estimator runs the loss's critic (then on the loss's critic parameters)
+    _estimator_on_critic: bool = True
 
     def _forward_keys_to_estimator(self) -> None:
         keys = {name: getattr(self.tensor_keys, name) for name in ESTIMATOR_KEYS}
         estimator: Any = self._value_estimator
         estimator.set_keys(**keys)
 
-    def make_value_estimator(self, value_type: str | Any = "gae",
+    def make_value_estimator(self, value_type: str | Any = "gae", *,
+                             value_network: nn.Module | None = None,
                              **hyperparams: Any) -> AdvantageEstimation:
         """Choose how the loss computes advantages when the data has none.
 
         Args:
-            value_type: ``"gae"`` (default), ``"td_lambda"``, ``"td0"`` or ``"td1"`` (or a
-                :class:`~ppokit.ValueEstimators` member).
-            **hyperparams: passed to the estimator, e.g. ``gamma=0.99, lmbda=0.95``.
-                GAE and TD(lambda) default to gamma 0.99 and lambda 0.95, TD(0)/TD(1) to
-                gamma 0.99.
+            value_type: what :func:`ppokit.value.estimators.make_value_estimator` accepts:
+                ``"gae"`` (default), ``"td_lambda"``, ``"td0"``, ``"td1"``, a
+                :class:`~ppokit.ValueEstimators` member or TorchRL's ``ValueEstimators``.
+            value_network: the network the estimator runs (default: the loss's critic,
+                then on the loss's detached critic parameters).
+            **hyperparams: passed to the estimator, e.g. ``gamma=0.99, lmbda=0.95``; the
+                defaults are that function's.
 
         Example:
             >>> from torch import nn
@@ -55,17 +60,17 @@ class AdvantageEstimation(nn.Module):
         """
         from ppokit.value.estimators import make_value_estimator
 
-        if self.critic_network is None:
+        network = self.critic_network if value_network is None else value_network
+        if network is None:
             raise ValueError(
-                "make_value_estimator() needs a critic_network; this loss was built without one."
+                "make_value_estimator() needs a value network: this loss has no critic, so "
+                "pass value_network=<a ValueOperator>."
             )
-        kind = getattr(value_type, "value", value_type)
-        if kind in ("gae", "td_lambda"):
-            hyperparams.setdefault("lmbda", 0.95)
-        hyperparams.setdefault("gamma", 0.99)
-        self._value_estimator = make_value_estimator(
-            value_type, value_network=self.critic_network, **hyperparams
-        )
+        self._value_estimator = make_value_estimator(value_type, value_network=network,
+                                                     **hyperparams)
+        # the loss's own critic runs on the loss's (detached) parameters; another network
+        # on its own
+        self._estimator_on_critic = network is self.critic_network
         self._forward_keys_to_estimator()
         return self
 
@@ -79,18 +84,25 @@ class AdvantageEstimation(nn.Module):
 
     @value_estimator.setter
     def value_estimator(self, estimator: nn.Module) -> None:
+        # an estimator set by hand is taken to run the loss's critic, as before
         self._value_estimator = estimator
+        self._estimator_on_critic = True
 
     def _estimate_advantage(self, work: TensorDictBase) -> torch.Tensor:
         keys = self.tensor_keys
-        if self.critic_network is None:
+        if self.critic_network is None and self._value_estimator is None:
             raise KeyError(
                 f"The input has no {key_str(keys.advantage)} entry and the loss has no critic "
-                "to compute it: add the advantage to the data (e.g. with ppokit.GAE)."
+                "to compute it: add the advantage to the data (e.g. with ppokit.GAE), or call "
+                "loss.make_value_estimator(value_network=...)."
             )
-        params = self.critic_network_params.detach() if self._functional else None
+        estimator: Any = self.value_estimator
+        params = None
+        critic_params = self.critic_network_params
+        if self._functional and self._estimator_on_critic and critic_params is not None:
+            params = critic_params.detach()
         try:
-            self.value_estimator(work, params=params)
+            estimator(work, params=params)
         except KeyError as err:
             raise KeyError(
                 f"The input has no {key_str(keys.advantage)} entry, so the loss ran its value "
