@@ -28,6 +28,10 @@ class AdvantageEstimation(nn.Module):
     #: whether the estimator runs the loss's critic (then on the loss's critic parameters)
     _estimator_on_critic: bool = True
 
+    def _keys_changed(self) -> None:
+        if self._value_estimator is not None:
+            self._forward_keys_to_estimator()
+
     def _forward_keys_to_estimator(self) -> None:
         keys = {name: getattr(self.tensor_keys, name) for name in ESTIMATOR_KEYS}
         estimator: Any = self._value_estimator

@@ -9,7 +9,6 @@ then the one pure function :func:`ppokit.objectives.objective.ppo_objective`.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from ppokit.internals.direct import TensorReader
 from ppokit.objectives.advantage import AdvantageEstimation
 from ppokit.objectives.coefficients import ScheduledCoefficients
 from ppokit.objectives.inputs import LossInputs, check_finite, read_inputs
-from ppokit.objectives.keys import PPOKeys, resolve_keys
+from ppokit.objectives.keys import LossKeys, PPOKeys
 from ppokit.objectives.networks import LossNetworks
 from ppokit.objectives.objective import outputs_finite, ppo_objective, to_output
 from ppokit.objectives.options import (
@@ -40,7 +39,7 @@ __all__ = ["Compute", "PPOKeys", "PPOLoss"]
 Compute = Callable[[LossInputs], tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 
-class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation):
+class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys):
     """Unclipped PPO loss: ``-ratio * advantage`` plus critic and entropy terms.
 
     This is the base of :class:`ClipPPOLoss` and takes the same arguments but
@@ -151,56 +150,6 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation):
                 for p in net.parameters():
                     return p.device
         return torch.get_default_device()
-
-    def _adopt_actor_keys(self, actor: nn.Module) -> None:
-        # The loss scores the action and reads the log-prob under the keys the actor writes.
-        log_prob_keys = getattr(actor, "log_prob_keys", None)
-        sample_keys = getattr(actor, "dist_sample_keys", None)
-        if not log_prob_keys or not sample_keys:
-            return
-        if len(log_prob_keys) > 1 or len(sample_keys) > 1:
-            raise ValueError(
-                f"The actor writes several actions {list(sample_keys)}: composite action "
-                "distributions are not supported by ppokit's PPO loss yet. Use one action head."
-            )
-        self.tensor_keys.sample_log_prob = log_prob_keys[0]
-        self.tensor_keys.action = sample_keys[0]
-
-    def _set_deprecated_keys(self, **keys: NestedKey | None) -> None:
-        given = {name: key for name, key in keys.items() if key is not None}
-        if not given:
-            return
-        args = ", ".join(f"{name}_key" for name in given)
-        fix = ", ".join(f"{name}={key!r}" for name, key in given.items())
-        warnings.warn(
-            f"The {args} argument(s) are deprecated; call loss.set_keys({fix}) instead.",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        self.set_keys(**given)
-
-    # ------------------------------------------------------------------ public configuration
-    def set_keys(self, **keys: NestedKey | None) -> PPOLoss:
-        """Rename the TensorDict keys the loss reads (see :class:`PPOKeys`).
-
-        A name may be given with or without the ``_key`` suffix (``advantage=`` or
-        ``advantage_key=``); ``None`` restores the default. Unknown names raise.
-
-        Example:
-            >>> from torch import nn
-            >>> from tensordict.nn import TensorDictModule
-            >>> from ppokit import Categorical, ClipPPOLoss, ProbabilisticActor, ValueOperator
-            >>> actor = ProbabilisticActor(
-            ...     TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"]),
-            ...     in_keys=["logits"], distribution_class=Categorical)
-            >>> loss = ClipPPOLoss(actor, ValueOperator(nn.Linear(3, 1)))
-            >>> loss.set_keys(sample_log_prob="sample_log_prob").tensor_keys.sample_log_prob
-            'sample_log_prob'
-        """
-        resolve_keys(self.tensor_keys, self.default_keys(), **keys)
-        if self._value_estimator is not None:
-            self._forward_keys_to_estimator()
-        return self
 
     @property
     def out_keys(self) -> list[str]:

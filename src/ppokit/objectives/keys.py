@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 from tensordict.utils import NestedKey
+from torch import nn
 
-__all__ = ["AUTO_MASK_KEYS", "ESTIMATOR_KEYS", "PPOKeys", "key_str", "resolve_keys"]
+__all__ = ["AUTO_MASK_KEYS", "ESTIMATOR_KEYS", "LossKeys", "PPOKeys", "key_str", "resolve_keys"]
 
 # Looked up in this order when no mask key is set: TorchRL's collector mask and the
 # validity mask of its multi-step transforms, so TorchRL data is masked out of the box.
@@ -89,3 +91,61 @@ def resolve_keys(current: PPOKeys, defaults: PPOKeys, **keys: NestedKey | None) 
         resolved[field] = key
     for field, key in resolved.items():
         setattr(current, field, getattr(defaults, field) if key is None else key)
+
+
+class LossKeys(nn.Module):
+    """The keys part of :class:`ppokit.PPOLoss` (a base class; not used alone)."""
+
+    default_keys = PPOKeys
+    tensor_keys: PPOKeys
+
+    def _keys_changed(self) -> None:
+        """Called after :meth:`set_keys` (the value estimator follows the keys)."""
+
+    def _adopt_actor_keys(self, actor: nn.Module) -> None:
+        # The loss scores the action and reads the log-prob under the keys the actor writes.
+        log_prob_keys = getattr(actor, "log_prob_keys", None)
+        sample_keys = getattr(actor, "dist_sample_keys", None)
+        if not log_prob_keys or not sample_keys:
+            return
+        if len(log_prob_keys) > 1 or len(sample_keys) > 1:
+            raise ValueError(
+                f"The actor writes several actions {list(sample_keys)}: composite action "
+                "distributions are not supported by ppokit's PPO loss yet. Use one action head."
+            )
+        self.tensor_keys.sample_log_prob = log_prob_keys[0]
+        self.tensor_keys.action = sample_keys[0]
+
+    def _set_deprecated_keys(self, **keys: NestedKey | None) -> None:
+        given = {name: key for name, key in keys.items() if key is not None}
+        if not given:
+            return
+        args = ", ".join(f"{name}_key" for name in given)
+        fix = ", ".join(f"{name}={key!r}" for name, key in given.items())
+        warnings.warn(
+            f"The {args} argument(s) are deprecated; call loss.set_keys({fix}) instead.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        self.set_keys(**given)
+
+    def set_keys(self, **keys: NestedKey | None) -> LossKeys:
+        """Rename the TensorDict keys the loss reads (see :class:`PPOKeys`).
+
+        A name may be given with or without the ``_key`` suffix (``advantage=`` or
+        ``advantage_key=``); ``None`` restores the default. Unknown names raise.
+
+        Example:
+            >>> from torch import nn
+            >>> from tensordict.nn import TensorDictModule
+            >>> from ppokit import Categorical, ClipPPOLoss, ProbabilisticActor, ValueOperator
+            >>> actor = ProbabilisticActor(
+            ...     TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"]),
+            ...     in_keys=["logits"], distribution_class=Categorical)
+            >>> loss = ClipPPOLoss(actor, ValueOperator(nn.Linear(3, 1)))
+            >>> loss.set_keys(sample_log_prob="sample_log_prob").tensor_keys.sample_log_prob
+            'sample_log_prob'
+        """
+        resolve_keys(self.tensor_keys, self.default_keys(), **keys)
+        self._keys_changed()
+        return self

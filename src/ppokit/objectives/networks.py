@@ -13,6 +13,7 @@ import contextlib
 import logging
 from typing import Any
 
+import tensordict
 import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModuleBase, TensorDictParams
@@ -21,9 +22,11 @@ from torch import nn
 
 from ppokit.internals.direct import ModulePlan, TensorReader
 from ppokit.internals.slots import ParamSlots
+from ppokit.internals.versions import direct_path_supported
 from ppokit.modules.distributions import deferred_param_checks
 from ppokit.objectives.inputs import LossInputs
 from ppokit.objectives.keys import key_str
+from ppokit.objectives.scoring import policy_entropy, policy_log_prob
 
 __all__ = ["EXECUTION_PATHS", "LossNetworks"]
 
@@ -91,6 +94,21 @@ class LossNetworks(nn.Module):
         """
         return "direct" if self._direct_usable() else "tensordict"
 
+    def execution_path_reason(self) -> str:
+        """Why :attr:`execution_path` is what it is, in words (for logs and debugging)."""
+        if not direct_path_supported():
+            return (f"tensordict {tensordict.__version__} is not a release the direct path was "
+                    "checked on")
+        for name, plan in (("actor", self._actor_plan), ("critic", self._critic_plan)):
+            if name == "critic" and not self._has_critic:
+                continue
+            if plan is None:
+                return f"the {name} is not a plain chain of TensorDict modules"
+            if not plan.usable():
+                return (f"a hook, set_skip_existing or a swapped network is active on the "
+                        f"{name}")
+        return "plain TensorDict modules, no hooks"
+
     def _direct_usable(self) -> bool:
         if self._actor_plan is None or not self._actor_plan.usable():
             return False
@@ -116,8 +134,8 @@ class LossNetworks(nn.Module):
         path = EXECUTION_PATHS[0] if direct else EXECUTION_PATHS[1]
         if path != self._last_path:
             self._last_path = path
-            logger.debug("%s runs its networks on the %s path%s", type(self).__name__, path,
-                         "" if direct else " (see PPOLoss.execution_path for why)")
+            logger.debug("%s runs its networks on the %s path (%s)", type(self).__name__, path,
+                         self.execution_path_reason())
         return direct
 
     # ------------------------------------------------------------------ construction
@@ -211,52 +229,13 @@ class LossNetworks(nn.Module):
 
     def _log_prob(self, dist: D.Distribution, action: torch.Tensor, batch: torch.Size
                   ) -> torch.Tensor:
-        """``log pi(a|s)`` of the stored action, one per sample ``[*B]``."""
-        log_prob = dist.log_prob(action)
-        if not isinstance(log_prob, torch.Tensor) or log_prob.shape != batch:
-            shape = getattr(log_prob, "shape", None)
-            raise ValueError(
-                f"The actor's distribution {type(dist).__name__} gives log-probs of shape "
-                f"{tuple(shape) if shape is not None else shape} for actions of shape "
-                f"{tuple(action.shape)}, expected the batch shape {tuple(batch)}. A "
-                "multi-dimensional action needs a distribution that sums over the action dims "
-                "(IndependentNormal, TanhNormal with event_dims=1), not a plain Normal."
-            )
-        return log_prob
+        """``log pi(a|s)`` of the stored action ``[*B]`` (the one place the loss scores)."""
+        return policy_log_prob(dist, action, batch)
 
     def _entropy(self, dist: D.Distribution, batch: torch.Size, *, mc: bool = False
                  ) -> tuple[torch.Tensor, bool]:
         """Per-sample entropy ``[*B]`` and whether it is the closed form."""
-        entropy = None
-        if not mc:
-            with contextlib.suppress(NotImplementedError):
-                entropy = dist.entropy()
-        closed_form = entropy is not None
-        if entropy is None:
-            # No closed form, e.g. a tanh-squashed Gaussian: Monte-Carlo estimate
-            # -E[log pi(a)] from reparameterised samples, so the bonus still has a gradient.
-            # (A closed form that is not finite is caught after the fact by the output
-            # check, which then reruns with mc=True.)
-            entropy = self._mc_entropy(dist)
-        if entropy.shape != batch:
-            raise ValueError(
-                f"The actor's distribution {type(dist).__name__} gives an entropy of shape "
-                f"{tuple(entropy.shape)}, expected the batch shape {tuple(batch)}."
-            )
-        return entropy, closed_form
-
-    def _mc_entropy(self, dist: D.Distribution) -> torch.Tensor:
-        shape = torch.Size([self.samples_mc_entropy])
-        if dist.has_rsample:
-            if hasattr(dist, "rsample_and_log_prob"):
-                _, log_prob = dist.rsample_and_log_prob(shape)
-            else:
-                log_prob = dist.log_prob(dist.rsample(shape))
-        elif hasattr(dist, "sample_and_log_prob"):
-            _, log_prob = dist.sample_and_log_prob(shape)
-        else:
-            log_prob = dist.log_prob(dist.sample(shape))
-        return -log_prob.mean(0)
+        return policy_entropy(dist, batch, samples_mc=self.samples_mc_entropy, mc=mc)
 
     def _critic_value(self, inp: LossInputs, actor_env: dict, value_key: object, *,
                       traced: bool) -> torch.Tensor:
