@@ -29,7 +29,7 @@ PROBED_KEYS = ("loss_objective", "kl_approx", "loss_critic", "entropy", "entropy
 def surrogate_term(
     log_weight: torch.Tensor,
     advantage: torch.Tensor,
-    clip_epsilon: float | None,
+    clip_epsilon: PF.ClipRange | None,
 ) -> torch.Tensor:
     """Per-sample policy loss ``[*B, 1]``: clipped (``clip_epsilon``) or plain (None).
 
@@ -55,12 +55,12 @@ def ppo_objective(
     value_target: torch.Tensor | None = None,
     old_value: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
-    clip_epsilon: float | None = None,
+    clip_epsilon: PF.ClipRange | None = None,
     penalty: torch.Tensor | None = None,
-    entropy_coeff: float = 0.01,
-    critic_coeff: float = 1.0,
+    entropy_coeff: float | torch.Tensor = 0.01,
+    critic_coeff: float | torch.Tensor = 1.0,
     loss_critic_type: str = "smooth_l1",
-    clip_value: float | None = None,
+    clip_value: float | torch.Tensor | None = None,
     reduction: str = "mean",
     normalize_advantage: bool = False,
     normalize_advantage_exclude_dims: tuple[int, ...] = (),
@@ -79,7 +79,9 @@ def ppo_objective(
         value_target: regression target ``[*B, 1]`` (needed with ``value``).
         old_value: value stored at collection time ``[*B, 1]``, for ``clip_value``.
         mask: boolean validity mask ``[*B, 1]``; masked samples count nowhere.
-        clip_epsilon: ratio clip range (clipped PPO), or None (plain PPO).
+        clip_epsilon: ratio clip range ``eps`` or ``(eps_low, eps_high)`` (clipped PPO), or
+            None (plain PPO). Coefficients may be floats or 0-d tensors (scheduled buffers
+            inside a compiled graph).
         penalty: an extra per-sample policy term ``[*B, 1]`` added to the surrogate
             (e.g. ``beta * KL`` of KL-penalised PPO).
         entropy_coeff: ``loss_entropy = -entropy_coeff * H``.
