@@ -162,3 +162,50 @@ def test_unsupported_torchrl_keywords_are_refused_not_ignored():
                {"advantage_norm": object()}):
         with pytest.raises(NotImplementedError, match="not implemented in ppokit yet"):
             ClipPPOLoss(actor, value, **kw)
+
+
+# --------------------------------------------------------------------------- per-token
+def _token_data(with_value: bool):
+    from tensordict.nn import TensorDictModule
+    from torch import nn
+
+    torchrl_modules = pytest.importorskip("torchrl.modules")
+    torch.manual_seed(3)
+    actor = torchrl_modules.ProbabilisticActor(
+        TensorDictModule(nn.Linear(3, 7), ["observation"], ["logits"]), in_keys=["logits"],
+        distribution_class=torch.distributions.Categorical, return_log_prob=True)
+    value = torchrl_modules.ValueOperator(nn.Linear(3, 1), in_keys=["summary"])
+    g = torch.Generator().manual_seed(0)
+    td = TensorDict({"observation": torch.randn(4, 5, 3, generator=g),
+                     "summary": torch.randn(4, 3, generator=g)}, [4])
+    with torch.no_grad():
+        actor(td)
+        for p in actor.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g))
+    td["advantage"] = torch.randn(4, 5, 1, generator=g)
+    if with_value:
+        td["value_target"] = torch.randn(4, 1, generator=g)
+    return actor, (value if with_value else None), td.exclude("logits")
+
+
+@pytest.mark.parametrize("with_value", [False, True])
+def test_per_token_log_probs_match_torchrl(with_value):
+    # log-probs [B, T] (one per token) with the advantage [B, T, 1], batch [B]
+    actor, value, td = _token_data(with_value)
+    kw = {"clip_epsilon": 0.1, "entropy_coeff": 0.05}
+    ours = ClipPPOLoss(actor, value, **kw)
+    theirs = torchrl_objectives.ClipPPOLoss(actor, value, **kw)
+    a, b = ours(td), theirs(td)
+    keys = ["loss_objective", "loss_entropy", "entropy", "clip_fraction", "kl_approx"]
+    if with_value:
+        keys.append("loss_critic")
+    _assert_outputs_match(a, b, keys)
+    assert float(a["clip_fraction"]) > 0  # the case exercises the clip
+
+
+def test_per_token_log_probs_need_a_matching_advantage():
+    actor, _, td = _token_data(False)
+    td["advantage"] = torch.randn(4, 1)  # would broadcast silently over tokens
+    with pytest.raises(ValueError, match=r"Per-token log-probs \(4, 5\) need an advantage of "
+                                         r"shape \(4, 5, 1\) and no mask"):
+        ClipPPOLoss(actor)(td)

@@ -219,13 +219,15 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         """
         actor_env: dict = {}
         dist = self._policy_dist(inp, actor_env, traced=traced)
-        log_prob = self._log_prob(dist, inp.action, inp.batch)
+        # one log-prob per sample [*B], or per token [*B, T] (see inputs.read_inputs)
+        sample_shape = inp.old_log_prob.shape
+        log_prob = self._log_prob(dist, inp.action, sample_shape)
         if not self._overlap_resolved and not traced:
             self._resolve_overlap(log_prob)
         extras: dict[str, Any] = {}
         entropy = None
         if self.entropy_bonus:
-            entropy, extras["closed_form_entropy"] = self._entropy(dist, inp.batch,
+            entropy, extras["closed_form_entropy"] = self._entropy(dist, sample_shape,
                                                                    mc=mc_entropy)
             if not traced and not mc_entropy:  # what a compiled call will do (compile_loss)
                 self._closed_form_entropy = extras["closed_form_entropy"]

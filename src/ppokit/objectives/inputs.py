@@ -78,14 +78,16 @@ def read_inputs(
     old_log_prob = get_entry(tensordict, keys.sample_log_prob, "sample_log_prob")
     check_no_grad(action, keys.action)
     check_no_grad(old_log_prob, keys.sample_log_prob)
-    if old_log_prob.shape != batch:
+    advantage = tensordict.get(keys.advantage, None)
+    if old_log_prob.shape != batch and not _per_token(old_log_prob, advantage, batch, mask):
         raise ValueError(
             f"The log-prob at {key_str(keys.sample_log_prob)} has shape "
             f"{tuple(old_log_prob.shape)}, expected the batch shape {tuple(batch)}: one "
             "log-prob per sample, summed over the action dims (e.g. use IndependentNormal "
-            "rather than Normal, or .sum(-1) the stored log-prob)."
+            "rather than Normal, or .sum(-1) the stored log-prob). Per-token log-probs "
+            f"{tuple(old_log_prob.shape)} need an advantage of shape "
+            f"{(*old_log_prob.shape, 1)} and no mask."
         )
-    advantage = tensordict.get(keys.advantage, None)
     # shallow copy: the estimator and tensordict's modules write here, not in the input
     # (the direct path writes into plain dicts and reads the input as it is)
     work = tensordict if direct and advantage is not None else tensordict.copy()
@@ -99,13 +101,23 @@ def read_inputs(
     value_target = (get_entry(work, keys.value_target, "value_target",
                               hint="a value estimator writes it next to the advantage")
                     if needs_value_target else None)
-    check_target_shape(advantage, keys.advantage, batch)
+    check_target_shape(advantage, keys.advantage, old_log_prob.shape)
     if value_target is not None:
         check_target_shape(value_target, keys.value_target, batch)
     if old_value is not None:
         check_target_shape(old_value, keys.value, batch)
     return LossInputs(work, batch, action, old_log_prob, advantage, value_target, old_value,
                       mask, direct)
+
+
+def _per_token(old_log_prob: torch.Tensor, advantage: torch.Tensor | None,
+               batch: torch.Size, mask: torch.Tensor | None) -> bool:
+    """Log-probs with extra dims after the batch (one per token, ``[*B, T]``), as TorchRL
+    takes them: only with an advantage of the same shape ``[*B, T, 1]`` (never broadcast)
+    and no mask."""
+    return (old_log_prob.dim() > len(batch) and old_log_prob.shape[:len(batch)] == batch
+            and mask is None and advantage is not None
+            and tuple(advantage.shape) == (*old_log_prob.shape, 1))
 
 
 def get_entry(td: TensorDictBase, key: NestedKey, name: str, *, hint: str | None = None
