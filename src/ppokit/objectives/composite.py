@@ -54,8 +54,7 @@ def entropy_key(head: NestedKey) -> NestedKey:
     return _suffix(head, "_entropy")
 
 
-def _head_keys(dist: CompositeDistribution) -> list[NestedKey]:
-    """The action keys of a composite distribution's heads, in its own order."""
+def _head_keys(dist: CompositeDistribution) -> list[NestedKey]:  # in the composite's order
     return [_norm(k) for k in dist.dists]
 
 
@@ -183,10 +182,9 @@ def stored_log_prob(tensordict: TensorDictBase, log_prob_key: Keys, *,
         ...                 batch_shape=torch.Size([1]))
         tensor([-3.5000])
     """
-    keys = _as_key_list(log_prob_key)
-    values = [(k, _get(tensordict, k, "behaviour log-prob")) for k in keys]
+    values = [(k, _get(tensordict, k, "behaviour log-prob")) for k in _as_key_list(log_prob_key)]
     if len(values) == 1:
-        return _batched(values[0][1], batch_shape, f"log-prob at {keys[0]!r}")
+        return _batched(values[0][1], batch_shape, f"log-prob at {values[0][0]!r}")
     return _sum([_per_sample(v, batch_shape, f"log-prob at {k!r}") for k, v in values])
 
 
@@ -324,9 +322,8 @@ def resolve_entropy_coeff(coeff: Mapping[NestedKey, float],
                           heads: Sequence[NestedKey]) -> dict[NestedKey, float]:
     """Map a per-head ``entropy_coeff`` onto the heads, checking it names each head once.
 
-    A head may be named by its action key (``("agents", "action")``), its entropy key
-    (``("agents", "action_entropy")``, the spelling TorchRL 0.14.1 reads) or its log-prob key
-    (``("agents", "action_log_prob")``, the spelling TorchRL's docs show).
+    A head is named by its action key, ``"<head>_entropy"`` (what TorchRL 0.14.1 reads) or
+    ``"<head>_log_prob"`` (what TorchRL's docs show).
 
     Example:
         >>> resolve_entropy_coeff({"grip_entropy": 0.1, ("agents", "action"): 0.2},
@@ -397,7 +394,6 @@ def composite_entropy_td(terms: EntropyTerms) -> TensorDict:
     """
     if terms.per_head is None:
         raise TypeError("composite_entropy_td needs per-head entropies (a composite policy).")
-    n = terms.total.ndim
-    return TensorDict({entropy_key(h): e.detach().unsqueeze(n) for h, e in
+    return TensorDict({entropy_key(h): e.detach().unsqueeze(terms.total.ndim) for h, e in
                        terms.per_head.items()}, batch_size=(*terms.total.shape, 1))
 
