@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.nn import CompositeDistribution
+from tensordict.nn import CompositeDistribution, ProbabilisticTensorDictModule
 from torch import distributions as D
 
 from ppokit.objectives.composite import sample_and_score
@@ -93,7 +93,8 @@ def previous_distribution(actor: Any, tensordict: TensorDictBase) -> D.Distribut
 
     Uses the public ``build_dist_from_params`` of a tensordict probabilistic actor; the
     stored parameters are the in_keys of its distribution module (``loc``/``scale``,
-    ``logits``, ...).
+    ``logits``, ...). Build it before running the actor on the same tensordict: the actor
+    writes its new parameters over the stored ones.
 
     Example:
         >>> from tensordict import TensorDict
@@ -109,13 +110,15 @@ def previous_distribution(actor: Any, tensordict: TensorDictBase) -> D.Distribut
         raise TypeError(f"The KL penalty needs an actor that can rebuild pi_old from stored "
                         f"parameters (a ProbabilisticTensorDictSequential); got "
                         f"{type(actor).__name__}.")
-    try:
-        return build(tensordict)
-    except KeyError as err:
+    needed = [k for m in actor.modules() if isinstance(m, ProbabilisticTensorDictModule)
+              for k in m.in_keys]
+    missing = [k for k in needed if tensordict.get(k, None) is None]
+    if missing:
         present = sorted(map(repr, tensordict.keys(include_nested=True, leaves_only=True)))
-        raise KeyError(f"The distribution parameters pi_old is rebuilt from are missing from "
-                       f"the data ({err}); it holds {', '.join(present)}. Store the actor's "
-                       f"distribution parameters at collection time.") from err
+        raise KeyError(f"The distribution parameters {missing} pi_old is rebuilt from are "
+                       f"missing from the data; it holds {', '.join(present)}. Store the "
+                       f"actor's distribution parameters at collection time.")
+    return build(tensordict)
 
 
 def _closed_form_kl(p: D.Distribution, q: D.Distribution) -> torch.Tensor | None:
