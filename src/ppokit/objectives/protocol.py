@@ -246,7 +246,9 @@ class LossProtocol:
                 if not isinstance(network, nn.Module):
                     continue
                 for module in network.modules():
-                    reset = getattr(module, "reset_parameters", None)
-                    if callable(reset) and id(module) not in seen:
+                    # the class must define it: tensordict wrappers forward unknown attributes
+                    # to the module they wrap, which would reset that module twice
+                    if callable(getattr(type(module), "reset_parameters", None)) and (
+                            id(module) not in seen):
                         seen.add(id(module))
-                        reset()
+                        module.reset_parameters()
