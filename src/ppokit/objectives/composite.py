@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import operator
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -33,7 +33,7 @@ __all__ = [
     "resolve_entropy_coeff", "sample_and_score", "stored_log_prob",
 ]
 
-Keys = NestedKey | Sequence[NestedKey]
+Keys: TypeAlias = NestedKey | Sequence[NestedKey]  # one key, or one per head
 
 
 _norm = unravel_key  # one spelling per key: ("a",) -> "a", ("a", ("b",)) -> ("a", "b")

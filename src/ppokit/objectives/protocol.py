@@ -25,7 +25,7 @@ names on to ``forward`` and fails later on a missing one).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tensordict import TensorDictBase, is_tensor_collection, make_tensordict
@@ -43,7 +43,7 @@ def _keys(value: NestedKey | Sequence[NestedKey] | None) -> list[NestedKey]:
     return [unravel_key(k) for k in value]
 
 
-def loss_in_keys(actor: nn.Module, critic: nn.Module | None, *,
+def loss_in_keys(actor: Any, critic: Any | None, *,
                  action: NestedKey | Sequence[NestedKey],
                  sample_log_prob: NestedKey | Sequence[NestedKey], reward: NestedKey,
                  done: NestedKey, terminated: NestedKey,
@@ -251,4 +251,4 @@ class LossProtocol:
                     if callable(getattr(type(module), "reset_parameters", None)) and (
                             id(module) not in seen):
                         seen.add(id(module))
-                        module.reset_parameters()
+                        cast(Any, module).reset_parameters()
