@@ -172,6 +172,12 @@ def test_keyword_call_returns_what_torchrl_returns():
     loss.reset_out_keys()
     assert loss.out_keys == loss.out_keys_source
     assert len(loss(**kwargs)) == len(loss.out_keys_source)
+    # assigning out_keys selects, as TorchRL's setter does; None restores them all
+    ref.out_keys = ["loss_critic"]
+    loss.out_keys = ["loss_critic"]
+    assert_close(loss(**kwargs), ref(**kwargs))
+    loss.out_keys = None
+    assert loss.out_keys == loss.out_keys_source
 
 
 def test_optional_keyword_key_is_used():

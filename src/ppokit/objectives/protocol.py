@@ -189,6 +189,14 @@ class LossProtocol:
             return list(self._selected_out_keys)
         return self._all_out_keys()
 
+    @out_keys.setter
+    def out_keys(self, keys: Sequence[str] | None) -> None:
+        # TorchRL's losses accept this assignment; it means select_out_keys (None: all)
+        if keys is None:
+            self.reset_out_keys()
+        else:
+            self.select_out_keys(*keys)
+
     @property
     def out_keys_source(self) -> list[str]:
         """Every entry the loss can return with its current options."""
