@@ -309,3 +309,48 @@ def test_shape_grad_and_option_errors():
         stored_log_prob(td, "action_log_prob", batch_shape=BATCH)
     with pytest.raises(ValueError, match="samples_mc_entropy must be an integer >= 1"):
         entropy_terms(dist, batch_shape=BATCH, samples_mc_entropy=0)
+
+
+class _OverflowingNormal(D.Normal):
+    """A closed form that overflows for the first sample (a near-degenerate scale)."""
+
+    def entropy(self) -> torch.Tensor:
+        entropy = super().entropy()
+        return torch.cat([torch.full_like(entropy[:1], float("inf")), entropy[1:]])
+
+
+def test_non_finite_closed_form_falls_back_to_sampling():
+    loc, scale = torch.randn(B, ACT), torch.rand(B, ACT) + 0.5
+    dist = _OverflowingNormal(loc, scale)
+    torch.manual_seed(2)
+    terms = entropy_terms(dist, batch_shape=BATCH, samples_mc_entropy=5)
+    torch.manual_seed(2)
+    draws = D.Normal(loc, scale).rsample((5,))
+    expected = -D.Normal(loc, scale).log_prob(draws).mean(0)  # every sample estimated
+    assert not terms.closed_form
+    assert_close(terms.total, expected)
+    # without the check the closed form is kept as is (the caller diagnoses it later)
+    kept = entropy_terms(dist, batch_shape=BATCH, check_finite=False)
+    assert kept.closed_form and torch.isinf(kept.total[0]).all()
+
+
+def test_entropy_compiles_in_one_graph():
+    loc, scale = torch.randn(B, ACT), torch.rand(B, ACT) + 0.5
+
+    def bonus(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        params = TensorDict({"move": {"loc": loc, "scale": scale},
+                             "grip": {"logits": loc}}, [B])
+        dist = CompositeDistribution(params, {"move": _OverflowingNormal, "grip": D.Categorical})
+        return entropy_loss(entropy_terms(dist, batch_shape=BATCH), {"move": 0.1, "grip": 0.2})
+
+    compiled = torch.compile(bonus, fullgraph=True)
+    torch.manual_seed(4)
+    got = compiled(loc, scale)
+    torch.manual_seed(4)
+    draws = D.Normal(loc, scale).rsample((1,))
+    sampled = -D.Normal(loc, scale).log_prob(draws).mean(0)
+    closed = D.Normal(loc, scale).entropy()
+    # compiled: the estimate replaces only the non-finite elements (no data-dependent branch)
+    move = torch.cat([sampled[:1], closed[1:]]).sum(-1)
+    expected = -(0.1 * move + 0.2 * D.Categorical(logits=loc).entropy())
+    assert_close(got, expected)

@@ -138,7 +138,9 @@ def kl_term(previous: D.Distribution, current: D.Distribution, *, samples_mc_kl:
     The Monte-Carlo estimate is ``mean_i [log pi_old(x_i) - log pi_theta(x_i)]`` over
     ``samples_mc_kl`` draws ``x_i ~ pi_old`` (plain draws, as TorchRL's); a composite's heads
     are drawn in the composite's order and each head's log-probs are summed over its event
-    dims, then over heads.
+    dims, then over heads. The closed form goes through torch's ``kl_divergence``, whose
+    type dispatch ``torch.compile(fullgraph=True)`` cannot trace (torch 2.13): call it
+    eagerly or let the compiled graph break there.
 
     Args:
         previous: ``pi_old`` (:func:`previous_distribution`), no gradient needed.
