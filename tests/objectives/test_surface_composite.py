@@ -53,6 +53,10 @@ class _NoEntropyCategorical(D.Categorical):
 
     entropy = D.Distribution.entropy
 
+    @property
+    def deterministic_sample(self) -> torch.Tensor:
+        return self.mode
+
 
 class _Params(nn.Module):
     def __init__(self, act: int) -> None:
