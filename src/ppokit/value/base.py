@@ -95,6 +95,8 @@ class ValueEstimatorBase(nn.Module, abc.ABC):
     with the value) and :meth:`_precheck` (extra reads before the network) are hooks.
     """
 
+    gamma: float | Tensor  # set by every subclass (a float, or a buffer when a tensor)
+
     def __init__(
         self,
         *,

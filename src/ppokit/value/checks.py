@@ -72,18 +72,17 @@ def as_flag(name: str, flag: Tensor) -> Tensor:
 
 def check_discount(name: str, value: Scalar, shape: torch.Size | None) -> None:
     """``gamma`` / ``lmbda`` must lie in [0, 1] and broadcast to ``shape`` (if given)."""
-    if isinstance(value, Tensor) and shape is None:
-        bad = value.numel() > 0 and not bool(((value >= 0) & (value <= 1)).all())
-    elif isinstance(value, Tensor):
-        try:
-            out = torch.broadcast_shapes(value.shape, shape)
-        except RuntimeError:
-            out = None
-        if out != shape:
-            raise ValueError(
-                f"{name} of shape {tuple(value.shape)} does not broadcast to the input shape "
-                f"{tuple(shape)}; pass a float or a tensor broadcastable to [*B, T, F]."
-            )
+    if isinstance(value, Tensor):
+        if shape is not None:
+            try:
+                out: torch.Size | None = torch.broadcast_shapes(value.shape, shape)
+            except RuntimeError:
+                out = None
+            if out != shape:
+                raise ValueError(
+                    f"{name} of shape {tuple(value.shape)} does not broadcast to the input "
+                    f"shape {tuple(shape)}; pass a float or a tensor broadcastable to [*B, T, F]."
+                )
         bad = value.numel() > 0 and not bool(((value >= 0) & (value <= 1)).all())
     elif isinstance(value, int | float) and not isinstance(value, bool):
         bad = not 0.0 <= value <= 1.0

@@ -47,6 +47,8 @@ class GAE(ValueEstimatorBase):
         torch.Size([4, 10, 1])
     """
 
+    lmbda: float | Tensor
+
     def __init__(
         self,
         *,

@@ -98,6 +98,8 @@ class TDLambdaEstimate(_TDTargetEstimate):
                  [3.0000]]])
     """
 
+    lmbda: float | Tensor
+
     def __init__(
         self,
         *,
