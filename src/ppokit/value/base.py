@@ -25,7 +25,6 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.nn import skip_existing as _global_skip_existing
 from torch import Tensor, nn
 
-from ppokit.objectives.functional import standardize
 from ppokit.value.checks import as_flag, check_discount
 
 __all__ = ["AcceptedKeys", "NestedKey", "Signals", "ValueEstimatorBase", "get_entry", "next_key"]
@@ -343,8 +342,3 @@ class ValueEstimatorBase(nn.Module, abc.ABC):
         time_dim: int,
     ) -> tuple[Tensor, Tensor]:
         """Return ``(advantage, value_target)``; each estimator defines its target."""
-
-    @staticmethod
-    def _standardize(x: Tensor, mask: Tensor | None, *, eps: float) -> Tensor:
-        """The one standardisation (:func:`ppokit.objectives.functional.standardize`)."""
-        return standardize(x, mask, eps=eps)

@@ -7,6 +7,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 
+from ppokit.objectives.functional import standardize
 from ppokit.value.base import Signals, ValueEstimatorBase
 from ppokit.value.functional import generalized_advantage_estimate
 from ppokit.value.functional_multiagent import broadcast_team_signal, standardize_per_agent
@@ -95,7 +96,7 @@ class GAE(ValueEstimatorBase):
         return advantage, value_target
 
     def _normalize(self, advantage: Tensor, mask: Tensor | None) -> Tensor:
-        return self._standardize(advantage, mask, eps=1e-4)
+        return standardize(advantage, mask, eps=1e-4)
 
 
 class MultiAgentGAE(GAE):

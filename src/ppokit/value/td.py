@@ -12,6 +12,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 
+from ppokit.objectives.functional import standardize
 from ppokit.value.base import Signals, ValueEstimatorBase, next_key
 from ppokit.value.functional import (
     td0_return_estimate,
@@ -67,7 +68,7 @@ class _TDTargetEstimate(ValueEstimatorBase):
         reward, mask = signals.reward, signals.mask
         if self.average_rewards:
             # TorchRL's average_rewards: standardise the rewards and write them back
-            reward = self._standardize(reward, mask, eps=1e-5)
+            reward = standardize(reward, mask, eps=1e-5)
             tensordict.set(next_key(self._tensor_keys.reward), reward)
         target = self._target(next_value, reward, signals.done, signals.terminated, mask, time_dim)
         if mask is None:

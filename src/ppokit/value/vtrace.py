@@ -14,6 +14,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import CompositeDistribution, TensorDictModuleBase
 from torch import Tensor
 
+from ppokit.objectives.functional import standardize
 from ppokit.value.base import Signals, ValueEstimatorBase, get_entry
 from ppokit.value.checks import check_threshold
 from ppokit.value.functional_vtrace import vtrace_advantage_estimate
@@ -156,5 +157,5 @@ class VTrace(ValueEstimatorBase):
             mask=signals.mask,
         )
         if self.average_adv:
-            advantage = self._standardize(advantage, signals.mask, eps=1e-5)
+            advantage = standardize(advantage, signals.mask, eps=1e-5)
         return advantage, value_target
