@@ -230,3 +230,32 @@ def test_magae_functional_parity_and_agent_dim():
     theirs = torchrl_value.GAE(gamma=0.9, lmbda=0.8, value_network=None, time_dim=2)(td)
     torch.testing.assert_close(ours[0], theirs["advantage"], **TOL)
     torch.testing.assert_close(ours[1], theirs["value_target"], **TOL)
+
+
+def test_magae_team_mask_equals_cut_rollout():
+    # a team-level [B, T] mask pads every agent alike: the padded row's valid part equals
+    # the row cut there
+    td = make_marl_rollout(batch=2, steps=8)
+    td["state_value"] = torch.randn(2, 8, 3, 1)
+    td["next", "state_value"] = torch.randn(2, 8, 3, 1)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, 5:] = False
+    td["mask"] = mask
+    est = MultiAgentGAE(gamma=0.9, lmbda=0.8, value_network=None).set_keys(mask="mask")
+    out = est(td.clone())
+    cut = MultiAgentGAE(gamma=0.9, lmbda=0.8, value_network=None)(td[1:, :5].clone())
+    torch.testing.assert_close(out["advantage"][1:, :5], cut["advantage"])
+    assert (out["advantage"][1, 5:] == 0).all()
+    full = MultiAgentGAE(gamma=0.9, lmbda=0.8, value_network=None)(td[:1].clone())
+    torch.testing.assert_close(out["advantage"][:1], full["advantage"])
+
+
+def test_vtrace_gives_the_actor_no_gradient():
+    actor = make_gaussian_actor()
+    critic = TensorDictModule(nn.Linear(3, 1), ["observation"], ["state_value"])
+    td = make_vtrace_rollout(actor)
+    est = VTrace(gamma=0.9, actor_network=actor, value_network=critic, differentiable=True)
+    out = est(td)
+    out["advantage"].sum().backward()
+    assert all(p.grad is None for p in actor.parameters())
+    assert critic.module.weight.grad is not None  # differentiable: V(s_t) keeps its graph

@@ -27,7 +27,16 @@ from torch import Tensor, nn
 
 from ppokit.value.checks import as_flag, check_discount
 
-__all__ = ["AcceptedKeys", "NestedKey", "Signals", "ValueEstimatorBase", "get_entry", "next_key"]
+__all__ = [
+    "AcceptedKeys",
+    "NestedKey",
+    "Signals",
+    "ValueEstimatorBase",
+    "check_finite",
+    "get_entry",
+    "next_key",
+    "resolve_time_dim",
+]
 
 NestedKey = str | tuple[str, ...]
 
@@ -87,6 +96,59 @@ def get_entry(tensordict: TensorDictBase, key: NestedKey, what: str) -> Any:
     return value
 
 
+def check_finite(key: NestedKey, tensor: Tensor, used: Tensor | None) -> None:
+    """Raise if ``tensor`` holds NaN/Inf where ``used`` (default: everywhere) is True.
+
+    Example:
+        >>> check_finite("reward", torch.tensor([1.0, float("nan")]), torch.tensor([True, False]))
+    """
+    bad = ~torch.isfinite(tensor)
+    if used is not None:
+        bad = bad & used
+    if bool(bad.any()):
+        raise ValueError(
+            f"{key!r} holds {int(bad.sum())} NaN/Inf entries; fix the data or the value "
+            "network before estimating advantages."
+        )
+
+
+def resolve_time_dim(tensordict: TensorDictBase, time_dim: int | None, default: int | None) -> int:
+    """The non-negative time dim of ``tensordict``.
+
+    Args:
+        tensordict: data with batch size ``[*B, T]`` (at least one dim).
+        time_dim: the caller's choice (may be negative), or ``None``.
+        default: the estimator's ``time_dim``, used when ``time_dim`` is ``None``.
+
+    Returns:
+        ``time_dim``, else ``default``, else a dim named ``"time"``, else the last batch dim.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> resolve_time_dim(TensorDict({}, batch_size=[4, 10]), None, None)
+        1
+    """
+    ndim = tensordict.batch_dims
+    if ndim < 1:
+        raise ValueError(
+            "Expected a tensordict with batch dims [*B, T] (at least the time dim), got "
+            f"batch_size={tuple(tensordict.batch_size)}. Unsqueeze a time dim first."
+        )
+    if time_dim is None:
+        time_dim = default
+    if time_dim is None:
+        try:
+            names = list(tensordict.names)
+        except (RuntimeError, ValueError):  # some lazy tensordicts have no names
+            names = []
+        time_dim = names.index("time") if "time" in names else ndim - 1
+    if not -ndim <= time_dim < ndim:
+        raise ValueError(
+            f"time_dim={time_dim} is out of range for batch_size {tuple(tensordict.batch_size)}."
+        )
+    return time_dim % ndim
+
+
 class ValueEstimatorBase(nn.Module, abc.ABC):
     """Shared machinery: keys, input checks, value-network calls, output writing.
 
@@ -141,28 +203,6 @@ class ValueEstimatorBase(nn.Module, abc.ABC):
 
     # -- reading and checking ---------------------------------------------------
 
-    def _resolve_time_dim(self, tensordict: TensorDictBase, time_dim: int | None) -> int:
-        ndim = tensordict.batch_dims
-        if ndim < 1:
-            raise ValueError(
-                "Expected a tensordict with batch dims [*B, T] (at least the time dim), got "
-                f"batch_size={tuple(tensordict.batch_size)}. Unsqueeze a time dim first."
-            )
-        if time_dim is None:
-            time_dim = self.time_dim
-        if time_dim is None:
-            try:
-                names = list(tensordict.names)
-            except (RuntimeError, ValueError):  # some lazy tensordicts have no names
-                names = []
-            time_dim = names.index("time") if "time" in names else ndim - 1
-        if not -ndim <= time_dim < ndim:
-            raise ValueError(
-                f"time_dim={time_dim} is out of range for batch_size "
-                f"{tuple(tensordict.batch_size)}."
-            )
-        return time_dim % ndim
-
     def _read_signals(self, tensordict: TensorDictBase) -> Signals:
         """Reward, done, terminated and mask, checked against the batch size only."""
         keys = self._tensor_keys
@@ -193,7 +233,7 @@ class ValueEstimatorBase(nn.Module, abc.ABC):
                 )
             as_flag(name, tensor)  # raises for flags other than bool / 0-1
         mask = self._read_mask(tensordict, batch, expected)
-        self._check_finite(next_key(keys.reward), reward, mask)
+        check_finite(next_key(keys.reward), reward, mask)
         return Signals(reward, done, terminated, mask)
 
     def _read_mask(
@@ -215,17 +255,6 @@ class ValueEstimatorBase(nn.Module, abc.ABC):
                 f"mask {key!r} has shape {tuple(mask.shape)}; expected {batch} or {expected}."
             )
         return mask.expand(expected)
-
-    @staticmethod
-    def _check_finite(key: NestedKey, tensor: Tensor, used: Tensor | None) -> None:
-        bad = ~torch.isfinite(tensor)
-        if used is not None:
-            bad = bad & used
-        if bool(bad.any()):
-            raise ValueError(
-                f"{key!r} holds {int(bad.sum())} NaN/Inf entries; fix the data or the value "
-                "network before estimating advantages."
-            )
 
     def _precheck(self, tensordict: TensorDictBase, signals: Signals) -> None:
         """Hook: more reads and checks that must pass before the value network runs."""
@@ -311,16 +340,16 @@ class ValueEstimatorBase(nn.Module, abc.ABC):
             If any check fails, nothing has been written.
         """
         with torch.set_grad_enabled(self.differentiable):
-            dim = self._resolve_time_dim(tensordict, time_dim)
+            dim = resolve_time_dim(tensordict, time_dim, self.time_dim)
             signals = self._read_signals(tensordict)
             self._precheck(tensordict, signals)
             value, next_value = self._values(tensordict, params, target_params)
             signals = self._match_value(value, signals)
             keys = self._tensor_keys
-            self._check_finite(keys.value, value, signals.mask)
+            check_finite(keys.value, value, signals.mask)
             # V(s') at a terminal step is never used (often computed from a NaN reset obs).
             used = ~signals.terminated.bool()
-            self._check_finite(
+            check_finite(
                 next_key(keys.value),
                 next_value,
                 used if signals.mask is None else used & signals.mask,

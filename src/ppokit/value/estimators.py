@@ -84,7 +84,8 @@ def _member(value_type: object) -> ValueEstimators | None:
     if isinstance(value_type, Enum):
         # TorchRL's members have descriptive values ("Generalized advantage estimate"):
         # match on the class name and the member name, without importing torchrl.
-        if type(value_type).__name__ == "ValueEstimators":
+        enum_cls = type(value_type)
+        if enum_cls.__name__ == "ValueEstimators" and enum_cls.__module__.startswith("torchrl"):
             return ValueEstimators.__members__.get(value_type.name)
         return None
     if isinstance(value_type, str):
