@@ -259,3 +259,28 @@ def test_vtrace_gives_the_actor_no_gradient():
     out["advantage"].sum().backward()
     assert all(p.grad is None for p in actor.parameters())
     assert critic.module.weight.grad is not None  # differentiable: V(s_t) keeps its graph
+
+
+def test_in_and_out_keys_match_torchrl():
+    critic = TensorDictModule(nn.Linear(3, 1), ["observation"], ["state_value"])
+    ours = MultiAgentGAE(gamma=0.9, lmbda=0.9, value_network=critic)
+    theirs = torchrl_value.MultiAgentGAE(gamma=0.9, lmbda=0.9, value_network=critic)
+    assert ours.in_keys == theirs.in_keys
+    assert ours.out_keys == theirs.out_keys == ["advantage", "value_target"]
+    actor = make_gaussian_actor()
+    ours = VTrace(gamma=0.9, actor_network=actor, value_network=critic)
+    theirs = torchrl_value.VTrace(gamma=0.9, actor_network=actor, value_network=critic)
+    # TorchRL lists the behaviour log-prob; ppokit also reads the stored action (it scores
+    # it) and the actor's inputs
+    assert ours.in_keys[: len(theirs.in_keys)] == theirs.in_keys
+    assert ours.in_keys[len(theirs.in_keys) :] == ["action"]
+    ours.set_keys(mask="valid", reward="r")
+    assert ("next", "r") in ours.in_keys and "valid" in ours.in_keys
+    no_net = MultiAgentGAE(gamma=0.9, lmbda=0.9, value_network=None)
+    assert no_net.in_keys == [
+        "state_value",
+        ("next", "reward"),
+        ("next", "done"),
+        ("next", "terminated"),
+        ("next", "state_value"),
+    ]

@@ -185,6 +185,32 @@ class ValueEstimatorBase(nn.Module, abc.ABC):
         """The keys in use (a copy; change them with :meth:`set_keys`)."""
         return dataclasses.replace(self._tensor_keys)
 
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        """Entries read, in TorchRL's order.
+
+        The value network's inputs (or the stored value when there is none), the signals
+        under ``"next"``, the same inputs under ``"next"``, then the mask if set.
+        """
+        keys = self._tensor_keys
+        net = self.value_network
+        inputs = list(net.in_keys) if net is not None else [keys.value]
+        out: list[NestedKey] = [
+            *inputs,
+            next_key(keys.reward),
+            next_key(keys.done),
+            next_key(keys.terminated),
+            *(next_key(key) for key in inputs),
+        ]
+        if keys.mask is not None:
+            out.append(keys.mask)
+        return out
+
+    @property
+    def out_keys(self) -> list[NestedKey]:
+        """Entries written for the caller: advantage and value target (the values too)."""
+        return [self._tensor_keys.advantage, self._tensor_keys.value_target]
+
     def set_keys(self, **keys: NestedKey | None) -> ValueEstimatorBase:
         """Rename the keys read and written; returns ``self``.
 

@@ -15,7 +15,7 @@ from tensordict.nn import CompositeDistribution, TensorDictModuleBase
 from torch import Tensor
 
 from ppokit.objectives.functional import standardize
-from ppokit.value.base import Signals, ValueEstimatorBase, get_entry
+from ppokit.value.base import NestedKey, Signals, ValueEstimatorBase, get_entry
 from ppokit.value.checks import check_threshold
 from ppokit.value.functional_vtrace import vtrace_advantage_estimate
 
@@ -94,6 +94,14 @@ class VTrace(ValueEstimatorBase):
         self.c_thresh = float(c_thresh)
         self.average_adv = average_adv
         self.actor_network = actor_network
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        """Every estimator's entries, then the behaviour log-prob, action and actor inputs."""
+        keys = super().in_keys
+        extra = [self._tensor_keys.sample_log_prob, self._tensor_keys.action]
+        extra += list(self.actor_network.in_keys)
+        return keys + [key for key in dict.fromkeys(extra) if key not in keys]
 
     def _log_mu(self, tensordict: TensorDictBase, like: Tensor) -> Tensor:
         key = self._tensor_keys.sample_log_prob
