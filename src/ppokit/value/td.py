@@ -66,11 +66,11 @@ class _TDTargetEstimate(ValueEstimatorBase):
         time_dim: int,
     ) -> tuple[Tensor, Tensor]:
         reward, mask = signals.reward, signals.mask
-        if self.average_rewards:
-            # TorchRL's average_rewards: standardise the rewards and write them back
+        if self.average_rewards:  # TorchRL's average_rewards: standardise the rewards
             reward = standardize(reward, mask, eps=1e-5)
-            tensordict.set(next_key(self._tensor_keys.reward), reward)
         target = self._target(next_value, reward, signals.done, signals.terminated, mask, time_dim)
+        if self.average_rewards:  # written back (as TorchRL) once nothing can fail any more
+            tensordict.set(next_key(self._tensor_keys.reward), reward)
         if mask is None:
             return target - value, target
         # padded steps: advantage 0, target = value (as for GAE: target = advantage + value)
