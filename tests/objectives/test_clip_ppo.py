@@ -344,8 +344,10 @@ def test_bad_options(kwargs, match):
 def test_bad_networks():
     with pytest.raises(TypeError, match="actor_network must be a probabilistic"):
         ClipPPOLoss(nn.Linear(3, 2), critic())
+    # TorchRL 0.14.1 accepts critic_network=None (actor-only use, critic_coeff then 0);
+    # asking for a critic loss without a critic is still refused
     with pytest.raises(TypeError, match="critic_network is missing"):
-        ClipPPOLoss(discrete_actor(), None)
+        ClipPPOLoss(discrete_actor(), None, critic_coef=1.0)
     with pytest.raises(ValueError, match="clip_value=True takes its threshold from clip_epsilon"):
         PPOLoss(discrete_actor(), critic(), clip_value=True)
 
@@ -504,8 +506,11 @@ def test_functional_and_plain_modes_agree_and_train_same_tensors():
 
 def test_state_dict_holds_each_tensor_once():
     loss = ClipPPOLoss(discrete_actor(), critic())
-    assert sorted(loss.state_dict()) == sorted(n for n, _ in loss.named_parameters())
-    assert len(loss.state_dict()) == 4
+    # each parameter once, plus the schedulable coefficients (0-d buffers, as in TorchRL)
+    coefficients = ["clip_epsilon", "critic_coeff", "entropy_coeff"]
+    assert sorted(loss.state_dict()) == sorted(
+        [n for n, _ in loss.named_parameters()] + coefficients)
+    assert len(loss.state_dict()) == 4 + 3
 
 
 # --------------------------------------------------------------------------- shared trunk
@@ -664,11 +669,14 @@ def test_second_order_meta_gradient_matches_torch_func():
         lr = 0.3
         loss = ClipPPOLoss(actor, crit, entropy_coef=0.1)
         params = TensorDict.from_module(loss)
-        leaves = list(params.values(True, True))
+        # the parameters; the loss's coefficient buffers are constants of the loss
+        keys = [k for k in params.keys(True, True) if params.get(k).requires_grad]
+        leaves = [params.get(k) for k in keys]
+        assert len(leaves) == 4
         inner = _total(loss(inner_td))
         grads = torch.autograd.grad(inner, leaves, create_graph=True)
         adapted = params.clone(False)
-        for key, g in zip(params.keys(True, True), grads):
+        for key, g in zip(keys, grads):
             adapted.set(key, params.get(key) - lr * g)
         with adapted.to_module(loss):
             outer = _total(loss(outer_td))

@@ -140,12 +140,12 @@ def test_plain_modules_take_the_fast_path_and_give_the_general_path_numbers():
     td = make_batch(actor, (10,))
     loss = ClipPPOLoss(actor, critic, clip_value=0.2)
     params = [*actor.parameters(), *critic.parameters()]
-    assert loss._fast_path_usable()
+    assert loss.execution_path == "direct"
     fast = loss(td)
     g_fast = _grads(fast, params)
     handle = actor.module[0].register_forward_hook(lambda *a: None)
     try:
-        assert not loss._fast_path_usable()
+        assert loss.execution_path == "tensordict"
         slow = loss(td)
         g_slow = _grads(slow, params)
     finally:

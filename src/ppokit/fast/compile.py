@@ -1,16 +1,17 @@
 """Opt-in ``torch.compile`` of a PPO loss: :func:`compile_loss`.
 
-The loss is split in three. Reading and checking the TensorDict (keys, shapes, stored
-tensors without grad) stays eager Python; the networks and the math
-(``PPOLoss._compute`` on plain tensors) are compiled as one graph with ``fullgraph=True``;
-the one data-dependent check (are the outputs finite? if not, which input is to blame) runs
-eagerly on the result. The numbers are those of the eager loss up to float rounding
-(inductor fuses and reorders the float ops).
+The loss's own :meth:`~ppokit.PPOLoss.run` does the call: reading and checking the
+TensorDict (keys, shapes, stored tensors without grad) stays eager Python; the networks and
+the math (``PPOLoss.compute(..., traced=True)`` on plain tensors, ending in
+:func:`ppokit.objectives.objective.ppo_objective`) are compiled as one graph with
+``fullgraph=True``; the one data-dependent check (are the outputs finite? if not, which
+input is to blame) runs eagerly on the result. The numbers are those of the eager loss up
+to float rounding (inductor fuses and reorders the float ops).
 
 A call runs eagerly, exactly as ``loss(td)``, when the compiled graph would not reproduce
 it: on the first call (which settles the entropy form and, with ``separate_losses``, which
 parameters the policy uses), when the networks are not a plain chain of TensorDict modules
-(see :mod:`ppokit.fast.direct`), and while the loss runs on parameters other than its
+(see :mod:`ppokit.internals.direct`), and while the loss runs on parameters other than its
 modules' own (``with params.to_module(loss): ...``, meta-RL).
 """
 
@@ -25,7 +26,8 @@ from tensordict import TensorDictBase
 from tensordict.nn import set_interaction_type
 from torch import nn
 
-from ppokit.objectives.ppo import PPOLoss, _Inputs, _output
+from ppokit.objectives.base import PPOLoss
+from ppokit.objectives.inputs import LossInputs
 
 __all__ = ["CompiledLoss", "compile_loss", "network_keys", "traceable", "traced_args",
            "with_own_code"]
@@ -69,12 +71,12 @@ class CompiledLoss(nn.Module):
                    value_target: torch.Tensor | None, old_value: torch.Tensor | None,
                    mask: torch.Tensor | None, mc_entropy: bool
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
-        inp = _Inputs(tensors, batch, action, old_log_prob, advantage, value_target,
-                      old_value, mask, True)
-        out, extras = self.loss._compute(inp, mc_entropy=mc_entropy, traced=True)
+        inp = LossInputs(tensors, batch, action, old_log_prob, advantage, value_target,
+                         old_value, mask, True)
+        out, extras = self.loss.compute(inp, mc_entropy=mc_entropy, traced=True)
         return out, extras.get("value"), extras.get("entropy_all")
 
-    def _can_compile(self, inp: _Inputs) -> bool:
+    def _can_compile(self, inp: LossInputs) -> bool:
         return self._warm and traceable(self.loss, inp)
 
     def _network_keys(self) -> list:
@@ -84,24 +86,24 @@ class CompiledLoss(nn.Module):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Same as ``loss(tensordict)``."""
+        return self.loss.run(tensordict, self._compute)
+
+    def _compute(self, inp: LossInputs) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``loss.compute(inp)``, through the compiled graph when it reproduces the call."""
         loss = self.loss
-        inp = loss._read_inputs(tensordict)
         if not self._can_compile(inp):
             self._warm = True
             self.eager_calls += 1
-            out, extras = loss._compute(inp)
-        else:
-            args = traced_args(loss, inp, self._network_keys())
-            mc = args[-1]
-            with set_interaction_type(loss._actor_plan.interaction()):
-                out, value, entropy_all = self._core(*args)
-            self.compiled_calls += 1
-            extras: dict[str, Any] = {"value": value, "closed_form_entropy": not mc}
-            if entropy_all is not None:
-                extras["entropy_all"] = entropy_all
-        if not loss._outputs_finite(out, extras):
-            out = loss._explain_non_finite(inp, out, extras)
-        return _output(out)
+            return loss.compute(inp)
+        args = traced_args(loss, inp, self._network_keys())
+        mc = args[-1]
+        with set_interaction_type(loss.actor_plan().interaction()):
+            out, value, entropy_all = self._core(*args)
+        self.compiled_calls += 1
+        extras: dict[str, Any] = {"value": value, "closed_form_entropy": not mc}
+        if entropy_all is not None:
+            extras["entropy_all"] = entropy_all
+        return out, extras
 
 
 def with_own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,8 +132,8 @@ def with_own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
     return copy
 
 
-def traceable(loss: PPOLoss, inp: _Inputs) -> bool:
-    """Whether ``loss._compute(inp, traced=True)`` reproduces the eager call on ``inp``.
+def traceable(loss: PPOLoss, inp: LossInputs) -> bool:
+    """Whether ``loss.compute(inp, traced=True)`` reproduces the eager call on ``inp``.
 
     It does once an eager call has settled what the traced path takes as known (which
     parameters the policy uses, the entropy form), on the fast path (plain chains of
@@ -153,8 +155,8 @@ def traceable(loss: PPOLoss, inp: _Inputs) -> bool:
     return True
 
 
-def traced_args(loss: PPOLoss, inp: _Inputs, keys: list) -> tuple:
-    """The arguments of a traced ``_compute`` call, in the order of ``_Inputs``.
+def traced_args(loss: PPOLoss, inp: LossInputs, keys: list) -> tuple:
+    """The arguments of a traced ``compute`` call, in the order of ``LossInputs``.
 
     ``(tensors, batch, action, old_log_prob, advantage, value_target, old_value, mask,
     mc_entropy)``: ``tensors`` holds the data the networks read (``keys``, from
@@ -175,10 +177,10 @@ def traced_args(loss: PPOLoss, inp: _Inputs, keys: list) -> tuple:
 
 def network_keys(loss: PPOLoss) -> list:
     """The data keys the loss's networks read (the tensors a traced call is given)."""
-    keys = loss._actor_plan.external_keys()
+    keys = loss.actor_plan().external_keys()
     if loss._has_critic:
-        produced = loss._actor_plan.written_keys()
-        keys += [k for k in loss._critic_plan.external_keys(produced) if k not in keys]
+        produced = loss.actor_plan().written_keys()
+        keys += [k for k in loss.critic_plan().external_keys(produced) if k not in keys]
     return keys
 
 

@@ -1,17 +1,18 @@
 """One PPO minibatch update: loss, gradient, global-norm clip, Adam step.
 
-:func:`clip_grad_norm_` is the eager trainer's clip. :class:`FusedPPOUpdate` runs the whole
-update as a single ``torch.compile`` graph per minibatch: the loss's networks and math, their
-gradient (``torch.func.grad``), the clip and Adam's update rule. Between the kernels of an
-eager update sit the autograd engine, the optimizer's Python and one dispatch per op; on
-small networks they take most of the time (``benchmarks/bench_update_step.py``: the fused
-update takes ~0.4x the eager trainer's time per minibatch at 64x64 networks, minibatch 64).
+:class:`FusedPPOUpdate` runs the whole update as a single ``torch.compile`` graph per
+minibatch: the loss's networks and math, their gradient (``torch.func.grad``), the clip
+and Adam's update rule. Between the kernels of an eager update sit the autograd engine,
+the optimizer's Python and one dispatch per op; on small networks they take most of the
+time (``benchmarks/bench_update_step.py``: the fused update takes ~0.4x the eager
+trainer's time per minibatch at 64x64 networks, minibatch 64).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from tensordict import TensorDictBase
@@ -19,10 +20,56 @@ from tensordict.nn import set_interaction_type
 from torch import nn
 
 from ppokit.fast.compile import network_keys, traceable, traced_args, with_own_code
-from ppokit.objectives.ppo import PPOLoss, _Inputs, _output
-from ppokit.train.update import FusedResult, eager_update
+from ppokit.objectives.base import PPOLoss
+from ppokit.objectives.inputs import LossInputs
+from ppokit.objectives.objective import probe, to_output
 
-__all__ = ["FusedPPOUpdate"]
+__all__ = ["EagerStep", "FusedPPOUpdate", "FusedResult", "eager_step"]
+
+
+class FusedResult(NamedTuple):
+    """What one minibatch update returns (fused or eager)."""
+
+    out: TensorDictBase
+    """The loss's output, detached."""
+    grad_norm: torch.Tensor | None
+    """Global L2 norm of the gradients before clipping; None if the update was skipped."""
+    applied: bool
+    """Whether the parameters moved (False: the KL exceeded ``target_kl``)."""
+
+
+#: ``step(loss, params, optimizer, minibatch, *, max_grad_norm, target_kl) -> FusedResult``
+EagerStep = Callable[..., tuple[TensorDictBase, torch.Tensor | None, bool]]
+
+
+def eager_step(loss: Callable[[TensorDictBase], TensorDictBase], params: list[nn.Parameter],
+               optimizer: torch.optim.Optimizer, minibatch: TensorDictBase, *,
+               max_grad_norm: float | None = None, target_kl: float | None = None
+               ) -> FusedResult:
+    """The eager minibatch update the fused graph reproduces (its default fallback).
+
+    ``out = loss(minibatch)``; skipped when ``kl_approx > target_kl``; otherwise backward of
+    the sum of the ``loss_*`` entries, ``torch.nn.utils.clip_grad_norm_`` and
+    ``optimizer.step()``. The gradients are left in ``.grad``.
+
+    Example:
+        >>> p = nn.Parameter(torch.tensor([1.0]))
+        >>> opt = torch.optim.SGD([p], lr=0.5)
+        >>> res = eager_step(lambda td: {"loss_x": (p * 2).sum()}, [p], opt, None)
+        >>> float(p.detach()), float(res.grad_norm), res.applied
+        (0.0, 2.0, True)
+    """
+    out = loss(minibatch)
+    if target_kl is not None and float(out["kl_approx"].detach()) > target_kl:
+        # SB3-style: the minibatch whose policy already drifted too far is not used
+        return FusedResult(out, None, False)
+    for p in params:
+        p.grad = None
+    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+    norm = torch.nn.utils.clip_grad_norm_(
+        params, math.inf if max_grad_norm is None else max_grad_norm, foreach=True)
+    optimizer.step()
+    return FusedResult(out, norm, True)
 
 
 class _Networks(nn.Module):
@@ -44,9 +91,10 @@ class _Networks(nn.Module):
                 old_log_prob: torch.Tensor, advantage: torch.Tensor,
                 value_target: torch.Tensor | None, old_value: torch.Tensor | None,
                 mask: torch.Tensor | None, mc_entropy: bool) -> dict[str, torch.Tensor]:
-        inp = _Inputs(tensors, batch, action, old_log_prob, advantage, value_target,
-                      old_value, mask, True)
-        out, extras = self.loss._compute(inp, mc_entropy=mc_entropy, traced=True)
+        inp = LossInputs(tensors, batch, action, old_log_prob, advantage, value_target,
+                         old_value, mask, True)
+        loss: PPOLoss = self.__dict__["loss"]
+        out, extras = loss.compute(inp, mc_entropy=mc_entropy, traced=True)
         if "entropy_all" in extras:
             out["entropy_all"] = extras["entropy_all"]
         return out
@@ -56,7 +104,7 @@ class FusedPPOUpdate:
     """A PPO minibatch update as one compiled graph; same numbers as the eager update.
 
     ``update(minibatch)`` does what the eager loop does: ``out = loss(minibatch)``, backward
-    of the sum of the ``loss_*`` entries, :func:`clip_grad_norm_`, ``optimizer.step()``. The
+    of the sum of the ``loss_*`` entries, torch's ``clip_grad_norm_``, ``optimizer.step()``. The
     parameters and Adam's state tensors (``exp_avg``, ``exp_avg_sq``, ``step``) are updated
     in place, so ``optimizer.state_dict()``, checkpoints and the eager path stay
     interchangeable; ``.grad`` is not written. Float results agree with the eager update up
@@ -78,6 +126,8 @@ class FusedPPOUpdate:
         max_grad_norm: clip the global L2 norm of the gradients to this (None: no clip).
         dynamic: passed to ``torch.compile``.
         backend: ``torch.compile`` backend (default ``"inductor"``).
+        eager_step: the eager update run when the graph cannot be (default
+            :func:`eager_step`; a trainer passes its own, with the same signature).
 
     Raises:
         TypeError / ValueError: an unsupported loss, optimizer or setting (the message says
@@ -104,7 +154,7 @@ class FusedPPOUpdate:
 
     def __init__(self, loss: PPOLoss, optimizer: torch.optim.Optimizer, *,
                  max_grad_norm: float | None = None, dynamic: bool | None = None,
-                 backend: str = "inductor") -> None:
+                 backend: str = "inductor", eager_step: EagerStep = eager_step) -> None:
         if not isinstance(loss, PPOLoss):
             raise TypeError(f"FusedPPOUpdate expects a ppokit PPOLoss/ClipPPOLoss, got "
                             f"{type(loss).__name__}.")
@@ -139,6 +189,7 @@ class FusedPPOUpdate:
                 "missing tensors).")
         self.loss, self.optimizer = loss, optimizer
         self.max_grad_norm = max_grad_norm
+        self._eager_step = eager_step
         self.eager_calls = 0  #: minibatches updated eagerly (first call, fallbacks)
         self.fused_calls = 0  #: minibatches updated by the compiled graph
         self._warm = False
@@ -164,7 +215,8 @@ class FusedPPOUpdate:
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         # the update is applied only if the eager loop would apply it: finite outputs (else
         # the eager rerun raises) and, with a target KL, a KL within it (else the loop stops)
-        finite = torch.isfinite(PPOLoss._probe(out, {}))
+        total = probe(out)
+        finite = torch.isfinite(total) if total is not None else torch.tensor(True)
         apply = finite & (out["kl_approx"] <= kl_limit)
         coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
         beta1, beta2 = betas
@@ -199,12 +251,12 @@ class FusedPPOUpdate:
             was applied.
         """
         loss = self.loss
-        inp = loss._read_inputs(tensordict)
+        inp = loss.read_inputs(tensordict)
         state = self.optimizer.state
         if not (self._warm and traceable(loss, inp)
                 and all("exp_avg" in state.get(p, ()) for p in self.params)):
             # no Adam state yet (a parameter eager Adam has not stepped, as its grad was None):
-            # the eager update creates it exactly as torch does
+            # the eager step creates it exactly as torch does
             return self._eager(tensordict, target_kl)
         if self._keys is None:
             self._keys = network_keys(loss)
@@ -216,25 +268,26 @@ class FusedPPOUpdate:
                    [s["exp_avg_sq"] for s in states], [s["step"] for s in states])
         kl_limit = torch.tensor(math.inf if target_kl is None else float(target_kl))
         args = traced_args(loss, inp, self._keys)
-        with torch.no_grad(), set_interaction_type(loss._actor_plan.interaction()):
+        with torch.no_grad(), set_interaction_type(loss.actor_plan().interaction()):
             out, norm, finite, apply = self._graph(*current, self._lr, self._max_norm,
                                                    kl_limit, args, tuple(group["betas"]),
                                                    group["eps"])
         if bool(apply):
             self.fused_calls += 1
             out.pop("entropy_all", None)
-            return FusedResult(_output(out), norm, True)
+            return FusedResult(to_output(out), norm, True)
         if not bool(finite):
             return self._eager(tensordict, target_kl)  # the loss's checks name the culprit
         self.fused_calls += 1
         out.pop("entropy_all", None)
-        return FusedResult(_output(out), None, False)  # KL over target: nothing applied
+        return FusedResult(to_output(out), None, False)  # KL over target: nothing applied
 
     def _eager(self, tensordict: TensorDictBase, target_kl: float | None) -> FusedResult:
         self._warm = True
         self.eager_calls += 1
-        out, norm, applied = eager_update(self.loss, self.params, self.optimizer, tensordict,
-                                          max_grad_norm=self.max_grad_norm, target_kl=target_kl)
+        out, norm, applied = self._eager_step(self.loss, self.params, self.optimizer,
+                                              tensordict, max_grad_norm=self.max_grad_norm,
+                                              target_kl=target_kl)
         for p in self.params:
             p.grad = None  # as after a fused call
         return FusedResult(out.detach(), norm, applied)

@@ -12,6 +12,7 @@ NaN (selection with ``torch.where`` rather than multiplication, since ``nan * 0`
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -29,6 +30,9 @@ __all__ = [
     "standardize_with",
     "value_distance",
 ]
+
+#: a clip range: ``eps`` (symmetric) or ``(eps_low, eps_high)``, floats or 0-d tensors
+ClipRange = float | torch.Tensor | tuple[float | torch.Tensor, float | torch.Tensor]
 
 LOSS_CRITIC_TYPES = ("l1", "l2", "smooth_l1")
 REDUCTIONS = ("none", "mean", "sum")
@@ -75,7 +79,8 @@ def reduce_loss(
 
 
 def standardize(
-    x: torch.Tensor, mask: torch.Tensor | None = None, *, eps: float = 1e-6
+    x: torch.Tensor, mask: torch.Tensor | None = None, *, eps: float = 1e-6,
+    exclude_dims: tuple[int, ...] = (),
 ) -> torch.Tensor:
     """``(x - mean) / max(std, eps)`` with the unbiased std over valid entries.
 
@@ -87,12 +92,21 @@ def standardize(
     estimators' and the distributed global one (which passes all-reduced moments to
     :func:`standardize_with`) all end here.
 
+    ``exclude_dims`` keeps those dims independent: the moments are taken over the other
+    dims only (one mean and std per agent, say, for ``[T, n_agents, 1]`` and
+    ``exclude_dims=(-2,)``); it cannot be combined with a mask.
+
     Example:
         >>> standardize(torch.tensor([1.0, 2.0, 3.0]))
         tensor([-1.,  0.,  1.])
         >>> standardize(torch.tensor([5.0]))
         tensor([0.])
+        >>> standardize(torch.tensor([[1.0, 10.0], [3.0, 30.0]]), exclude_dims=(1,))
+        tensor([[-0.7071, -0.7071],
+                [ 0.7071,  0.7071]])
     """
+    if exclude_dims:
+        return _standardize_per_slice(x, mask, eps, exclude_dims)
     if mask is None:
         count = torch.tensor(float(x.numel()), device=x.device)
         mean = x.mean()
@@ -103,6 +117,27 @@ def standardize(
         mean = _where_valid(x, mask).sum() / count.clamp_min(1)
         var = _where_valid(x - mean, mask).pow(2).sum() / (count - 1).clamp_min(1)
     return standardize_with(x, mean, var.sqrt(), mask, eps=eps)
+
+
+def _standardize_per_slice(x: torch.Tensor, mask: torch.Tensor | None, eps: float,
+                           exclude_dims: tuple[int, ...]) -> torch.Tensor:
+    if mask is not None:
+        raise ValueError(
+            "standardize() cannot combine exclude_dims with a mask; drop the mask (pad with "
+            "valid data) or normalise the advantage beforehand."
+        )
+    dims = [d + x.dim() if d < 0 else d for d in exclude_dims]
+    if len(set(dims)) != len(dims) or any(not 0 <= d < x.dim() for d in dims):
+        raise ValueError(
+            f"exclude_dims={tuple(exclude_dims)} must name distinct dims of a tensor of shape "
+            f"{tuple(x.shape)}."
+        )
+    reduce = tuple(d for d in range(x.dim()) if d not in dims)
+    if not reduce:
+        return x  # every dim is kept apart: nothing to standardise over
+    mean = x.mean(reduce, keepdim=True)
+    std = x.std(reduce, keepdim=True)
+    return standardize_with(x, mean, std, eps=eps)
 
 
 def standardize_with(
@@ -123,10 +158,20 @@ def standardize_with(
     return out if mask is None else _where_valid(out, mask.expand_as(out))
 
 
+def _eps_pair(clip_epsilon: ClipRange) -> tuple[Any, Any]:
+    """``(eps_low, eps_high)``: two floats or two tensors (torch.clamp takes no mix)."""
+    low, high = clip_epsilon if isinstance(clip_epsilon, tuple) else (clip_epsilon,) * 2
+    if isinstance(low, torch.Tensor) and not isinstance(high, torch.Tensor):
+        high = torch.as_tensor(high, dtype=low.dtype, device=low.device)
+    elif isinstance(high, torch.Tensor) and not isinstance(low, torch.Tensor):
+        low = torch.as_tensor(low, dtype=high.dtype, device=high.device)
+    return low, high
+
+
 def clipped_surrogate(
     log_weight: torch.Tensor,
     advantage: torch.Tensor,
-    clip_epsilon: float | torch.Tensor,
+    clip_epsilon: ClipRange,
 ) -> torch.Tensor:
     """Per-sample clipped PPO objective (Schulman et al. 2017, eq. 7), negated as a loss.
 
@@ -137,7 +182,9 @@ def clipped_surrogate(
     Args:
         log_weight: ``log pi(a|s) - log pi_old(a|s)``, shape ``[*B, 1]``.
         advantage: ``[*B, 1]``, same shape as ``log_weight``.
-        clip_epsilon: the clip range ``eps`` in (0, 1).
+        clip_epsilon: the clip range ``eps`` in (0, 1), or ``(eps_low, eps_high)`` for the
+            asymmetric range ``[1 - eps_low, 1 + eps_high]`` (DAPO's "clip-higher"); floats
+            or 0-d tensors (a scheduled coefficient inside a compiled graph).
 
     Returns:
         The per-sample loss ``[*B, 1]``.
@@ -147,26 +194,26 @@ def clipped_surrogate(
         >>> clipped_surrogate(torch.tensor([[0.5]]), torch.tensor([[2.0]]), 0.2)
         tensor([[-2.4000]])
     """
-    if isinstance(clip_epsilon, torch.Tensor):
-        clip_epsilon = float(clip_epsilon)
+    low, high = _eps_pair(clip_epsilon)
     ratio = log_weight.exp()
     gain_unclipped = ratio * advantage
-    gain_clipped = ratio.clamp(1.0 - clip_epsilon, 1.0 + clip_epsilon) * advantage
+    gain_clipped = ratio.clamp(1.0 - low, 1.0 + high) * advantage
     return -torch.minimum(gain_unclipped, gain_clipped)
 
 
-def _log_clip_bounds(clip_epsilon: float | torch.Tensor) -> tuple[float, float]:
-    if isinstance(clip_epsilon, torch.Tensor):
-        clip_epsilon = float(clip_epsilon)
-    return math.log1p(-clip_epsilon), math.log1p(clip_epsilon)
+def _log_clip_bounds(clip_epsilon: ClipRange) -> tuple[Any, Any]:
+    low, high = _eps_pair(clip_epsilon)
+    if isinstance(low, torch.Tensor):
+        return torch.log1p(-low), torch.log1p(high)
+    return math.log1p(-low), math.log1p(high)
 
 
 def clip_fraction(
     log_weight: torch.Tensor,
-    clip_epsilon: float | torch.Tensor,
+    clip_epsilon: ClipRange,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Fraction of samples whose ratio lies outside ``[1 - eps, 1 + eps]``.
+    """Fraction of samples whose ratio lies outside ``[1 - eps_low, 1 + eps_high]``.
 
     Example:
         >>> clip_fraction(torch.tensor([[0.0], [0.5]]), 0.2)
@@ -222,7 +269,8 @@ def clipped_value_loss(
         (tensor([[1.5000]]), tensor([[True]]))
     """
     delta = value - old_value
-    delta_clipped = delta.clamp(-clip, clip)
+    bound: Any = clip  # a float or a 0-d tensor (a scheduled clip_value)
+    delta_clipped = delta.clamp(-bound, bound)
     plain = value_distance(target, value, loss_type)
     clipped = value_distance(target, old_value + delta_clipped, loss_type)
     with torch.no_grad():
@@ -259,7 +307,7 @@ def explained_variance(
 
 def ratio_diagnostics(
     log_weight: torch.Tensor,
-    clip_epsilon: float | None = None,
+    clip_epsilon: ClipRange | None = None,
     mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Detached statistics of the importance weights ``r = exp(log_weight)``.
@@ -328,6 +376,7 @@ def effective_sample_size(
         tensor(1.)
     """
     lw = log_weight.detach().reshape(-1)
+    count: int | torch.Tensor
     if mask is None:
         count = lw.numel()
     else:

@@ -1,0 +1,292 @@
+"""The PPO loss base class :class:`PPOLoss` (unclipped surrogate); clipped PPO is in ``ppo.py``.
+
+Names, keys and outputs follow TorchRL's ``torchrl.objectives`` so that TorchRL users and
+modules feel at home; TorchRL 0.14.1 is the numeric reference (see
+``tests/objectives/test_loss_parity_torchrl.py``). A call is: read and check the data
+(:mod:`ppokit.objectives.inputs`), run the networks (:mod:`ppokit.objectives.networks`),
+then the one pure function :func:`ppokit.objectives.objective.ppo_objective`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import nn
+
+from ppokit.internals.direct import TensorReader
+from ppokit.objectives.advantage import AdvantageEstimation
+from ppokit.objectives.coefficients import ScheduledCoefficients
+from ppokit.objectives.inputs import LossInputs, check_finite, read_inputs
+from ppokit.objectives.keys import LossKeys, PPOKeys
+from ppokit.objectives.networks import LossNetworks
+from ppokit.objectives.objective import outputs_finite, ppo_objective, to_output
+from ppokit.objectives.options import (
+    check_clip_value,
+    check_exclude_dims,
+    check_options,
+    check_unsupported,
+    resolve_alias,
+)
+
+__all__ = ["Compute", "PPOKeys", "PPOLoss"]
+
+#: ``compute(inputs) -> (out, extras)``: how :meth:`PPOLoss.run` evaluates read inputs
+Compute = Callable[[LossInputs], tuple[dict[str, torch.Tensor], dict[str, Any]]]
+
+
+class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys):
+    """Unclipped PPO loss: ``-ratio * advantage`` plus critic and entropy terms.
+
+    This is the base of :class:`ClipPPOLoss` and takes the same arguments but
+    ``clip_epsilon``; see that class for the full description.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import NormalParamExtractor, TensorDictModule
+        >>> from ppokit import IndependentNormal, PPOLoss, ProbabilisticActor, ValueOperator
+        >>> actor = ProbabilisticActor(
+        ...     TensorDictModule(nn.Sequential(nn.Linear(3, 4), NormalParamExtractor()),
+        ...                      in_keys=["observation"], out_keys=["loc", "scale"]),
+        ...     in_keys=["loc", "scale"], distribution_class=IndependentNormal)
+        >>> critic = ValueOperator(nn.Linear(3, 1), in_keys=["observation"])
+        >>> data = TensorDict({"observation": torch.randn(5, 3), "action": torch.randn(5, 2),
+        ...     "action_log_prob": torch.randn(5), "advantage": torch.randn(5, 1),
+        ...     "value_target": torch.randn(5, 1)}, batch_size=[5])
+        >>> sorted(k for k in PPOLoss(actor, critic)(data).keys() if k.startswith("loss_"))
+        ['loss_critic', 'loss_entropy', 'loss_objective']
+    """
+
+    default_keys = PPOKeys
+    #: value estimators the loss can build with :meth:`make_value_estimator`
+    SUPPORTED_VALUE_ESTIMATORS = ("gae", "td_lambda", "td0", "td1")
+    _clip_epsilon_for_value: float | None = None
+
+    def __init__(
+        self,
+        actor_network: TensorDictModuleBase | None = None,
+        critic_network: TensorDictModuleBase | None = None,
+        *,
+        entropy_bonus: bool = True,
+        samples_mc_entropy: int = 1,
+        entropy_coef: float | torch.Tensor | None = None,
+        critic_coef: float | torch.Tensor | None = None,
+        loss_critic_type: str = "smooth_l1",
+        normalize_advantage: bool = False,
+        normalize_advantage_exclude_dims: tuple[int, ...] = (),
+        separate_losses: bool = False,
+        advantage_key: NestedKey | None = None,
+        value_target_key: NestedKey | None = None,
+        value_key: NestedKey | None = None,
+        functional: bool = True,
+        reduction: str | None = None,
+        clip_value: bool | float | torch.Tensor | None = None,
+        entropy_coeff: float | torch.Tensor | None = None,
+        critic_coeff: float | torch.Tensor | None = None,
+        log_explained_variance: bool = True,
+        check_inputs: bool = True,
+        actor: TensorDictModuleBase | None = None,
+        critic: TensorDictModuleBase | None = None,
+        device: torch.device | str | None = None,
+        gamma: float | None = None,
+        advantage_norm: Any = None,
+        delay_actor: bool = False,
+        max_importance_ratio: float | None = None,
+    ) -> None:
+        super().__init__()
+        actor_network = resolve_alias("actor_network", actor_network, "actor", actor, None)
+        critic_network = resolve_alias("critic_network", critic_network, "critic", critic, None)
+        check_unsupported(gamma=gamma, advantage_norm=advantage_norm, delay_actor=delay_actor,
+                          max_importance_ratio=max_importance_ratio)
+        entropy_coef = resolve_alias("entropy_coef", entropy_coef, "entropy_coeff",
+                                     entropy_coeff, 0.01)
+        # TorchRL's default: a critic is trained with weight 1 when there is one
+        critic_coef = resolve_alias("critic_coef", critic_coef, "critic_coeff", critic_coeff,
+                                    1.0 if critic_network is not None else 0.0)
+        reduction = "mean" if reduction is None else reduction
+        check_options(actor_network=actor_network, critic_network=critic_network,
+                      samples_mc_entropy=samples_mc_entropy, entropy_coef=entropy_coef,
+                      critic_coef=critic_coef, loss_critic_type=loss_critic_type,
+                      reduction=reduction)
+        self.entropy_bonus = bool(entropy_bonus)
+        self.samples_mc_entropy = int(samples_mc_entropy)
+        device = (torch.device(device) if device is not None
+                  else self._default_device(actor_network, critic_network))
+        self.register_coefficient("entropy_coeff", entropy_coef, device=device)
+        self.register_coefficient("critic_coeff", critic_coef, device=device)
+        self.loss_critic_type = loss_critic_type
+        self.normalize_advantage = bool(normalize_advantage)
+        self.normalize_advantage_exclude_dims = check_exclude_dims(
+            normalize_advantage_exclude_dims)
+        self.log_explained_variance = bool(log_explained_variance)
+        self.separate_losses = bool(separate_losses)
+        self.reduction = reduction
+        clip_value = check_clip_value(clip_value, self._clip_epsilon_for_value)
+        if clip_value is None:
+            self.clip_value = None
+        else:
+            self.register_coefficient("clip_value", clip_value, device=device)
+        self.check_inputs = bool(check_inputs)
+        self._has_critic = critic_network is not None and float(critic_coef) != 0.0
+        self._init_networks(actor_network, critic_network, functional=bool(functional))
+        self.tensor_keys = self.default_keys()
+        self._value_estimator: nn.Module | None = None
+        self._adopt_actor_keys(actor_network)
+        self._set_deprecated_keys(
+            advantage=advantage_key, value_target=value_target_key, value=value_key
+        )
+
+    @staticmethod
+    def _default_device(*networks: nn.Module | None) -> torch.device:
+        # the coefficients live where the networks' parameters do (TorchRL's rule)
+        for net in networks:
+            if net is not None:
+                for p in net.parameters():
+                    return p.device
+        return torch.get_default_device()
+
+    @property
+    def out_keys(self) -> list[str]:
+        """Names of the entries :meth:`forward` returns."""
+        keys = ["loss_objective", "kl_approx", "ESS", "max_ratio", "mean_ratio"]
+        if self._clip_epsilon() is not None:
+            keys.append("clip_fraction")
+        if self.entropy_bonus:
+            keys += ["entropy", "loss_entropy"]
+        if self._has_critic:
+            keys += ["loss_critic"]
+            if self.log_explained_variance:
+                keys.append("explained_variance")
+            if self.clip_value is not None:
+                keys.append("value_clip_fraction")
+        return keys
+
+    # ------------------------------------------------------------------ the loss
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Compute the losses on a batch of transitions.
+
+        Args:
+            tensordict: batch ``[*B]`` with the observation(s) the networks read, the action,
+                its behaviour log-prob ``[*B]`` and, unless the value estimator should
+                compute them, ``advantage`` and ``value_target`` ``[*B, 1]``.
+
+        Returns:
+            A TensorDict with no batch dims: ``loss_*`` scalars (``[*B]`` with
+            ``reduction="none"``) and detached diagnostics.
+        """
+        return self.run(tensordict, self.compute)
+
+    def run(self, tensordict: TensorDictBase, compute: Compute) -> TensorDictBase:
+        """:meth:`forward` with another evaluation of the read inputs (a compiled one).
+
+        Reads and checks the data, calls ``compute(inputs)`` (:meth:`compute` or a graph
+        that reproduces it), checks the outputs are finite (else names the culprit) and
+        builds the output TensorDict.
+        """
+        inputs = self.read_inputs(tensordict)
+        out, extras = compute(inputs)
+        if not outputs_finite(out, extras):
+            out = self._explain_non_finite(inputs, out, extras)
+        return to_output(out)
+
+    def read_inputs(self, tensordict: TensorDictBase) -> LossInputs:
+        """Read and check everything the loss needs from the data (no network runs here)."""
+        return read_inputs(
+            tensordict, self.tensor_keys, loss_name=type(self).__name__,
+            direct=self._choose_path(), needs_value_target=self._has_critic,
+            needs_old_value=self._has_critic and self.clip_value is not None,
+            estimate_advantage=self._estimate_advantage)
+
+    def compute(self, inp: LossInputs, *, mc_entropy: bool = False, traced: bool = False
+                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The networks, then :func:`~ppokit.objectives.objective.ppo_objective`.
+
+        Returns the output entries and, for the checks, ``extras``: the critic's ``value``,
+        whether the entropy is the closed form and, with a mask, ``entropy_all`` (the entropy
+        summed over every sample, padding included, which must be finite for the closed form
+        to be used, as without a mask).
+
+        ``traced=True`` is the call inside a compiled graph (``ppokit.fast``), made only
+        after an eager call and checks showed that the direct path applies, no parameter
+        swap is needed and the interaction type is already set. Free of data-dependent
+        Python branches on the direct path, so that ``torch.compile`` can trace it.
+        """
+        actor_env: dict = {}
+        dist = self._policy_dist(inp, actor_env, traced=traced)
+        # one log-prob per sample [*B], or per token [*B, T] (see inputs.read_inputs)
+        sample_shape = inp.old_log_prob.shape
+        log_prob = self._log_prob(dist, inp.action, sample_shape)
+        if not self._overlap_resolved and not traced:
+            self._resolve_overlap(log_prob)
+        extras: dict[str, Any] = {}
+        entropy = None
+        if self.entropy_bonus:
+            entropy, extras["closed_form_entropy"] = self._entropy(dist, sample_shape,
+                                                                   mc=mc_entropy)
+            if not traced and not mc_entropy:  # what a compiled call will do (compile_loss)
+                self._closed_form_entropy = extras["closed_form_entropy"]
+            if inp.mask is not None:
+                extras["entropy_all"] = entropy.detach().sum()
+        value = None
+        if self._has_critic:
+            value = extras["value"] = self._critic_value(inp, actor_env, self.tensor_keys.value,
+                                                         traced=traced)
+        out = ppo_objective(
+            log_prob, inp.old_log_prob, inp.advantage, entropy=entropy, value=value,
+            value_target=inp.value_target, old_value=inp.old_value, mask=inp.mask,
+            clip_epsilon=self._clip_epsilon(traced=traced),
+            entropy_coeff=self._coefficient("entropy_coeff", traced=traced),
+            critic_coeff=self._coefficient("critic_coeff", traced=traced),
+            clip_value=self._coefficient("clip_value", traced=traced),
+            loss_critic_type=self.loss_critic_type, reduction=self.reduction,
+            normalize_advantage=self.normalize_advantage,
+            normalize_advantage_exclude_dims=self.normalize_advantage_exclude_dims,
+            log_explained_variance=self.log_explained_variance)
+        return out, extras
+
+    def _clip_epsilon(self, *, traced: bool = False) -> Any:
+        """The ratio clip range of the surrogate term; None for plain PPO."""
+        return None
+
+    def _explain_non_finite(self, inp: LossInputs, out: dict[str, torch.Tensor],
+                            extras: dict[str, Any]) -> dict[str, torch.Tensor]:
+        keys = self.tensor_keys
+        if inp.fast:
+            # the checks the direct path deferred (NaN/Inf loc or logits, scale <= 0), first,
+            # as they would have run first: the distribution is built before any loss math
+            with torch.no_grad(), self._run_actor():
+                self.actor_plan().get_dist(TensorReader({}, inp.work), inp.batch)
+        if self.check_inputs:
+            check_finite((inp.advantage, keys.advantage),
+                         (inp.old_log_prob, keys.sample_log_prob),
+                         (inp.value_target, keys.value_target), (inp.old_value, keys.value),
+                         mask=inp.mask)
+            if extras.get("value") is not None:
+                check_finite((extras["value"], keys.value), mask=inp.mask)
+        entropy = extras.get("entropy_all", out.get("entropy"))
+        if (entropy is not None and extras.get("closed_form_entropy")
+                and not bool(torch.isfinite(entropy))):
+            # No finite closed form (e.g. a distribution whose entropy() is inf): run again
+            # with the Monte-Carlo estimate -E[log pi(a)], which keeps a useful gradient.
+            out, _ = self.compute(inp, mc_entropy=True)
+        return out
+
+    # ------------------------------------------------------------------ misc
+    def extra_repr(self) -> str:
+        return (
+            f"entropy_coef={self.entropy_coef}, critic_coef={self.critic_coef}, "
+            f"loss_critic_type={self.loss_critic_type!r}, reduction={self.reduction!r}, "
+            f"functional={self._functional}"
+        )
+
+    def networks(self) -> Iterator[nn.Module]:
+        """The actor and (if any) critic networks, as passed in."""
+        yield self.actor_network
+        if self.critic_network is not None:
+            yield self.critic_network

@@ -1,0 +1,242 @@
+"""Reading and checking what a PPO loss takes from the data (no network runs here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
+
+from ppokit.objectives.keys import AUTO_MASK_KEYS, PPOKeys, key_str
+
+__all__ = ["LossInputs", "check_finite", "check_no_grad", "check_target_shape", "get_entry",
+           "get_mask", "read_inputs"]
+
+
+class LossInputs(NamedTuple):
+    """What :func:`read_inputs` read and checked, for the networks and the objective."""
+
+    work: Any  # the TensorDict the networks read (a dict of tensors in a compiled call)
+    batch: torch.Size
+    action: torch.Tensor
+    old_log_prob: torch.Tensor
+    advantage: torch.Tensor
+    value_target: torch.Tensor | None
+    old_value: torch.Tensor | None
+    mask: torch.Tensor | None
+    fast: bool  # the networks run on the direct path (ppokit.internals.direct)
+
+
+def read_inputs(
+    tensordict: TensorDictBase,
+    keys: PPOKeys,
+    *,
+    loss_name: str,
+    direct: bool,
+    needs_value_target: bool,
+    needs_old_value: bool,
+    estimate_advantage: Callable[[TensorDictBase], torch.Tensor],
+) -> LossInputs:
+    """Read and check everything the loss needs from ``tensordict`` ``[*B]``.
+
+    Args:
+        tensordict: the batch.
+        keys: where each entry lives.
+        loss_name: the loss's class name, for messages.
+        direct: whether the networks will run on the direct path (then, with the advantage
+            present, the input is read as it is and never written).
+        needs_value_target: read ``value_target`` ``[*B, 1]`` (a critic is trained).
+        needs_old_value: read the stored value ``[*B, 1]`` (value clipping).
+        estimate_advantage: writes the advantage (and value target) into the shallow copy
+            it is given and returns the advantage, when the data has none.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict({"action": torch.zeros(2), "action_log_prob": torch.zeros(2),
+        ...                  "advantage": torch.ones(2, 1)}, batch_size=[2])
+        >>> inp = read_inputs(td, PPOKeys(), loss_name="ClipPPOLoss", direct=False,
+        ...                   needs_value_target=False, needs_old_value=False,
+        ...                   estimate_advantage=lambda td: None)
+        >>> inp.batch, inp.mask
+        (torch.Size([2]), None)
+    """
+    if not isinstance(tensordict, TensorDictBase):
+        raise TypeError(f"{loss_name} expects a TensorDict, got {type(tensordict).__name__}.")
+    batch = tensordict.batch_size
+    if len(batch) == 0:
+        raise ValueError(
+            "The input TensorDict has no batch dimension (batch_size=[]); the loss needs "
+            "a batch of samples, e.g. TensorDict(..., batch_size=[B])."
+        )
+    mask = get_mask(tensordict, batch, keys.mask)
+    # Read everything the user stored BEFORE running any network: a module that samples
+    # on its way (a full actor-critic operator as the actor) would overwrite the stored
+    # action, log-prob and value in the data it runs on.
+    action = get_entry(tensordict, keys.action, "action")
+    old_log_prob = get_entry(tensordict, keys.sample_log_prob, "sample_log_prob")
+    check_no_grad(action, keys.action)
+    check_no_grad(old_log_prob, keys.sample_log_prob)
+    advantage = tensordict.get(keys.advantage, None)
+    if old_log_prob.shape != batch and not _per_token(old_log_prob, advantage, batch, mask):
+        raise ValueError(
+            f"The log-prob at {key_str(keys.sample_log_prob)} has shape "
+            f"{tuple(old_log_prob.shape)}, expected the batch shape {tuple(batch)}: one "
+            "log-prob per sample, summed over the action dims (e.g. use IndependentNormal "
+            "rather than Normal, or .sum(-1) the stored log-prob). Per-token log-probs "
+            f"{tuple(old_log_prob.shape)} need an advantage of shape "
+            f"{(*old_log_prob.shape, 1)} and no mask."
+        )
+    # shallow copy: the estimator and tensordict's modules write here, not in the input
+    # (the direct path writes into plain dicts and reads the input as it is)
+    work = tensordict if direct and advantage is not None else tensordict.copy()
+    if advantage is None:
+        advantage = estimate_advantage(work)
+    # V_old is the value in the data, or the one the loss's own estimator just wrote (then
+    # clipping has no effect, as the spec notes). Read before the actor runs.
+    old_value = (get_entry(work, keys.value, "value",
+                           hint="clip_value needs the value stored at collection time")
+                 if needs_old_value else None)
+    value_target = (get_entry(work, keys.value_target, "value_target",
+                              hint="a value estimator writes it next to the advantage")
+                    if needs_value_target else None)
+    check_target_shape(advantage, keys.advantage, old_log_prob.shape)
+    if value_target is not None:
+        check_target_shape(value_target, keys.value_target, batch)
+    if old_value is not None:
+        check_target_shape(old_value, keys.value, batch)
+    return LossInputs(work, batch, action, old_log_prob, advantage, value_target, old_value,
+                      mask, direct)
+
+
+def _per_token(old_log_prob: torch.Tensor, advantage: torch.Tensor | None,
+               batch: torch.Size, mask: torch.Tensor | None) -> bool:
+    """Log-probs with extra dims after the batch (one per token, ``[*B, T]``), as TorchRL
+    takes them: only with an advantage of the same shape ``[*B, T, 1]`` (never broadcast)
+    and no mask."""
+    return (old_log_prob.dim() > len(batch) and old_log_prob.shape[:len(batch)] == batch
+            and mask is None and advantage is not None
+            and tuple(advantage.shape) == (*old_log_prob.shape, 1))
+
+
+def get_entry(td: TensorDictBase, key: NestedKey, name: str, *, hint: str | None = None
+              ) -> torch.Tensor:
+    """``td[key]``, or an error naming the key, what is present and how to rename it.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> get_entry(TensorDict(a=torch.zeros(1)), "b", "advantage")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        KeyError: "The input TensorDict has no 'b' entry (the advantage key). ...
+    """
+    value = td.get(key, None)
+    if value is None:
+        present = sorted(str(k) for k in td.keys(include_nested=True, leaves_only=True))
+        extra = f" ({hint})" if hint else ""
+        raise KeyError(
+            f"The input TensorDict has no {key_str(key)} entry (the {name} key){extra}. "
+            f"Present keys: {present}. If the data stores it under another name, call "
+            f"loss.set_keys({name}=<that key>)."
+        )
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"The {key_str(key)} entry must be a tensor, got {type(value).__name__}.")
+    return value
+
+
+def check_no_grad(value: torch.Tensor, key: NestedKey) -> None:
+    """Stored data must be constant (written under ``no_grad`` while acting)."""
+    if value.requires_grad:
+        raise ValueError(
+            f"The stored {key_str(key)} requires grad: data written while acting must be "
+            "constant. Collect under torch.no_grad() or store .detach()ed tensors."
+        )
+
+
+def check_target_shape(value: torch.Tensor, key: NestedKey, batch: torch.Size) -> None:
+    """A per-sample scalar must be ``[*B, 1]``: anything else would broadcast silently.
+
+    Example:
+        >>> check_target_shape(torch.zeros(3), "advantage", torch.Size([3]))
+        Traceback (most recent call last):
+        ...
+        ValueError: The 'advantage' entry has shape (3,), expected (3, 1) (the batch shape (3,) plus a trailing dim of 1); a different shape would broadcast silently against the other terms. Add the trailing dim with .unsqueeze(-1).
+    """  # noqa: E501
+    expected = (*batch, 1)
+    if tuple(value.shape) == expected:
+        return
+    fix = ""
+    if tuple(value.shape) == tuple(batch):
+        fix = " Add the trailing dim with .unsqueeze(-1)."
+    raise ValueError(
+        f"The {key_str(key)} entry has shape {tuple(value.shape)}, expected {expected} "
+        f"(the batch shape {tuple(batch)} plus a trailing dim of 1); a different shape "
+        f"would broadcast silently against the other terms.{fix}"
+    )
+
+
+def check_finite(*entries: tuple[torch.Tensor | None, NestedKey],
+                 mask: torch.Tensor | None) -> None:
+    """Raise naming the first entry that holds NaN/Inf at a valid (unmasked) sample.
+
+    Example:
+        >>> check_finite((torch.tensor([1.0, float("nan")]), "advantage"), mask=None)
+        Traceback (most recent call last):
+        ...
+        ValueError: The 'advantage' entry holds 1 non-finite value(s) (NaN or Inf). Check the rewards and the networks that produced it; the loss would otherwise return NaN and corrupt the parameters.
+    """  # noqa: E501
+    present = []
+    for value, key in entries:
+        if value is None:
+            continue
+        value = value.detach()
+        if mask is not None:  # padded samples may hold anything
+            m = mask if value.dim() == mask.dim() else mask.squeeze(-1)
+            value = torch.where(m, value, torch.zeros_like(value))
+        present.append((value, key))
+    # One fused check on the happy path; the per-key search only runs on failure.
+    if bool(torch.isfinite(torch.cat([v.reshape(-1) for v, _ in present])).all()):
+        return
+    for value, key in present:
+        bad = ~torch.isfinite(value)
+        if bool(bad.any()):
+            raise ValueError(
+                f"The {key_str(key)} entry holds {int(bad.sum())} non-finite value(s) "
+                "(NaN or Inf). Check the rewards and the networks that produced it; the loss "
+                "would otherwise return NaN and corrupt the parameters."
+            )
+
+
+def get_mask(td: TensorDictBase, batch: torch.Size, mask_key: NestedKey | None
+             ) -> torch.Tensor | None:
+    """The validity mask ``[*B, 1]`` (bool), or None when the data has none.
+
+    ``mask_key=None`` looks up :data:`~ppokit.objectives.keys.AUTO_MASK_KEYS`; a set key
+    must be present.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict(shifted_valid=torch.tensor([True, False]), batch_size=[2])
+        >>> get_mask(td, td.batch_size, None).shape
+        torch.Size([2, 1])
+    """
+    for key in (mask_key,) if mask_key is not None else AUTO_MASK_KEYS:
+        mask = td.get(key, None)
+        if mask is None:
+            continue
+        if mask.dtype != torch.bool:
+            raise ValueError(f"The mask at {key_str(key)} must be a bool tensor, got {mask.dtype}.")
+        if tuple(mask.shape) == tuple(batch):
+            mask = mask.unsqueeze(-1)
+        if tuple(mask.shape) != (*batch, 1):
+            raise ValueError(
+                f"The mask at {key_str(key)} has shape {tuple(mask.shape)}, expected "
+                f"{tuple(batch)} or {(*batch, 1)}."
+            )
+        return mask
+    if mask_key is not None:
+        raise KeyError(
+            f"The mask key was set to {key_str(mask_key)} but the input has no such entry; "
+            "call loss.set_keys(mask=None) to disable masking."
+        )
+    return None

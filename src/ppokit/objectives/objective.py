@@ -1,0 +1,178 @@
+"""The PPO objective as one pure function on tensors: :func:`ppo_objective`.
+
+Every way of evaluating a ppokit PPO loss ends here: the eager ``loss(td)``, the compiled
+graph of :func:`ppokit.compile_loss` and the fused update of :class:`ppokit.FusedPPOUpdate`.
+The loss classes only read the data and run the networks; plain, clipped and KL-penalised
+PPO differ only in the surrogate term (:func:`surrogate_term`).
+
+Shapes: a batch ``[*B]``; per-sample scalars carry a trailing dim of 1 (``[*B, 1]``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ppokit.internals.tensordicts import scalar_tensordict
+from ppokit.objectives import functional as PF
+
+__all__ = ["PROBED_KEYS", "outputs_finite", "ppo_objective", "probe", "surrogate_term",
+           "to_output"]
+
+to_output = scalar_tensordict  # the loss's output: a TensorDict with no batch dims
+
+# Output entries that are non-finite whenever an input is (see outputs_finite)
+PROBED_KEYS = ("loss_objective", "kl_approx", "loss_critic", "entropy", "entropy_all")
+
+
+def surrogate_term(
+    log_weight: torch.Tensor,
+    advantage: torch.Tensor,
+    clip_epsilon: PF.ClipRange | None,
+) -> torch.Tensor:
+    """Per-sample policy loss ``[*B, 1]``: clipped (``clip_epsilon``) or plain (None).
+
+    Plain PPO is ``-r * A`` with ``r = exp(log_weight)``; the clipped form is
+    :func:`ppokit.objectives.functional.clipped_surrogate`.
+
+    Example:
+        >>> surrogate_term(torch.tensor([[0.0]]), torch.tensor([[2.0]]), None)
+        tensor([[-2.]])
+    """
+    if clip_epsilon is None:
+        return -log_weight.exp() * advantage
+    return PF.clipped_surrogate(log_weight, advantage, clip_epsilon)
+
+
+def ppo_objective(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantage: torch.Tensor,
+    *,
+    entropy: torch.Tensor | None = None,
+    value: torch.Tensor | None = None,
+    value_target: torch.Tensor | None = None,
+    old_value: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    clip_epsilon: PF.ClipRange | None = None,
+    penalty: torch.Tensor | None = None,
+    entropy_coeff: float | torch.Tensor = 0.01,
+    critic_coeff: float | torch.Tensor = 1.0,
+    loss_critic_type: str = "smooth_l1",
+    clip_value: float | torch.Tensor | None = None,
+    reduction: str = "mean",
+    normalize_advantage: bool = False,
+    normalize_advantage_exclude_dims: tuple[int, ...] = (),
+    log_explained_variance: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The PPO losses and their diagnostics from log-probs, entropies and values.
+
+    Args:
+        log_prob: ``log pi(a|s)`` of the stored actions under the current policy ``[*B]``.
+        old_log_prob: ``log pi_old(a|s)`` stored at collection time ``[*B]``.
+        advantage: ``[*B, 1]``.
+
+    Keyword Args:
+        entropy: per-sample policy entropy ``[*B]``; None: no entropy bonus.
+        value: the critic's prediction ``[*B, 1]``; None: no critic loss.
+        value_target: regression target ``[*B, 1]`` (needed with ``value``).
+        old_value: value stored at collection time ``[*B, 1]``, for ``clip_value``.
+        mask: boolean validity mask ``[*B, 1]``; masked samples count nowhere.
+        clip_epsilon: ratio clip range ``eps`` or ``(eps_low, eps_high)`` (clipped PPO), or
+            None (plain PPO). Coefficients may be floats or 0-d tensors (scheduled buffers
+            inside a compiled graph).
+        penalty: an extra per-sample policy term ``[*B, 1]`` added to the surrogate
+            (e.g. ``beta * KL`` of KL-penalised PPO).
+        entropy_coeff: ``loss_entropy = -entropy_coeff * H``.
+        critic_coeff: multiplier of the critic loss.
+        loss_critic_type: ``"l1"``, ``"l2"`` or ``"smooth_l1"``.
+        clip_value: keep the value within this distance of ``old_value`` (pessimistic
+            clipped value loss), or None.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-sample losses ``[*B]``).
+        normalize_advantage: standardise the advantage over the (valid) batch first.
+        normalize_advantage_exclude_dims: dims of the advantage kept apart in that
+            standardisation (e.g. the agent dim).
+        log_explained_variance: add the critic's ``explained_variance``.
+
+    Returns:
+        ``loss_objective`` and the detached ``kl_approx``, ``ESS``, ``max_ratio``,
+        ``mean_ratio`` (and ``clip_fraction`` when clipped); with ``entropy``: ``entropy``,
+        ``loss_entropy``; with ``value``: ``loss_critic``, ``explained_variance`` (unless
+        ``log_explained_variance=False``) and, with ``clip_value``, ``value_clip_fraction``.
+
+    Example:
+        >>> # one sample, unchanged policy (r = 1), A = 2: loss_objective = -1 * 2
+        >>> out = ppo_objective(torch.zeros(1), torch.zeros(1), torch.tensor([[2.0]]),
+        ...                     clip_epsilon=0.2)
+        >>> out["loss_objective"], out["clip_fraction"]
+        (tensor(-2.), tensor(0.))
+    """
+    if normalize_advantage and advantage.numel() > 1:
+        advantage = PF.standardize(advantage, mask, exclude_dims=normalize_advantage_exclude_dims)
+    log_weight = (log_prob - old_log_prob).unsqueeze(-1)
+    policy_loss = surrogate_term(log_weight, advantage, clip_epsilon)
+    if penalty is not None:
+        policy_loss = policy_loss + penalty
+    out = {"loss_objective": PF.reduce_loss(policy_loss, reduction, mask)}
+    out.update(PF.ratio_diagnostics(log_weight, clip_epsilon, mask))
+    if entropy is not None:
+        if mask is None and reduction == "mean":
+            # scale the mean rather than every sample: the same number, fewer ops
+            mean_entropy = entropy.mean()
+            out["entropy"] = mean_entropy.detach()
+            out["loss_entropy"] = mean_entropy * -entropy_coeff
+        else:
+            entropy = entropy.unsqueeze(-1)
+            out["entropy"] = PF.masked_mean(entropy.detach(), mask)
+            out["loss_entropy"] = PF.reduce_loss(-entropy_coeff * entropy, reduction, mask)
+    if value is not None:
+        if value_target is None:
+            raise ValueError("ppo_objective() got a value but no value_target.")
+        if old_value is not None and clip_value is not None:
+            loss, clipped = PF.clipped_value_loss(value_target, value, old_value, clip_value,
+                                                  loss_critic_type)
+            out["value_clip_fraction"] = PF.masked_mean(clipped.to(value.dtype), mask)
+        else:
+            loss = PF.value_distance(value_target, value, loss_critic_type)
+        if mask is None and reduction == "mean":
+            out["loss_critic"] = loss.mean() * critic_coeff
+        else:
+            out["loss_critic"] = PF.reduce_loss(critic_coeff * loss, reduction, mask)
+        if log_explained_variance:
+            out["explained_variance"] = PF.explained_variance(value_target, value, mask)
+    return out
+
+
+def probe(out: dict[str, torch.Tensor], extras: dict[str, torch.Tensor] | None = None
+          ) -> torch.Tensor | None:
+    """Sum of the entries in :data:`PROBED_KEYS` (detached; no host sync, so traceable).
+
+    Example:
+        >>> probe({"loss_objective": torch.tensor(1.0), "kl_approx": torch.tensor(2.0)})
+        tensor(3.)
+    """
+    extras = extras or {}
+    parts = []
+    for key in PROBED_KEYS:
+        value = out.get(key, extras.get(key))
+        if value is not None:
+            parts.append(value.detach() if value.dim() == 0 else value.detach().sum())
+    return torch.stack(parts).sum() if parts else None
+
+
+def outputs_finite(out: dict[str, torch.Tensor], extras: dict[str, torch.Tensor]) -> bool:
+    """One cheap test that every input and the closed-form entropy were finite.
+
+    A NaN or Inf in the advantage, value target, stored value, log-prob or critic output
+    makes ``loss_objective``, ``kl_approx`` or ``loss_critic`` non-finite (NaN propagates
+    through every op used, min/max included; masked samples are selected away). So one sum
+    and one host sync replace a check per tensor; when it fails, the loss looks for the
+    culprit (or finds none: a huge but finite ratio may overflow).
+
+    Example:
+        >>> outputs_finite({"loss_objective": torch.tensor(float("nan"))}, {})
+        False
+    """
+    total = probe(out, extras)
+    return total is None or math.isfinite(float(total))
