@@ -88,7 +88,7 @@ class RunResult:
 def ppokit_config(task: Task, iterations: int, seed: int, *, compile: bool = False) -> Any:
     """The ``TrainConfig`` matched to SB3's settings for ``task`` (every field the presets
     set is given here, so a preset change cannot leak into the comparison)."""
-    from ppokit.train.config import preset_config
+    from ppokit.train.presets import preset_config
 
     batch = task.num_envs * task.num_steps
     return preset_config(
@@ -97,8 +97,8 @@ def ppokit_config(task: Task, iterations: int, seed: int, *, compile: bool = Fal
         num_steps=task.num_steps, num_epochs=task.num_epochs,
         num_minibatches=batch // task.minibatch_size, lr=task.lr, anneal_lr=False,
         gamma=COMMON["gamma"], gae_lambda=COMMON["gae_lambda"],
-        clip_epsilon=COMMON["clip"], clip_value=False, ent_coef=task.ent_coef,
-        vf_coef=COMMON["vf_coef"], loss_critic_type="l2",
+        clip_epsilon=COMMON["clip"], clip_value=False, entropy_coef=task.ent_coef,
+        critic_coef=COMMON["vf_coef"], loss_critic_type="l2",
         max_grad_norm=COMMON["max_grad_norm"], normalize_advantage=True, target_kl=None,
         obs_norm=False, reward_scale=False, hidden_sizes=(64, 64), activation="tanh",
         init_log_std=0.0, ortho_init=True, torch_threads=1, eval_episodes=0,

@@ -28,7 +28,11 @@ def _err(capsys) -> str:
         (["--lr", "0"], r"--lr must be a positive finite number, got 0.0"),
         (["--lr", "-1e-3"], r"--lr must be a positive finite number"),
         (["--clip-epsilon", "-0.2"], r"--clip-epsilon must be a positive"),
-        (["--ent-coef", "-0.1"], r"--ent-coef must be >= 0"),
+        (["--entropy-coef", "-0.1"], r"--entropy-coef must be >= 0"),
+        (["--env-kwargs", "{not json"], r"--env-kwargs .* is not valid JSON"),
+        (["--env-kwargs", "[1, 2]"], r"--env-kwargs expects a JSON object .* got list"),
+        (["--env-kwargs", "{\"no_such_arg\": 1}"], r"--env-kwargs .* do not fit CartPole-v1"),
+        (["--env", "no_such_pkg_xyz:Env-v0"], r"names the module .no_such_pkg_xyz. to import"),
         (["--gamma", "1.5"], r"--gamma must be in \(0, 1\]"),
         (["--num-envs", "0"], r"--num-envs must be a positive integer"),
         (["--total-steps", "-5"], r"--total-steps must be a positive integer"),
@@ -125,7 +129,7 @@ def test_presets_pick_the_task_family(tmp_path):
 
     hopper = preset_config("Hopper-v5")
     assert (hopper.num_envs, hopper.num_steps, hopper.num_epochs, hopper.num_minibatches,
-            hopper.lr, hopper.gamma, hopper.gae_lambda, hopper.ent_coef, hopper.vf_coef,
+            hopper.lr, hopper.gamma, hopper.gae_lambda, hopper.entropy_coef, hopper.critic_coef,
             hopper.max_grad_norm, hopper.obs_norm, hopper.reward_scale,
             hopper.total_steps) == (1, 2048, 10, 32, 3e-4, 0.99, 0.95, 0.0, 0.5, 0.5, True,
                                     True, 1_000_000)
@@ -140,7 +144,9 @@ def test_presets_pick_the_task_family(tmp_path):
         True, True, 1_000_000)
     v4 = preset_config("HalfCheetah-v4")
     assert dataclasses.replace(v4, env="HalfCheetah-v5") == preset_config("HalfCheetah-v5")
-    assert preset_config("CartPole-v1") == TrainConfig()
+    # CartPole: the dataclass defaults with a shorter horizon (gamma/lambda default 0.99/0.95)
+    assert preset_config("CartPole-v1") == TrainConfig(gamma=0.98, gae_lambda=0.8)
+    assert (TrainConfig().gamma, TrainConfig().gae_lambda) == (0.99, 0.95)
     assert preset_config("Pendulum-v1").gamma == 0.9
 
 

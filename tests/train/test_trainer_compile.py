@@ -16,7 +16,7 @@ def _cfg(**kw):
     # 2 envs x 32 steps, 2 epochs x 2 minibatches: 4 updates, the first eager, 3 compiled
     return preset_config("Pendulum-v1", total_steps=64, num_envs=2, num_steps=32,
                          num_epochs=2, num_minibatches=2, progress=False, eval_episodes=0,
-                         ent_coef=0.01, **kw)
+                         entropy_coef=0.01, **kw)
 
 
 def test_compiled_updates_match_eager(tmp_path):
@@ -25,12 +25,13 @@ def test_compiled_updates_match_eager(tmp_path):
     rollout_e = eager.collect().clone()  # update() writes the advantage into the rollout
     metrics_e = eager.update(rollout_e.clone())
     compiled = PPOTrainer(_cfg(compile=True), run_dir=tmp_path / "compiled")
-    assert isinstance(compiled.fused_update, FusedPPOUpdate) and eager.fused_update is None
+    assert isinstance(compiled.update_step, FusedPPOUpdate) and compiled.update_kind == "fused"
+    assert eager.update_kind == "eager"
     # same seed and random stream; compiled acting may only round differently
     rollout_c = compiled.collect()
     torch.testing.assert_close(rollout_c, rollout_e, rtol=1e-5, atol=1e-5)
     metrics_c = compiled.update(rollout_c)
-    assert (compiled.fused_update.fused_calls, compiled.fused_update.eager_calls) == (3, 1)
+    assert (compiled.update_step.fused_calls, compiled.update_step.eager_calls) == (3, 1)
     # inductor reorders float ops: equal up to rounding, after 4 Adam steps
     for key, value in metrics_e.items():
         assert metrics_c[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
@@ -73,7 +74,7 @@ def test_fused_updates_write_the_optimizer_state_that_checkpoints_keep(tmp_path)
     trainer.update(trainer.collect())  # 4 minibatches: 1 eager (creates the state), 3 fused
     before = {k: v.clone() for k, v in trainer.optimizer.state[trainer.params[0]].items()}
     trainer.update(trainer.collect())  # 4 fused
-    assert trainer.fused_update.fused_calls == 7
+    assert trainer.update_step.fused_calls == 7
     assert {float(s["step"]) for s in trainer.optimizer.state.values()} == {8.0}
     after = trainer.optimizer.state[trainer.params[0]]
     assert not torch.equal(after["exp_avg"], before["exp_avg"])

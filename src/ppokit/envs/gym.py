@@ -11,12 +11,13 @@ bootstrap from ``V(final observation)`` while the policy acts on the new episode
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from tensordict import TensorDict
+
+from ppokit.envs.sources import EnvSource, check_env_id, env_label, make_vector_env
 
 __all__ = ["GymVecEnv", "StepResult", "check_env_id", "check_spaces"]
 
@@ -38,32 +39,6 @@ class StepResult(NamedTuple):
     reward: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
-
-
-def check_env_id(env_id: str) -> None:
-    """Raise a ``ValueError`` naming close registered ids when ``env_id`` is unknown.
-
-    Example:
-        >>> check_env_id("CartPole-v1")
-        >>> check_env_id("CartPol-v1")
-        Traceback (most recent call last):
-        ...
-        ValueError: Unknown environment id 'CartPol-v1'. Did you mean: CartPole-v1, ...
-    """
-    import gymnasium as gym
-
-    if env_id in gym.envs.registry:
-        return
-    names = list(gym.envs.registry)
-    close = difflib.get_close_matches(env_id, names, n=4, cutoff=0.6)
-    if not close:  # also try without the version suffix, e.g. "hopper" -> Hopper-v5
-        lowered = {n.lower(): n for n in names}
-        close = [lowered[c] for c in difflib.get_close_matches(env_id.lower(), list(lowered), 4)]
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ValueError(
-        f"Unknown environment id {env_id!r}.{hint} Run `python -c \"import gymnasium; "
-        "gymnasium.pprint_registry()\"` to list every registered id."
-    )
 
 
 def check_spaces(observation_space: Any, action_space: Any, *, env_id: str = "env") -> None:
@@ -105,10 +80,12 @@ class GymVecEnv:
     """A Gymnasium vector env stepping with torch tensors, true final observations kept.
 
     Args:
-        env_id: registered Gymnasium id.
-        num_envs: parallel environments ``N``.
+        env: a Gymnasium id (``"module:EnvId"`` imports ``module`` first), a callable
+            returning a ``gymnasium.Env``, or a ``gymnasium.vector.VectorEnv`` built with
+            ``AutoresetMode.SAME_STEP`` (see :mod:`ppokit.envs.sources`).
+        num_envs: parallel environments ``N`` (None: a VectorEnv's own count).
         mode: ``"sync"`` (one process) or ``"async"`` (one subprocess per env).
-        env_kwargs: keyword arguments for ``gymnasium.make``.
+        env_kwargs: keyword arguments for ``gymnasium.make`` (an id only).
 
     Box actions are clipped to the action bounds only when sent to the environment; the caller
     keeps the sampled action. Discrete actions are sent as integers.
@@ -126,50 +103,41 @@ class GymVecEnv:
 
     def __init__(
         self,
-        env_id: str,
-        num_envs: int,
+        env: EnvSource,
+        num_envs: int | None = None,
         *,
         mode: str = "sync",
         env_kwargs: dict[str, Any] | None = None,
     ) -> None:
         import gymnasium as gym
-        from gymnasium.vector import AutoresetMode
 
-        if mode not in ("sync", "async"):
-            raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}.")
-        if num_envs <= 0:
-            raise ValueError(f"num_envs must be positive, got {num_envs}.")
-        check_env_id(env_id)
-        self.env_id = env_id
-        self.num_envs = num_envs
-        self.env = gym.make_vec(
-            env_id,
-            num_envs=num_envs,
-            vectorization_mode=mode,
-            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-            **(env_kwargs or {}),
-        )
+        self.env = make_vector_env(env, num_envs, mode=mode, env_kwargs=env_kwargs)
+        self.env_id = env_label(env)
+        self.num_envs: int = self.env.num_envs
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
-        check_spaces(self.observation_space, self.action_space, env_id=env_id)
-        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
-        self.obs_shape: tuple[int, ...] = tuple(self.observation_space.shape)
+        check_spaces(self.observation_space, self.action_space, env_id=self.env_id)
+        # check_spaces has accepted a flat Box observation and a Discrete or 1-D Box action
+        action_space: Any = self.action_space
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.obs_shape: tuple[int, ...] = tuple(self.observation_space.shape or ())
         if self.discrete:
             self.action_shape: tuple[int, ...] = ()
             self.action_dtype = torch.int64
-            self.num_actions = int(self.action_space.n)
+            self.num_actions = int(action_space.n)
         else:
-            self.action_shape = tuple(self.action_space.shape)
+            self.action_shape = tuple(action_space.shape)
             self.action_dtype = torch.float32
             self.num_actions = int(np.prod(self.action_shape))
-            self._low = self.action_space.low.astype(np.float32)
-            self._high = self.action_space.high.astype(np.float32)
+            self._low = action_space.low.astype(np.float32)
+            self._high = action_space.high.astype(np.float32)
 
     # -- array API (the collector's hot path: numpy in, numpy out, nothing converted twice) --
     def reset_arrays(self, *, seed: int | None = None) -> np.ndarray:
         """Reset every env; env ``i`` is seeded with ``seed + i``. Returns ``[N, *obs]`` float32."""
-        obs, _ = self.env.reset(seed=None if seed is None else [seed + i for i in
-                                                                range(self.num_envs)])
+        # a list seeds each sub-env (Gymnasium accepts it; its annotation says int only)
+        seeds: Any = None if seed is None else [seed + i for i in range(self.num_envs)]
+        obs, _ = self.env.reset(seed=seeds)
         return np.asarray(obs, dtype=np.float32)
 
     def step_arrays(self, action: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -11,25 +11,25 @@ import argparse
 import atexit
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
-import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import tyro
 
 from ppokit.train.config import (
+    DEPRECATED_NAMES,
     TrainConfig,
     config_from_dict,
+    default_run_dir,
     load_config_file,
-    preset_config,
-    preset_name,
     validate_config,
 )
+from ppokit.train.presets import preset_config, preset_name
 
 if TYPE_CHECKING:
     from ppokit.distributed.core import World
@@ -63,6 +63,8 @@ class TrainArgs:
     """JSON or TOML file of field values, applied over the preset and under the flags."""
     resume: Path | None = None
     """Continue the run in this directory from its latest checkpoint (flags may extend it)."""
+    env_kwargs: str | None = None
+    """Keyword arguments for gymnasium.make as a JSON object, e.g. '{"max_episode_steps": 200}'."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
     Raises:
         UsageError: with a message for the user; nothing has been created yet.
     """
+    argv = _renamed_flags(argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--env")
     pre.add_argument("--config", type=Path)
@@ -158,19 +161,20 @@ def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
                                                  resume=known.resume),
                     args=argv, prog="ppokit train")
     cfg: TrainConfig = args.cfg
+    if args.env_kwargs is not None:
+        cfg = replace(cfg, env_kwargs=parse_env_kwargs(args.env_kwargs))
     if args.resume is None:
         _check_env(cfg.env)
     try:
         validate_config(cfg)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    _check_spaces(cfg.env)
+    _check_spaces(cfg.env, cfg.env_kwargs)
     if args.resume is not None:
         run_dir = args.resume
         cfg = replace(cfg, run_dir=run_dir)
     else:
-        run_dir = cfg.run_dir or Path("runs") / (
-            f"{cfg.env.replace('/', '_')}__{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = cfg.run_dir or default_run_dir(cfg)
         cfg = replace(cfg, run_dir=run_dir)
         holds_run = (run_dir / "config.json").exists() or (run_dir / "checkpoints").exists()
         if holds_run and not cfg.overwrite:
@@ -207,15 +211,56 @@ def _check_env(env_id: str) -> None:
         raise UsageError(str(err)) from None
 
 
-def _check_spaces(env_id: str) -> None:
+def parse_env_kwargs(text: str) -> dict[str, Any]:
+    """The ``--env-kwargs`` JSON object as a dict.
+
+    Raises:
+        UsageError: not JSON, or JSON that is not an object.
+
+    Example:
+        >>> parse_env_kwargs('{"max_episode_steps": 200}')
+        {'max_episode_steps': 200}
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(
+            f"--env-kwargs {text!r} is not valid JSON ({err}); pass an object such as "
+            """'{"max_episode_steps": 200}' (quoted for the shell).""") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"--env-kwargs expects a JSON object of keyword arguments for "
+                         f"gymnasium.make, got {type(value).__name__} {value!r}; e.g. "
+                         """'{"max_episode_steps": 200}'.""")
+    return value
+
+
+def _renamed_flags(argv: list[str]) -> list[str]:
+    """Old flags (``--ent-coef``, ``--vf-coef``) under their new names, with a FutureWarning."""
+    old = {f"--{o.replace('_', '-')}": f"--{n.replace('_', '-')}"
+           for o, n in DEPRECATED_NAMES.items()}
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if flag in old:
+            warnings.warn(f"{flag} is deprecated: use {old[flag]} (the loss's name).",
+                          FutureWarning, stacklevel=2)
+            arg = old[flag] + eq + value
+        out.append(arg)
+    return out
+
+
+def _check_spaces(env_id: str, env_kwargs: dict[str, Any]) -> None:
     import gymnasium as gym
 
     from ppokit.envs.gym import check_spaces
 
     try:
-        env = gym.make(env_id)
+        env = gym.make(env_id, **env_kwargs)
     except gym.error.DependencyNotInstalled as err:
         raise UsageError(f"{env_id} needs an extra package: {err}") from None
+    except TypeError as err:  # a keyword the env's constructor does not take
+        raise UsageError(f"--env-kwargs {json.dumps(env_kwargs)} do not fit {env_id}: {err}"
+                         ) from None
     try:
         check_spaces(env.observation_space, env.action_space, env_id=env_id)
     except ValueError as err:
@@ -243,7 +288,7 @@ def _train(argv: list[str]) -> int:
         shutdown_distributed()  # no barrier: the other ranks may be gone
         raise
     shutdown_distributed(synchronize=True)
-    _exit_without_teardown(code)
+    _exit_without_teardown(1 if code is None else code)
 
 
 def _exit_without_teardown(code: int) -> NoReturn:
@@ -257,7 +302,9 @@ def _exit_without_teardown(code: int) -> NoReturn:
     (pytorch/pytorch#179291 describes the same crash). Every file is closed by then, so
     skipping the teardown loses nothing, and the exit code torchrun sees is the run's.
     """
-    atexit._run_exitfuncs()  # what a normal exit runs first: logging.shutdown, tqdm, ...
+    # what a normal exit runs first (logging.shutdown, tqdm, ...); the stdlib has no public
+    # spelling of it
+    atexit._run_exitfuncs()  # noqa: SLF001, RUF100 (RUF100: until SLF001 is enabled)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -276,14 +323,17 @@ def _train_ranks(argv: list[str], world: World) -> int:
         raise UsageError(str(err)) from None
 
     main = world.is_main
-    per_iteration = cfg.batch_size * world.world_size
-    steps = math.ceil(cfg.total_steps / per_iteration) * per_iteration
+    try:
+        trainer = PPOTrainer(cfg, run_dir=run_dir, resume=resume, world=world)
+    except ValueError as err:  # e.g. --compile that the fused update cannot honour
+        raise UsageError(str(err)) from None
+    steps = trainer.env_steps + (trainer.num_iterations - trainer.iteration) * (
+        cfg.batch_size * world.world_size)
     ranks = f" on {world.world_size} ranks" if world.is_distributed else ""
     if main:
-        print(f"ppokit: training {cfg.env} (preset {preset_name(cfg.env)}, seed {cfg.seed}) for "
-              f"{steps:,} steps{ranks} -> {run_dir}"
+        print(f"ppokit: training {cfg.env} (preset {preset_name(cfg.env)}, seed {cfg.seed}, "
+              f"{trainer.update_kind} update) to {steps:,} steps{ranks} -> {run_dir}"
               + (" [resumed]" if resume else ""), flush=True)
-    trainer = PPOTrainer(cfg, run_dir=run_dir, resume=resume, world=world)
     if resume and main:
         print(f"ppokit: resumed at step {trainer.env_steps:,} (iteration {trainer.iteration})",
               flush=True)
@@ -314,14 +364,14 @@ def _eval(argv: list[str]) -> int:
         raise UsageError(f"--episodes must be positive, got {args.episodes}.")
     from ppokit.train.checkpoint import CheckpointError
     from ppokit.train.evaluate import evaluate_policy, record_video
-    from ppokit.train.trainer import load_policy
+    from ppokit.train.policy import load_policy
 
     try:
         actor, obs_norm, cfg = load_policy(args.run_dir, checkpoint=args.checkpoint)
     except (FileNotFoundError, CheckpointError, ValueError) as err:
         raise UsageError(str(err)) from None
     res = evaluate_policy(actor, cfg.env, episodes=args.episodes, seed=args.seed,
-                          obs_normalizer=obs_norm)
+                          obs_normalizer=obs_norm, env_kwargs=cfg.env_kwargs or None)
     print(f"{cfg.env}: deterministic eval over {len(res.returns)} episodes: "
           f"{res.mean:.2f} +/- {res.std:.2f} (min {min(res.returns):.1f}, "
           f"max {max(res.returns):.1f})")

@@ -1,15 +1,21 @@
-"""Training configuration: one frozen dataclass, presets per task family, file loading.
+"""Training configuration: one frozen dataclass, the iteration plan, file loading, checks.
 
 Every field carries a docstring; ``tyro`` turns them into ``ppokit train --help``. A run's
 configuration is resolved in layers, later ones winning: the dataclass defaults, the preset of
-the task family of ``env``, a ``--config`` file (JSON or TOML), then ``--<field>`` flags.
+the task family of ``env`` (:mod:`ppokit.train.presets`), a ``--config`` file (JSON or TOML),
+then ``--<field>`` flags.
+
+Field names follow the loss: ``entropy_coef`` and ``critic_coef`` are
+:class:`~ppokit.objectives.ppo.ClipPPOLoss`'s keyword arguments of the same name. The older
+``ent_coef`` / ``vf_coef`` are still read (config files, :func:`config_from_dict`, flags) with a
+``FutureWarning``.
 
 Example:
-    >>> cfg = preset_config("Hopper-v5")
-    >>> (cfg.num_envs, cfg.num_steps, cfg.num_minibatches, cfg.obs_norm)
-    (1, 2048, 32, True)
+    >>> cfg = TrainConfig(num_envs=4, num_steps=128, num_minibatches=4)
     >>> cfg.batch_size, cfg.minibatch_size
-    (2048, 64)
+    (512, 128)
+    >>> num_iterations(total_steps=1000, batch_size=cfg.batch_size)
+    2
 """
 
 from __future__ import annotations
@@ -18,20 +24,26 @@ import dataclasses
 import difflib
 import json
 import math
-from dataclasses import dataclass
+import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
-    "PRESETS",
+    "DEPRECATED_NAMES",
     "TrainConfig",
+    "canonical_name",
     "config_from_dict",
     "config_to_dict",
+    "default_run_dir",
     "load_config_file",
-    "preset_config",
-    "preset_name",
+    "num_iterations",
     "validate_config",
 ]
+
+#: old config names -> the loss's names (read with a FutureWarning)
+DEPRECATED_NAMES: dict[str, str] = {"ent_coef": "entropy_coef", "vf_coef": "critic_coef"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,10 @@ class TrainConfig:
     """
 
     env: str = "CartPole-v1"
-    """Gymnasium environment id (e.g. CartPole-v1, Hopper-v5). Picks the preset."""
+    """Gymnasium environment id (e.g. CartPole-v1, Hopper-v5, or my_package.my_module:MyEnv-v0,
+    which imports my_package.my_module first). Picks the preset."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for gymnasium.make (from the command line: --env-kwargs JSON)."""
     seed: int = 1
     """Seed for torch, numpy, python and the environments (env i gets seed + i)."""
     total_steps: int = 60_000
@@ -62,9 +77,9 @@ class TrainConfig:
     """Anneal the learning rate linearly to zero over the run."""
     adam_eps: float = 1e-5
     """Adam epsilon (1e-5 as in the PPO reference implementations, not torch's 1e-8)."""
-    gamma: float = 0.98
+    gamma: float = 0.99
     """Discount factor."""
-    gae_lambda: float = 0.8
+    gae_lambda: float = 0.95
     """GAE lambda (bias/variance trade-off of the advantage)."""
     num_epochs: int = 20
     """Passes over each rollout."""
@@ -74,10 +89,10 @@ class TrainConfig:
     """PPO ratio clipping range epsilon."""
     clip_value: bool = False
     """Also clip the value update around the rollout's values (with clip_epsilon)."""
-    ent_coef: float = 0.0
-    """Entropy bonus coefficient."""
-    vf_coef: float = 0.5
-    """Critic loss coefficient."""
+    entropy_coef: float = 0.0
+    """Entropy bonus coefficient (ClipPPOLoss's entropy_coef; formerly ent_coef)."""
+    critic_coef: float = 0.5
+    """Critic loss coefficient (ClipPPOLoss's critic_coef; formerly vf_coef)."""
     loss_critic_type: Literal["l2", "l1", "smooth_l1"] = "l2"
     """Distance of the critic loss (l2 = squared error, as in SB3)."""
     max_grad_norm: float = 0.5
@@ -135,122 +150,33 @@ class TrainConfig:
         """Transitions per minibatch: ``batch_size // num_minibatches``."""
         return self.batch_size // self.num_minibatches
 
-    @property
-    def num_iterations(self) -> int:
-        """Iterations of the run: ``ceil(total_steps / batch_size)``."""
-        return max(1, math.ceil(self.total_steps / self.batch_size))
 
 
-# Presets: overrides of the dataclass defaults per task family, from published PPO settings
-# (CleanRL's ppo.py / ppo_continuous_action.py and the rl-baselines3-zoo hyperparameters).
-_CLASSIC: dict[str, Any] = {}
-_MUJOCO: dict[str, Any] = dict(
-    total_steps=1_000_000,
-    num_envs=1,
-    num_steps=2048,
-    lr=3e-4,
-    gamma=0.99,
-    gae_lambda=0.95,
-    num_epochs=10,
-    num_minibatches=32,
-    clip_epsilon=0.2,
-    ent_coef=0.0,
-    vf_coef=0.5,
-    max_grad_norm=0.5,
-    obs_norm=True,
-    reward_scale=True,
-    checkpoint_every=20,
-    keep_checkpoint_every=100,
-)
+def num_iterations(*, total_steps: int, batch_size: int, world_size: int = 1,
+                   done_iterations: int = 0, done_steps: int = 0) -> int:
+    """The run's iteration count: the iterations done plus those the remaining steps need.
 
-# HalfCheetah: the shared MuJoCo settings plateau near 2000 at 1M steps (benchmarks/RESULTS.md);
-# rl-baselines3-zoo's tuned PPO settings for HalfCheetah (found by Optuna) learn much faster:
-# short rollouts, many small epochs, a low initial std, constant small lr, wide ReLU nets.
-_HALF_CHEETAH: dict[str, Any] = dict(
-    _MUJOCO,
-    num_steps=512,
-    num_minibatches=8,
-    num_epochs=20,
-    lr=2.0633e-5,
-    anneal_lr=False,
-    gamma=0.98,
-    gae_lambda=0.92,
-    ent_coef=0.000401762,
-    clip_epsilon=0.1,
-    max_grad_norm=0.8,
-    vf_coef=0.58096,
-    init_log_std=-2.0,
-    ortho_init=False,
-    activation="relu",
-    hidden_sizes=(256, 256),
-    checkpoint_every=50,
-    keep_checkpoint_every=400,
-)
+    ``total_steps`` counts the steps of all ranks, so ``world_size`` ranks each run
+    ``1 / world_size`` of the iterations. Counted from the steps still to go, so a run may
+    resume with another number of ranks. At least one iteration.
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # tuned so seeds 1-3 reach eval 500 in well under a minute on 2 CPU cores
-    "CartPole-v1": dict(_CLASSIC),
-    # rl-zoo: 16 envs x 256, 4 epochs, ent 0, gamma 0.99 (normalised observations)
-    "Acrobot-v1": dict(
-        total_steps=500_000, num_envs=16, num_steps=256, num_epochs=4, num_minibatches=4,
-        lr=3e-4, gamma=0.99, gae_lambda=0.94, ent_coef=0.0, obs_norm=True,
-    ),
-    # rl-zoo: 16 envs x 16, ent 0, gamma 0.99, lambda 0.98 (normalised observations)
-    "MountainCar-v0": dict(
-        total_steps=1_000_000, num_envs=16, num_steps=16, num_epochs=4, num_minibatches=1,
-        lr=3e-4, gamma=0.99, gae_lambda=0.98, ent_coef=0.0, obs_norm=True,
-    ),
-    # rl-zoo (without gSDE): 4 envs x 1024, 10 epochs, lr 1e-3, gamma 0.9
-    "Pendulum-v1": dict(
-        total_steps=200_000, num_envs=4, num_steps=1024, num_epochs=10, num_minibatches=64,
-        lr=1e-3, gamma=0.9, gae_lambda=0.95, ent_coef=0.0, obs_norm=False,
-    ),
-    # sparse reward: a low initial std and a long horizon, observations normalised
-    "MountainCarContinuous-v0": dict(
-        total_steps=300_000, num_envs=8, num_steps=256, num_epochs=10, num_minibatches=32,
-        lr=1e-4, gamma=0.9999, gae_lambda=0.9, ent_coef=0.0, obs_norm=True, init_log_std=-1.0,
-    ),
-    "HalfCheetah-v5": _HALF_CHEETAH,
-    "HalfCheetah-v4": _HALF_CHEETAH,
-    "mujoco": _MUJOCO,
-    "classic_control": dict(
-        total_steps=500_000, num_envs=8, num_steps=128, num_epochs=4, num_minibatches=4,
-        lr=2.5e-4, gamma=0.99, gae_lambda=0.95, ent_coef=0.01, obs_norm=True,
-    ),
-}
-
-
-def preset_name(env_id: str) -> str:
-    """Name of the preset used for ``env_id`` (an env id, ``"mujoco"`` or ``"classic_control"``).
+    Args:
+        total_steps: environment steps of the whole run, all ranks together.
+        batch_size: steps per iteration of one rank (``num_envs * num_steps``).
+        world_size: ranks collecting in parallel.
+        done_iterations: iterations already run (a resumed run).
+        done_steps: environment steps already taken, all ranks together.
 
     Example:
-        >>> preset_name("Walker2d-v5"), preset_name("CartPole-v1"), preset_name("LunarLander-v3")
-        ('mujoco', 'CartPole-v1', 'classic_control')
+        >>> num_iterations(total_steps=1000, batch_size=256)  # ceil(1000 / 256)
+        4
+        >>> num_iterations(total_steps=1000, batch_size=256, world_size=2)  # ceil(1000 / 512)
+        2
+        >>> num_iterations(total_steps=1000, batch_size=256, done_iterations=3, done_steps=768)
+        4
     """
-    if env_id in PRESETS:
-        return env_id
-    try:
-        import gymnasium as gym
-
-        entry = str(gym.spec(env_id).entry_point)
-    except Exception:  # unknown id: the CLI reports it with suggestions
-        entry = ""
-    if "mujoco" in entry:
-        return "mujoco"
-    return "classic_control"
-
-
-def preset_config(env_id: str, **overrides: Any) -> TrainConfig:
-    """The :class:`TrainConfig` for ``env_id`` with its preset applied, then ``overrides``.
-
-    Example:
-        >>> preset_config("CartPole-v1", seed=3).seed
-        3
-    """
-    values = dict(PRESETS[preset_name(env_id)])
-    values.update(overrides)
-    values["env"] = env_id
-    return config_from_dict(values)
+    per_iteration = batch_size * world_size
+    return max(1, done_iterations + math.ceil(max(0, total_steps - done_steps) / per_iteration))
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -270,13 +196,48 @@ def config_from_dict(values: dict[str, Any], *, base: TrainConfig | None = None)
     base = base or TrainConfig()
     clean: dict[str, Any] = {}
     for key, value in values.items():
-        name = key.replace("-", "_")
+        name = canonical_name(key.replace("-", "_"))
+        if name in clean:
+            raise KeyError(f"Config field {name!r} is given twice (also under its old name "
+                           f"{key!r}); keep only {name!r}.")
         if name not in _FIELDS:
             close = difflib.get_close_matches(name, list(_FIELDS), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise KeyError(f"Unknown config field {key!r}.{hint} Known fields: {sorted(_FIELDS)}")
         clean[name] = _coerce(name, value)
     return dataclasses.replace(base, **clean)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """``runs/<env>__<seed>__<time>``: where a run goes when no ``run_dir`` is given.
+
+    Example:
+        >>> default_run_dir(TrainConfig(env="a/B:C-v0", seed=3)).name.startswith("a_B_C-v0__3__")
+        True
+    """
+    label = cfg.env.replace("/", "_").replace(":", "_")
+    return Path("runs") / f"{label}__{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def canonical_name(name: str) -> str:
+    """The current name of config field ``name``; an old name warns (``FutureWarning``).
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     canonical_name("vf_coef")
+        'critic_coef'
+        >>> canonical_name("lr")
+        'lr'
+    """
+    new = DEPRECATED_NAMES.get(name)
+    if new is None:
+        return name
+    warnings.warn(f"Config field {name!r} is deprecated: it is now {new!r}, the loss's name "
+                  f"for it. Rename it (--{_flag(new)} on the command line).", FutureWarning,
+                  stacklevel=3)
+    return new
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -290,6 +251,11 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(value)
     if name == "run_dir":
         return None if value is None else Path(value)
+    if name == "env_kwargs":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise TypeError("Config field 'env_kwargs' expects a table/object of keyword "
+                            f"arguments for gymnasium.make, got {value!r}.")
+        return dict(value)
     if name == "target_kl":
         if value is None:
             return None
@@ -325,6 +291,7 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     out = dataclasses.asdict(cfg)
     out["hidden_sizes"] = list(cfg.hidden_sizes)
     out["run_dir"] = None if cfg.run_dir is None else str(cfg.run_dir)
+    out["env_kwargs"] = dict(cfg.env_kwargs)
     return out
 
 
@@ -393,7 +360,7 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ValueError(f"--{_flag(name)} must be a positive finite number, got {value}.")
     if cfg.target_kl is not None and not cfg.target_kl > 0:
         raise ValueError(f"--target-kl must be positive (or omitted), got {cfg.target_kl}.")
-    for name in ("ent_coef", "vf_coef"):
+    for name in ("entropy_coef", "critic_coef"):
         value = getattr(cfg, name)
         if value < 0 or not math.isfinite(value):
             raise ValueError(f"--{_flag(name)} must be >= 0, got {value}.")
@@ -420,3 +387,12 @@ def validate_config(cfg: TrainConfig) -> None:
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 
+
+
+def __getattr__(name: str) -> Any:
+    # the presets moved to ppokit.train.presets; old imports from here keep working
+    if name in ("PRESETS", "preset_config", "preset_name"):
+        from ppokit.train import presets
+
+        return getattr(presets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ import torch
 from tensordict import TensorDict
 
 from ppokit.envs.gym import GymVecEnv
+from ppokit.envs.sources import EnvSource
 from ppokit.train.collector import TensorPolicy
 from ppokit.train.normalization import ObservationNormalizer
 
@@ -49,7 +50,7 @@ def deterministic_action(actor: Any, obs: torch.Tensor, *,
     builds the same distribution without TensorDict bookkeeping.
 
     Example:
-        >>> from ppokit.train.trainer import build_actor_critic
+        >>> from ppokit.train.build import build_actor_critic
         >>> env = GymVecEnv("CartPole-v1", 1)
         >>> actor, _ = build_actor_critic(env)
         >>> deterministic_action(actor, torch.zeros(2, 4)).shape
@@ -71,17 +72,22 @@ def deterministic_action(actor: Any, obs: torch.Tensor, *,
 
 def evaluate_policy(
     actor: Any,
-    env_id: str,
+    env: EnvSource,
     *,
     episodes: int = 20,
     seed: int = 0,
     obs_normalizer: ObservationNormalizer | None = None,
     max_steps: int = 1_000_000,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Play ``episodes`` deterministic episodes (env ``i`` seeded ``seed + i``).
 
+    ``env``: a Gymnasium id (with ``env_kwargs`` for ``gymnasium.make``) or a callable
+    returning an Env; ``episodes`` fresh envs are built from it (a ``VectorEnv`` with exactly
+    ``episodes`` sub-environments also works; it is closed afterwards).
+
     Example:
-        >>> from ppokit.train.trainer import build_actor_critic
+        >>> from ppokit.train.build import build_actor_critic
         >>> env = GymVecEnv("CartPole-v1", 1)
         >>> actor, _ = build_actor_critic(env)
         >>> res = evaluate_policy(actor, "CartPole-v1", episodes=3, seed=0)
@@ -94,10 +100,10 @@ def evaluate_policy(
     was_training = getattr(actor, "training", False)
     if hasattr(actor, "eval"):
         actor.eval()
-    env = GymVecEnv(env_id, episodes)
+    venv = GymVecEnv(env, episodes, env_kwargs=env_kwargs)
     policy = TensorPolicy.for_actor(actor, sampling=False)
     try:
-        obs = env.reset_tensors(seed=seed)
+        obs = venv.reset_tensors(seed=seed)
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)
         active = np.ones(episodes, dtype=bool)
@@ -105,7 +111,7 @@ def evaluate_policy(
             if obs_normalizer is not None:
                 obs = obs_normalizer.normalize(obs, update=False)
             action = deterministic_action(actor, obs, policy=policy)
-            res = env.step_tensors(action)
+            res = venv.step_tensors(action)
             returns[active] += res.reward.numpy()[active]
             lengths[active] += 1
             done = (res.terminated | res.truncated).numpy()
@@ -114,7 +120,7 @@ def evaluate_policy(
                 break
             obs = res.obs
     finally:
-        env.close()
+        venv.close()
         if was_training and hasattr(actor, "train"):
             actor.train()
     return EvalResult(returns.tolist(), lengths.tolist())
@@ -153,17 +159,16 @@ def record_video(
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
-            frames = [env.render()]
+            frames: list[Any] = [env.render()]
             done = False
             while not done:
                 obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).unsqueeze(0)
                 if obs_normalizer is not None:
                     obs_t = obs_normalizer.normalize(obs_t, update=False)
-                action = deterministic_action(actor, obs_t, policy=policy)[0].numpy()
-                if isinstance(env.action_space, gym.spaces.Box):
-                    action = np.clip(action, env.action_space.low, env.action_space.high)
-                else:
-                    action = int(action)
+                raw = deterministic_action(actor, obs_t, policy=policy)[0].numpy()
+                space: Any = env.action_space
+                action: Any = (np.clip(raw, space.low, space.high)
+                               if isinstance(space, gym.spaces.Box) else int(raw))
                 obs, _, terminated, truncated, _ = env.step(action)
                 frames.append(env.render())
                 done = terminated or truncated

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["MetricsLogger", "read_progress_csv"]
+import numpy as np
+import torch
+
+__all__ = ["MetricsLogger", "column_means", "mean_or_nan", "progress_bar", "read_progress_csv"]
 
 _FIXED = ("env_steps", "iteration", "wall_seconds")
 
@@ -66,7 +71,7 @@ class MetricsLogger:
             purge = None if resume_from_step is None else resume_from_step + 1
             self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge)
 
-    def log(self, metrics: dict[str, float | None], *, env_steps: int, iteration: int,
+    def log(self, metrics: Mapping[str, float | None], *, env_steps: int, iteration: int,
             wall_seconds: float) -> None:
         """Log one row; ``None`` or NaN values are left empty in the CSV and skipped in TB."""
         if self._writer is None:
@@ -112,3 +117,40 @@ def read_progress_csv(path: str | Path, *, raw: bool = False) -> list[dict]:
         return rows
     return [{k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items()}
             for r in rows]
+
+
+def column_means(records: list[tuple[torch.Tensor | None, ...]], width: int,
+                  reduce: Callable[[torch.Tensor], torch.Tensor]) -> list[float]:
+    """Per-column means of the minibatch records (NaN for a diagnostic the loss lacks),
+    averaged over ranks by ``reduce``.
+
+    Example:
+        >>> column_means([(torch.tensor(1.0), None), (torch.tensor(3.0), None)], 2,
+        ...              lambda t: t)
+        [2.0, nan]
+    """
+    if not records:
+        return [math.nan] * width
+    nan = torch.full((), math.nan)
+    columns = [torch.stack([nan if v is None else v.detach().float() for v in col])
+               for col in zip(*records)]
+    return reduce(torch.stack(columns).mean(1)).tolist()
+
+
+def mean_or_nan(values: Any) -> float:
+    """The mean of ``values``, NaN when there are none.
+
+    Example:
+        >>> mean_or_nan([1.0, 2.0]), mean_or_nan([])
+        (1.5, nan)
+    """
+    values = list(values)
+    return float(np.mean(values)) if values else math.nan
+
+
+def progress_bar(cfg: Any, initial: int, total: int) -> Any:
+    """A tqdm bar over env steps, labelled with ``cfg.env`` and ``cfg.seed``."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True,
+                desc=f"{cfg.env} seed {cfg.seed}", smoothing=0.1)

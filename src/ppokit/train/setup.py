@@ -1,0 +1,123 @@
+"""What a run is made of, checked before any work: its config, env sources and networks.
+
+:func:`resolve_config` merges a config, an env source and keyword overrides;
+:func:`eval_source` says where the final evaluation plays; :func:`check_world_support` refuses
+options several processes cannot run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ppokit.distributed.core import World
+from ppokit.envs.sources import EnvSource, env_label
+from ppokit.train.config import TrainConfig, config_from_dict
+
+__all__ = ["check_resumable", "check_world_support", "checked_module", "eval_source",
+           "is_vector_env", "resolve_config"]
+
+
+def resolve_config(cfg: TrainConfig | None, *, env: EnvSource | None,
+                   overrides: dict[str, Any]) -> TrainConfig:
+    """The run's config: ``cfg`` (or the preset of an id ``env``), ``env`` and ``overrides``.
+
+    An id ``env`` sets ``cfg.env``; a callable or VectorEnv sets it to a label (for logs),
+    and a VectorEnv sets ``num_envs`` to its own (an override that disagrees is an error).
+
+    Example:
+        >>> resolve_config(None, env="Pendulum-v1", overrides={"seed": 2}).gamma  # its preset
+        0.9
+    """
+    from ppokit.train.presets import preset_config
+
+    if "env" in overrides:
+        raise TypeError("Pass the environment as env=..., once (it is not a config override).")
+    if cfg is None:  # an id picks its preset; a callable or VectorEnv starts from defaults
+        cfg = preset_config(env) if isinstance(env, str) else TrainConfig()
+    values = dict(overrides)
+    if env is not None:
+        values["env"] = env_label(env)
+    if is_vector_env(env):
+        given = values.get("num_envs")
+        if given is not None and given != env.num_envs:  # type: ignore[union-attr]
+            raise ValueError(f"num_envs={given} disagrees with the VectorEnv given, which has "
+                             f"{env.num_envs}; drop num_envs.")  # type: ignore[union-attr]
+        values["num_envs"] = env.num_envs  # type: ignore[union-attr]
+    return config_from_dict(values, base=cfg) if values else cfg
+
+
+def check_world_support(cfg: TrainConfig, world: World) -> None:
+    """Raise ``ValueError`` for options that ``world`` (several processes) cannot run.
+
+    Example:
+        >>> check_world_support(TrainConfig(compile=True), World())  # one process: fine
+    """
+    if cfg.compile and world.is_distributed:
+        raise ValueError(
+            "compile=True does not work with distributed training yet (--compile under "
+            "torchrun): DistributedDataParallel's forward cannot be traced into the loss's "
+            "single graph. Set compile=False (drop --compile), or train in one process.")
+
+
+def is_vector_env(source: object) -> bool:
+    """Whether ``source`` is a ``gymnasium.vector.VectorEnv``.
+
+    Example:
+        >>> is_vector_env("CartPole-v1")
+        False
+    """
+    import gymnasium as gym
+
+    return isinstance(source, gym.vector.VectorEnv)
+
+
+def eval_source(source: EnvSource, eval_env: EnvSource | None, cfg: TrainConfig
+                 ) -> EnvSource | None:
+    """Where the final evaluation plays: ``eval_env``, else the training source if it can
+    be built again (an id or callable); a VectorEnv needs ``eval_env`` or no evaluation."""
+    if eval_env is not None:
+        return eval_env
+    if not is_vector_env(source):
+        return source
+    if cfg.eval_episodes:
+        raise ValueError(
+            f"eval_episodes={cfg.eval_episodes} evaluates on fresh environments, which a "
+            "VectorEnv cannot give; pass eval_env= (a Gymnasium id or a callable returning an "
+            "Env), or eval_episodes=0.")
+    return None
+
+
+def checked_module(module: object, role: str) -> Any:
+    """``module`` if it is an ``nn.Module``; else a ``TypeError`` naming ``role``.
+
+    Example:
+        >>> checked_module(lambda td: td, "actor")
+        Traceback (most recent call last):
+        ...
+        TypeError: actor must be a torch.nn.Module (a TensorDict module such as ...
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{role} must be a torch.nn.Module (a TensorDict module such as "
+                        f"ProbabilisticActor / ValueOperator), got {type(module).__name__}.")
+    return module
+
+
+def check_resumable(saved: TrainConfig, cfg: TrainConfig) -> None:
+    """Raise ``ValueError`` when ``cfg`` changes what a checkpoint trained with ``saved`` fixed
+    (the env and the shapes of the rollout and the networks).
+
+    Example:
+        >>> check_resumable(TrainConfig(), TrainConfig(lr=1e-4))  # a new lr is fine
+        >>> check_resumable(TrainConfig(), TrainConfig(num_envs=2))
+        Traceback (most recent call last):
+        ...
+        ValueError: Cannot resume: the checkpoint was trained with num_envs=8 but this run ...
+    """
+    for name in ("env", "num_envs", "num_steps", "hidden_sizes", "activation"):
+        if getattr(saved, name) != getattr(cfg, name):
+            raise ValueError(
+                f"Cannot resume: the checkpoint was trained with {name}="
+                f"{getattr(saved, name)!r} but this run has {name}="
+                f"{getattr(cfg, name)!r}. Drop the override of --{name.replace('_', '-')}.")
