@@ -4,13 +4,15 @@ A checkpoint is ``{"format": "ppokit-checkpoint", "version": 1, ...}`` saved wit
 ``torch.save`` and read with ``torch.load(..., weights_only=True)``, so loading one never runs
 code. Writes go to a temporary file in the same directory, are flushed to disk, then renamed
 over the target with ``os.replace`` (atomic on POSIX): a process killed mid-write (SIGKILL)
-leaves the previous checkpoint intact.
+leaves the previous checkpoint intact, and a write that fails (full disk, file-size limit)
+raises :class:`CheckpointWriteError` naming the file and the cause.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -18,7 +20,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+from ppokit.train.rundir import replace_file
+
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "CheckpointWriteError", "load_checkpoint",
+           "save_checkpoint"]
 
 FORMAT = "ppokit-checkpoint"
 VERSION = 1
@@ -39,8 +44,16 @@ class CheckpointError(ValueError):
     """
 
 
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (full disk, file-size limit, I/O error); the previous
+    checkpoint at that path is untouched. The message names the file and the cause."""
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` (plus format and version markers) to ``path`` atomically.
+
+    Raises:
+        CheckpointWriteError: the file could not be written (the old one stays as it was).
 
     Example:
         >>> import tempfile, pathlib
@@ -58,11 +71,28 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        replace_file(Path(tmp), path)
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a short write as RuntimeError("... unexpected pos ..."), which
+        # names neither the file nor the cause: say both
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointWriteError(_write_failure(path, err)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_failure(path: Path, err: BaseException) -> str:
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    first = str(err).splitlines()[0] if str(err) else ""
+    return (f"could not write checkpoint {str(path)!r} ({type(err).__name__}: {first}; "
+            f"{free}). The disk may be full or a file-size limit (ulimit -f) reached; the "
+            "previous checkpoint there is intact. Free space, then continue with "
+            "`ppokit train --resume <run dir>`.")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
