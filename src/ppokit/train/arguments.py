@@ -149,8 +149,9 @@ def check_train_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None
     foreign = foreign_files(run_dir)
     if foreign:
         raise UsageError(
-            f"run dir {str(run_dir)!r} is not a ppokit run but holds {', '.join(foreign)}: "
-            "files ppokit did not write, under names a run writes. ppokit does not overwrite "
+            f"run dir {str(run_dir)!r} holds {', '.join(foreign)}, which ppokit did not write "
+            f"({'not a ppokit run' if not holds_run(run_dir) else 'added by hand'}), under "
+            "names a run writes. ppokit does not overwrite them "
             f"them{' even with --overwrite' if overwrite else ''}; move them away or pick "
             "another --run-dir.")
 

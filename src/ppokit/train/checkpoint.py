@@ -83,13 +83,18 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def _first_sentence(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return text.split(". ")[0].rstrip(".") + "."
+
+
 def _write_failure(path: Path, err: BaseException) -> str:
     try:
         free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
     except OSError:
         free = "free space unknown"
-    first = str(err).splitlines()[0] if str(err) else ""
-    return (f"could not write checkpoint {str(path)!r} ({type(err).__name__}: {first}; "
+    return (f"could not write checkpoint {str(path)!r} ({type(err).__name__}: "
+            f"{_first_sentence(err).rstrip('.')}; "
             f"{free}). The disk may be full or a file-size limit (ulimit -f) reached; the "
             "previous checkpoint there is intact. Free space, then continue with "
             "`ppokit train --resume <run dir>`.")
@@ -119,7 +124,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             ValueError, AttributeError, TypeError) as err:
         raise CheckpointError(
             f"{str(path)!r} is not a readable ppokit checkpoint (corrupted, truncated, or not a "
-            f"torch file): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            f"torch file): {type(err).__name__}: {_first_sentence(err)}"
         ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(

@@ -50,7 +50,10 @@ _TMP_PATTERNS = (".*.tmp", "checkpoints/.*.tmp")
 #: ``os.replace``, i.e. at the instant a kill would leave both files on disk
 before_replace: Callable[[Path, Path], None] | None = None
 
-_HELD: dict[Path, tuple[int, int]] = {}  # resolved run dir -> (lock fd, holders)
+_HELD: dict[Path, tuple[int, int]] = {}
+# the mode a plain open() would give (mkstemp's files are 0600)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # resolved run dir -> (lock fd, holders)
 
 
 class RunDirError(ValueError):
@@ -105,6 +108,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", newline="") as fh:
             fh.write(text)
             fh.flush()
@@ -159,12 +163,11 @@ def holds_run(run_dir: str | Path) -> bool:
 
 
 def foreign_files(run_dir: str | Path) -> list[str]:
-    """Files under the names a run writes that ppokit did not write (not in the manifest)."""
+    """Files under the fixed names a run writes that ppokit did not write (not in the
+    manifest); a run would overwrite them."""
     root = Path(run_dir)
     ours = set(written_files(root))
-    names = [*_FIXED_NAMES, *(p.relative_to(root).as_posix()
-                              for p in root.glob("checkpoints/step_*.pt"))]
-    return [n for n in names if (root / n).exists() and n not in ours]
+    return [n for n in _FIXED_NAMES if (root / n).exists() and n not in ours]
 
 
 def remove_written(run_dir: str | Path) -> None:
