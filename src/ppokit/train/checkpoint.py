@@ -84,20 +84,33 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def _first_sentence(err: BaseException) -> str:
+    # torch's messages run on for several sentences of advice: keep the first one
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return text.split(". ")[0].rstrip(".") + "."
+    cut = text.find(". ", 40)
+    return (text if cut < 0 else text[:cut]).rstrip(".") + "."
 
 
 def _write_failure(path: Path, err: BaseException) -> str:
+    """Name the file and the likeliest cause: torch reports a short write only as
+    ``unexpected pos``, so look at the file-size limit and the free space ourselves."""
+    import resource
+
+    said = str(err).strip().splitlines()[0] if str(err).strip() else "no message"
     try:
-        free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
+        free = shutil.disk_usage(path.parent).free
     except OSError:
-        free = "free space unknown"
-    return (f"could not write checkpoint {str(path)!r} ({type(err).__name__}: "
-            f"{_first_sentence(err).rstrip('.')}; "
-            f"{free}). The disk may be full or a file-size limit (ulimit -f) reached; the "
-            "previous checkpoint there is intact. Free space, then continue with "
-            "`ppokit train --resume <run dir>`.")
+        free = -1
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        cause = (f"this process may write files of at most {limit:,} bytes (ulimit -f), "
+                 "too few for the checkpoint; raise the limit")
+    elif 0 <= free < 256 * 2**20:
+        cause = f"the disk is full ({free / 2**20:,.1f} MiB free there); free space"
+    else:
+        cause = "an I/O error (see below); check the disk"
+    return (f"could not write checkpoint {str(path)!r}: {cause}, then continue with "
+            f"`ppokit train --resume <run dir>`. The previous checkpoint there is intact. "
+            f"({type(err).__name__}: {said})")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
