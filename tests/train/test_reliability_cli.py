@@ -137,6 +137,21 @@ def test_checkpoint_write_failure_names_file_and_cause(tmp_path, capsys, monkeyp
     assert not list((run / "checkpoints").glob(".*.tmp"))  # the partial file is gone
 
 
+def test_a_failing_log_write_is_an_error_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from ppokit.train import loop
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(loop, "atomic_write_text", full)
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 2
+    line = _one_error_line(capsys)
+    assert "config.json" in line and "No space left on device" in line
+
+
 _FSIZE_SCRIPT = """
 import resource, sys
 from ppokit.train.cli import main

@@ -200,6 +200,12 @@ def _run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World) -> int:
         result = trainer.train()
     except (CheckpointWriteError, EnvironmentOutputError) as err:
         raise UsageError(str(err)) from None
+    except OSError as err:  # a log or config write: full disk, file-size limit, I/O error
+        name = f" {err.filename!r}" if err.filename else ""
+        raise UsageError(f"writing the run's files{name} in {str(run_dir)!r} failed: "
+                         f"{err.strerror or err}. Files already written are intact; fix the "
+                         f"cause, then continue with `ppokit train --resume {run_dir}`."
+                         ) from None
     if result.interrupted:
         if main:
             print(f"ppokit: interrupted at step {result.env_steps:,}; checkpoint saved to "
