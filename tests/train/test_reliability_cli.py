@@ -83,6 +83,17 @@ def test_resume_with_a_changed_rollout_shape_names_the_field(finished_run, capsy
         in line
 
 
+def test_resume_with_a_changed_shape_in_a_config_file(finished_run, tmp_path, capsys):
+    cfg = tmp_path / "more.json"
+    cfg.write_text(json.dumps({"num_steps": 64}))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(finished_run), "--config", str(cfg)]) == 2
+    assert "num_steps=32" in _one_error_line(capsys)
+    cfg.write_text(json.dumps({"env": 3}))
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "'env' expects a string" in _one_error_line(capsys)
+
+
 def test_resume_with_a_corrupt_config_json_names_the_file(finished_run, tmp_path, capsys):
     run = _copy(finished_run, tmp_path)
     (run / "config.json").write_text('{"env": "CartPole')

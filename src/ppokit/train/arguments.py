@@ -76,8 +76,9 @@ def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
         file_values = load_config_file(known.config) if known.config else {}
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
+    saved = None
     if known.resume is not None:
-        base = _saved_config(known.resume)
+        base = saved = _saved_config(known.resume)
         if known.env is not None and known.env != base.env:
             raise UsageError(
                 f"--resume {known.resume} holds a {base.env} run; it cannot continue as "
@@ -85,6 +86,9 @@ def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
             )
     else:
         env_id = known.env or file_values.get("env") or TrainConfig.env
+        if not isinstance(env_id, str):
+            raise UsageError(f"{known.config}: Config field 'env' expects a string, got "
+                             f"{env_id!r}.")
         _check_env(env_id)
         base = preset_config(env_id)
     try:
@@ -101,8 +105,8 @@ def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
         _check_env(cfg.env)
     try:
         validate_config(cfg)
-        if args.resume is not None:
-            check_resumable(base, cfg)
+        if saved is not None:  # what the checkpoint fixed, against flags and --config
+            check_resumable(saved, cfg)
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None
     run_dir = args.resume if args.resume is not None else cfg.run_dir or default_run_dir(cfg)
