@@ -114,7 +114,8 @@ def check_resumable(saved: TrainConfig, cfg: TrainConfig) -> None:
                 f"Cannot resume: the checkpoint was trained with {name}="
                 f"{getattr(saved, name)!r} but this run has {name}="
                 f"{getattr(cfg, name)!r}. Drop the override of --{_flag(name)} (it cannot "
-                "change within a run), or start a new run with another --run-dir.")
+                "change within a run); if the checkpoint was copied from another run, put "
+                "this run's own back; or start a new run with another --run-dir.")
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
