@@ -185,14 +185,18 @@ def test_full_disk_during_a_checkpoint_write_for_real(tmp_path):
     assert not list((run / "checkpoints").glob(".*.tmp"))
 
 
-def test_nan_reward_from_the_env_is_named_and_the_checkpoint_kept(tmp_path, capsys):
+@pytest.mark.parametrize("normalise", [[], ["--obs-norm", "--reward-scale"]])
+def test_nan_reward_from_the_env_is_named_and_the_checkpoint_kept(normalise, tmp_path, capsys):
     import gymnasium as gym
 
-    gym.register("NanRewardAfter300-v0", entry_point=_nan_reward_env)
+    if "NanRewardAfter300-v0" not in gym.envs.registry:
+        gym.register("NanRewardAfter300-v0", entry_point=_nan_reward_env)
     run = tmp_path / "run"
+    # with reward scaling the NaN must not spread through the running statistics to the
+    # other env's rewards (which would blame index 0)
     argv = ["train", "--env", "NanRewardAfter300-v0", "--num-envs", "2", "--num-steps", "64",
             "--checkpoint-every", "1", "--total-steps", "1024", "--eval-episodes", "0",
-            "--no-progress", "--run-dir", str(run)]
+            "--no-progress", "--run-dir", str(run), *normalise]
     assert main(argv) == 2
     line = _one_error_line(capsys)
     # env 1 (seed 1 + 1) goes bad at its 300th step: 64 steps per iteration, so iteration 5
