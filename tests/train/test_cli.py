@@ -27,7 +27,7 @@ def _err(capsys) -> str:
         (["--num-minibatches", "3"], r"not divisible by num_minibatches=3"),
         (["--lr", "0"], r"--lr must be a positive finite number, got 0.0"),
         (["--lr", "-1e-3"], r"--lr must be a positive finite number"),
-        (["--clip-epsilon", "-0.2"], r"--clip-epsilon must be a positive"),
+        (["--clip-epsilon", "-0.2"], r"--clip-epsilon must be a number in \(0, 1\)"),
         (["--entropy-coef", "-0.1"], r"--entropy-coef must be >= 0"),
         (["--env-kwargs", "{not json"], r"--env-kwargs .* is not valid JSON"),
         (["--env-kwargs", "[1, 2]"], r"--env-kwargs expects a JSON object .* got list"),
@@ -54,13 +54,15 @@ def test_run_dir_holding_another_run_needs_resume(tmp_path, capsys):
     assert main(["train", *FAST, "--run-dir", str(run)]) == 2
     err = _err(capsys)
     assert "already holds a run" in err and f"--resume {run}" in err
-    # --overwrite starts over (removing the old run's files, keeping others); --resume
-    # continues (here: to a larger total)
-    (run / "checkpoints" / "step_999.pt").write_bytes(b"old")
+    # --overwrite starts over (removing the old run's files, keeping the user's, listed in no
+    # manifest); --resume continues (here: to a larger total)
+    old_events = sorted((run / "tb").iterdir())
+    (run / "checkpoints" / "step_999.pt").write_bytes(b"mine")
     (run / "notes.txt").write_text("mine")
     assert main(["train", *FAST, "--run-dir", str(run), "--overwrite"]) == 0
-    assert not (run / "checkpoints" / "step_999.pt").exists()
+    assert (run / "checkpoints" / "step_999.pt").read_bytes() == b"mine"
     assert (run / "notes.txt").read_text() == "mine"
+    assert old_events and not any(p.exists() for p in old_events)
     assert main(["train", "--resume", str(run), "--total-steps", "512", "--no-progress"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["env_steps"] == 512
@@ -116,7 +118,7 @@ def test_config_helpers():
         config_from_dict({"num_env": 4})
     with pytest.raises(TypeError, match="expects true/false"):
         config_from_dict({"obs_norm": 1})
-    with pytest.raises(ValueError, match="hidden-sizes must be positive"):
+    with pytest.raises(ValueError, match="hidden-sizes must be one or more positive widths"):
         validate_config(TrainConfig(hidden_sizes=(64, 0)))
     with pytest.raises(ValueError, match="Could not parse"):
         p = __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "x.json"

@@ -83,3 +83,31 @@ def test_reward_scaler_matches_a_plain_loop():
     back.load_state_dict(state)
     np.testing.assert_array_equal(back.returns, scaler.returns)
     assert back.rms.count == scaler.rms.count
+
+
+def test_non_finite_values_do_not_poison_the_statistics_and_stay_visible():
+    # issue #15 item 7: a NaN/Inf from the env is left out of the running statistics (so the
+    # other envs' values stay finite and the trainer's check blames the right env) and is
+    # not clipped into a finite number
+    import math
+
+    from ppokit.train.normalization import ObservationNormalizer, RewardScaler, RunningMeanStd
+
+    rms = RunningMeanStd((1,))
+    rms.update(torch.tensor([[1.0], [math.nan], [3.0], [math.inf]]))
+    ref = RunningMeanStd((1,))
+    ref.update(torch.tensor([[1.0], [3.0]]))
+    assert rms.mean.tolist() == ref.mean.tolist() and rms.count == ref.count
+
+    scaler = RewardScaler(2, gamma=0.9)
+    done = torch.tensor([False, False])
+    out = scaler.scale(torch.tensor([1.0, math.nan]), done)
+    assert math.isfinite(out[0]) and math.isnan(out[1])
+    assert math.isfinite(scaler.rms.var) and scaler.returns.tolist()[1] == 0.0
+    out = scaler.scale(torch.tensor([math.inf, 2.0]), done)
+    assert math.isinf(out[0]) and math.isfinite(out[1])  # not clipped to +clip
+
+    norm = ObservationNormalizer((1,), clip=5.0)
+    out = norm.normalize(torch.tensor([[0.0], [2.0], [math.inf]]))
+    assert math.isinf(out[2, 0]) and out[:2].isfinite().all()
+    assert norm.normalize(torch.tensor([[100.0]]), update=False).item() == 5.0  # clipped

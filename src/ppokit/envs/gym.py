@@ -18,6 +18,7 @@ import torch
 from tensordict import TensorDict
 
 from ppokit.envs.sources import EnvSource, check_env_id, env_label, make_vector_env
+from ppokit.envs.spaces import check_spaces
 
 __all__ = ["GymVecEnv", "StepResult", "check_env_id", "check_spaces"]
 
@@ -39,41 +40,6 @@ class StepResult(NamedTuple):
     reward: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
-
-
-def check_spaces(observation_space: Any, action_space: Any, *, env_id: str = "env") -> None:
-    """Accept a flat ``Box`` observation and a ``Discrete`` or 1-D ``Box`` action space.
-
-    Raises:
-        ValueError: any other space, naming it.
-
-    Example:
-        >>> from gymnasium import spaces
-        >>> check_spaces(spaces.Box(-1, 1, (3,)), spaces.MultiDiscrete([2, 2]), env_id="X")
-        Traceback (most recent call last):
-        ...
-        ValueError: X has action space MultiDiscrete([2 2]); ppokit supports Discrete and ...
-    """
-    from gymnasium import spaces
-
-    if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
-        raise ValueError(
-            f"{env_id} has observation space {observation_space}; ppokit's MLP policies need a "
-            "flat Box observation. Wrap the env (e.g. gymnasium.wrappers.FlattenObservation)."
-        )
-    if isinstance(action_space, spaces.Discrete):
-        if action_space.start != 0:
-            raise ValueError(
-                f"{env_id} has Discrete action space starting at {action_space.start}; "
-                "ppokit supports Discrete(n) starting at 0."
-            )
-        return
-    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
-        return
-    raise ValueError(
-        f"{env_id} has action space {action_space}; ppokit supports Discrete and 1-D Box "
-        "action spaces."
-    )
 
 
 class GymVecEnv:

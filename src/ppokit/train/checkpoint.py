@@ -4,13 +4,15 @@ A checkpoint is ``{"format": "ppokit-checkpoint", "version": 1, ...}`` saved wit
 ``torch.save`` and read with ``torch.load(..., weights_only=True)``, so loading one never runs
 code. Writes go to a temporary file in the same directory, are flushed to disk, then renamed
 over the target with ``os.replace`` (atomic on POSIX): a process killed mid-write (SIGKILL)
-leaves the previous checkpoint intact.
+leaves the previous checkpoint intact, and a write that fails (full disk, file-size limit)
+raises :class:`CheckpointWriteError` naming the file and the cause.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -18,7 +20,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+from ppokit.train.rundir import replace_file
+
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "CheckpointWriteError", "load_checkpoint",
+           "save_checkpoint"]
 
 FORMAT = "ppokit-checkpoint"
 VERSION = 1
@@ -39,8 +44,16 @@ class CheckpointError(ValueError):
     """
 
 
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (full disk, file-size limit, I/O error); the previous
+    checkpoint at that path is untouched. The message names the file and the cause."""
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` (plus format and version markers) to ``path`` atomically.
+
+    Raises:
+        CheckpointWriteError: the file could not be written (the old one stays as it was).
 
     Example:
         >>> import tempfile, pathlib
@@ -58,11 +71,46 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        replace_file(Path(tmp), path)
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a short write as RuntimeError("... unexpected pos ..."), which
+        # names neither the file nor the cause: say both
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointWriteError(_write_failure(path, err)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _first_sentence(err: BaseException) -> str:
+    # torch's messages run on for several sentences of advice: keep the first one
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    cut = text.find(". ", 40)
+    return (text if cut < 0 else text[:cut]).rstrip(".") + "."
+
+
+def _write_failure(path: Path, err: BaseException) -> str:
+    """Name the file and the likeliest cause: torch reports a short write only as
+    ``unexpected pos``, so look at the file-size limit and the free space ourselves."""
+    import resource
+
+    said = str(err).strip().splitlines()[0] if str(err).strip() else "no message"
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = -1
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        cause = (f"this process may write files of at most {limit:,} bytes (ulimit -f), "
+                 "too few for the checkpoint; raise the limit")
+    elif 0 <= free < 256 * 2**20:
+        cause = f"the disk is full ({free / 2**20:,.1f} MiB free there); free space"
+    else:
+        cause = "an I/O error (see below); check the disk"
+    return (f"could not write checkpoint {str(path)!r}: {cause}, then continue with "
+            f"`ppokit train --resume <run dir>`. The previous checkpoint there is intact. "
+            f"({type(err).__name__}: {said})")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -89,7 +137,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             ValueError, AttributeError, TypeError) as err:
         raise CheckpointError(
             f"{str(path)!r} is not a readable ppokit checkpoint (corrupted, truncated, or not a "
-            f"torch file): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            f"torch file): {type(err).__name__}: {_first_sentence(err)}"
         ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(

@@ -7,34 +7,33 @@ can be checked before any work (env id, action space, sizes, rates, the run dir)
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
-import json
 import os
 import signal
 import sys
-import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import tyro
 
-from ppokit.train.config import (
-    DEPRECATED_NAMES,
-    TrainConfig,
-    config_from_dict,
-    default_run_dir,
-    load_config_file,
-    validate_config,
+from ppokit.train.arguments import (
+    TrainArgs,
+    UsageError,
+    parse_env_kwargs,
+    resolve_train_config,
+    take_run_dir,
 )
-from ppokit.train.presets import preset_config, preset_name
+from ppokit.train.config import TrainConfig
+from ppokit.train.presets import preset_name
+from ppokit.train.rundir import RunDirError, holds_run, record_written, unlock_run_dir
 
 if TYPE_CHECKING:
     from ppokit.distributed.core import World
 
-__all__ = ["EvalArgs", "PlotArgs", "TrainArgs", "main"]
+__all__ = ["EvalArgs", "PlotArgs", "TrainArgs", "UsageError", "main", "parse_env_kwargs",
+           "resolve_train_config"]
 
 _USAGE = """usage: ppokit {train,eval,plot} ...
 
@@ -47,24 +46,6 @@ commands:
 
 `ppokit <command> --help` documents every option.
 """
-
-
-class UsageError(Exception):
-    """Bad command-line input, reported as ``ppokit: error: ...`` with exit code 2."""
-
-
-@dataclass(frozen=True)
-class TrainArgs:
-    """Train PPO on a Gymnasium task. Values come from the preset of --env's task family,
-    then --config FILE, then the flags below."""
-
-    cfg: Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]
-    config: Path | None = None
-    """JSON or TOML file of field values, applied over the preset and under the flags."""
-    resume: Path | None = None
-    """Continue the run in this directory from its latest checkpoint (flags may extend it)."""
-    env_kwargs: str | None = None
-    """Keyword arguments for gymnasium.make as a JSON object, e.g. '{"max_episode_steps": 200}'."""
 
 
 @dataclass(frozen=True)
@@ -120,158 +101,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------------------- train
-def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
-    """Parse ``ppokit train`` arguments into (config, run_dir, resume), checking them all.
-
-    Raises:
-        UsageError: with a message for the user; nothing has been created yet.
-    """
-    argv = _renamed_flags(argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--env")
-    pre.add_argument("--config", type=Path)
-    pre.add_argument("--resume", type=Path)
-    known, _ = pre.parse_known_args(argv)
-    try:
-        file_values = load_config_file(known.config) if known.config else {}
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from None
-    if known.resume is not None:
-        saved = known.resume / "config.json"
-        if not (known.resume / "checkpoints" / "latest.pt").is_file() or not saved.is_file():
-            raise UsageError(
-                f"--resume {known.resume}: no run to resume there (expected config.json and "
-                "checkpoints/latest.pt). Start it without --resume first."
-            )
-        base = config_from_dict(json.loads(saved.read_text()))
-        if known.env is not None and known.env != base.env:
-            raise UsageError(
-                f"--resume {known.resume} holds a {base.env} run; it cannot continue as "
-                f"--env {known.env}."
-            )
-    else:
-        env_id = known.env or file_values.get("env") or TrainConfig.env
-        _check_env(env_id)
-        base = preset_config(env_id)
-    try:
-        base = config_from_dict(file_values, base=base)
-    except (KeyError, TypeError) as err:
-        raise UsageError(f"{known.config}: {err.args[0]}") from None
-    args = tyro.cli(TrainArgs, default=TrainArgs(cfg=base, config=known.config,
-                                                 resume=known.resume),
-                    args=argv, prog="ppokit train")
-    cfg: TrainConfig = args.cfg
-    if args.env_kwargs is not None:
-        cfg = replace(cfg, env_kwargs=parse_env_kwargs(args.env_kwargs))
-    if args.resume is None:
-        _check_env(cfg.env)
-    try:
-        validate_config(cfg)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    _check_spaces(cfg.env, cfg.env_kwargs)
-    if args.resume is not None:
-        run_dir = args.resume
-        cfg = replace(cfg, run_dir=run_dir)
-    else:
-        run_dir = cfg.run_dir or default_run_dir(cfg)
-        cfg = replace(cfg, run_dir=run_dir)
-        holds_run = (run_dir / "config.json").exists() or (run_dir / "checkpoints").exists()
-        if holds_run and not cfg.overwrite:
-            raise UsageError(
-                f"run dir {str(run_dir)!r} already holds a run. Continue it with "
-                f"`ppokit train --resume {run_dir}`, pick another --run-dir, or pass "
-                "--overwrite to start over in it."
-            )
-        if holds_run:
-            _remove_run_files(run_dir)
-    return cfg, run_dir, args.resume is not None
-
-
-_RUN_FILES = ("config.json", "progress.csv", "summary.json", "learning_curve.png")
-_RUN_DIRS = ("checkpoints", "tb", "videos")
-
-
-def _remove_run_files(run_dir: Path) -> None:
-    """Delete what a previous ppokit run wrote in ``run_dir`` (and nothing else)."""
-    import shutil
-
-    for name in _RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    for name in _RUN_DIRS:
-        shutil.rmtree(run_dir / name, ignore_errors=True)
-
-
-def _check_env(env_id: str) -> None:
-    from ppokit.envs.gym import check_env_id
-
-    try:
-        check_env_id(env_id)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-
-
-def parse_env_kwargs(text: str) -> dict[str, Any]:
-    """The ``--env-kwargs`` JSON object as a dict.
-
-    Raises:
-        UsageError: not JSON, or JSON that is not an object.
-
-    Example:
-        >>> parse_env_kwargs('{"max_episode_steps": 200}')
-        {'max_episode_steps': 200}
-    """
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UsageError(
-            f"--env-kwargs {text!r} is not valid JSON ({err}); pass an object such as "
-            """'{"max_episode_steps": 200}' (quoted for the shell).""") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"--env-kwargs expects a JSON object of keyword arguments for "
-                         f"gymnasium.make, got {type(value).__name__} {value!r}; e.g. "
-                         """'{"max_episode_steps": 200}'.""")
-    return value
-
-
-def _renamed_flags(argv: list[str]) -> list[str]:
-    """Old flags (``--ent-coef``, ``--vf-coef``) under their new names, with a FutureWarning."""
-    old = {f"--{o.replace('_', '-')}": f"--{n.replace('_', '-')}"
-           for o, n in DEPRECATED_NAMES.items()}
-    out = []
-    for arg in argv:
-        flag, eq, value = arg.partition("=")
-        if flag in old:
-            warnings.warn(f"{flag} is deprecated: use {old[flag]} (the loss's name).",
-                          FutureWarning, stacklevel=2)
-            arg = old[flag] + eq + value
-        out.append(arg)
-    return out
-
-
-def _check_spaces(env_id: str, env_kwargs: dict[str, Any]) -> None:
-    import gymnasium as gym
-
-    from ppokit.envs.gym import check_spaces
-
-    try:
-        env = gym.make(env_id, **env_kwargs)
-    except gym.error.DependencyNotInstalled as err:
-        raise UsageError(f"{env_id} needs an extra package: {err}") from None
-    except TypeError as err:  # a keyword the env's constructor does not take
-        raise UsageError(f"--env-kwargs {json.dumps(env_kwargs)} do not fit {env_id}: {err}"
-                         ) from None
-    try:
-        check_spaces(env.observation_space, env.action_space, env_id=env_id)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    finally:
-        env.close()
-
-
 def _train(argv: list[str]) -> int:
-    # Under torchrun (RANK, WORLD_SIZE, ... set) every rank runs this; otherwise one process.
-    # There `record` writes a failing rank's traceback where torchrun's error summary shows it.
+    # Every argument is parsed and checked before torch is imported: a rejection takes a
+    # fraction of a second. Under torchrun (RANK, WORLD_SIZE, ... set) every rank runs this;
+    # there `record` writes a failing rank's traceback where torchrun's error summary shows it.
+    resolved = resolve_train_config(argv)
     from torch.distributed.elastic.multiprocessing.errors import record
 
     from ppokit.distributed.core import init_distributed, shutdown_distributed
@@ -281,9 +115,9 @@ def _train(argv: list[str]) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     if not world.is_distributed:
-        return _train_ranks(argv, world)
+        return _train_ranks(resolved, world)
     try:
-        code = record(_train_ranks)(argv, world)
+        code = record(_train_ranks)(resolved, world)
     except BaseException:
         shutdown_distributed()  # no barrier: the other ranks may be gone
         raise
@@ -311,22 +145,47 @@ def _exit_without_teardown(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _train_ranks(argv: list[str], world: World) -> int:
-    cfg, run_dir, resume = resolve_train_config(argv)
+def _train_ranks(resolved: tuple[TrainConfig, Path, bool], world: World) -> int:
     # rank 0's config everywhere: the default run dir holds a timestamp ranks could disagree on
-    cfg, run_dir = world.broadcast_object((cfg, run_dir))
-    from ppokit.train.trainer import PPOTrainer, check_world_support
+    cfg, run_dir = world.broadcast_object(resolved[:2])
+    resume = resolved[2]
+    from ppokit.train.trainer import check_world_support
 
     try:
         check_world_support(cfg, world)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    problem = None
+    if world.is_main:
+        try:
+            take_run_dir(run_dir, resume=resume, overwrite=cfg.overwrite)
+        except (UsageError, RunDirError) as err:
+            problem = str(err)
+    problem = world.broadcast_object(problem)  # every rank stops on rank 0's refusal
+    if problem is not None:
+        raise UsageError(problem)
+    try:
+        return _run(cfg, run_dir, resume, world)
+    finally:
+        if world.is_main:
+            unlock_run_dir(run_dir)
+
+
+def _run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World) -> int:
+    from ppokit.train.checkpoint import CheckpointWriteError
+    from ppokit.train.guards import EnvironmentOutputError
+    from ppokit.train.trainer import PPOTrainer
 
     main = world.is_main
     try:
         trainer = PPOTrainer(cfg, run_dir=run_dir, resume=resume, world=world)
-    except ValueError as err:  # e.g. --compile that the fused update cannot honour
+    except ValueError as err:  # a checkpoint that does not fit; --compile it cannot honour
         raise UsageError(str(err)) from None
+    except (KeyError, RuntimeError) as err:
+        if not resume:
+            raise
+        raise UsageError(f"--resume {run_dir}: checkpoints/latest.pt does not fit this run "
+                         f"({type(err).__name__}: {str(err).splitlines()[0]}).") from None
     steps = trainer.env_steps + (trainer.num_iterations - trainer.iteration) * (
         cfg.batch_size * world.world_size)
     ranks = f" on {world.world_size} ranks" if world.is_distributed else ""
@@ -337,7 +196,16 @@ def _train_ranks(argv: list[str], world: World) -> int:
     if resume and main:
         print(f"ppokit: resumed at step {trainer.env_steps:,} (iteration {trainer.iteration})",
               flush=True)
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except (CheckpointWriteError, EnvironmentOutputError) as err:
+        raise UsageError(str(err)) from None
+    except OSError as err:  # a log or config write: full disk, file-size limit, I/O error
+        name = f" {err.filename!r}" if err.filename else ""
+        raise UsageError(f"writing the run's files{name} in {str(run_dir)!r} failed: "
+                         f"{err.strerror or err}. Files already written are intact; fix the "
+                         f"cause, then continue with `ppokit train --resume {run_dir}`."
+                         ) from None
     if result.interrupted:
         if main:
             print(f"ppokit: interrupted at step {result.env_steps:,}; checkpoint saved to "
@@ -379,6 +247,8 @@ def _eval(argv: list[str]) -> int:
         paths = record_video(actor, cfg.env, args.run_dir / "videos",
                              episodes=args.video_episodes, seed=args.seed,
                              obs_normalizer=obs_norm)
+        if holds_run(args.run_dir):
+            record_written(args.run_dir, *(f"videos/{p.name}" for p in paths))
         for p in paths:
             print(f"video: {p}")
     return 0

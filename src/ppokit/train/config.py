@@ -57,48 +57,54 @@ class TrainConfig:
 
     env: str = "CartPole-v1"
     """Gymnasium environment id (e.g. CartPole-v1, Hopper-v5, or my_package.my_module:MyEnv-v0,
-    which imports my_package.my_module first). Picks the preset."""
+    which imports my_package.my_module first). Picks the preset. [a non-empty Gymnasium id]"""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for gymnasium.make (from the command line: --env-kwargs JSON)."""
     seed: int = 1
-    """Seed for torch, numpy, python and the environments (env i gets seed + i)."""
+    """Seed for torch, numpy, python and the environments (env i gets seed + i).
+    [an integer in [0, 4294967295]]"""
     total_steps: int = 60_000
-    """Environment steps to train for, summed over all parallel environments."""
+    """Environment steps to train for, summed over all parallel environments.
+    [a positive integer]"""
     num_envs: int = 8
-    """Parallel environments in the vector env."""
+    """Parallel environments in the vector env. [a positive integer]"""
     num_steps: int = 32
-    """Steps collected per environment per iteration (rollout length T)."""
+    """Steps collected per environment per iteration (rollout length T). [a positive integer]"""
     vector_mode: Literal["sync", "async"] = "sync"
     """Gymnasium vectorisation: 'sync' (one process) or 'async' (one subprocess per env)."""
 
     lr: float = 1e-3
-    """Adam learning rate at the start of training."""
+    """Adam learning rate at the start of training. [a positive finite number]"""
     anneal_lr: bool = True
     """Anneal the learning rate linearly to zero over the run."""
     adam_eps: float = 1e-5
-    """Adam epsilon (1e-5 as in the PPO reference implementations, not torch's 1e-8)."""
+    """Adam epsilon (1e-5 as in the PPO reference implementations, not torch's 1e-8).
+    [a positive finite number]"""
     gamma: float = 0.99
-    """Discount factor."""
+    """Discount factor. [in (0, 1]]"""
     gae_lambda: float = 0.95
-    """GAE lambda (bias/variance trade-off of the advantage)."""
+    """GAE lambda (bias/variance trade-off of the advantage). [in (0, 1]]"""
     num_epochs: int = 20
-    """Passes over each rollout."""
+    """Passes over each rollout. [a positive integer]"""
     num_minibatches: int = 1
-    """Minibatches per epoch; the batch num_envs * num_steps must divide evenly."""
+    """Minibatches per epoch; the batch num_envs * num_steps must divide evenly.
+    [a positive integer dividing num_envs * num_steps]"""
     clip_epsilon: float = 0.2
-    """PPO ratio clipping range epsilon."""
+    """PPO ratio clipping range epsilon. [a number in (0, 1)]"""
     clip_value: bool = False
     """Also clip the value update around the rollout's values (with clip_epsilon)."""
     entropy_coef: float = 0.0
-    """Entropy bonus coefficient (ClipPPOLoss's entropy_coef; formerly ent_coef)."""
+    """Entropy bonus coefficient (ClipPPOLoss's entropy_coef; formerly ent_coef).
+    [>= 0 and finite]"""
     critic_coef: float = 0.5
-    """Critic loss coefficient (ClipPPOLoss's critic_coef; formerly vf_coef)."""
+    """Critic loss coefficient (ClipPPOLoss's critic_coef; formerly vf_coef). [>= 0 and finite]"""
     loss_critic_type: Literal["l2", "l1", "smooth_l1"] = "l2"
     """Distance of the critic loss (l2 = squared error, as in SB3)."""
     max_grad_norm: float = 0.5
-    """Clip the global gradient norm of all parameters to this value."""
+    """Clip the global gradient norm of all parameters to this value. [a positive finite number]"""
     target_kl: float | None = None
-    """Stop the epochs of an iteration when a minibatch's approximate KL exceeds this."""
+    """Stop the epochs of an iteration when a minibatch's approximate KL exceeds this.
+    [positive and finite, or omitted]"""
     normalize_advantage: bool = True
     """Normalise the advantage inside each minibatch."""
     recompute_advantage: bool = False
@@ -107,17 +113,18 @@ class TrainConfig:
     obs_norm: bool = False
     """Normalise observations with running mean/std (saved in checkpoints, frozen in eval)."""
     obs_clip: float = 10.0
-    """Clip normalised observations to [-obs_clip, obs_clip]."""
+    """Clip normalised observations to [-obs_clip, obs_clip]. [a positive finite number]"""
     reward_scale: bool = False
     """Divide rewards by the running std of the discounted return."""
     reward_clip: float = 10.0
-    """Clip scaled rewards to [-reward_clip, reward_clip]."""
+    """Clip scaled rewards to [-reward_clip, reward_clip]. [a positive finite number]"""
     hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layer widths of the actor and critic MLPs (separate networks)."""
+    """Hidden layer widths of the actor and critic MLPs (separate networks).
+    [one or more positive widths]"""
     activation: Literal["tanh", "relu"] = "tanh"
     """Hidden activation of the MLPs."""
     init_log_std: float = 0.0
-    """Initial log standard deviation of continuous (Gaussian) policies."""
+    """Initial log standard deviation of continuous (Gaussian) policies. [a number in [-20, 5]]"""
     ortho_init: bool = True
     """Orthogonal weights (gain sqrt(2), policy head 0.01, value head 1); False: torch's default."""
 
@@ -126,13 +133,14 @@ class TrainConfig:
     policy for acting: faster after tens of seconds of compiling at the start; worth it for
     long runs (MuJoCo)."""
     torch_threads: int = 1
-    """torch.set_num_threads: small MLPs run fastest on one thread."""
+    """torch.set_num_threads: small MLPs run fastest on one thread. [a positive integer]"""
     eval_episodes: int = 20
-    """Deterministic evaluation episodes at the end of training (0 skips it)."""
+    """Deterministic evaluation episodes at the end of training (0 skips it). [an integer >= 0]"""
     checkpoint_every: int = 10
-    """Iterations between writes of checkpoints/latest.pt."""
+    """Iterations between writes of checkpoints/latest.pt. [a positive integer]"""
     keep_checkpoint_every: int = 100
-    """Iterations between kept copies checkpoints/step_<N>.pt (0: keep none)."""
+    """Iterations between kept copies checkpoints/step_<N>.pt (0: keep none).
+    [an integer >= 0 (0: keep none)]"""
     run_dir: Path | None = None
     """Directory for logs and checkpoints (default runs/<env>__<seed>__<time>)."""
     overwrite: bool = False
@@ -303,10 +311,16 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         ValueError: another extension or a syntax error (with the file named).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"Config file {str(path)!r} is a directory; pass a .json or .toml file.")
     if not path.is_file():
         raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
     suffix = path.suffix.lower()
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"Config file {str(path)!r} is not UTF-8 text (byte {err.start}: "
+                         f"{err.reason}); pass a .json or .toml file of field values.") from None
     try:
         if suffix == ".json":
             data = json.loads(text)
@@ -332,10 +346,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def validate_config(cfg: TrainConfig) -> None:
-    """Reject contradictory or out-of-range values with a message that says how to fix them.
+    """Reject values outside each field's allowed range, or sizes that contradict each other,
+    with a message that says how to fix them (the checks live in
+    :mod:`ppokit.train.validation`).
 
     Raises:
-        ValueError: the first problem found.
+        ValueError: the first problem found (``TypeError``: a value of the wrong type).
 
     Example:
         >>> validate_config(TrainConfig(num_minibatches=3))
@@ -343,45 +359,9 @@ def validate_config(cfg: TrainConfig) -> None:
         ...
         ValueError: The batch num_envs * num_steps = 8 * 32 = 256 is not divisible by ...
     """
-    positive_ints = ("total_steps", "num_envs", "num_steps", "num_epochs", "num_minibatches",
-                     "torch_threads", "checkpoint_every")
-    for name in positive_ints:
-        value = getattr(cfg, name)
-        if value <= 0:
-            raise ValueError(f"--{_flag(name)} must be a positive integer, got {value}.")
-    for name in ("eval_episodes", "keep_checkpoint_every"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(cfg, name)}.")
-    positive_floats = ("lr", "adam_eps", "clip_epsilon", "max_grad_norm", "obs_clip",
-                       "reward_clip")
-    for name in positive_floats:
-        value = getattr(cfg, name)
-        if not value > 0 or not math.isfinite(value):
-            raise ValueError(f"--{_flag(name)} must be a positive finite number, got {value}.")
-    if cfg.target_kl is not None and not cfg.target_kl > 0:
-        raise ValueError(f"--target-kl must be positive (or omitted), got {cfg.target_kl}.")
-    for name in ("entropy_coef", "critic_coef"):
-        value = getattr(cfg, name)
-        if value < 0 or not math.isfinite(value):
-            raise ValueError(f"--{_flag(name)} must be >= 0, got {value}.")
-    for name in ("gamma", "gae_lambda"):
-        value = getattr(cfg, name)
-        if not 0 < value <= 1:
-            raise ValueError(f"--{_flag(name)} must be in (0, 1], got {value}.")
-    if cfg.num_minibatches > cfg.batch_size:
-        raise ValueError(
-            f"num_minibatches={cfg.num_minibatches} is larger than the batch num_envs * num_steps"
-            f" = {cfg.num_envs} * {cfg.num_steps} = {cfg.batch_size}: a minibatch would be "
-            "empty. Lower --num-minibatches or raise --num-envs/--num-steps."
-        )
-    if cfg.batch_size % cfg.num_minibatches:
-        raise ValueError(
-            f"The batch num_envs * num_steps = {cfg.num_envs} * {cfg.num_steps} = "
-            f"{cfg.batch_size} is not divisible by num_minibatches={cfg.num_minibatches}; "
-            "choose sizes so that every minibatch has the same number of transitions."
-        )
-    if not cfg.hidden_sizes or any(h <= 0 for h in cfg.hidden_sizes):
-        raise ValueError(f"--hidden-sizes must be positive widths, got {cfg.hidden_sizes}.")
+    from ppokit.train.validation import check_config
+
+    check_config(cfg)
 
 
 def _flag(name: str) -> str:

@@ -7,6 +7,7 @@ progress bar), checkpoint when due, stop on a signal; at the end evaluate and wr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ppokit.distributed.core import unwrap_ddp
 from ppokit.train.config import config_to_dict
 from ppokit.train.metrics import MetricsLogger, mean_or_nan, progress_bar
+from ppokit.train.rundir import atomic_write_text, clean_stale_tmp, record_written, run_dir_lock
 from ppokit.train.signals import stop_on_signals
 
 if TYPE_CHECKING:
@@ -40,11 +42,21 @@ def run_loop(self: PPOTrainer) -> TrainResult:
     Calls the trainer's own steps (``collect``, ``update``, ``save``), so a subclass or an
     instrumented trainer is run the same way.
     """
-    cfg, main = self.cfg, self.world.is_main
+    main = self.world.is_main
     if main:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(
-            json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    # rank 0 owns the run dir: one process at a time (the lock dies with the process)
+    with run_dir_lock(self.run_dir) if main else contextlib.nullcontext():
+        return _run_locked(self)
+
+
+def _run_locked(self: PPOTrainer) -> TrainResult:
+    cfg, main = self.cfg, self.world.is_main
+    if main:
+        clean_stale_tmp(self.run_dir)  # left by a process killed mid-write
+        record_written(self.run_dir, "config.json")
+        atomic_write_text(self.run_dir / "config.json",
+                          json.dumps(config_to_dict(cfg), indent=2) + "\n")
     logger = MetricsLogger(self.run_dir, resume_from_step=self.env_steps or None) if main \
         else None
     bar = (progress_bar(cfg, self.env_steps, self.num_iterations * cfg.batch_size
@@ -71,6 +83,7 @@ def run_loop(self: PPOTrainer) -> TrainResult:
                               / max(time.perf_counter() - start, 1e-9))
     self.env.close()
     return TrainResult(self.env_steps, self.iteration, wall, interrupted, summary)
+
 
 def _iteration(self: PPOTrainer, logger: MetricsLogger | None, bar: Any, start: float,
                start_steps: int) -> float:
@@ -137,5 +150,6 @@ def finish(self: PPOTrainer, *, wall_seconds: float, train_sps: float) -> dict[s
             eval_lengths=result.lengths, eval_seconds=round(time.perf_counter() - t0, 2),
         )
     summary["checkpoint"] = str(self.ckpt_dir / "latest.pt")
-    (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    record_written(self.run_dir, "summary.json")
+    atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

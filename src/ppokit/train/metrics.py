@@ -2,13 +2,17 @@
 
 ``progress.csv`` has a fixed header (``env_steps``, ``iteration``, ``wall_seconds`` and every
 metric name, sorted); a metric with no value at an iteration (e.g. no episode finished) is an
-empty cell. Resuming appends to the same file (rows after the checkpoint's step are dropped
-first, so a run killed between a log write and a checkpoint has no duplicate steps).
+empty cell. Rows are appended and flushed one by one. Resuming appends to the same file (rows
+after the checkpoint's step are dropped first, by writing the kept rows to a temporary file
+that replaces the old one atomically, so a run killed between a log write and a checkpoint has
+no duplicate steps, and a kill during that rewrite loses no row). Both files are listed in
+the run dir's manifest (:mod:`~ppokit.train.rundir`).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ppokit.train.rundir import atomic_write_text, record_written
 
 __all__ = ["MetricsLogger", "column_means", "mean_or_nan", "progress_bar", "read_progress_csv"]
 
@@ -44,6 +50,7 @@ class MetricsLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "progress.csv"
+        record_written(self.run_dir, "progress.csv")
         self._columns: list[str] | None = None
         if resume_from_step is not None and self.csv_path.exists():
             rows = read_progress_csv(self.csv_path, raw=True)
@@ -52,10 +59,11 @@ class MetricsLogger:
             if header:
                 self._columns = header
                 kept = [r for r in rows if float(r["env_steps"]) <= resume_from_step]
-                with open(self.csv_path, "w", newline="") as fh:
-                    writer = csv.DictWriter(fh, fieldnames=header)
-                    writer.writeheader()
-                    writer.writerows(kept)
+                text = io.StringIO(newline="")
+                writer = csv.DictWriter(text, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(kept)
+                atomic_write_text(self.csv_path, text.getvalue())
         elif self.csv_path.exists():
             self.csv_path.unlink()
         self._file = open(self.csv_path, "a", newline="")  # noqa: SIM115 - closed in close()
@@ -70,6 +78,12 @@ class MetricsLogger:
             # purge events a killed process logged after the checkpoint's step
             purge = None if resume_from_step is None else resume_from_step + 1
             self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge)
+            self._record_events()
+
+    def _record_events(self) -> None:
+        # TensorBoard names its event files itself: list the ones in tb/ (unique names)
+        record_written(self.run_dir, *(p.relative_to(self.run_dir).as_posix() for p in
+                                       sorted((self.run_dir / "tb").glob("events.out.tfevents.*"))))
 
     def log(self, metrics: Mapping[str, float | None], *, env_steps: int, iteration: int,
             wall_seconds: float) -> None:
@@ -101,6 +115,7 @@ class MetricsLogger:
             self._file.close()
         if self._tb is not None:
             self._tb.close()
+            self._record_events()
 
     def __enter__(self) -> MetricsLogger:
         return self

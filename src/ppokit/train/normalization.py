@@ -58,7 +58,7 @@ class RunningMeanStd:
         self.count = float(epsilon)
 
     def update(self, batch: torch.Tensor | np.ndarray) -> None:
-        """Fold a ``[B, *shape]`` batch into the statistics."""
+        """Fold a ``[B, *shape]`` batch into the statistics (rows holding NaN/Inf left out)."""
         x = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch
         x = np.asarray(x, dtype=np.float64)
         if x.shape[1:] != self.mean.shape:
@@ -68,8 +68,17 @@ class RunningMeanStd:
             )
         if x.shape[0] == 0:
             return
+        batch_mean = x.mean(0)
+        if not np.isfinite(batch_mean).all():
+            # a NaN/Inf from the environment must not poison the statistics (every later
+            # value would be NaN and blamed on the wrong step): leave its rows out, and let
+            # the trainer report it (ppokit.train.guards)
+            x = x[np.isfinite(x.reshape(len(x), -1)).all(1)]
+            if x.shape[0] == 0:
+                return
+            batch_mean = x.mean(0)
         mean, var, self.count = merge_moments(
-            self.mean, self.var, self.count, x.mean(0), x.var(0), float(x.shape[0])
+            self.mean, self.var, self.count, batch_mean, x.var(0), float(x.shape[0])
         )
         self.mean, self.var = np.asarray(mean), np.asarray(var)
 
@@ -132,7 +141,10 @@ class ObservationNormalizer:
         if update and not self.frozen:
             self.rms.update(obs)
             self._refresh()
-        return ((obs - self._mean32) * self._inv_std32).clamp_(-self.clip, self.clip)
+        out = (obs - self._mean32) * self._inv_std32
+        if update and not bool(torch.isfinite(out.sum())):
+            return out  # not clipped: an Inf from the env stays visible to the trainer's check
+        return out.clamp_(-self.clip, self.clip)
 
     def state_dict(self) -> dict[str, object]:
         return {"enabled": self.enabled, "clip": self.clip, "rms": self.rms.state_dict()}
@@ -174,9 +186,12 @@ class RewardScaler:
         if not self.enabled:
             return reward
         self.returns = self.returns * self.gamma + reward.numpy()
-        self.rms.update(self.returns)
-        self.returns[done.numpy()] = 0.0
+        self.rms.update(self.returns)  # leaves a NaN/Inf return out
+        bad = ~np.isfinite(self.returns)
+        self.returns[done.numpy() | bad] = 0.0
         inv_std = float(1.0 / np.sqrt(self.rms.var + self.eps))
+        if bad.any():  # not clipped: the env's NaN/Inf stays visible to the trainer's check
+            return reward * inv_std
         return (reward * inv_std).clamp_(-self.clip, self.clip)
 
     def state_dict(self) -> dict[str, object]:

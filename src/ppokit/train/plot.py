@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ppokit.train.metrics import read_progress_csv
+from ppokit.train.rundir import holds_run, record_written
 
 __all__ = ["load_curve", "plot_runs"]
 
@@ -75,6 +76,11 @@ def plot_runs(run_dirs: list[str | Path], *, out: str | Path | None = None,
     for d in dirs:
         steps, values = load_curve(d, metric)
         groups[_env_of(d)].append((d, steps, values))
+    if all(len(s) == 0 for runs in groups.values() for _, s, _ in runs):
+        raise ValueError(
+            f"Nothing to plot: the progress.csv of {', '.join(repr(str(d)) for d in dirs)} "
+            f"{'has' if len(dirs) == 1 else 'have'} no {metric!r} values yet (no row logged, or "
+            "no episode finished). Train longer, or pick another --metric.")
     n = len(groups)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -104,6 +110,8 @@ def plot_runs(run_dirs: list[str | Path], *, out: str | Path | None = None,
     fig.tight_layout()
     out_path = Path(out) if out is not None else dirs[0] / "learning_curve.png"
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out is None and holds_run(dirs[0]):
+        record_written(dirs[0], "learning_curve.png")
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return out_path

@@ -14,6 +14,7 @@ from torch import nn
 from ppokit.distributed.core import World
 from ppokit.envs.sources import EnvSource, env_label
 from ppokit.train.config import TrainConfig, config_from_dict
+from ppokit.train.validation import check_resumable
 
 __all__ = ["check_resumable", "check_world_support", "checked_module", "eval_source",
            "is_vector_env", "resolve_config"]
@@ -102,22 +103,3 @@ def checked_module(module: object, role: str) -> Any:
         raise TypeError(f"{role} must be a torch.nn.Module (a TensorDict module such as "
                         f"ProbabilisticActor / ValueOperator), got {type(module).__name__}.")
     return module
-
-
-def check_resumable(saved: TrainConfig, cfg: TrainConfig) -> None:
-    """Raise ``ValueError`` when ``cfg`` changes what a checkpoint trained with ``saved`` fixed
-    (the env and the shapes of the rollout and the networks).
-
-    Example:
-        >>> check_resumable(TrainConfig(), TrainConfig(lr=1e-4))  # a new lr is fine
-        >>> check_resumable(TrainConfig(), TrainConfig(num_envs=2))
-        Traceback (most recent call last):
-        ...
-        ValueError: Cannot resume: the checkpoint was trained with num_envs=8 but this run ...
-    """
-    for name in ("env", "num_envs", "num_steps", "hidden_sizes", "activation"):
-        if getattr(saved, name) != getattr(cfg, name):
-            raise ValueError(
-                f"Cannot resume: the checkpoint was trained with {name}="
-                f"{getattr(saved, name)!r} but this run has {name}="
-                f"{getattr(cfg, name)!r}. Drop the override of --{name.replace('_', '-')}.")

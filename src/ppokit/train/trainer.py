@@ -47,10 +47,12 @@ from ppokit.train.config import (
     num_iterations,
     validate_config,
 )
+from ppokit.train.guards import check_rollout_finite
 from ppokit.train.loop import TrainResult, run_loop
 from ppokit.train.metrics import column_means
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
 from ppokit.train.policy import load_policy
+from ppokit.train.rundir import record_written
 from ppokit.train.setup import (
     check_resumable,
     check_world_support,
@@ -197,6 +199,9 @@ class PPOTrainer:
         """Collect one rollout ``[num_envs, num_steps]`` with the current policy."""
         self.actor.eval()
         rollout = self.collector.collect()
+        # the environment's own NaN/Inf, named as such before GAE sees it
+        check_rollout_finite(rollout, env=self.cfg.env, iteration=self.iteration,
+                             first_env_step=self.env_steps, world_size=self.world.world_size)
         self.env_steps += self.cfg.batch_size * self.world.world_size
         if self.world.is_distributed and (self.cfg.obs_norm or self.cfg.reward_scale):
             for merger in self._stat_mergers:  # every rank: the statistics of all ranks' data
@@ -315,7 +320,10 @@ class PPOTrainer:
                              + 100_003 * self.iteration)
 
     def save(self, name: str = "latest.pt", *, wall_seconds: float | None = None) -> Path:
-        """Write a checkpoint to ``run_dir/checkpoints/name`` atomically."""
+        """Write a checkpoint to ``run_dir/checkpoints/name`` atomically (and list it in the
+        run dir's manifest first, so ``--overwrite`` removes it even after a kill)."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        record_written(self.run_dir, f"checkpoints/{name}")
         return save_checkpoint(self.state_dict(wall_seconds=wall_seconds), self.ckpt_dir / name)
 
 
