@@ -12,7 +12,7 @@ import torch
 
 from ppokit.train.config import num_iterations, preset_config
 from ppokit.train.metrics import read_progress_csv
-from ppokit.train.trainer import PPOTrainer, World, load_policy
+from ppokit.train.trainer import PPOTrainer, load_policy
 
 
 def _small(tmp_path, **kw):
@@ -128,13 +128,6 @@ def test_recompute_advantage_each_epoch_runs_and_differs(tmp_path):
     # after the update, the rollout's advantages differ: the second was recomputed with the
     # critic as trained by epochs 1-2
     assert not torch.allclose(ro1["advantage"], ro2["advantage"])
-
-
-def test_world_defaults_to_one_process():
-    w = World()
-    assert (w.rank, w.world_size, w.is_main) == (0, 1, True)
-    x = torch.tensor([1.0, 2.0])
-    assert torch.equal(w.all_reduce_mean(x), x)
 
 
 def test_same_seed_same_run_bit_for_bit(tmp_path):

@@ -27,8 +27,10 @@ __all__ = [
 ]
 
 #: seconds a collective (or the rendezvous) may wait for the other ranks before it raises;
-#: overridden by the ``PPOKIT_DIST_TIMEOUT`` environment variable.
-DEFAULT_TIMEOUT_S = 600.0
+#: overridden by the ``PPOKIT_DIST_TIMEOUT`` environment variable. Three minutes: long enough
+#: for a slow rank's evaluation or checkpoint write, short enough that a stalled rank does not
+#: hold the whole job for ten minutes (torch's own default) before anyone hears of it.
+DEFAULT_TIMEOUT_S = 180.0
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -190,7 +192,7 @@ def _timeout_seconds(timeout: float | None) -> float:
             timeout = float(raw)
         except ValueError:
             raise ValueError(
-                f"PPOKIT_DIST_TIMEOUT={raw!r} is not a number of seconds (e.g. 600)."
+                f"PPOKIT_DIST_TIMEOUT={raw!r} is not a number of seconds (e.g. 180)."
             ) from None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(

@@ -152,7 +152,7 @@ def build_loss(actor: nn.Module, critic: nn.Module, cfg: TrainConfig, *,
         ...     actor, critic = build_actor_critic(env)
         >>> loss = build_loss(actor, critic, TrainConfig(entropy_coef=0.01),
         ...                   normalize_advantage=True)
-        >>> float(loss.entropy_coef), loss.value_estimator.gamma
+        >>> round(float(loss.entropy_coef), 6), loss.value_estimator.gamma
         (0.01, 0.99)
     """
     from ppokit.objectives.ppo import ClipPPOLoss

@@ -30,7 +30,7 @@ from ppokit.train.presets import preset_name
 from ppokit.train.rundir import RunDirError, holds_run, record_written, unlock_run_dir
 
 if TYPE_CHECKING:
-    from ppokit.distributed.core import World
+    from ppokit.distributed import World
 
 __all__ = ["EvalArgs", "PlotArgs", "TrainArgs", "UsageError", "main", "parse_env_kwargs",
            "resolve_train_config"]
@@ -108,7 +108,7 @@ def _train(argv: list[str]) -> int:
     resolved = resolve_train_config(argv)
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    from ppokit.distributed.core import init_distributed, shutdown_distributed
+    from ppokit.distributed import init_distributed, shutdown_distributed
 
     try:
         world = init_distributed(device="cpu")  # the trainer's networks live on the CPU

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ppokit.distributed.core import unwrap_ddp
+from ppokit.distributed import unwrap_ddp
 from ppokit.train.config import config_to_dict
 from ppokit.train.metrics import MetricsLogger, mean_or_nan, progress_bar
 from ppokit.train.rundir import atomic_write_text, clean_stale_tmp, record_written, run_dir_lock

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from ppokit.distributed.core import World
+from ppokit.distributed import World
 from ppokit.envs.sources import EnvSource, env_label
 from ppokit.train.config import TrainConfig, config_from_dict
 from ppokit.train.validation import check_resumable

@@ -21,7 +21,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
-from ppokit.distributed.core import (
+from ppokit.distributed import (
     RunningStatsMerger,
     World,
     global_standardize,
