@@ -20,9 +20,9 @@ from ppokit.distributed import (
     world_from_env,
     wrap_ddp,
 )
-from ppokit.distributed.stats import _unmerge
+from ppokit.distributed.stats import _unmerge, merge_moments
 from ppokit.objectives.functional import standardize
-from ppokit.train.normalization import RunningMeanStd, merge_moments
+from ppokit.train.normalization import RunningMeanStd
 
 TORCHRUN_ENV = {
     "RANK": "1",

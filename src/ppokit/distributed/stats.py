@@ -25,6 +25,7 @@ __all__ = [
     "global_mean_weight",
     "global_moments",
     "global_standardize",
+    "merge_moments",
 ]
 
 
@@ -158,6 +159,29 @@ def _unmerge(
     return batch_mean, np.maximum(m2 / n_b, 0.0), n_b
 
 
+def merge_moments(
+    mean: np.ndarray,
+    var: np.ndarray,
+    count: float,
+    batch_mean: np.ndarray,
+    batch_var: np.ndarray,
+    batch_count: float,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Merge two sets of (mean, population variance, count) (Chan et al., 1979).
+
+    Example:
+        >>> a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0, 5.0])
+        >>> m, v, n = merge_moments(a.mean(), a.var(), 2, b.mean(), b.var(), 3)
+        >>> float(m), float(v), n   # mean and variance of 1..5
+        (3.0, 2.0, 5)
+    """
+    total = count + batch_count
+    delta = batch_mean - mean
+    new_mean = mean + delta * (batch_count / total)
+    m2 = var * count + batch_var * batch_count + np.square(delta) * (count * batch_count / total)
+    return new_mean, m2 / total, total
+
+
 class RunningStatsMerger:
     """Merge a running mean/variance across ranks after each rank folded in its own data.
 
@@ -207,7 +231,6 @@ class RunningStatsMerger:
         if not self.world.is_distributed:
             self.reset()
             return
-        from ppokit.train.normalization import merge_moments
 
         base_mean, base_var, base_count = self._base
         mean, var, n = _unmerge(

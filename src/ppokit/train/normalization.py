@@ -12,30 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["ObservationNormalizer", "RewardScaler", "RunningMeanStd", "merge_moments"]
+from ppokit.distributed.stats import merge_moments
 
-
-def merge_moments(
-    mean: np.ndarray,
-    var: np.ndarray,
-    count: float,
-    batch_mean: np.ndarray,
-    batch_var: np.ndarray,
-    batch_count: float,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Merge two sets of (mean, population variance, count) (Chan et al., 1979).
-
-    Example:
-        >>> a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0, 5.0])
-        >>> m, v, n = merge_moments(a.mean(), a.var(), 2, b.mean(), b.var(), 3)
-        >>> float(m), float(v), n   # mean and variance of 1..5
-        (3.0, 2.0, 5)
-    """
-    total = count + batch_count
-    delta = batch_mean - mean
-    new_mean = mean + delta * (batch_count / total)
-    m2 = var * count + batch_var * batch_count + np.square(delta) * (count * batch_count / total)
-    return new_mean, m2 / total, total
+__all__ = ["ObservationNormalizer", "RewardScaler", "RunningMeanStd"]
 
 
 class RunningMeanStd:
