@@ -18,7 +18,8 @@ The draws and log-probs are pure functions on tensors (:func:`normal_rsample`,
 does the collector's tensor policy, eager or compiled.
 
 Layout: ``checks`` (parameter checks), ``normal`` (Gaussian and its param extractor),
-``tanh_normal`` (bounded Gaussian), ``categorical`` (index and one-hot categoricals).
+``tanh_normal`` (bounded Gaussian), ``categorical`` (index and one-hot categoricals), ``masked``
+(categorical restricted to the valid actions).
 """
 
 from ppokit.modules.distributions.categorical import (
@@ -29,6 +30,7 @@ from ppokit.modules.distributions.categorical import (
     categorical_sample_and_log_prob,
 )
 from ppokit.modules.distributions.checks import deferred_param_checks
+from ppokit.modules.distributions.masked import MaskedCategorical
 from ppokit.modules.distributions.normal import (
     IndependentNormal,
     NormalParamExtractor,
@@ -42,6 +44,7 @@ from ppokit.modules.distributions.tanh_normal import TanhNormal, tanh_normal_log
 __all__ = [
     "Categorical",
     "IndependentNormal",
+    "MaskedCategorical",
     "NormalParamExtractor",
     "OneHotCategorical",
     "TanhNormal",
