@@ -104,3 +104,28 @@ def test_bad_masks_say_what_was_expected():
         MaskedCategorical(probs=torch.tensor([0.5, -0.5, 1.0]), mask=MASK)
     with pytest.raises(ValueError, match="logits contain NaN"):
         MaskedCategorical(logits=torch.tensor([0.0, float("nan"), 0.0]), mask=MASK)
+
+
+def test_a_tensordict_actor_reads_the_mask_from_the_data():
+    from tensordict import TensorDict
+    from tensordict.nn import (
+        InteractionType,
+        ProbabilisticTensorDictModule,
+        ProbabilisticTensorDictSequential,
+        TensorDictModule,
+        set_interaction_type,
+    )
+
+    net = TensorDictModule(torch.nn.Linear(2, 3), ["observation"], ["logits"])
+    sampler = ProbabilisticTensorDictModule(
+        in_keys={"logits": "logits", "mask": "action_mask"}, out_keys=["action"],
+        distribution_class=MaskedCategorical, return_log_prob=True)
+    actor = ProbabilisticTensorDictSequential(net, sampler)
+    mask = torch.tensor([[True, False, False], [False, True, True]]).repeat(50, 1)
+    td = TensorDict(observation=torch.randn(100, 2), action_mask=mask, batch_size=[100])
+    with torch.no_grad(), set_interaction_type(InteractionType.RANDOM):
+        actor(td)
+    assert mask.gather(-1, td["action"].unsqueeze(-1)).all()
+    assert (td["action"][::2] == 0).all() and (td["action_log_prob"][::2] == 0).all()  # p = 1
+    assert torch.isfinite(td["action_log_prob"]).all()
+    assert MaskedCategorical.param_keys == ("logits",)  # the network writes logits only

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -154,7 +155,7 @@ class RolloutCollector:
     def _collect(self) -> TensorDict:
         if self._obs is None:
             self.reset(seed=self._seed)
-        obs = self._obs
+        obs = cast(torch.Tensor, self._obs)  # set by reset()
         act = self._act if self._act is not None and self._act.usable() else None
         step_td, log_prob_key = self._step_td, self.log_prob_key
         norm = self.obs_normalizer

@@ -43,7 +43,9 @@ class MaskedCategorical(Categorical):
         (tensor(-inf), tensor(1))
     """
 
-    param_keys = ("logits", "mask")
+    # what the network writes (ProbabilisticActor's default out_keys); the mask comes from
+    # the environment, through the distribution module's in_keys, e.g. {"mask": "action_mask"}
+    param_keys = ("logits",)
 
     def __init__(
         self,
