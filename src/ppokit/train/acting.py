@@ -98,7 +98,7 @@ class TensorPolicy:
         self.obs_key = obs_key
         self.dist_cls = dist_module.distribution_class
         self.dist_kwargs = dict(dist_module.distribution_kwargs or {})
-        #: the distribution's keyword names, and the keys their values are read from
+        #: the distribution's keyword parameter names, in the order the networks' outputs are read
         self.names = tuple(dk[-1] if isinstance(dk, tuple) else dk for dk in dist_module.dist_keys)
         self.lean = _lean_kind(self.dist_cls, list(self.names), self.dist_kwargs)
         self.event_dims = int(self.dist_kwargs.get("event_dims", 1))
