@@ -22,7 +22,7 @@ through their ``.module`` (acting synchronises no gradient).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,8 +109,9 @@ class TensorPolicy:
         self._compile = compile and self.lean == "normal" and not any(
             _syncs_buffers(step.net) for step in plan.steps)
         self._core: Callable[..., Any] | None = None  # built at the first (eager) call
-        # obs shape -> (shape, dtype, device) of the standard-normal noise a step draws
-        self._noise: dict[tuple[int, ...], tuple[torch.Size, torch.dtype, torch.device]] = {}
+        # obs shape -> (graph, shape and torch.randn keywords of the noise a step draws)
+        self._noise: dict[tuple[int, ...], tuple[Callable[..., Any], torch.Size,
+                                                 dict[str, Any]]] = {}
 
     @classmethod
     def for_actor(cls, actor: object, *, log_prob_key: NestedKey = "action_log_prob",
@@ -159,7 +160,7 @@ class TensorPolicy:
     def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample ``action [N, *act]`` and its log-prob ``[N]`` (no gradient)."""
         with torch.inference_mode():
-            if self._core is not None and tuple(obs.shape) in self._noise:
+            if tuple(obs.shape) in self._noise:  # a graph exists for this batch size
                 action, log_prob = self._compiled_sample(obs)
             else:
                 values = self._networks(obs)
@@ -201,7 +202,6 @@ class TensorPolicy:
         loc, scale = values[self.names.index("loc")], values[self.names.index("scale")]
         if scale.shape != loc.shape or self.event_dims > loc.ndim:
             return
-        self._noise[tuple(obs.shape)] = (loc.shape, loc.dtype, loc.device)
         if self._core is None:
             # only locals in the closure: dynamo checks its guards on what the function reads
             # at every call, and guarding the whole policy object costs more than the graph
@@ -216,12 +216,16 @@ class TensorPolicy:
                                                   noise=noise)
 
             self._core = torch.compile(with_own_code(core), fullgraph=True, dynamic=False)
+        # randn's device argument has a per-call parsing cost: given only off the CPU
+        kw: dict[str, Any] = {"dtype": loc.dtype}
+        if loc.device.type != "cpu":
+            kw["device"] = loc.device
+        self._noise[tuple(obs.shape)] = (self._core, loc.shape, kw)
 
     def _compiled_sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # the noise normal_rsample would draw (torch.randn: the eager path's random stream)
-        shape, dtype, device = self._noise[tuple(obs.shape)]
-        core = cast(Callable[..., Any], self._core)  # set before any noise shape is recorded
-        return core(obs, torch.randn(shape, dtype=dtype, device=device))
+        core, shape, kw = self._noise[tuple(obs.shape)]
+        return core(obs, torch.randn(shape, **kw))
 
     def _raise_non_finite(self, obs: torch.Tensor) -> None:
         with torch.no_grad():
