@@ -50,7 +50,9 @@ def categorical_sample(probs: torch.Tensor,
     shape = torch.Size(sample_shape)
     n = probs.shape[-1]
     draws = torch.multinomial(probs.reshape(-1, n), shape.numel(), True)  # [prod(B), prod(S)]
-    return draws.T.reshape(shape + probs.shape[:-1])
+    if shape:  # (the acting step, one draw per row, runs every env step: no extra op there)
+        draws = draws.T
+    return draws.reshape(shape + probs.shape[:-1])
 
 
 def categorical_log_prob(log_pmf: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -67,7 +69,9 @@ def categorical_log_prob(log_pmf: torch.Tensor, index: torch.Tensor) -> torch.Te
         >>> categorical_log_prob(torch.tensor([0.25, 0.75]).log(), torch.tensor([1, 0]))
         tensor([-0.2877, -1.3863])
     """
-    index = index.long().unsqueeze(-1)
+    if index.dtype != torch.int64:
+        index = index.long()
+    index = index.unsqueeze(-1)
     if index.shape[:-1] != log_pmf.shape[:-1]:  # sample dims (or a scalar action): broadcast
         index, log_pmf = torch.broadcast_tensors(index, log_pmf)
         index = index[..., :1]
