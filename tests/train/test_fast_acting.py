@@ -7,12 +7,23 @@ import math
 import pytest
 import torch
 from tensordict import TensorDict
-from tensordict.nn import InteractionType, TensorDictModule, set_interaction_type
+from tensordict.nn import (
+    InteractionType,
+    ProbabilisticTensorDictModule,
+    ProbabilisticTensorDictSequential,
+    TensorDictModule,
+    set_interaction_type,
+)
 from torch import nn
 
 from ppokit.envs.gym import GymVecEnv
 from ppokit.modules.actors import ProbabilisticActor
-from ppokit.modules.distributions import Categorical, IndependentNormal, TanhNormal
+from ppokit.modules.distributions import (
+    Categorical,
+    IndependentNormal,
+    NormalParamExtractor,
+    TanhNormal,
+)
 from ppokit.train.collector import RolloutCollector, TensorPolicy
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
 from ppokit.train.trainer import build_actor_critic
@@ -127,6 +138,63 @@ def test_other_distributions_sample_through_the_class_like_tensordict():
     with torch.no_grad(), set_interaction_type(InteractionType.RANDOM):
         td = actor(TensorDict(observation=obs, batch_size=[5]))
     assert torch.equal(action, td["action"]) and torch.equal(log_prob, td["action_log_prob"])
+
+
+def _same_as_tensordict(actor, obs, seed):
+    act = TensorPolicy.for_actor(actor)
+    assert act is not None and act.usable()
+    torch.manual_seed(seed)
+    action, log_prob = act(obs)
+    torch.manual_seed(seed)
+    with torch.no_grad(), set_interaction_type(InteractionType.RANDOM):
+        td = actor(TensorDict(observation=obs, batch_size=obs.shape[:1]))
+    assert torch.equal(action, td["action"]) and torch.equal(log_prob, td["action_log_prob"])
+    return act
+
+
+def test_a_chain_of_networks_acts_like_the_tensordict_actor():
+    # trunk -> head -> distribution: the networks run in order on the tensors they write
+    torch.manual_seed(0)
+    trunk = TensorDictModule(nn.Linear(3, 8), ["observation"], ["hidden"])
+    head = TensorDictModule(nn.Sequential(nn.Tanh(), nn.Linear(8, 4), NormalParamExtractor()),
+                            ["hidden"], ["loc", "scale"])
+    sampler = ProbabilisticTensorDictModule(
+        in_keys=["loc", "scale"], out_keys=["action"], distribution_class=IndependentNormal,
+        return_log_prob=True, log_prob_key="action_log_prob")
+    actor = ProbabilisticTensorDictSequential(trunk, head, sampler)
+    act = _same_as_tensordict(actor, torch.randn(5, 3), seed=11)
+    assert act.lean == "normal"
+    assert set(act.params(torch.randn(2, 3))) == {"loc", "scale"}
+
+
+def test_dict_outputs_and_param_order_are_read_like_tensordict():
+    # the network returns a dict; the distribution reads scale before loc
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(3, 4)
+
+        def forward(self, obs):
+            loc, raw = self.net(obs).chunk(2, -1)
+            return {"scale": raw.exp(), "loc": loc}
+
+    actor = ProbabilisticActor(TensorDictModule(Head(), ["observation"], ["loc", "scale"]),
+                               in_keys=["scale", "loc"], distribution_class=IndependentNormal,
+                               return_log_prob=True)
+    _same_as_tensordict(actor, torch.randn(4, 3), seed=12)
+
+
+def test_a_network_writing_the_wrong_batch_shape_is_named():
+    class Bad(nn.Module):
+        def forward(self, obs):
+            return torch.zeros(obs.shape[0] + 1, 2)
+
+    actor = ProbabilisticActor(TensorDictModule(Bad(), ["observation"], ["logits"]),
+                               in_keys=["logits"], distribution_class=Categorical,
+                               return_log_prob=True)
+    with pytest.raises(ValueError, match=r"wrote 'logits' as Tensor \(4, 2\); expected a tensor "
+                                         r"starting with the batch dim \(3,\)"):
+        TensorPolicy.for_actor(actor)(torch.zeros(3, 1))
 
 
 def test_nan_logits_raise_the_distribution_error_before_the_env_steps():

@@ -9,7 +9,7 @@ They are ``tensordict.nn`` modules (``ProbabilisticTensorDictSequential``, ``Ten
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from tensordict.nn import (
     InteractionType,
@@ -29,7 +29,7 @@ __all__ = [
     "ValueOperator",
 ]
 
-Keys = NestedKey | Sequence[NestedKey]
+Keys: TypeAlias = NestedKey | Sequence[NestedKey]
 
 
 def _key_list(name: str, keys: Keys) -> list[NestedKey]:
