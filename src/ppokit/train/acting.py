@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ppokit.fast.compile import with_own_code
-from ppokit.fast.direct import ModulePlan
+from ppokit.internals.direct import ModulePlan
 from ppokit.modules.distributions import (
     Categorical,
     IndependentNormal,
@@ -55,7 +55,7 @@ class TensorPolicy:
     ``ProbabilisticTensorDictSequential`` (e.g. ``ProbabilisticActor``) made of plain
     ``TensorDictModule``\\ s reading ``"observation"`` and ending in one
     ``ProbabilisticTensorDictModule`` that writes ``"action"`` and its log-prob (the structure
-    check is :class:`ppokit.fast.direct.ModulePlan`'s). A call runs the very same networks
+    check is :class:`ppokit.internals.direct.ModulePlan`'s). A call runs the very same networks
     on the same tensors and draws and scores with the distribution's own functions (module
     docstring): the same numbers, without the per-step TensorDict writes.
 

@@ -20,7 +20,7 @@ from tensordict import TensorDict
 
 from ppokit.envs.gym import GymVecEnv
 from ppokit.envs.sources import EnvSource
-from ppokit.train.collector import TensorPolicy
+from ppokit.train.acting import TensorPolicy
 from ppokit.train.normalization import ObservationNormalizer
 
 __all__ = ["EvalResult", "deterministic_action", "evaluate_policy", "record_video"]
