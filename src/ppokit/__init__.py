@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from ppokit.modules.distributions import (
         Categorical,
         IndependentNormal,
+        MaskedCategorical,
         NormalParamExtractor,
         OneHotCategorical,
         TanhNormal,
@@ -68,9 +69,15 @@ if TYPE_CHECKING:
     from ppokit.modules.mlp import (
         MLP,
     )
+    from ppokit.objectives.objective import (
+        ppo_objective,
+    )
     from ppokit.objectives.ppo import (
         ClipPPOLoss,
         PPOLoss,
+    )
+    from ppokit.train.build import (
+        build_actor_critic,
     )
     from ppokit.train.checkpoint import (
         CheckpointError,
@@ -82,7 +89,6 @@ if TYPE_CHECKING:
     )
     from ppokit.train.config import (
         TrainConfig,
-        preset_config,
     )
     from ppokit.train.evaluate import (
         evaluate_policy,
@@ -92,17 +98,23 @@ if TYPE_CHECKING:
         RewardScaler,
         RunningMeanStd,
     )
+    from ppokit.train.policy import (
+        load_policy,
+    )
+    from ppokit.train.presets import (
+        preset_config,
+    )
     from ppokit.train.trainer import (
         PPOTrainer,
-        build_actor_critic,
-        load_policy,
     )
     from ppokit.value.estimators import (
         GAE,
+        MultiAgentGAE,
         TD0Estimate,
         TD1Estimate,
         TDLambdaEstimate,
         ValueEstimators,
+        VTrace,
     )
     from ppokit.value.functional import (
         generalized_advantage_estimate,
@@ -110,12 +122,19 @@ if TYPE_CHECKING:
         td1_return_estimate,
         td_lambda_return_estimate,
     )
+    from ppokit.value.functional_multiagent import (
+        multi_agent_generalized_advantage_estimate,
+    )
+    from ppokit.value.functional_vtrace import (
+        vtrace_advantage_estimate,
+    )
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # loss
     "PPOLoss": "ppokit.objectives.ppo",
     "ClipPPOLoss": "ppokit.objectives.ppo",
+    "ppo_objective": "ppokit.objectives.objective",
     "compile_loss": "ppokit.fast.compile",
     "FusedPPOUpdate": "ppokit.fast.update",
     # value estimators
@@ -128,6 +147,10 @@ _EXPORTS: dict[str, str] = {
     "td_lambda_return_estimate": "ppokit.value.functional",
     "td0_return_estimate": "ppokit.value.functional",
     "td1_return_estimate": "ppokit.value.functional",
+    "VTrace": "ppokit.value.estimators",
+    "MultiAgentGAE": "ppokit.value.estimators",
+    "vtrace_advantage_estimate": "ppokit.value.functional_vtrace",
+    "multi_agent_generalized_advantage_estimate": "ppokit.value.functional_multiagent",
     # modules
     "MLP": "ppokit.modules.mlp",
     "ProbabilisticActor": "ppokit.modules.actors",
@@ -139,13 +162,14 @@ _EXPORTS: dict[str, str] = {
     "IndependentNormal": "ppokit.modules.distributions",
     "Categorical": "ppokit.modules.distributions",
     "OneHotCategorical": "ppokit.modules.distributions",
+    "MaskedCategorical": "ppokit.modules.distributions",
     # environments and training
     "GymVecEnv": "ppokit.envs.gym",
     "TrainConfig": "ppokit.train.config",
-    "preset_config": "ppokit.train.config",
+    "preset_config": "ppokit.train.presets",
     "PPOTrainer": "ppokit.train.trainer",
-    "load_policy": "ppokit.train.trainer",
-    "build_actor_critic": "ppokit.train.trainer",
+    "load_policy": "ppokit.train.policy",
+    "build_actor_critic": "ppokit.train.build",
     "RolloutCollector": "ppokit.train.collector",
     "ObservationNormalizer": "ppokit.train.normalization",
     "RewardScaler": "ppokit.train.normalization",
@@ -178,6 +202,8 @@ __all__ = [
     "FusedPPOUpdate",
     "GymVecEnv",
     "IndependentNormal",
+    "MaskedCategorical",
+    "MultiAgentGAE",
     "NormalParamExtractor",
     "ObservationNormalizer",
     "OneHotCategorical",
@@ -193,6 +219,7 @@ __all__ = [
     "TDLambdaEstimate",
     "TanhNormal",
     "TrainConfig",
+    "VTrace",
     "ValueEstimators",
     "ValueOperator",
     "World",
@@ -206,6 +233,8 @@ __all__ = [
     "init_distributed",
     "load_checkpoint",
     "load_policy",
+    "multi_agent_generalized_advantage_estimate",
+    "ppo_objective",
     "preset_config",
     "rank_seed",
     "save_checkpoint",
@@ -214,6 +243,7 @@ __all__ = [
     "td1_return_estimate",
     "td_lambda_return_estimate",
     "unwrap_ddp",
+    "vtrace_advantage_estimate",
     "wrap_ddp",
 ]
 
