@@ -1,7 +1,8 @@
 """Every ```python block of the README and of the documentation pages runs as written.
 
 A page's blocks run in order in one namespace (a later block may use an earlier one's names),
-so a page reads as one script. Pages owned elsewhere join by being listed in DOC_PAGES.
+so a page reads as one script. Pages owned elsewhere join by being listed in DOC_PAGES
+(docs/guide/library.md runs in tests/train/test_library.py).
 """
 
 from __future__ import annotations
