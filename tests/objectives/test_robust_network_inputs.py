@@ -136,3 +136,14 @@ def test_a_failing_diagnosis_never_hides_the_original_error(monkeypatch):
     with pytest.raises(RuntimeError, match="dtype") as info:
         ClipPPOLoss(actor, value)(td)
     assert not isinstance(info.value, NetworkInputError)
+
+
+def test_integer_indices_for_an_embedding_are_not_blamed():
+    from tensordict.nn import TensorDictModule
+
+    value = TensorDictModule(nn.Sequential(nn.Embedding(5, 3), nn.Linear(3, 1)),
+                             in_keys=["token"], out_keys=["state_value"])
+    td = TensorDict(token=torch.zeros(2, dtype=torch.long), batch_size=[2])
+    assert input_mismatch(value, td, role="critic") is None
+    td["token"] = td["token"].to("meta")
+    assert "expects device cpu" in str(input_mismatch(value, td, role="critic"))

@@ -28,6 +28,10 @@ class NetworkInputError(ValueError):
     """A network was given an entry its layers cannot take (dtype, feature size, device)."""
 
 
+#: layers that read integer indices, not values of their weight's dtype
+_INDEX_LAYERS = (nn.Embedding, nn.EmbeddingBag)
+
+
 def _first_layer(module: nn.Module) -> tuple[str, nn.Module] | None:
     """The first submodule (in registration order) holding a parameter of its own."""
     for name, sub in module.named_modules():
@@ -51,7 +55,10 @@ def _reading_modules(network: nn.Module) -> Iterator[tuple[str, list[NestedKey],
     for path, sub in network.named_modules():
         inner = getattr(sub, "module", None)
         in_keys = getattr(sub, "in_keys", None)
-        if isinstance(inner, nn.Module) and in_keys is not None and not hasattr(inner, "in_keys"):
+        if (isinstance(inner, nn.Module) and in_keys is not None
+                and not any(hasattr(m, "in_keys") for m in inner.modules())):
+            # a wrapper of plain layers (a sequence's list of TensorDict modules is skipped:
+            # each member is visited on its own with its own in_keys)
             yield path, list(in_keys), inner
 
 
@@ -91,7 +98,8 @@ def input_mismatch(network: nn.Module, data: TensorDictBase, *, role: str) -> st
             if not isinstance(value, torch.Tensor):
                 continue
             problems = []
-            if value.dtype != param.dtype and param.dtype.is_floating_point:
+            if (value.dtype != param.dtype and param.dtype.is_floating_point
+                    and not isinstance(layer, _INDEX_LAYERS)):
                 problems.append(f"dtype {param.dtype}")
             if features is not None and (value.dim() == 0 or value.shape[-1] != features):
                 problems.append(f"{features} features on the last dim")
