@@ -115,3 +115,22 @@ def test_ppo_objective_all_false_mask_matches_the_documented_outputs():
     (out["loss_objective"] + out["loss_critic"]).backward()
     assert torch.equal(log_prob.grad, torch.zeros(4))
     assert torch.equal(value.grad, torch.zeros(4, 1))
+
+
+def test_the_compiled_loss_gives_the_same_outputs_on_an_all_false_mask():
+    from ppokit import compile_loss
+
+    actor, value, td = _masked(batch=(6,), valid=[False, True, True, True, True, True])
+    loss = ClipPPOLoss(actor, value)
+    loss.set_keys(mask="mask")
+    compiled = compile_loss(loss)
+    compiled(td)  # eager first call, then the graph
+    compiled(td)
+    td["mask"] = torch.zeros(6, dtype=torch.bool)
+    out, eager = compiled(td), loss(td)
+    assert sorted(out.keys()) == sorted(eager.keys())
+    for key in LOSSES:
+        assert float(out[key].detach()) == 0.0 == float(eager[key].detach())
+    for key in eager.keys():
+        if not key.startswith("loss_"):
+            assert math.isnan(float(out[key])) and math.isnan(float(eager[key])), key
