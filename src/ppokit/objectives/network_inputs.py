@@ -18,6 +18,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from ppokit.objectives.keys import key_str
 
@@ -87,7 +88,7 @@ def input_mismatch(network: nn.Module, data: TensorDictBase, *, role: str) -> st
         if not all(k in present for k in in_keys):
             continue
         first = _first_layer(inner)
-        if first is None:
+        if first is None or isinstance(first[1], LazyModuleMixin):  # nothing to compare yet
             continue
         layer_name, layer = first
         param = next(layer.parameters(recurse=False))
