@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from ppokit.objectives.degenerate import nan_without_samples
+
 __all__ = [
     "clip_fraction",
     "clipped_surrogate",
@@ -314,7 +316,8 @@ def ratio_diagnostics(
 
     ``kl_approx`` (mean ``-log r``, the ``k1`` estimator of KL(old || new)), ``ESS``
     (:func:`effective_sample_size`), ``max_ratio``, ``mean_ratio`` and, with
-    ``clip_epsilon``, ``clip_fraction`` (:func:`clip_fraction`), all over valid samples.
+    ``clip_epsilon``, ``clip_fraction`` (:func:`clip_fraction`), all over valid samples;
+    all NaN when the mask has no valid sample (see :mod:`ppokit.objectives.degenerate`).
 
     Without a mask the per-sample columns are reduced in one call, and the ESS is computed
     from ``w = exp(log r - max log r)`` (in ``(0, 1]``, so neither ``r`` nor ``r^2``
@@ -343,7 +346,7 @@ def ratio_diagnostics(
         }
         if clip_epsilon is not None:
             out["clip_fraction"] = clip_fraction(lw, clip_epsilon, mask)
-        return out
+        return nan_without_samples(out, mask, list(out))  # no valid sample: NaN, not -inf
     top = lw.max()
     w = (lw - top).exp()
     columns = [lw, w, w * w]

@@ -9,6 +9,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
+from ppokit.objectives.degenerate import check_not_empty
 from ppokit.objectives.keys import AUTO_MASK_KEYS, PPOKeys, key_str
 
 __all__ = ["LossInputs", "check_finite", "check_no_grad", "check_target_shape", "get_entry",
@@ -70,6 +71,7 @@ def read_inputs(
             "The input TensorDict has no batch dimension (batch_size=[]); the loss needs "
             "a batch of samples, e.g. TensorDict(..., batch_size=[B])."
         )
+    check_not_empty(batch, what=f"{loss_name}'s input TensorDict")
     mask = get_mask(tensordict, batch, keys.mask)
     # Read everything the user stored BEFORE running any network: a module that samples
     # on its way (a full actor-critic operator as the actor) would overwrite the stored

@@ -26,6 +26,7 @@ from ppokit.internals.versions import direct_path_supported
 from ppokit.modules.distributions import deferred_param_checks
 from ppokit.objectives.inputs import LossInputs
 from ppokit.objectives.keys import key_str
+from ppokit.objectives.network_inputs import explain_input_error
 from ppokit.objectives.scoring import policy_entropy, policy_log_prob
 
 __all__ = ["EXECUTION_PATHS", "LossNetworks"]
@@ -217,15 +218,19 @@ class LossNetworks(nn.Module):
         if traced:
             return self.actor_plan().get_dist(TensorReader(actor_env, inp.work), inp.batch,
                                              set_interaction=False)
-        if inp.fast:
-            # the distribution's own value checks (a host sync each) are replaced by the
-            # finiteness probe of the output; a non-finite output reruns them to name the
-            # bad parameter (PPOLoss._explain_non_finite)
-            with self._run_actor(), deferred_param_checks():
-                return self.actor_plan().get_dist(TensorReader(actor_env, inp.work),
-                                                  inp.batch)
-        with self._run_actor():
-            return self.actor_network.get_dist(inp.work)
+        try:
+            if inp.fast:
+                # the distribution's own value checks (a host sync each) are replaced by the
+                # finiteness probe of the output; a non-finite output reruns them to name the
+                # bad parameter (PPOLoss._explain_non_finite)
+                with self._run_actor(), deferred_param_checks():
+                    return self.actor_plan().get_dist(TensorReader(actor_env, inp.work),
+                                                      inp.batch)
+            with self._run_actor():
+                return self.actor_network.get_dist(inp.work)
+        except (RuntimeError, TypeError) as error:  # diagnosed only on failure: free otherwise
+            explain_input_error(self.actor_network, inp.work, role="actor", error=error)
+            raise
 
     def _log_prob(self, dist: D.Distribution, action: torch.Tensor, batch: torch.Size
                   ) -> torch.Tensor:
@@ -246,19 +251,23 @@ class LossNetworks(nn.Module):
                 f"The critic does not write {key_str(value_key)}; it writes "
                 f"{list(critic_keys)}. Call loss.set_keys(value=<the critic's output key>)."
             )
-        if inp.fast:  # direct path: the actor's outputs are in actor_env
-            reader = TensorReader({}, TensorReader(actor_env, inp.work),
-                                  detach=self.separate_losses)
-            with contextlib.nullcontext() if traced else self._run_critic():
-                self.critic_plan().run(reader, inp.batch)
-            value = reader.env.get(value_key)
-            if value is None:
-                value = reader.get(value_key)
-        else:
-            critic_input = inp.work.detach() if self.separate_losses else inp.work
-            critic: Any = self.critic_network
-            with self._run_critic():
-                value = critic(critic_input).get(value_key, None)
+        try:
+            if inp.fast:  # direct path: the actor's outputs are in actor_env
+                reader = TensorReader({}, TensorReader(actor_env, inp.work),
+                                      detach=self.separate_losses)
+                with contextlib.nullcontext() if traced else self._run_critic():
+                    self.critic_plan().run(reader, inp.batch)
+                value = reader.env.get(value_key)
+                if value is None:
+                    value = reader.get(value_key)
+            else:
+                critic_input = inp.work.detach() if self.separate_losses else inp.work
+                critic: Any = self.critic_network
+                with self._run_critic():
+                    value = critic(critic_input).get(value_key, None)
+        except (RuntimeError, TypeError) as error:  # diagnosed only on failure
+            explain_input_error(self.critic_network, inp.work, role="critic", error=error)
+            raise
         if value is None:
             raise KeyError(
                 f"The critic did not write {key_str(value_key)}; it writes "

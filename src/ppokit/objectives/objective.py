@@ -16,6 +16,7 @@ import torch
 
 from ppokit.internals.tensordicts import scalar_tensordict
 from ppokit.objectives import functional as PF
+from ppokit.objectives.degenerate import check_not_empty, nan_without_samples
 
 __all__ = ["PROBED_KEYS", "outputs_finite", "ppo_objective", "probe", "surrogate_term",
            "to_output"]
@@ -100,6 +101,11 @@ def ppo_objective(
         ``mean_ratio`` (and ``clip_fraction`` when clipped); with ``entropy``: ``entropy``,
         ``loss_entropy``; with ``value``: ``loss_critic``, ``explained_variance`` (unless
         ``log_explained_variance=False``) and, with ``clip_value``, ``value_clip_fraction``.
+        With a mask that has no valid sample the losses are 0 (zero gradient) and every
+        diagnostic is NaN (:mod:`ppokit.objectives.degenerate`).
+
+    Raises:
+        ValueError: an empty batch (a 0 in the shape of ``log_prob``).
 
     Example:
         >>> # one sample, unchanged policy (r = 1), A = 2: loss_objective = -1 * 2
@@ -108,6 +114,7 @@ def ppo_objective(
         >>> out["loss_objective"], out["clip_fraction"]
         (tensor(-2.), tensor(0.))
     """
+    check_not_empty(log_prob.shape, what="ppo_objective()'s log_prob")
     if normalize_advantage and advantage.numel() > 1:
         advantage = PF.standardize(advantage, mask, exclude_dims=normalize_advantage_exclude_dims)
     log_weight = (log_prob - old_log_prob).unsqueeze(-1)
@@ -141,7 +148,9 @@ def ppo_objective(
             out["loss_critic"] = PF.reduce_loss(critic_coeff * loss, reduction, mask)
         if log_explained_variance:
             out["explained_variance"] = PF.explained_variance(value_target, value, mask)
-    return out
+    # a mask with no valid sample: losses 0, statistics NaN (ppokit.objectives.degenerate)
+    return nan_without_samples(out, mask, ("entropy", "value_clip_fraction",
+                                           "explained_variance"))
 
 
 def probe(out: dict[str, torch.Tensor], extras: dict[str, torch.Tensor] | None = None

@@ -24,6 +24,7 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.nn import skip_existing as _global_skip_existing
 from torch import Tensor, nn
 
+from ppokit.objectives.network_inputs import explain_input_error
 from ppokit.value.checks import as_flag, check_discount
 from ppokit.value.inputs import (
     AcceptedKeys,
@@ -222,17 +223,22 @@ class ValueEstimatorBase(nn.Module, abc.ABC):
             get_entry(tensordict, key, "value_network input")
             get_entry(tensordict, next_key(key), "value_network input at the next step")
         root, nxt = tensordict.select(*in_keys), next_td.select(*in_keys)
-        if target_params is None:
-            # One call on [root; next] stacked along a new leading dim: half the module-call
-            # overhead of two calls, same numbers for feed-forward critics.
-            with params.to_module(net) if params is not None else nullcontext():
-                both = net(torch.stack([root, nxt], 0)).get(value_key)
-            value, next_value = both[0], both[1]
-        else:
-            with params.to_module(net) if params is not None else nullcontext():
-                value = net(root).get(value_key)
-            with target_params.to_module(net):
-                next_value = net(nxt).get(value_key)
+        try:
+            if target_params is None:
+                # One call on [root; next] stacked along a new leading dim: half the
+                # module-call overhead of two calls, same numbers for feed-forward critics.
+                with params.to_module(net) if params is not None else nullcontext():
+                    both = net(torch.stack([root, nxt], 0)).get(value_key)
+                value, next_value = both[0], both[1]
+            else:
+                with params.to_module(net) if params is not None else nullcontext():
+                    value = net(root).get(value_key)
+                with target_params.to_module(net):
+                    next_value = net(nxt).get(value_key)
+        except (RuntimeError, TypeError) as error:  # diagnosed only on failure: free otherwise
+            explain_input_error(net, root, role="value_network", error=error)
+            explain_input_error(net, nxt, role="value_network", error=error)
+            raise
         # Semi-gradient target (as in TD learning and TorchRL): never backprop through V(s').
         return value, next_value.detach()
 
