@@ -69,6 +69,9 @@ if TYPE_CHECKING:
     from ppokit.modules.mlp import (
         MLP,
     )
+    from ppokit.objectives.network_inputs import (
+        NetworkInputError,
+    )
     from ppokit.objectives.objective import (
         ppo_objective,
     )
@@ -135,6 +138,7 @@ _EXPORTS: dict[str, str] = {
     "PPOLoss": "ppokit.objectives.ppo",
     "ClipPPOLoss": "ppokit.objectives.ppo",
     "ppo_objective": "ppokit.objectives.objective",
+    "NetworkInputError": "ppokit.objectives.network_inputs",
     "compile_loss": "ppokit.fast.compile",
     "FusedPPOUpdate": "ppokit.fast.update",
     # value estimators
@@ -204,6 +208,7 @@ __all__ = [
     "IndependentNormal",
     "MaskedCategorical",
     "MultiAgentGAE",
+    "NetworkInputError",
     "NormalParamExtractor",
     "ObservationNormalizer",
     "OneHotCategorical",
