@@ -6,12 +6,14 @@ One thread, interleaved repeats (each round times every implementation once, so 
 other processes hits all of them alike); prints the median time per call and the ratios.
 Checks that every implementation agrees with the plain loop before timing. A second table
 times the TensorDict modules (``ppokit.GAE`` vs ``torchrl.objectives.value.GAE``) end to end
-with a 64-64 tanh MLP critic run under detached params, as a PPO loss calls them.
+with a 64-64 tanh MLP critic run under detached params, as a PPO loss calls them. A third
+times the V-trace functionals (ppokit's scan vs TorchRL's loop over time).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -101,6 +103,40 @@ def main() -> None:
         ratio_cells = " | ".join(f"{r:8.1f}x" for r in ratios)
         print(f"{f'[{batch}, {steps}]':>14} | {cells} | {ratio_cells}")
     bench_modules(args.repeats, args.done_prob)
+    bench_vtrace(args.repeats, args.done_prob)
+
+
+def bench_vtrace(repeats: int, done_prob: float) -> None:
+    """V-trace on tensors: ppokit's scan vs TorchRL's loop over time (same numbers checked)."""
+    try:
+        from torchrl.objectives.value.functional import vtrace_advantage_estimate as theirs
+    except ImportError:
+        return
+    from ppokit.value.functional_vtrace import vtrace_advantage_estimate as ours
+
+    print("\nV-trace functionals (rho_thresh=c_thresh=1), median per call")
+    for batch, steps in SHAPES:
+        value, next_value, reward, done, terminated = make_data(batch, steps, done_prob)
+        gen = torch.Generator().manual_seed(1)
+        log_pi, log_mu = (0.3 * torch.randn(value.shape, generator=gen) for _ in range(2))
+        args = (GAMMA, log_pi, log_mu, value, next_value, reward, done, terminated)
+        funcs = {
+            "ppokit": functools.partial(ours, *args),
+            "torchrl": functools.partial(theirs, *args),
+        }
+        err = (funcs["ppokit"]()[0] - funcs["torchrl"]()[0]).abs().max().item()
+        if err > 1e-4:
+            raise RuntimeError(f"V-trace: ppokit and TorchRL disagree by {err:.2e}")
+        times: dict[str, list[float]] = {n: [] for n in funcs}
+        for _ in range(repeats):
+            for name, fn in funcs.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        med = {n: statistics.median(t) for n, t in times.items()}
+        cells = " | ".join(f"{n} {m * 1e3:8.3f} ms" for n, m in med.items())
+        ratio = med["torchrl"] / med["ppokit"]
+        print(f"{f'[{batch}, {steps}]':>14} | {cells} | torchrl/ppokit {ratio:6.1f}x")
 
 
 def bench_modules(repeats: int, done_prob: float) -> None:

@@ -29,161 +29,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ppokit.value.checks import (
+    Scalar,
+    as_flag,
+    check_discount,
+    check_floating,
+    check_same_shapes,
+    check_time_dim,
+    prepare_flags,
+)
+from ppokit.value.scan import backward_linear_scan, shift_left, zero_where
+
 __all__ = [
     "generalized_advantage_estimate",
     "td0_return_estimate",
     "td1_return_estimate",
     "td_lambda_return_estimate",
 ]
-
-Scalar = float | Tensor
-
-
-# ---------------------------------------------------------------------------
-# validation helpers
-# ---------------------------------------------------------------------------
-
-
-def _check_same_shapes(**tensors: Tensor | None) -> torch.Size:
-    """All given tensors must have one shape; ``None`` entries are skipped."""
-    present = {k: v for k, v in tensors.items() if v is not None}
-    for name, value in present.items():
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}.")
-    shapes = {name: tuple(value.shape) for name, value in present.items()}
-    if len(set(shapes.values())) > 1:
-        listing = ", ".join(f"{k}={v}" for k, v in shapes.items())
-        raise ValueError(
-            f"All inputs must have the same shape [*B, T, F]; got {listing}. Nothing is "
-            "broadcast: reshape them to one shape (e.g. reward.unsqueeze(-1) for a [*B, T] "
-            "reward)."
-        )
-    return next(iter(present.values())).shape
-
-
-def _check_floating(**tensors: Tensor) -> None:
-    for name, value in tensors.items():
-        if not value.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}.")
-
-
-def _check_time_dim(shape: torch.Size, time_dim: int) -> int:
-    """Return ``time_dim`` as a non-negative index, or raise with the fix."""
-    ndim = len(shape)
-    if not -ndim <= time_dim < ndim:
-        raise ValueError(
-            f"time_dim={time_dim} is out of range for inputs of shape {tuple(shape)}. Inputs are "
-            "[*B, T, F] with time at time_dim (default -2); add a trailing feature dim "
-            "(x.unsqueeze(-1)) or pass the right time_dim."
-        )
-    return time_dim % ndim
-
-
-def _as_flag(name: str, flag: Tensor) -> Tensor:
-    """Return ``flag`` as a bool tensor; numeric flags must hold only 0 and 1."""
-    if flag.dtype == torch.bool:
-        return flag
-    if flag.is_complex() or not ((flag == 0) | (flag == 1)).all():
-        raise ValueError(
-            f"{name} must be a bool tensor or hold only 0 and 1; got dtype {flag.dtype} with "
-            f"other values. Pass {name}.bool() of the intended flags."
-        )
-    return flag.bool()
-
-
-def _check_discount(name: str, value: Scalar, shape: torch.Size | None) -> None:
-    """``gamma`` / ``lmbda`` must lie in [0, 1] and broadcast to ``shape`` (if given)."""
-    if isinstance(value, Tensor) and shape is None:
-        bad = value.numel() > 0 and not bool(((value >= 0) & (value <= 1)).all())
-    elif isinstance(value, Tensor):
-        try:
-            out = torch.broadcast_shapes(value.shape, shape)
-        except RuntimeError:
-            out = None
-        if out != shape:
-            raise ValueError(
-                f"{name} of shape {tuple(value.shape)} does not broadcast to the input shape "
-                f"{tuple(shape)}; pass a float or a tensor broadcastable to [*B, T, F]."
-            )
-        bad = value.numel() > 0 and not bool(((value >= 0) & (value <= 1)).all())
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        bad = not 0.0 <= value <= 1.0
-    else:
-        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}.")
-    if bad:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}.")
-
-
-def _prepare_flags(
-    done: Tensor,
-    terminated: Tensor | None,
-    mask: Tensor | None,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    done = _as_flag("done", done)
-    terminated = done if terminated is None else _as_flag("terminated", terminated)
-    if terminated is not done and bool((terminated & ~done).any()):
-        raise ValueError(
-            "terminated must imply done: found terminated=True where done=False. Set "
-            "done = terminated | truncated."
-        )
-    if mask is not None:
-        mask = _as_flag("mask", mask)
-    return done, terminated, mask
-
-
-# ---------------------------------------------------------------------------
-# the scan
-# ---------------------------------------------------------------------------
-
-
-def _backward_linear_scan(coef: Tensor, bias: Tensor, time_dim: int) -> Tensor:
-    """Solve ``x_t = bias_t + coef_t * x_{t+1}`` (with ``x_T = 0``) along ``time_dim``.
-
-    Doubling scan: after the step with stride ``s``, ``bias_t`` holds the sum of the next
-    ``2s`` terms and ``coef_t`` the product of ``2s`` coefficients, so ``ceil(log2 T)``
-    steps finish the job. Work is ``O(T log T)`` per sequence but each step is one fused
-    vectorised op, which beats ``T`` Python iterations by far on CPU and GPU.
-
-    Example:
-        >>> coef = torch.tensor([0.5, 0.5, 0.0, 0.5])
-        >>> bias = torch.tensor([1.0, 1.0, 1.0, 1.0])
-        >>> _backward_linear_scan(coef, bias, 0)
-        tensor([1.7500, 1.5000, 1.0000, 1.0000])
-    """
-    # Time first and contiguous: every shifted slice below is then one contiguous block,
-    # which keeps each elementwise kernel on its fast path (about 2x faster on CPU).
-    coef = coef.movedim(time_dim, 0).contiguous()
-    bias = bias.movedim(time_dim, 0).contiguous()
-    length = bias.shape[0]
-    stride = 1
-    while stride < length:
-        # Out of place (clone, then update a slice) so autograd sees each step's inputs
-        # intact. The last ``stride`` entries already reach past the end (x_T = 0).
-        new_bias = bias.clone()
-        new_bias[:-stride].addcmul_(coef[:-stride], bias[stride:])
-        bias = new_bias
-        if 2 * stride < length:  # the final step does not need the composed coefficients
-            new_coef = coef.clone()
-            new_coef[:-stride].mul_(coef[stride:])
-            coef = new_coef
-        stride *= 2
-    return bias.movedim(0, time_dim)
-
-
-def _shift_left(flag: Tensor, time_dim: int, fill: bool) -> Tensor:
-    """``out_t = flag_{t+1}`` along ``time_dim``; the last entry is ``fill``."""
-    flag = flag.movedim(time_dim, -1)
-    pad = torch.full_like(flag[..., :1], fill)
-    return torch.cat([flag[..., 1:], pad], dim=-1).movedim(-1, time_dim)
-
-
-def _zero_where(cond: Tensor | None, x: Tensor) -> Tensor:
-    return x if cond is None else torch.where(cond, 0.0, x)
-
-
-# ---------------------------------------------------------------------------
-# public estimators
-# ---------------------------------------------------------------------------
 
 
 def generalized_advantage_estimate(
@@ -227,7 +89,7 @@ def generalized_advantage_estimate(
         >>> adv.flatten()  # 1 + 0.5 * (1 + 0.5 * 1), 1 + 0.5 * 1, 1
         tensor([1.7500, 1.5000, 1.0000])
     """
-    shape = _check_same_shapes(
+    shape = check_same_shapes(
         state_value=state_value,
         next_state_value=next_state_value,
         reward=reward,
@@ -235,19 +97,19 @@ def generalized_advantage_estimate(
         terminated=terminated,
         mask=mask,
     )
-    _check_floating(state_value=state_value, next_state_value=next_state_value, reward=reward)
-    time_dim = _check_time_dim(shape, time_dim)
-    _check_discount("gamma", gamma, shape)
-    _check_discount("lmbda", lmbda, shape)
-    done, terminated, mask = _prepare_flags(done, terminated, mask)
+    check_floating(state_value=state_value, next_state_value=next_state_value, reward=reward)
+    time_dim = check_time_dim(shape, time_dim)
+    check_discount("gamma", gamma, shape)
+    check_discount("lmbda", lmbda, shape)
+    done, terminated, mask = prepare_flags(done, terminated, mask)
     pad = None if mask is None else ~mask
 
     # where(), not a product: a terminal next value may be NaN (reset obs) and must not leak.
-    bootstrap = _zero_where(terminated, next_state_value)
-    delta = _zero_where(pad, reward + gamma * bootstrap - state_value)
+    bootstrap = zero_where(terminated, next_state_value)
+    delta = zero_where(pad, reward + gamma * bootstrap - state_value)
     cut = done if pad is None else done | pad
     coef = (~cut).to(delta.dtype) * (gamma * lmbda)
-    advantage = _backward_linear_scan(coef, delta, time_dim)
+    advantage = backward_linear_scan(coef, delta, time_dim)
     value_target = advantage + state_value
     return advantage, value_target
 
@@ -262,33 +124,33 @@ def _lambda_return(
     time_dim: int,
     mask: Tensor | None,
 ) -> Tensor:
-    shape = _check_same_shapes(
+    shape = check_same_shapes(
         next_state_value=next_state_value,
         reward=reward,
         done=done,
         terminated=terminated,
         mask=mask,
     )
-    _check_floating(next_state_value=next_state_value, reward=reward)
-    time_dim = _check_time_dim(shape, time_dim)
-    _check_discount("gamma", gamma, shape)
-    _check_discount("lmbda", lmbda, shape)
-    done, terminated, mask = _prepare_flags(done, terminated, mask)
+    check_floating(next_state_value=next_state_value, reward=reward)
+    time_dim = check_time_dim(shape, time_dim)
+    check_discount("gamma", gamma, shape)
+    check_discount("lmbda", lmbda, shape)
+    done, terminated, mask = prepare_flags(done, terminated, mask)
 
     # ``stop_t``: G_{t+1} is replaced by V(s_{t+1}). True at done steps, at the last step of
     # the window (the rollout was cut there) and before a padded step.
-    stop = done | _shift_left(torch.zeros_like(done), time_dim, True)
+    stop = done | shift_left(torch.zeros_like(done), time_dim, True)
     if mask is not None:
-        stop = stop | _shift_left(~mask, time_dim, True)
-    bootstrap = _zero_where(terminated, next_state_value)
+        stop = stop | shift_left(~mask, time_dim, True)
+    bootstrap = zero_where(terminated, next_state_value)
     # G_t = r_t + gamma * [(1 - lmbda) V' + lmbda * (stop ? V' : G_{t+1})]
     #     = r_t + gamma * V' - coef_t * V' + coef_t * G_{t+1},  coef_t = gamma*lmbda*(1-stop_t)
     coef = (~stop).to(reward.dtype) * (gamma * lmbda)
     bias = reward + gamma * bootstrap - coef * bootstrap
     if mask is not None:
-        bias = _zero_where(~mask, bias)
-        coef = _zero_where(~mask, coef)
-    return _backward_linear_scan(coef, bias, time_dim)
+        bias = zero_where(~mask, bias)
+        coef = zero_where(~mask, coef)
+    return backward_linear_scan(coef, bias, time_dim)
 
 
 def td_lambda_return_estimate(
@@ -391,13 +253,13 @@ def td0_return_estimate(
         >>> td0_return_estimate(0.5, nv, r, torch.tensor([[False], [True]])).flatten()
         tensor([2., 1.])
     """
-    shape = _check_same_shapes(
+    shape = check_same_shapes(
         next_state_value=next_state_value, reward=reward, terminated=terminated, mask=mask
     )
-    _check_floating(next_state_value=next_state_value, reward=reward)
-    _check_discount("gamma", gamma, shape)
-    terminated = _as_flag("terminated", terminated)
-    out = reward + gamma * _zero_where(terminated, next_state_value)
+    check_floating(next_state_value=next_state_value, reward=reward)
+    check_discount("gamma", gamma, shape)
+    terminated = as_flag("terminated", terminated)
+    out = reward + gamma * zero_where(terminated, next_state_value)
     if mask is not None:
-        out = _zero_where(~_as_flag("mask", mask), out)
+        out = zero_where(~as_flag("mask", mask), out)
     return out
