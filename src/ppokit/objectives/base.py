@@ -9,7 +9,7 @@ then the one pure function :func:`ppokit.objectives.objective.ppo_objective`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -21,6 +21,13 @@ from torch import nn
 from ppokit.internals.direct import TensorReader
 from ppokit.objectives.advantage import AdvantageEstimation
 from ppokit.objectives.coefficients import ScheduledCoefficients
+from ppokit.objectives.composite import (
+    composite_entropy_td,
+    entropy_loss,
+    policy_keys,
+    resolve_entropy_coeff,
+)
+from ppokit.objectives.functional import masked_mean
 from ppokit.objectives.inputs import LossInputs, check_finite, read_inputs
 from ppokit.objectives.keys import LossKeys, PPOKeys
 from ppokit.objectives.networks import LossNetworks
@@ -106,6 +113,9 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
                           max_importance_ratio=max_importance_ratio)
         entropy_coef = resolve_alias("entropy_coef", entropy_coef, "entropy_coeff",
                                      entropy_coeff, 0.01)
+        self._entropy_coeff_map = self._per_head_coeff(entropy_coef, actor_network)
+        if self._entropy_coeff_map is not None:
+            entropy_coef = 0.0  # unused: the mapping weighs each head
         # TorchRL's default: a critic is trained with weight 1 when there is one
         critic_coef = resolve_alias("critic_coef", critic_coef, "critic_coeff", critic_coeff,
                                     1.0 if critic_network is not None else 0.0)
@@ -141,6 +151,17 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         self._set_deprecated_keys(
             advantage=advantage_key, value_target=value_target_key, value=value_key
         )
+
+    @staticmethod
+    def _per_head_coeff(coeff: Any, actor: Any) -> dict[NestedKey, float] | None:
+        """A per-head ``entropy_coeff`` mapping (composite policy), checked now where the
+        actor lists its heads; None for a scalar coefficient."""
+        if not isinstance(coeff, Mapping):
+            return None
+        heads = policy_keys(actor)
+        if heads is not None and isinstance(heads[0], list):
+            resolve_entropy_coeff(coeff, heads[0])  # unknown or missing heads raise here
+        return dict(coeff)
 
     @staticmethod
     def _default_device(*networks: nn.Module | None) -> torch.device:
@@ -225,14 +246,22 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         if not self._overlap_resolved and not traced:
             self._resolve_overlap(log_prob)
         extras: dict[str, Any] = {}
-        entropy = None
+        entropy = terms = None
+        entropy_coeff = self._entropy_coeff_map
         if self.entropy_bonus:
-            entropy, extras["closed_form_entropy"] = self._entropy(dist, sample_shape,
-                                                                   mc=mc_entropy)
+            entropy, extras["closed_form_entropy"], terms = self._entropy(dist, sample_shape,
+                                                                          mc=mc_entropy)
             if not traced and not mc_entropy:  # what a compiled call will do (compile_loss)
                 self._closed_form_entropy = extras["closed_form_entropy"]
             if inp.mask is not None:
                 extras["entropy_all"] = entropy.detach().sum()
+            if entropy_coeff is not None:
+                if terms is None:
+                    raise TypeError(
+                        "entropy_coeff is a per-head mapping but the policy's distribution is "
+                        f"{type(dist).__name__}, not a CompositeDistribution; give a float.")
+                # the objective scales by 1: the coefficients are inside the weighted sum
+                extras["entropy_total"], entropy = entropy, -entropy_loss(terms, entropy_coeff)
         value = None
         if self._has_critic:
             value = extras["value"] = self._critic_value(inp, actor_env, self.tensor_keys.value,
@@ -241,13 +270,19 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
             log_prob, inp.old_log_prob, inp.advantage, entropy=entropy, value=value,
             value_target=inp.value_target, old_value=inp.old_value, mask=inp.mask,
             clip_epsilon=self._clip_epsilon(traced=traced),
-            entropy_coeff=self._coefficient("entropy_coeff", traced=traced),
+            entropy_coeff=(1.0 if entropy_coeff is not None
+                           else self._coefficient("entropy_coeff", traced=traced)),
             critic_coeff=self._coefficient("critic_coeff", traced=traced),
             clip_value=self._coefficient("clip_value", traced=traced),
             loss_critic_type=self.loss_critic_type, reduction=self.reduction,
             normalize_advantage=self.normalize_advantage,
             normalize_advantage_exclude_dims=self.normalize_advantage_exclude_dims,
             log_explained_variance=self.log_explained_variance)
+        if terms is not None and terms.per_head is not None:
+            if "entropy_total" in extras:  # report the entropy itself, not the weighted sum
+                out["entropy"] = masked_mean(extras["entropy_total"].detach().unsqueeze(-1),
+                                             inp.mask)
+            out["composite_entropy"] = composite_entropy_td(terms)
         return out, extras
 
     def _clip_epsilon(self, *, traced: bool = False) -> Any:
@@ -279,8 +314,10 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
 
     # ------------------------------------------------------------------ misc
     def extra_repr(self) -> str:
+        entropy = (self._entropy_coeff_map if self._entropy_coeff_map is not None
+                   else self.entropy_coef)
         return (
-            f"entropy_coef={self.entropy_coef}, critic_coef={self.critic_coef}, "
+            f"entropy_coef={entropy}, critic_coef={self.critic_coef}, "
             f"loss_critic_type={self.loss_critic_type!r}, reduction={self.reduction!r}, "
             f"functional={self._functional}"
         )

@@ -6,13 +6,14 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
-from ppokit.objectives.keys import AUTO_MASK_KEYS, PPOKeys, key_str
+from ppokit.objectives.composite import stored_log_prob
+from ppokit.objectives.keys import AUTO_MASK_KEYS, ActionKeys, PPOKeys, key_str
 
 __all__ = ["LossInputs", "check_finite", "check_no_grad", "check_target_shape", "get_entry",
-           "get_mask", "read_inputs"]
+           "get_mask", "read_action", "read_inputs", "read_log_prob"]
 
 
 class LossInputs(NamedTuple):
@@ -20,7 +21,7 @@ class LossInputs(NamedTuple):
 
     work: Any  # the TensorDict the networks read (a dict of tensors in a compiled call)
     batch: torch.Size
-    action: torch.Tensor
+    action: Any  # a tensor, or a TensorDict of the heads' actions (composite policy)
     old_log_prob: torch.Tensor
     advantage: torch.Tensor
     value_target: torch.Tensor | None
@@ -74,10 +75,8 @@ def read_inputs(
     # Read everything the user stored BEFORE running any network: a module that samples
     # on its way (a full actor-critic operator as the actor) would overwrite the stored
     # action, log-prob and value in the data it runs on.
-    action = get_entry(tensordict, keys.action, "action")
-    old_log_prob = get_entry(tensordict, keys.sample_log_prob, "sample_log_prob")
-    check_no_grad(action, keys.action)
-    check_no_grad(old_log_prob, keys.sample_log_prob)
+    action = read_action(tensordict, keys.action)
+    old_log_prob = read_log_prob(tensordict, keys.sample_log_prob)
     advantage = tensordict.get(keys.advantage, None)
     if old_log_prob.shape != batch and not _per_token(old_log_prob, advantage, batch, mask):
         raise ValueError(
@@ -108,6 +107,44 @@ def read_inputs(
         check_target_shape(old_value, keys.value, batch)
     return LossInputs(work, batch, action, old_log_prob, advantage, value_target, old_value,
                       mask, direct)
+
+
+def read_action(tensordict: TensorDictBase, key: ActionKeys) -> Any:
+    """The stored action: a tensor, or for several heads a TensorDict of their actions.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict({"a": torch.zeros(2), "b": torch.ones(2, 3)}, batch_size=[2])
+        >>> read_action(td, ["a", "b"])["b"].shape
+        torch.Size([2, 3])
+    """
+    if not isinstance(key, list):
+        action = get_entry(tensordict, key, "action")
+        check_no_grad(action, key)
+        return action
+    heads = {}
+    for head in key:
+        heads[head] = get_entry(tensordict, head, "action")
+        check_no_grad(heads[head], head)
+    return TensorDict(heads, batch_size=tensordict.batch_size)
+
+
+def read_log_prob(tensordict: TensorDictBase, key: ActionKeys) -> torch.Tensor:
+    """The behaviour log-prob; for one key per head, the heads' log-probs summed ``[*B]``.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict({"a_log_prob": torch.ones(2), "b_log_prob": torch.ones(2, 3)},
+        ...                 batch_size=[2])
+        >>> read_log_prob(td, ["a_log_prob", "b_log_prob"])  # 1 + (1 + 1 + 1)
+        tensor([4., 4.])
+    """
+    keys = key if isinstance(key, list) else [key]
+    for k in keys:
+        check_no_grad(get_entry(tensordict, k, "sample_log_prob"), k)
+    if not isinstance(key, list):
+        return tensordict.get(key)
+    return stored_log_prob(tensordict, key, batch_shape=tensordict.batch_size)
 
 
 def _per_token(old_log_prob: torch.Tensor, advantage: torch.Tensor | None,
