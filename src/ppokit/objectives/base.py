@@ -27,11 +27,11 @@ from ppokit.objectives.composite import (
     policy_keys,
     resolve_entropy_coeff,
 )
-from ppokit.objectives.functional import masked_mean
-from ppokit.objectives.inputs import LossInputs, check_finite, read_inputs
+from ppokit.objectives.functional import explained_variance, masked_mean
+from ppokit.objectives.inputs import LossInputs, check_finite, read_critic_inputs, read_inputs
 from ppokit.objectives.keys import LossKeys, PPOKeys
 from ppokit.objectives.networks import LossNetworks
-from ppokit.objectives.objective import outputs_finite, ppo_objective, to_output
+from ppokit.objectives.objective import critic_term, outputs_finite, ppo_objective, to_output
 from ppokit.objectives.options import (
     check_clip_value,
     check_exclude_dims,
@@ -39,6 +39,7 @@ from ppokit.objectives.options import (
     check_unsupported,
     resolve_alias,
 )
+from ppokit.objectives.protocol import LossProtocol
 
 __all__ = ["Compute", "PPOKeys", "PPOLoss"]
 
@@ -46,7 +47,8 @@ __all__ = ["Compute", "PPOKeys", "PPOLoss"]
 Compute = Callable[[LossInputs], tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 
-class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys):
+class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstimation,
+              LossKeys):
     """Unclipped PPO loss: ``-ratio * advantage`` plus critic and entropy terms.
 
     This is the base of :class:`ClipPPOLoss` and takes the same arguments but
@@ -137,7 +139,8 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         self.log_explained_variance = bool(log_explained_variance)
         self.separate_losses = bool(separate_losses)
         self.reduction = reduction
-        clip_value = check_clip_value(clip_value, self._clip_epsilon_for_value)
+        clip_value = check_clip_value(clip_value, self._clip_epsilon_for_value,
+                                      asymmetric=getattr(self, "_asymmetric_clip", False))
         if clip_value is None:
             self.clip_value = None
         else:
@@ -172,9 +175,8 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
                     return p.device
         return torch.get_default_device()
 
-    @property
-    def out_keys(self) -> list[str]:
-        """Names of the entries :meth:`forward` returns."""
+    def _all_out_keys(self) -> list[str]:
+        """Names of the entries :meth:`forward` returns with the current options."""
         keys = ["loss_objective", "kl_approx", "ESS", "max_ratio", "mean_ratio"]
         if self._clip_epsilon() is not None:
             keys.append("clip_fraction")
@@ -221,7 +223,7 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         return read_inputs(
             tensordict, self.tensor_keys, loss_name=type(self).__name__,
             direct=self._choose_path(), needs_value_target=self._has_critic,
-            needs_old_value=self._has_critic and self.clip_value is not None,
+            clip_value=self.clip_value if self._has_critic else None,
             estimate_advantage=self._estimate_advantage)
 
     def compute(self, inp: LossInputs, *, mc_entropy: bool = False, traced: bool = False
@@ -284,6 +286,33 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
                                              inp.mask)
             out["composite_entropy"] = composite_entropy_td(terms)
         return out, extras
+
+    def loss_critic(self, tensordict: TensorDictBase
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The critic term alone, as TorchRL's ``loss_critic``.
+
+        Args:
+            tensordict: batch ``[*B]`` with what the critic reads, ``value_target``
+                ``[*B, 1]`` and, with ``clip_value``, the stored value ``[*B, 1]``.
+
+        Returns:
+            ``critic_coeff *`` the per-sample critic loss ``[*B, 1]`` (not reduced), the
+            fraction of clipped values (None without ``clip_value``) and the explained
+            variance (None with ``log_explained_variance=False``).
+        """
+        if self.critic_network is None:
+            raise ValueError("loss_critic() needs a critic: this loss was built without one.")
+        keys = self.tensor_keys
+        clip_value = self._coefficient("clip_value", traced=False)
+        inp = read_critic_inputs(tensordict, keys, clip_value=clip_value)
+        value = self._critic_value(inp, {}, keys.value, traced=False)
+        loss, clipped = critic_term(value, inp.value_target, inp.old_value, clip_value,
+                                    self.loss_critic_type)
+        fraction = None if clipped is None else clipped.to(value.dtype).mean()
+        variance = (explained_variance(inp.value_target, value.detach())
+                    if self.log_explained_variance else None)
+        coeff = self._coefficient("critic_coeff", traced=False) if self._has_critic else 1.0
+        return coeff * loss, fraction, variance
 
     def _clip_epsilon(self, *, traced: bool = False) -> Any:
         """The ratio clip range of the surrogate term; None for plain PPO."""

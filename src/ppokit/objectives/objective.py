@@ -17,7 +17,8 @@ import torch
 from ppokit.internals.tensordicts import scalar_tensordict
 from ppokit.objectives import functional as PF
 
-__all__ = ["PROBED_KEYS", "outputs_finite", "ppo_objective", "probe", "surrogate_term",
+__all__ = ["PROBED_KEYS", "critic_term", "outputs_finite", "ppo_objective", "probe",
+           "surrogate_term",
            "to_output"]
 
 to_output = scalar_tensordict  # the loss's output: a TensorDict with no batch dims
@@ -43,6 +44,24 @@ def surrogate_term(
     if clip_epsilon is None:
         return -log_weight.exp() * advantage
     return PF.clipped_surrogate(log_weight, advantage, clip_epsilon)
+
+
+def critic_term(value: torch.Tensor, value_target: torch.Tensor, old_value: torch.Tensor | None,
+                clip_value: float | torch.Tensor | None, loss_critic_type: str
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-sample critic loss ``[*B, 1]`` and, when clipped, which samples were clipped.
+
+    With ``old_value`` and ``clip_value``: the worse of the plain and the clipped loss
+    (:func:`ppokit.objectives.functional.clipped_value_loss`); else the plain distance.
+
+    Example:
+        >>> critic_term(torch.tensor([[1.0]]), torch.tensor([[3.0]]), None, None, "l2")
+        (tensor([[4.]]), None)
+    """
+    if old_value is not None and clip_value is not None:
+        return PF.clipped_value_loss(value_target, value, old_value, clip_value,
+                                     loss_critic_type)
+    return PF.value_distance(value_target, value, loss_critic_type), None
 
 
 def ppo_objective(
@@ -129,12 +148,10 @@ def ppo_objective(
     if value is not None:
         if value_target is None:
             raise ValueError("ppo_objective() got a value but no value_target.")
-        if old_value is not None and clip_value is not None:
-            loss, clipped = PF.clipped_value_loss(value_target, value, old_value, clip_value,
-                                                  loss_critic_type)
+        loss, clipped = critic_term(value, value_target, old_value, clip_value,
+                                    loss_critic_type)
+        if clipped is not None:
             out["value_clip_fraction"] = PF.masked_mean(clipped.to(value.dtype), mask)
-        else:
-            loss = PF.value_distance(value_target, value, loss_critic_type)
         if mask is None and reduction == "mean":
             out["loss_critic"] = loss.mean() * critic_coeff
         else:
