@@ -74,7 +74,7 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
 
     default_keys = PPOKeys
     #: value estimators the loss can build with :meth:`make_value_estimator`
-    SUPPORTED_VALUE_ESTIMATORS = ("gae", "td_lambda", "td0", "td1")
+    SUPPORTED_VALUE_ESTIMATORS = ("gae", "td_lambda", "td0", "td1", "magae", "vtrace")
     _clip_epsilon_for_value: float | None = None
 
     def __init__(

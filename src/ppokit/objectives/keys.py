@@ -11,7 +11,8 @@ from torch import nn
 
 from ppokit.objectives.composite import policy_keys
 
-__all__ = ["AUTO_MASK_KEYS", "ESTIMATOR_KEYS", "HEAD_KEY_FIELDS", "ActionKeys", "LossKeys",
+__all__ = ["AUTO_MASK_KEYS", "ESTIMATOR_KEYS", "HEAD_KEY_FIELDS", "OPTIONAL_ESTIMATOR_KEYS",
+           "ActionKeys", "LossKeys",
            "PPOKeys", "key_str", "resolve_keys"]
 
 #: one key, or one per head of a composite (multi-head) policy
@@ -27,6 +28,8 @@ AUTO_MASK_KEYS: tuple[NestedKey, ...] = (("collector", "mask"), "shifted_valid")
 #: the keys a loss forwards to its value estimator (V-trace also scores the stored action)
 ESTIMATOR_KEYS = ("advantage", "value_target", "value", "reward", "done", "terminated",
                   "sample_log_prob", "action")
+#: of those, the ones only some estimators read (V-trace)
+OPTIONAL_ESTIMATOR_KEYS = ("sample_log_prob", "action")
 
 
 @dataclasses.dataclass
