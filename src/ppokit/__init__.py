@@ -21,6 +21,7 @@ _EXPORTS: dict[str, str] = {
     # objectives
     "PPOLoss": "ppokit.objectives.ppo",
     "ClipPPOLoss": "ppokit.objectives.ppo",
+    "KLPENPPOLoss": "ppokit.objectives.klpen",
     "compile_loss": "ppokit.fast.compile",
     "FusedPPOUpdate": "ppokit.fast.update",
     # training
@@ -54,6 +55,10 @@ _EXPORTS: dict[str, str] = {
     "TD0Estimate": "ppokit.value.estimators",
     "TD1Estimate": "ppokit.value.estimators",
     "ValueEstimators": "ppokit.value.estimators",
+    "VTrace": "ppokit.value.estimators",
+    "MultiAgentGAE": "ppokit.value.estimators",
+    "vtrace_advantage_estimate": "ppokit.value.functional_vtrace",
+    "multi_agent_generalized_advantage_estimate": "ppokit.value.functional_multiagent",
     "generalized_advantage_estimate": "ppokit.value.functional",
     "td_lambda_return_estimate": "ppokit.value.functional",
     "td0_return_estimate": "ppokit.value.functional",

@@ -241,6 +241,7 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
         Python branches on the direct path, so that ``torch.compile`` can trace it.
         """
         actor_env: dict = {}
+        before = self._before_actor(inp)  # KLPEN: pi_old, before the actor overwrites it
         dist = self._policy_dist(inp, actor_env, traced=traced)
         # one log-prob per sample [*B], or per token [*B, T] (see inputs.read_inputs)
         sample_shape = inp.old_log_prob.shape
@@ -248,6 +249,8 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
         if not self._overlap_resolved and not traced:
             self._resolve_overlap(log_prob)
         extras: dict[str, Any] = {}
+        # the penalty's draws (a sampled KL) come before the entropy's, as in TorchRL
+        penalty = self._penalty(before, dist, sample_shape, extras)
         entropy = terms = None
         entropy_coeff = self._entropy_coeff_map
         if self.entropy_bonus:
@@ -271,7 +274,7 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
         out = ppo_objective(
             log_prob, inp.old_log_prob, inp.advantage, entropy=entropy, value=value,
             value_target=inp.value_target, old_value=inp.old_value, mask=inp.mask,
-            clip_epsilon=self._clip_epsilon(traced=traced),
+            clip_epsilon=self._clip_epsilon(traced=traced), penalty=penalty,
             entropy_coeff=(1.0 if entropy_coeff is not None
                            else self._coefficient("entropy_coeff", traced=traced)),
             critic_coeff=self._coefficient("critic_coeff", traced=traced),
@@ -316,6 +319,15 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
 
     def _clip_epsilon(self, *, traced: bool = False) -> Any:
         """The ratio clip range of the surrogate term; None for plain PPO."""
+        return None
+
+    def _before_actor(self, inp: LossInputs) -> Any:
+        """What the penalty needs from the data before the actor runs (none here)."""
+        return None
+
+    def _penalty(self, before: Any, dist: Any, sample_shape: torch.Size,
+                 extras: dict[str, Any]) -> torch.Tensor | None:
+        """A per-sample term ``[*B, 1]`` added to the surrogate (KLPEN's); None here."""
         return None
 
     def _explain_non_finite(self, inp: LossInputs, out: dict[str, torch.Tensor],
