@@ -175,6 +175,11 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
                     return p.device
         return torch.get_default_device()
 
+    def _optional_keyword_keys(self) -> list[NestedKey]:
+        # a keyword call may bring the advantage and targets (then no estimator runs)
+        keys = self.tensor_keys
+        return [keys.advantage, keys.value_target, keys.value]
+
     def _all_out_keys(self) -> list[str]:
         """Names of the entries :meth:`forward` returns with the current options."""
         keys = ["loss_objective", "kl_approx", "ESS", "max_ratio", "mean_ratio"]
