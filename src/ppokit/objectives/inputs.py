@@ -12,8 +12,9 @@ from tensordict.utils import NestedKey
 from ppokit.objectives.composite import stored_log_prob
 from ppokit.objectives.keys import AUTO_MASK_KEYS, ActionKeys, PPOKeys, key_str
 
-__all__ = ["LossInputs", "check_finite", "check_no_grad", "check_target_shape", "get_entry",
-           "get_mask", "read_action", "read_inputs", "read_log_prob"]
+__all__ = ["CriticInputs", "LossInputs", "check_finite", "check_no_grad", "check_target_shape",
+           "get_entry", "get_mask", "read_action", "read_critic_inputs", "read_inputs",
+           "read_log_prob", "read_old_value"]
 
 
 class LossInputs(NamedTuple):
@@ -107,8 +108,18 @@ def read_inputs(
                       mask, direct)
 
 
+class CriticInputs(NamedTuple):
+    """What :func:`read_critic_inputs` read, for the critic term alone."""
+
+    work: TensorDictBase  # a shallow copy the critic writes into
+    batch: torch.Size
+    value_target: torch.Tensor
+    old_value: torch.Tensor | None
+    fast: bool = False  # the critic runs through tensordict
+
+
 def read_critic_inputs(tensordict: TensorDictBase, keys: PPOKeys, *, clip_value: Any
-                       ) -> LossInputs:
+                       ) -> CriticInputs:
     """What the critic term alone reads (``loss.loss_critic``): the value target and, with
     ``clip_value``, the stored value; the critic then runs on a shallow copy."""
     batch = tensordict.batch_size
@@ -118,8 +129,7 @@ def read_critic_inputs(tensordict: TensorDictBase, keys: PPOKeys, *, clip_value:
     old_value = read_old_value(tensordict, keys.value, clip_value)
     if old_value is not None:
         check_target_shape(old_value, keys.value, batch)
-    return LossInputs(tensordict.copy(), batch, None, None, None, value_target, old_value,
-                      None, False)
+    return CriticInputs(tensordict.copy(), batch, value_target, old_value)
 
 
 def read_old_value(tensordict: TensorDictBase, key: NestedKey, clip_value: Any

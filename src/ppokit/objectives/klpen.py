@@ -83,6 +83,8 @@ class KLPENPPOLoss(PPOLoss):
         0.5
     """
 
+    beta: torch.Tensor
+
     def __init__(
         self,
         actor_network: TensorDictModuleBase | None = None,

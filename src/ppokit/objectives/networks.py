@@ -25,8 +25,8 @@ from ppokit.internals.slots import ParamSlots
 from ppokit.internals.versions import direct_path_supported
 from ppokit.modules.distributions import deferred_param_checks
 from ppokit.objectives.composite import EntropyTerms, action_log_prob, entropy_terms
-from ppokit.objectives.inputs import LossInputs
-from ppokit.objectives.keys import key_str
+from ppokit.objectives.inputs import CriticInputs, LossInputs
+from ppokit.objectives.keys import PPOKeys, key_str
 from ppokit.objectives.scoring import policy_entropy, policy_log_prob
 
 __all__ = ["EXECUTION_PATHS", "LossNetworks"]
@@ -51,6 +51,7 @@ class LossNetworks(nn.Module):
     samples_mc_entropy: int
     separate_losses: bool
     _has_critic: bool  # set by the loss: a critic is run and trained
+    tensor_keys: PPOKeys
 
     def _init_networks(self, actor: TensorDictModuleBase, critic: TensorDictModuleBase | None,
                        *, functional: bool) -> None:
@@ -237,7 +238,7 @@ class LossNetworks(nn.Module):
         """
         if not isinstance(dist, CompositeDistribution):
             return policy_log_prob(dist, action, batch)
-        key = self.tensor_keys.action  # type: ignore[attr-defined]
+        key = self.tensor_keys.action
         actions = (action if isinstance(action, TensorDictBase)
                    else TensorDict({key: action}, batch_size=action.shape[:len(batch)]))
         log_prob = action_log_prob(dist, actions, key, batch_shape=batch)
@@ -260,7 +261,7 @@ class LossNetworks(nn.Module):
                               force_mc=mc)
         return terms.total, terms.closed_form, terms
 
-    def _critic_value(self, inp: LossInputs, actor_env: dict, value_key: object, *,
+    def _critic_value(self, inp: LossInputs | CriticInputs, actor_env: dict, value_key: object, *,
                       traced: bool) -> torch.Tensor:
         """The critic's prediction ``[*B, 1]`` at ``value_key``."""
         critic_keys = getattr(self.critic_network, "out_keys", None)
