@@ -180,11 +180,12 @@ def read_log_prob(tensordict: TensorDictBase, key: ActionKeys) -> torch.Tensor:
         >>> read_log_prob(td, ["a_log_prob", "b_log_prob"])  # 1 + (1 + 1 + 1)
         tensor([4., 4.])
     """
-    keys = key if isinstance(key, list) else [key]
-    for k in keys:
-        check_no_grad(get_entry(tensordict, k, "sample_log_prob"), k)
     if not isinstance(key, list):
-        return tensordict.get(key)
+        value = get_entry(tensordict, key, "sample_log_prob")
+        check_no_grad(value, key)
+        return value
+    for k in key:
+        check_no_grad(get_entry(tensordict, k, "sample_log_prob"), k)
     return stored_log_prob(tensordict, key, batch_shape=tensordict.batch_size)
 
 
