@@ -244,3 +244,34 @@ def test_vtrace_through_the_loss_scores_with_the_actor():
     assert loss.value_type.__name__ == "VTrace"
     out = loss(td)
     assert torch.isfinite(out["loss_objective"])
+
+
+# ----------------------------------------------------------------- max_importance_ratio
+@pytest.mark.parametrize("cls, opts", [
+    ("ClipPPOLoss", {"max_importance_ratio": 1.2}),
+    ("ClipPPOLoss", {"max_importance_ratio": 1.1, "clip_epsilon": (0.1, 0.3)}),
+    ("PPOLoss", {"max_importance_ratio": 1.5, "reduction": "none"}),
+    ("KLPENPPOLoss", {"max_importance_ratio": 1.3}),
+])
+def test_max_importance_ratio_matches_torchrl(cls, opts):
+    actor, value, td = _data("normal", move=0.6)  # ratios well beyond the caps
+    ours = {"PPOLoss": PPOLoss, "ClipPPOLoss": ClipPPOLoss, "KLPENPPOLoss": KLPENPPOLoss}[cls](
+        actor, value, **opts)
+    theirs = getattr(torchrl_objectives, cls)(actor, value, **opts)
+    a, grads_a = _run(ours, td)
+    b, _ = _run(theirs, td)
+    torch.manual_seed(5)
+    out = theirs(td)  # gradients of TorchRL's own loss, for the actor's parameters
+    total = sum(v.sum() for k, v in out.items() if k.startswith("loss_"))
+    grads_b = torch.autograd.grad(total, list(theirs.actor_network_params.values(True, True)))
+    for key in ("loss_objective", "clip_fraction", "ESS", "max_ratio", "mean_ratio", "kl_approx"):
+        if key in b.keys():
+            assert_close(a[key].reshape(b[key].shape), b[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert float(a["max_ratio"]) <= opts["max_importance_ratio"] + 1e-5
+    if cls != "KLPENPPOLoss":  # TorchRL's in-place beta update changes its KLPEN gradient
+        for ga, gb in zip(grads_a, grads_b):
+            assert_close(ga, gb, rtol=1e-5, atol=1e-6)
+    ours.max_importance_ratio = 100.0  # schedulable, as in TorchRL
+    assert float(ours.state_dict()["max_importance_ratio"]) == 100.0
+    with pytest.raises(ValueError, match="max_importance_ratio must be a finite number > 0"):
+        ClipPPOLoss(actor, value, max_importance_ratio=0.0)

@@ -111,8 +111,7 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
         super().__init__()
         actor_network = resolve_alias("actor_network", actor_network, "actor", actor, None)
         critic_network = resolve_alias("critic_network", critic_network, "critic", critic, None)
-        check_unsupported(gamma=gamma, advantage_norm=advantage_norm, delay_actor=delay_actor,
-                          max_importance_ratio=max_importance_ratio)
+        check_unsupported(gamma=gamma, advantage_norm=advantage_norm, delay_actor=delay_actor)
         entropy_coef = resolve_alias("entropy_coef", entropy_coef, "entropy_coeff",
                                      entropy_coeff, 0.01)
         self._entropy_coeff_map = self._per_head_coeff(entropy_coef, actor_network)
@@ -145,6 +144,11 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
             self.clip_value = None
         else:
             self.register_coefficient("clip_value", clip_value, device=device)
+        if max_importance_ratio is None:
+            self.max_importance_ratio = None
+        else:  # a schedulable buffer, as in TorchRL
+            self.register_coefficient("max_importance_ratio", max_importance_ratio,
+                                      device=device)
         self.check_inputs = bool(check_inputs)
         self._has_critic = critic_network is not None and float(critic_coef) != 0.0
         self._init_networks(actor_network, critic_network, functional=bool(functional))
@@ -280,6 +284,7 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
             log_prob, inp.old_log_prob, inp.advantage, entropy=entropy, value=value,
             value_target=inp.value_target, old_value=inp.old_value, mask=inp.mask,
             clip_epsilon=self._clip_epsilon(traced=traced), penalty=penalty,
+            max_importance_ratio=self._coefficient("max_importance_ratio", traced=traced),
             entropy_coeff=(1.0 if entropy_coeff is not None
                            else self._coefficient("entropy_coeff", traced=traced)),
             critic_coeff=self._coefficient("critic_coeff", traced=traced),

@@ -199,13 +199,12 @@ def check_exclude_dims(dims: Any) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def check_unsupported(*, gamma: Any, advantage_norm: Any, delay_actor: Any,
-                      max_importance_ratio: Any) -> None:
+def check_unsupported(*, gamma: Any, advantage_norm: Any, delay_actor: Any) -> None:
     """Refuse TorchRL keywords ppokit does not implement, rather than ignore them.
 
     Example:
-        >>> check_unsupported(gamma=0.9, advantage_norm=None, delay_actor=False,
-        ...                   max_importance_ratio=None)  # doctest: +ELLIPSIS
+        >>> check_unsupported(gamma=0.9, advantage_norm=None,
+        ...                   delay_actor=False)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         TypeError: gamma is not a loss option: ...
     """
@@ -216,10 +215,9 @@ def check_unsupported(*, gamma: Any, advantage_norm: Any, delay_actor: Any,
             f"loss.make_value_estimator('gae', gamma={gamma!r}) instead."
         )
     for name, value, default in (("advantage_norm", advantage_norm, None),
-                                 ("delay_actor", delay_actor, False),
-                                 ("max_importance_ratio", max_importance_ratio, None)):
+                                 ("delay_actor", delay_actor, False)):
         if value is not default and value != default:
             raise NotImplementedError(
-                f"{name}={value!r} (TorchRL's PPO-EWMA / ValueNorm options) is not implemented "
+                f"{name}={value!r} (TorchRL's ValueNorm / PPO-EWMA options) is not implemented "
                 f"in ppokit yet; leave it at {default!r}, or use TorchRL's loss for it."
             )
