@@ -62,7 +62,7 @@ def capped_surrogate_term(log_weight: torch.Tensor, advantage: torch.Tensor,
         >>> loss, diag = capped_surrogate_term(torch.tensor([[1.0]]), torch.tensor([[1.0]]),
         ...                                    None, 2.0, None)
         >>> loss, diag["max_ratio"]
-        (tensor([[-2.]], grad_fn=<MulBackward0>), tensor(2.))
+        (tensor([[-2.]]), tensor(2.))
     """
     cap = torch.as_tensor(max_importance_ratio, dtype=log_weight.dtype,
                           device=log_weight.device).log()
