@@ -69,6 +69,9 @@ if TYPE_CHECKING:
     from ppokit.modules.mlp import (
         MLP,
     )
+    from ppokit.objectives.klpen import (
+        KLPENPPOLoss,
+    )
     from ppokit.objectives.network_inputs import (
         NetworkInputError,
     )
@@ -139,6 +142,7 @@ _EXPORTS: dict[str, str] = {
     "ClipPPOLoss": "ppokit.objectives.ppo",
     "ppo_objective": "ppokit.objectives.objective",
     "NetworkInputError": "ppokit.objectives.network_inputs",
+    "KLPENPPOLoss": "ppokit.objectives.klpen",
     "compile_loss": "ppokit.fast.compile",
     "FusedPPOUpdate": "ppokit.fast.update",
     # value estimators
@@ -206,6 +210,7 @@ __all__ = [
     "FusedPPOUpdate",
     "GymVecEnv",
     "IndependentNormal",
+    "KLPENPPOLoss",
     "MaskedCategorical",
     "MultiAgentGAE",
     "NetworkInputError",

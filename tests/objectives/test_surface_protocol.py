@@ -201,7 +201,7 @@ def test_keyword_errors_name_the_keys():
     kwargs.pop("next_reward")
     with pytest.raises(TypeError, match=r"Missing keyword argument\(s\) \['next_reward'\]"):
         loss(**kwargs)
-    with pytest.raises(TypeError, match="got a positional Tensor"):
+    with pytest.raises(TypeError, match="expects a TensorDict, got Tensor"):
         loss(torch.zeros(B, OBS))
     with pytest.raises(TypeError, match="needs a TensorDict or keyword arguments"):
         loss()

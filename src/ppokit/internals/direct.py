@@ -114,6 +114,10 @@ class TensorReader:
         yield from (k for k in below if k not in self.env)
 
 
+def _tuple_key(key: NestedKey) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else tuple(key)
+
+
 class _Step:
     __slots__ = ("in_keys", "net", "out_keys", "strict", "wrapper")
 
@@ -230,6 +234,13 @@ class ModulePlan:
         wrappers: list[nn.Module] = [actor, last]
         if not all(_flatten(m, steps, wrappers) for m in det):
             return None
+        # The plan hands the distribution leaf tensors; a sub-tree in_key such as "params"
+        # (a composite distribution's parameters) would be read from the data instead of
+        # from what the steps just wrote.
+        written = [_tuple_key(k) for step in steps for k in step.out_keys]
+        for key in map(_tuple_key, last.in_keys):
+            if any(len(w) > len(key) and w[:len(key)] == key for w in written):
+                return None
         # get_dist builds from the LAST probabilistic module anywhere in the tree: make sure
         # that is ``last`` (the det part holds none, as _flatten accepted only plain modules).
         default = getattr(last, "default_interaction_type", None)

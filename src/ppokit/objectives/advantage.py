@@ -8,7 +8,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import nn
 
-from ppokit.objectives.keys import ESTIMATOR_KEYS, PPOKeys, key_str
+from ppokit.objectives.keys import ESTIMATOR_KEYS, OPTIONAL_ESTIMATOR_KEYS, PPOKeys, key_str
 
 __all__ = ["AdvantageEstimation"]
 
@@ -22,6 +22,8 @@ class AdvantageEstimation(nn.Module):
 
     tensor_keys: PPOKeys
     critic_network: nn.Module | None
+    actor_network: nn.Module
+    value_type: Any = None
     critic_network_params: Any
     _functional: bool
     _value_estimator: nn.Module | None
@@ -33,9 +35,15 @@ class AdvantageEstimation(nn.Module):
             self._forward_keys_to_estimator()
 
     def _forward_keys_to_estimator(self) -> None:
-        keys = {name: getattr(self.tensor_keys, name) for name in ESTIMATOR_KEYS}
         estimator: Any = self._value_estimator
-        estimator.set_keys(**keys)
+        for name in ESTIMATOR_KEYS:
+            try:
+                estimator.set_keys(**{name: getattr(self.tensor_keys, name)})
+            except (KeyError, ValueError, TypeError):
+                # only V-trace reads the action and its log-prob; other estimators (TorchRL's
+                # included) refuse those names, and need not know them
+                if name not in OPTIONAL_ESTIMATOR_KEYS:
+                    raise
 
     def make_value_estimator(self, value_type: str | Any = "gae", *,
                              value_network: nn.Module | None = None,
@@ -44,8 +52,10 @@ class AdvantageEstimation(nn.Module):
 
         Args:
             value_type: what :func:`ppokit.value.estimators.make_value_estimator` accepts:
-                ``"gae"`` (default), ``"td_lambda"``, ``"td0"``, ``"td1"``, a
-                :class:`~ppokit.ValueEstimators` member or TorchRL's ``ValueEstimators``.
+                ``"gae"`` (default), ``"td_lambda"``, ``"td0"``, ``"td1"``, ``"magae"``
+                (multi-agent GAE), ``"vtrace"`` (V-trace, scoring the stored action with the
+                loss's actor), a :class:`~ppokit.ValueEstimators` member, TorchRL's
+                ``ValueEstimators``, an estimator class or an instance.
             value_network: the network the estimator runs (default: the loss's critic,
                 then on the loss's detached critic parameters).
             **hyperparams: passed to the estimator, e.g. ``gamma=0.99, lmbda=0.95``; the
@@ -70,8 +80,12 @@ class AdvantageEstimation(nn.Module):
                 "make_value_estimator() needs a value network: this loss has no critic, so "
                 "pass value_network=<a ValueOperator>."
             )
-        self._value_estimator = make_value_estimator(value_type, value_network=network,
-                                                     **hyperparams)
+        self._value_estimator = make_value_estimator(
+            value_type, value_network=network, actor_network=self.actor_network,
+            **hyperparams)
+        #: the estimator's class (TorchRL's attribute), e.g. ``GAE``
+        self.value_type = value_type if isinstance(value_type, type) else type(
+            self._value_estimator)
         # the loss's own critic runs on the loss's (detached) parameters; another network
         # on its own
         self._estimator_on_critic = network is self.critic_network

@@ -9,7 +9,7 @@ then the one pure function :func:`ppokit.objectives.objective.ppo_objective`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -21,10 +21,17 @@ from torch import nn
 from ppokit.internals.direct import TensorReader
 from ppokit.objectives.advantage import AdvantageEstimation
 from ppokit.objectives.coefficients import ScheduledCoefficients
-from ppokit.objectives.inputs import LossInputs, check_finite, read_inputs
+from ppokit.objectives.composite import (
+    composite_entropy_td,
+    entropy_loss,
+    policy_keys,
+    resolve_entropy_coeff,
+)
+from ppokit.objectives.functional import explained_variance, masked_mean
+from ppokit.objectives.inputs import LossInputs, check_finite, read_critic_inputs, read_inputs
 from ppokit.objectives.keys import LossKeys, PPOKeys
 from ppokit.objectives.networks import LossNetworks
-from ppokit.objectives.objective import outputs_finite, ppo_objective, to_output
+from ppokit.objectives.objective import critic_term, outputs_finite, ppo_objective, to_output
 from ppokit.objectives.options import (
     check_clip_value,
     check_exclude_dims,
@@ -32,6 +39,7 @@ from ppokit.objectives.options import (
     check_unsupported,
     resolve_alias,
 )
+from ppokit.objectives.protocol import LossProtocol
 
 __all__ = ["Compute", "PPOKeys", "PPOLoss"]
 
@@ -39,7 +47,8 @@ __all__ = ["Compute", "PPOKeys", "PPOLoss"]
 Compute = Callable[[LossInputs], tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 
-class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys):
+class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstimation,
+              LossKeys):
     """Unclipped PPO loss: ``-ratio * advantage`` plus critic and entropy terms.
 
     This is the base of :class:`ClipPPOLoss` and takes the same arguments but
@@ -65,7 +74,7 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
 
     default_keys = PPOKeys
     #: value estimators the loss can build with :meth:`make_value_estimator`
-    SUPPORTED_VALUE_ESTIMATORS = ("gae", "td_lambda", "td0", "td1")
+    SUPPORTED_VALUE_ESTIMATORS = ("gae", "td_lambda", "td0", "td1", "magae", "vtrace")
     _clip_epsilon_for_value: float | None = None
 
     def __init__(
@@ -102,10 +111,12 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         super().__init__()
         actor_network = resolve_alias("actor_network", actor_network, "actor", actor, None)
         critic_network = resolve_alias("critic_network", critic_network, "critic", critic, None)
-        check_unsupported(gamma=gamma, advantage_norm=advantage_norm, delay_actor=delay_actor,
-                          max_importance_ratio=max_importance_ratio)
+        check_unsupported(gamma=gamma, advantage_norm=advantage_norm, delay_actor=delay_actor)
         entropy_coef = resolve_alias("entropy_coef", entropy_coef, "entropy_coeff",
                                      entropy_coeff, 0.01)
+        self._entropy_coeff_map = self._per_head_coeff(entropy_coef, actor_network)
+        if self._entropy_coeff_map is not None:
+            entropy_coef = 0.0  # unused: the mapping weighs each head
         # TorchRL's default: a critic is trained with weight 1 when there is one
         critic_coef = resolve_alias("critic_coef", critic_coef, "critic_coeff", critic_coeff,
                                     1.0 if critic_network is not None else 0.0)
@@ -127,11 +138,17 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         self.log_explained_variance = bool(log_explained_variance)
         self.separate_losses = bool(separate_losses)
         self.reduction = reduction
-        clip_value = check_clip_value(clip_value, self._clip_epsilon_for_value)
+        clip_value = check_clip_value(clip_value, self._clip_epsilon_for_value,
+                                      asymmetric=getattr(self, "_asymmetric_clip", False))
         if clip_value is None:
             self.clip_value = None
         else:
             self.register_coefficient("clip_value", clip_value, device=device)
+        if max_importance_ratio is None:
+            self.max_importance_ratio = None
+        else:  # a schedulable buffer, as in TorchRL
+            self.register_coefficient("max_importance_ratio", max_importance_ratio,
+                                      device=device)
         self.check_inputs = bool(check_inputs)
         self._has_critic = critic_network is not None and float(critic_coef) != 0.0
         self._init_networks(actor_network, critic_network, functional=bool(functional))
@@ -143,6 +160,17 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         )
 
     @staticmethod
+    def _per_head_coeff(coeff: Any, actor: Any) -> dict[NestedKey, float] | None:
+        """A per-head ``entropy_coeff`` mapping (composite policy), checked now where the
+        actor lists its heads; None for a scalar coefficient."""
+        if not isinstance(coeff, Mapping):
+            return None
+        heads = policy_keys(actor)
+        if heads is not None and isinstance(heads[0], list):
+            resolve_entropy_coeff(coeff, heads[0])  # unknown or missing heads raise here
+        return dict(coeff)
+
+    @staticmethod
     def _default_device(*networks: nn.Module | None) -> torch.device:
         # the coefficients live where the networks' parameters do (TorchRL's rule)
         for net in networks:
@@ -151,9 +179,13 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
                     return p.device
         return torch.get_default_device()
 
-    @property
-    def out_keys(self) -> list[str]:
-        """Names of the entries :meth:`forward` returns."""
+    def _optional_keyword_keys(self) -> list[NestedKey]:
+        # a keyword call may bring the advantage and targets (then no estimator runs)
+        keys = self.tensor_keys
+        return [keys.advantage, keys.value_target, keys.value]
+
+    def _all_out_keys(self) -> list[str]:
+        """Names of the entries :meth:`forward` returns with the current options."""
         keys = ["loss_objective", "kl_approx", "ESS", "max_ratio", "mean_ratio"]
         if self._clip_epsilon() is not None:
             keys.append("clip_fraction")
@@ -200,7 +232,7 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         return read_inputs(
             tensordict, self.tensor_keys, loss_name=type(self).__name__,
             direct=self._choose_path(), needs_value_target=self._has_critic,
-            needs_old_value=self._has_critic and self.clip_value is not None,
+            clip_value=self.clip_value if self._has_critic else None,
             estimate_advantage=self._estimate_advantage)
 
     def compute(self, inp: LossInputs, *, mc_entropy: bool = False, traced: bool = False
@@ -218,6 +250,7 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         Python branches on the direct path, so that ``torch.compile`` can trace it.
         """
         actor_env: dict = {}
+        before = self._before_actor(inp)  # KLPEN: pi_old, before the actor overwrites it
         dist = self._policy_dist(inp, actor_env, traced=traced)
         # one log-prob per sample [*B], or per token [*B, T] (see inputs.read_inputs)
         sample_shape = inp.old_log_prob.shape
@@ -225,14 +258,24 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         if not self._overlap_resolved and not traced:
             self._resolve_overlap(log_prob)
         extras: dict[str, Any] = {}
-        entropy = None
+        # the penalty's draws (a sampled KL) come before the entropy's, as in TorchRL
+        penalty = self._penalty(before, dist, sample_shape, extras)
+        entropy = terms = None
+        entropy_coeff = self._entropy_coeff_map
         if self.entropy_bonus:
-            entropy, extras["closed_form_entropy"] = self._entropy(dist, sample_shape,
-                                                                   mc=mc_entropy)
+            entropy, extras["closed_form_entropy"], terms = self._entropy(dist, sample_shape,
+                                                                          mc=mc_entropy)
             if not traced and not mc_entropy:  # what a compiled call will do (compile_loss)
                 self._closed_form_entropy = extras["closed_form_entropy"]
             if inp.mask is not None:
                 extras["entropy_all"] = entropy.detach().sum()
+            if entropy_coeff is not None:
+                if terms is None:
+                    raise TypeError(
+                        "entropy_coeff is a per-head mapping but the policy's distribution is "
+                        f"{type(dist).__name__}, not a CompositeDistribution; give a float.")
+                # the objective scales by 1: the coefficients are inside the weighted sum
+                extras["entropy_total"], entropy = entropy, -entropy_loss(terms, entropy_coeff)
         value = None
         if self._has_critic:
             value = extras["value"] = self._critic_value(inp, actor_env, self.tensor_keys.value,
@@ -240,18 +283,61 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
         out = ppo_objective(
             log_prob, inp.old_log_prob, inp.advantage, entropy=entropy, value=value,
             value_target=inp.value_target, old_value=inp.old_value, mask=inp.mask,
-            clip_epsilon=self._clip_epsilon(traced=traced),
-            entropy_coeff=self._coefficient("entropy_coeff", traced=traced),
+            clip_epsilon=self._clip_epsilon(traced=traced), penalty=penalty,
+            max_importance_ratio=self._coefficient("max_importance_ratio", traced=traced),
+            entropy_coeff=(1.0 if entropy_coeff is not None
+                           else self._coefficient("entropy_coeff", traced=traced)),
             critic_coeff=self._coefficient("critic_coeff", traced=traced),
             clip_value=self._coefficient("clip_value", traced=traced),
             loss_critic_type=self.loss_critic_type, reduction=self.reduction,
             normalize_advantage=self.normalize_advantage,
             normalize_advantage_exclude_dims=self.normalize_advantage_exclude_dims,
             log_explained_variance=self.log_explained_variance)
+        if terms is not None and terms.per_head is not None:
+            if "entropy_total" in extras:  # report the entropy itself, not the weighted sum
+                out["entropy"] = masked_mean(extras["entropy_total"].detach().unsqueeze(-1),
+                                             inp.mask)
+            out["composite_entropy"] = composite_entropy_td(terms)
         return out, extras
+
+    def loss_critic(self, tensordict: TensorDictBase
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The critic term alone, as TorchRL's ``loss_critic``.
+
+        Args:
+            tensordict: batch ``[*B]`` with what the critic reads, ``value_target``
+                ``[*B, 1]`` and, with ``clip_value``, the stored value ``[*B, 1]``.
+
+        Returns:
+            ``critic_coeff *`` the per-sample critic loss ``[*B, 1]`` (not reduced), the
+            fraction of clipped values (None without ``clip_value``) and the explained
+            variance (None with ``log_explained_variance=False``).
+        """
+        if self.critic_network is None:
+            raise ValueError("loss_critic() needs a critic: this loss was built without one.")
+        keys = self.tensor_keys
+        clip_value = self._coefficient("clip_value", traced=False)
+        inp = read_critic_inputs(tensordict, keys, clip_value=clip_value)
+        value = self._critic_value(inp, {}, keys.value, traced=False)
+        loss, clipped = critic_term(value, inp.value_target, inp.old_value, clip_value,
+                                    self.loss_critic_type)
+        fraction = None if clipped is None else clipped.to(value.dtype).mean()
+        variance = (explained_variance(inp.value_target, value.detach())
+                    if self.log_explained_variance else None)
+        coeff = self._coefficient("critic_coeff", traced=False) if self._has_critic else 1.0
+        return coeff * loss, fraction, variance
 
     def _clip_epsilon(self, *, traced: bool = False) -> Any:
         """The ratio clip range of the surrogate term; None for plain PPO."""
+        return None
+
+    def _before_actor(self, inp: LossInputs) -> Any:
+        """What the penalty needs from the data before the actor runs (none here)."""
+        return None
+
+    def _penalty(self, before: Any, dist: Any, sample_shape: torch.Size,
+                 extras: dict[str, Any]) -> torch.Tensor | None:
+        """A per-sample term ``[*B, 1]`` added to the surrogate (KLPEN's); None here."""
         return None
 
     def _explain_non_finite(self, inp: LossInputs, out: dict[str, torch.Tensor],
@@ -279,8 +365,10 @@ class PPOLoss(LossNetworks, ScheduledCoefficients, AdvantageEstimation, LossKeys
 
     # ------------------------------------------------------------------ misc
     def extra_repr(self) -> str:
+        entropy = (self._entropy_coeff_map if self._entropy_coeff_map is not None
+                   else self.entropy_coef)
         return (
-            f"entropy_coef={self.entropy_coef}, critic_coef={self.critic_coef}, "
+            f"entropy_coef={entropy}, critic_coef={self.critic_coef}, "
             f"loss_critic_type={self.loss_critic_type!r}, reduction={self.reduction!r}, "
             f"functional={self._functional}"
         )

@@ -24,6 +24,7 @@ SCHEDULABLE: dict[str, tuple[float, float, bool]] = {
     "clip_epsilon_low": (0.0, 1.0, True),
     "clip_epsilon_high": (0.0, 1.0, True),
     "clip_value": (0.0, math.inf, True),
+    "max_importance_ratio": (0.0, math.inf, True),
 }
 
 

@@ -6,14 +6,16 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
+from ppokit.objectives.composite import stored_log_prob
 from ppokit.objectives.degenerate import check_not_empty
-from ppokit.objectives.keys import AUTO_MASK_KEYS, PPOKeys, key_str
+from ppokit.objectives.keys import AUTO_MASK_KEYS, ActionKeys, PPOKeys, key_str
 
-__all__ = ["LossInputs", "check_finite", "check_no_grad", "check_target_shape", "get_entry",
-           "get_mask", "read_inputs"]
+__all__ = ["CriticInputs", "LossInputs", "check_finite", "check_no_grad", "check_target_shape",
+           "get_entry", "get_mask", "read_action", "read_critic_inputs", "read_inputs",
+           "read_log_prob", "read_old_value"]
 
 
 class LossInputs(NamedTuple):
@@ -21,7 +23,7 @@ class LossInputs(NamedTuple):
 
     work: Any  # the TensorDict the networks read (a dict of tensors in a compiled call)
     batch: torch.Size
-    action: torch.Tensor
+    action: Any  # a tensor, or a TensorDict of the heads' actions (composite policy)
     old_log_prob: torch.Tensor
     advantage: torch.Tensor
     value_target: torch.Tensor | None
@@ -37,7 +39,7 @@ def read_inputs(
     loss_name: str,
     direct: bool,
     needs_value_target: bool,
-    needs_old_value: bool,
+    clip_value: Any = None,
     estimate_advantage: Callable[[TensorDictBase], torch.Tensor],
 ) -> LossInputs:
     """Read and check everything the loss needs from ``tensordict`` ``[*B]``.
@@ -49,7 +51,7 @@ def read_inputs(
         direct: whether the networks will run on the direct path (then, with the advantage
             present, the input is read as it is and never written).
         needs_value_target: read ``value_target`` ``[*B, 1]`` (a critic is trained).
-        needs_old_value: read the stored value ``[*B, 1]`` (value clipping).
+        clip_value: the value-clip threshold; when set, read the stored value ``[*B, 1]``.
         estimate_advantage: writes the advantage (and value target) into the shallow copy
             it is given and returns the advantage, when the data has none.
 
@@ -58,7 +60,7 @@ def read_inputs(
         >>> td = TensorDict({"action": torch.zeros(2), "action_log_prob": torch.zeros(2),
         ...                  "advantage": torch.ones(2, 1)}, batch_size=[2])
         >>> inp = read_inputs(td, PPOKeys(), loss_name="ClipPPOLoss", direct=False,
-        ...                   needs_value_target=False, needs_old_value=False,
+        ...                   needs_value_target=False,
         ...                   estimate_advantage=lambda td: None)
         >>> inp.batch, inp.mask
         (torch.Size([2]), None)
@@ -76,10 +78,8 @@ def read_inputs(
     # Read everything the user stored BEFORE running any network: a module that samples
     # on its way (a full actor-critic operator as the actor) would overwrite the stored
     # action, log-prob and value in the data it runs on.
-    action = get_entry(tensordict, keys.action, "action")
-    old_log_prob = get_entry(tensordict, keys.sample_log_prob, "sample_log_prob")
-    check_no_grad(action, keys.action)
-    check_no_grad(old_log_prob, keys.sample_log_prob)
+    action = read_action(tensordict, keys.action)
+    old_log_prob = read_log_prob(tensordict, keys.sample_log_prob)
     advantage = tensordict.get(keys.advantage, None)
     if old_log_prob.shape != batch and not _per_token(old_log_prob, advantage, batch, mask):
         raise ValueError(
@@ -97,9 +97,7 @@ def read_inputs(
         advantage = estimate_advantage(work)
     # V_old is the value in the data, or the one the loss's own estimator just wrote (then
     # clipping has no effect, as the spec notes). Read before the actor runs.
-    old_value = (get_entry(work, keys.value, "value",
-                           hint="clip_value needs the value stored at collection time")
-                 if needs_old_value else None)
+    old_value = read_old_value(work, keys.value, clip_value)
     value_target = (get_entry(work, keys.value_target, "value_target",
                               hint="a value estimator writes it next to the advantage")
                     if needs_value_target else None)
@@ -110,6 +108,87 @@ def read_inputs(
         check_target_shape(old_value, keys.value, batch)
     return LossInputs(work, batch, action, old_log_prob, advantage, value_target, old_value,
                       mask, direct)
+
+
+class CriticInputs(NamedTuple):
+    """What :func:`read_critic_inputs` read, for the critic term alone."""
+
+    work: TensorDictBase  # a shallow copy the critic writes into
+    batch: torch.Size
+    value_target: torch.Tensor
+    old_value: torch.Tensor | None
+    fast: bool = False  # the critic runs through tensordict
+
+
+def read_critic_inputs(tensordict: TensorDictBase, keys: PPOKeys, *, clip_value: Any
+                       ) -> CriticInputs:
+    """What the critic term alone reads (``loss.loss_critic``): the value target and, with
+    ``clip_value``, the stored value; the critic then runs on a shallow copy."""
+    batch = tensordict.batch_size
+    value_target = get_entry(tensordict, keys.value_target, "value_target",
+                             hint="a value estimator writes it next to the advantage")
+    check_target_shape(value_target, keys.value_target, batch)
+    old_value = read_old_value(tensordict, keys.value, clip_value)
+    if old_value is not None:
+        check_target_shape(old_value, keys.value, batch)
+    return CriticInputs(tensordict.copy(), batch, value_target, old_value)
+
+
+def read_old_value(tensordict: TensorDictBase, key: NestedKey, clip_value: Any
+                   ) -> torch.Tensor | None:
+    """The value stored at collection time (V_old), read only for value clipping."""
+    if clip_value is None:
+        return None
+    old_value = tensordict.get(key, None)
+    if old_value is None:
+        # the start of the message is TorchRL's (its tests match it)
+        raise KeyError(
+            f"clip_value is set to {clip_value}, but the key {key} was not found "
+            "in the input tensordict. Make sure that the value key passed to PPO exists in "
+            "the input tensordict: clipping needs the value stored at collection time "
+            f"(or call loss.set_keys(value=<its key>)). Present keys: "
+            f"{sorted(str(k) for k in tensordict.keys(include_nested=True, leaves_only=True))}."
+        )
+    return old_value
+
+
+def read_action(tensordict: TensorDictBase, key: ActionKeys) -> Any:
+    """The stored action: a tensor, or for several heads a TensorDict of their actions.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict({"a": torch.zeros(2), "b": torch.ones(2, 3)}, batch_size=[2])
+        >>> read_action(td, ["a", "b"])["b"].shape
+        torch.Size([2, 3])
+    """
+    if not isinstance(key, list):
+        action = get_entry(tensordict, key, "action")
+        check_no_grad(action, key)
+        return action
+    heads = {}
+    for head in key:
+        heads[head] = get_entry(tensordict, head, "action")
+        check_no_grad(heads[head], head)
+    return TensorDict(heads, batch_size=tensordict.batch_size)
+
+
+def read_log_prob(tensordict: TensorDictBase, key: ActionKeys) -> torch.Tensor:
+    """The behaviour log-prob; for one key per head, the heads' log-probs summed ``[*B]``.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict({"a_log_prob": torch.ones(2), "b_log_prob": torch.ones(2, 3)},
+        ...                 batch_size=[2])
+        >>> read_log_prob(td, ["a_log_prob", "b_log_prob"])  # 1 + (1 + 1 + 1)
+        tensor([4., 4.])
+    """
+    if not isinstance(key, list):
+        value = get_entry(tensordict, key, "sample_log_prob")
+        check_no_grad(value, key)
+        return value
+    for k in key:
+        check_no_grad(get_entry(tensordict, k, "sample_log_prob"), k)
+    return stored_log_prob(tensordict, key, batch_shape=tensordict.batch_size)
 
 
 def _per_token(old_log_prob: torch.Tensor, advantage: torch.Tensor | None,
@@ -162,14 +241,15 @@ def check_target_shape(value: torch.Tensor, key: NestedKey, batch: torch.Size) -
         >>> check_target_shape(torch.zeros(3), "advantage", torch.Size([3]))
         Traceback (most recent call last):
         ...
-        ValueError: The 'advantage' entry has shape (3,), expected (3, 1) (the batch shape (3,) plus a trailing dim of 1); a different shape would broadcast silently against the other terms. Add the trailing dim with .unsqueeze(-1).
+        ValueError: The 'advantage' entry has shape (3,), expected (3, 1) (the batch shape (3,) plus a trailing dim of 1); a different shape would broadcast silently against the other terms. A (3,) entry against the (3, 1) terms would make an outer product; add the trailing dim with .unsqueeze(-1).
     """  # noqa: E501
     expected = (*batch, 1)
     if tuple(value.shape) == expected:
         return
     fix = ""
     if tuple(value.shape) == tuple(batch):
-        fix = " Add the trailing dim with .unsqueeze(-1)."
+        fix = (f" A {tuple(batch)} entry against the {expected} terms would make an outer "
+               "product; add the trailing dim with .unsqueeze(-1).")
     raise ValueError(
         f"The {key_str(key)} entry has shape {tuple(value.shape)}, expected {expected} "
         f"(the batch shape {tuple(batch)} plus a trailing dim of 1); a different shape "

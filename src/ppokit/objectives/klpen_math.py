@@ -35,6 +35,7 @@ from torch import distributions as D
 from ppokit.objectives.composite import sample_and_score
 
 __all__ = [
+    "kl_penalty",
     "kl_term",
     "klpen_objective",
     "next_beta",
@@ -220,8 +221,21 @@ def klpen_objective(log_weight: torch.Tensor, advantage: torch.Tensor, kl: torch
     if kl.shape != log_weight.shape:
         raise ValueError(f"The KL has shape {tuple(kl.shape[:-1])}, expected "
                          f"{tuple(log_weight.shape[:-1])} (one value per sample).")
+    return -log_weight.exp() * advantage + kl_penalty(kl.squeeze(-1), beta)
+
+
+def kl_penalty(kl: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
+    """The penalty ``beta * KL`` per sample ``[*B, 1]`` from the KL ``[*B]``.
+
+    ``beta`` is copied (detached), so rescaling the caller's beta buffer in place after this
+    call leaves the gradient that of the value returned (see the module docstring).
+
+    Example:
+        >>> kl_penalty(torch.tensor([0.5]), torch.tensor(2.0))
+        tensor([[1.]])
+    """
     beta_used = torch.as_tensor(beta, dtype=kl.dtype, device=kl.device).detach().clone()
-    return -(log_weight.exp() * advantage - beta_used * kl)
+    return beta_used * kl.unsqueeze(-1)
 
 
 def next_beta(beta: torch.Tensor, kl_mean: torch.Tensor, *, dtarg: float, increment: float,

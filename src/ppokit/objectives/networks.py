@@ -15,8 +15,8 @@ from typing import Any
 
 import tensordict
 import torch
-from tensordict import TensorDict
-from tensordict.nn import TensorDictModuleBase, TensorDictParams
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import CompositeDistribution, TensorDictModuleBase, TensorDictParams
 from torch import distributions as D
 from torch import nn
 
@@ -24,8 +24,9 @@ from ppokit.internals.direct import ModulePlan, TensorReader
 from ppokit.internals.slots import ParamSlots
 from ppokit.internals.versions import direct_path_supported
 from ppokit.modules.distributions import deferred_param_checks
-from ppokit.objectives.inputs import LossInputs
-from ppokit.objectives.keys import key_str
+from ppokit.objectives.composite import EntropyTerms, action_log_prob, entropy_terms
+from ppokit.objectives.inputs import CriticInputs, LossInputs
+from ppokit.objectives.keys import PPOKeys, key_str
 from ppokit.objectives.network_inputs import explain_input_error
 from ppokit.objectives.scoring import policy_entropy, policy_log_prob
 
@@ -51,6 +52,7 @@ class LossNetworks(nn.Module):
     samples_mc_entropy: int
     separate_losses: bool
     _has_critic: bool  # set by the loss: a critic is run and trained
+    tensor_keys: PPOKeys
 
     def _init_networks(self, actor: TensorDictModuleBase, critic: TensorDictModuleBase | None,
                        *, functional: bool) -> None:
@@ -232,17 +234,39 @@ class LossNetworks(nn.Module):
             explain_input_error(self.actor_network, inp.work, role="actor", error=error)
             raise
 
-    def _log_prob(self, dist: D.Distribution, action: torch.Tensor, batch: torch.Size
+    def _log_prob(self, dist: D.Distribution, action: Any, batch: torch.Size
                   ) -> torch.Tensor:
-        """``log pi(a|s)`` of the stored action ``[*B]`` (the one place the loss scores)."""
-        return policy_log_prob(dist, action, batch)
+        """``log pi(a|s)`` of the stored action ``[*B]`` (the one place the loss scores).
+
+        A composite policy scores every head's stored action (``action`` is then a tensor
+        for one head, or a TensorDict of the heads' actions) and sums them per sample.
+        """
+        if not isinstance(dist, CompositeDistribution):
+            return policy_log_prob(dist, action, batch)
+        key = self.tensor_keys.action
+        actions = (action if isinstance(action, TensorDictBase)
+                   else TensorDict({key: action}, batch_size=action.shape[:len(batch)]))
+        log_prob = action_log_prob(dist, actions, key, batch_shape=batch)
+        if log_prob.shape != batch:
+            raise ValueError(
+                f"The composite policy's log-prob has shape {tuple(log_prob.shape)}, expected "
+                f"the shape of the stored log-prob {tuple(batch)}."
+            )
+        return log_prob
 
     def _entropy(self, dist: D.Distribution, batch: torch.Size, *, mc: bool = False
-                 ) -> tuple[torch.Tensor, bool]:
-        """Per-sample entropy ``[*B]`` and whether it is the closed form."""
-        return policy_entropy(dist, batch, samples_mc=self.samples_mc_entropy, mc=mc)
+                 ) -> tuple[torch.Tensor, bool, EntropyTerms | None]:
+        """Per-sample entropy ``[*B]``, whether it is the closed form, and (composite policy
+        only) the per-head terms."""
+        if not isinstance(dist, CompositeDistribution):
+            entropy, closed = policy_entropy(dist, batch, samples_mc=self.samples_mc_entropy,
+                                             mc=mc)
+            return entropy, closed, None
+        terms = entropy_terms(dist, batch_shape=batch, samples_mc_entropy=self.samples_mc_entropy,
+                              force_mc=mc)
+        return terms.total, terms.closed_form, terms
 
-    def _critic_value(self, inp: LossInputs, actor_env: dict, value_key: object, *,
+    def _critic_value(self, inp: LossInputs | CriticInputs, actor_env: dict, value_key: object, *,
                       traced: bool) -> torch.Tensor:
         """The critic's prediction ``[*B, 1]`` at ``value_key``."""
         critic_keys = getattr(self.critic_network, "out_keys", None)

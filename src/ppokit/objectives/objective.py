@@ -18,8 +18,8 @@ from ppokit.internals.tensordicts import scalar_tensordict
 from ppokit.objectives import functional as PF
 from ppokit.objectives.degenerate import check_not_empty, nan_without_samples
 
-__all__ = ["PROBED_KEYS", "outputs_finite", "ppo_objective", "probe", "surrogate_term",
-           "to_output"]
+__all__ = ["PROBED_KEYS", "capped_surrogate_term", "critic_term", "outputs_finite",
+           "ppo_objective", "probe", "surrogate_term", "to_output"]
 
 to_output = scalar_tensordict  # the loss's output: a TensorDict with no batch dims
 
@@ -46,6 +46,63 @@ def surrogate_term(
     return PF.clipped_surrogate(log_weight, advantage, clip_epsilon)
 
 
+def capped_surrogate_term(log_weight: torch.Tensor, advantage: torch.Tensor,
+                          clip_epsilon: PF.ClipRange | None,
+                          max_importance_ratio: float | torch.Tensor,
+                          mask: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    """:func:`surrogate_term` with the ratio weighting the advantage capped (TorchRL's
+    ``max_importance_ratio``, after the PPO-EWMA reference code), and its diagnostics.
+
+    The gradient-free correction ``c = min(0, log(max_ratio) - log r)`` lifts the behaviour
+    log-prob where ``r > max_ratio``: the weight ``exp(log r + c)`` is capped yet keeps a
+    rescaled gradient (a clamp of ``r`` would zero it). Clipping still acts on ``log r``;
+    ``ESS``, ``max_ratio`` and ``mean_ratio`` describe the capped weight.
+
+    Example:
+        >>> # r = e^1 > 2: the weight is capped at 2 (A = 1), unclipped loss -2
+        >>> loss, diag = capped_surrogate_term(torch.tensor([[1.0]]), torch.tensor([[1.0]]),
+        ...                                    None, 2.0, None)
+        >>> loss, diag["max_ratio"]
+        (tensor([[-2.]]), tensor(2.))
+    """
+    cap = torch.as_tensor(max_importance_ratio, dtype=log_weight.dtype,
+                          device=log_weight.device).log()
+    correction = (cap - log_weight.detach()).clamp(max=0.0)
+    capped = log_weight + correction
+    if clip_epsilon is None:
+        loss = -capped.exp() * advantage
+    else:
+        low, high = (clip_epsilon if isinstance(clip_epsilon, tuple)
+                     else (clip_epsilon, clip_epsilon))
+        bounds = [torch.as_tensor(b, dtype=log_weight.dtype, device=log_weight.device)
+                  for b in (-low, high)]
+        clipped = log_weight.clamp(bounds[0].log1p(), bounds[1].log1p()) + correction
+        loss = -torch.minimum(capped.exp() * advantage, clipped.exp() * advantage)
+    diagnostics = PF.ratio_diagnostics(log_weight, clip_epsilon, mask)
+    weighted = PF.ratio_diagnostics(capped, None, mask)
+    for key in ("ESS", "max_ratio", "mean_ratio"):
+        diagnostics[key] = weighted[key]
+    return loss, diagnostics
+
+
+def critic_term(value: torch.Tensor, value_target: torch.Tensor, old_value: torch.Tensor | None,
+                clip_value: float | torch.Tensor | None, loss_critic_type: str
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-sample critic loss ``[*B, 1]`` and, when clipped, which samples were clipped.
+
+    With ``old_value`` and ``clip_value``: the worse of the plain and the clipped loss
+    (:func:`ppokit.objectives.functional.clipped_value_loss`); else the plain distance.
+
+    Example:
+        >>> critic_term(torch.tensor([[1.0]]), torch.tensor([[3.0]]), None, None, "l2")
+        (tensor([[4.]]), None)
+    """
+    if old_value is not None and clip_value is not None:
+        return PF.clipped_value_loss(value_target, value, old_value, clip_value,
+                                     loss_critic_type)
+    return PF.value_distance(value_target, value, loss_critic_type), None
+
+
 def ppo_objective(
     log_prob: torch.Tensor,
     old_log_prob: torch.Tensor,
@@ -58,6 +115,7 @@ def ppo_objective(
     mask: torch.Tensor | None = None,
     clip_epsilon: PF.ClipRange | None = None,
     penalty: torch.Tensor | None = None,
+    max_importance_ratio: float | torch.Tensor | None = None,
     entropy_coeff: float | torch.Tensor = 0.01,
     critic_coeff: float | torch.Tensor = 1.0,
     loss_critic_type: str = "smooth_l1",
@@ -85,6 +143,8 @@ def ppo_objective(
             inside a compiled graph).
         penalty: an extra per-sample policy term ``[*B, 1]`` added to the surrogate
             (e.g. ``beta * KL`` of KL-penalised PPO).
+        max_importance_ratio: cap on the ratio weighting the advantage
+            (:func:`capped_surrogate_term`); None: no cap.
         entropy_coeff: ``loss_entropy = -entropy_coeff * H``.
         critic_coeff: multiplier of the critic loss.
         loss_critic_type: ``"l1"``, ``"l2"`` or ``"smooth_l1"``.
@@ -118,11 +178,16 @@ def ppo_objective(
     if normalize_advantage and advantage.numel() > 1:
         advantage = PF.standardize(advantage, mask, exclude_dims=normalize_advantage_exclude_dims)
     log_weight = (log_prob - old_log_prob).unsqueeze(-1)
-    policy_loss = surrogate_term(log_weight, advantage, clip_epsilon)
+    if max_importance_ratio is None:
+        policy_loss = surrogate_term(log_weight, advantage, clip_epsilon)
+        diagnostics = PF.ratio_diagnostics(log_weight, clip_epsilon, mask)
+    else:
+        policy_loss, diagnostics = capped_surrogate_term(
+            log_weight, advantage, clip_epsilon, max_importance_ratio, mask)
     if penalty is not None:
         policy_loss = policy_loss + penalty
     out = {"loss_objective": PF.reduce_loss(policy_loss, reduction, mask)}
-    out.update(PF.ratio_diagnostics(log_weight, clip_epsilon, mask))
+    out.update(diagnostics)
     if entropy is not None:
         if mask is None and reduction == "mean":
             # scale the mean rather than every sample: the same number, fewer ops
@@ -136,12 +201,10 @@ def ppo_objective(
     if value is not None:
         if value_target is None:
             raise ValueError("ppo_objective() got a value but no value_target.")
-        if old_value is not None and clip_value is not None:
-            loss, clipped = PF.clipped_value_loss(value_target, value, old_value, clip_value,
-                                                  loss_critic_type)
+        loss, clipped = critic_term(value, value_target, old_value, clip_value,
+                                    loss_critic_type)
+        if clipped is not None:
             out["value_clip_fraction"] = PF.masked_mean(clipped.to(value.dtype), mask)
-        else:
-            loss = PF.value_distance(value_target, value, loss_critic_type)
         if mask is None and reduction == "mean":
             out["loss_critic"] = loss.mean() * critic_coeff
         else:

@@ -109,7 +109,8 @@ def check_clip_epsilon(clip_epsilon: Any) -> tuple[float, float]:
     if isinstance(clip_epsilon, (tuple, list)):
         if len(clip_epsilon) != 2:
             raise ValueError(
-                f"clip_epsilon as a tuple must be (eps_low, eps_high), got {clip_epsilon!r}."
+                f"clip_epsilon as a tuple must be (eps_low, eps_high), got {clip_epsilon!r}: "
+                f"a pair of length 2, not {len(clip_epsilon)}."
             )
         low, high = (_check_eps(f"clip_epsilon[{i}]", v) for i, v in enumerate(clip_epsilon))
         if low > high:
@@ -128,27 +129,45 @@ def _check_eps(name: str, value: Any) -> float:
         value = float(value)
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not 0.0 < value < 1.0):
+        why = ""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # TorchRL's wording for each bound, after ppokit's
+            why = (" (it must be non-negative)" if value < 0 else " (it must be < 1)"
+                   if value >= 1 else " (it must be > 0)" if value == 0 else "")
         raise ValueError(
-            f"{name} must be a number in (0, 1), got {value!r}; the ratio is "
+            f"{name} must be a number in (0, 1), got {value!r}{why}; the ratio is "
             "clipped to [1 - eps, 1 + eps] (0.1 to 0.3 is usual)."
         )
     return float(value)
 
 
-def check_clip_value(clip_value: Any, clip_epsilon: float | None) -> float | None:
+def check_clip_value(clip_value: Any, clip_epsilon: float | None, *,
+                     asymmetric: bool = False) -> float | None:
     """The value-clipping threshold: None (off), or a float > 0 (``True``: ``clip_epsilon``).
+
+    ``clip_epsilon`` is None for a loss without a ratio clip (PPOLoss), which then takes no
+    bool, as TorchRL 0.14.1; ``True`` cannot be used with an asymmetric clip range.
 
     Example:
         >>> check_clip_value(True, 0.2), check_clip_value(False, 0.2), check_clip_value(0.5, None)
         (0.2, None, 0.5)
     """
-    if clip_value is None or clip_value is False:
+    if clip_value is None:
+        return None
+    if isinstance(clip_value, bool) and clip_epsilon is None:
+        fix = ("clip_value=True takes its threshold from clip_epsilon, which PPOLoss does "
+               "not have: pass a float (e.g. clip_value=0.2) or use ClipPPOLoss."
+               if clip_value else "Leave it unset (None) to train the critic unclipped.")
+        raise ValueError(f"clip_value must be a float or a scalar tensor, got {clip_value}. "
+                         + fix)
+    if clip_value is False:
         return None
     if clip_value is True:
-        if clip_epsilon is None:
+        if asymmetric:
             raise ValueError(
-                "clip_value=True takes its threshold from clip_epsilon, which PPOLoss does "
-                "not have: pass a float (e.g. clip_value=0.2) or use ClipPPOLoss."
+                "clip_value=True cannot infer the value-clip threshold from an asymmetric "
+                "clip_epsilon=(eps_low, eps_high); pass the threshold itself, e.g. "
+                "clip_value=0.2."
             )
         return clip_epsilon
     if isinstance(clip_value, torch.Tensor) and clip_value.numel() == 1:
@@ -180,13 +199,12 @@ def check_exclude_dims(dims: Any) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def check_unsupported(*, gamma: Any, advantage_norm: Any, delay_actor: Any,
-                      max_importance_ratio: Any) -> None:
+def check_unsupported(*, gamma: Any, advantage_norm: Any, delay_actor: Any) -> None:
     """Refuse TorchRL keywords ppokit does not implement, rather than ignore them.
 
     Example:
-        >>> check_unsupported(gamma=0.9, advantage_norm=None, delay_actor=False,
-        ...                   max_importance_ratio=None)  # doctest: +ELLIPSIS
+        >>> check_unsupported(gamma=0.9, advantage_norm=None,
+        ...                   delay_actor=False)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         TypeError: gamma is not a loss option: ...
     """
@@ -197,10 +215,9 @@ def check_unsupported(*, gamma: Any, advantage_norm: Any, delay_actor: Any,
             f"loss.make_value_estimator('gae', gamma={gamma!r}) instead."
         )
     for name, value, default in (("advantage_norm", advantage_norm, None),
-                                 ("delay_actor", delay_actor, False),
-                                 ("max_importance_ratio", max_importance_ratio, None)):
+                                 ("delay_actor", delay_actor, False)):
         if value is not default and value != default:
             raise NotImplementedError(
-                f"{name}={value!r} (TorchRL's PPO-EWMA / ValueNorm options) is not implemented "
+                f"{name}={value!r} (TorchRL's ValueNorm / PPO-EWMA options) is not implemented "
                 f"in ppokit yet; leave it at {default!r}, or use TorchRL's loss for it."
             )

@@ -223,9 +223,9 @@ class LossProtocol:
         if args and is_tensor_collection(args[0]):
             return self._selected(call(*args, **kwargs))
         if args:
-            raise TypeError(f"{type(self).__name__} takes a TensorDict or keyword arguments "
-                            f"named after its in_keys (e.g. observation=..., next_reward=...); "
-                            f"got a positional {type(args[0]).__name__}.")
+            raise TypeError(f"{type(self).__name__} expects a TensorDict, got "
+                            f"{type(args[0]).__name__}; or call it with keyword arguments "
+                            f"named after its in_keys (e.g. observation=..., next_reward=...).")
         if not kwargs:
             raise TypeError(f"{type(self).__name__} needs a TensorDict or keyword arguments "
                             f"for its in_keys {self.in_keys}.")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.nn import CompositeDistribution, TensorDictModuleBase
+from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 
+from ppokit.objectives.composite import action_log_prob, stored_log_prob
 from ppokit.objectives.functional import standardize
 from ppokit.value.base import NestedKey, Signals, ValueEstimatorBase, get_entry
 from ppokit.value.checks import check_threshold
@@ -105,7 +106,10 @@ class VTrace(ValueEstimatorBase):
 
     def _log_mu(self, tensordict: TensorDictBase, like: Tensor) -> Tensor:
         key = self._tensor_keys.sample_log_prob
-        log_mu = get_entry(tensordict, key, "behaviour log-prob (sample_log_prob)")
+        if isinstance(key, list):  # one per head of a composite policy: summed per step
+            log_mu = stored_log_prob(tensordict, key, batch_shape=tensordict.batch_size)
+        else:
+            log_mu = get_entry(tensordict, key, "behaviour log-prob (sample_log_prob)")
         batch = tuple(tensordict.batch_size)
         if not isinstance(log_mu, Tensor) or tuple(log_mu.shape) not in (batch, tuple(like.shape)):
             raise ValueError(
@@ -117,7 +121,9 @@ class VTrace(ValueEstimatorBase):
 
     def _precheck(self, tensordict: TensorDictBase, signals: Signals) -> None:
         self._log_mu(tensordict, signals.reward)
-        get_entry(tensordict, self._tensor_keys.action, "the stored action (scored by the actor)")
+        action = self._tensor_keys.action
+        for key in action if isinstance(action, list) else [action]:
+            get_entry(tensordict, key, "the stored action (scored by the actor)")
         for key in self.actor_network.in_keys:
             get_entry(tensordict, key, "actor_network input")
 
@@ -128,12 +134,9 @@ class VTrace(ValueEstimatorBase):
             # run the actor on a shallow selection so its intermediate outputs are not
             # written into the caller's rollout
             dist = actor.get_dist(tensordict.select(*actor.in_keys, strict=False))
-            if isinstance(dist, CompositeDistribution):
-                raise TypeError(
-                    "VTrace scores a single action tensor; composite (multi-head) actors are "
-                    "not supported by ppokit's VTrace. Use GAE for composite actions."
-                )
-            log_pi = dist.log_prob(tensordict.get(self._tensor_keys.action))
+            # a composite policy: the heads' log-probs summed per step, as the loss does
+            log_pi = action_log_prob(dist, tensordict, self._tensor_keys.action,
+                                     batch_shape=tensordict.batch_size)
         if log_pi.numel() != like.numel():
             raise ValueError(
                 f"the actor's log_prob of the stored action has shape {tuple(log_pi.shape)}; "
