@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from tensordict import TensorDictBase
@@ -23,53 +23,13 @@ from ppokit.fast.compile import network_keys, traceable, traced_args, with_own_c
 from ppokit.objectives.base import PPOLoss
 from ppokit.objectives.inputs import LossInputs
 from ppokit.objectives.objective import probe, to_output
+from ppokit.objectives.step import UpdateResult, eager_update
 
-__all__ = ["EagerStep", "FusedPPOUpdate", "FusedResult", "eager_step"]
-
-
-class FusedResult(NamedTuple):
-    """What one minibatch update returns (fused or eager)."""
-
-    out: TensorDictBase
-    """The loss's output, detached."""
-    grad_norm: torch.Tensor | None
-    """Global L2 norm of the gradients before clipping; None if the update was skipped."""
-    applied: bool
-    """Whether the parameters moved (False: the KL exceeded ``target_kl``)."""
+__all__ = ["EagerStep", "FusedPPOUpdate"]
 
 
-#: ``step(loss, params, optimizer, minibatch, *, max_grad_norm, target_kl) -> FusedResult``
-EagerStep = Callable[..., tuple[TensorDictBase, torch.Tensor | None, bool]]
-
-
-def eager_step(loss: Callable[[TensorDictBase], TensorDictBase], params: list[nn.Parameter],
-               optimizer: torch.optim.Optimizer, minibatch: TensorDictBase, *,
-               max_grad_norm: float | None = None, target_kl: float | None = None
-               ) -> FusedResult:
-    """The eager minibatch update the fused graph reproduces (its default fallback).
-
-    ``out = loss(minibatch)``; skipped when ``kl_approx > target_kl``; otherwise backward of
-    the sum of the ``loss_*`` entries, ``torch.nn.utils.clip_grad_norm_`` and
-    ``optimizer.step()``. The gradients are left in ``.grad``.
-
-    Example:
-        >>> p = nn.Parameter(torch.tensor([1.0]))
-        >>> opt = torch.optim.SGD([p], lr=0.5)
-        >>> res = eager_step(lambda td: {"loss_x": (p * 2).sum()}, [p], opt, None)
-        >>> float(p.detach()), float(res.grad_norm), res.applied
-        (0.0, 2.0, True)
-    """
-    out = loss(minibatch)
-    if target_kl is not None and float(out["kl_approx"].detach()) > target_kl:
-        # SB3-style: the minibatch whose policy already drifted too far is not used
-        return FusedResult(out, None, False)
-    for p in params:
-        p.grad = None
-    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
-    norm = torch.nn.utils.clip_grad_norm_(
-        params, math.inf if max_grad_norm is None else max_grad_norm, foreach=True)
-    optimizer.step()
-    return FusedResult(out, norm, True)
+#: ``step(loss, params, optimizer, minibatch, *, max_grad_norm, target_kl) -> UpdateResult``
+EagerStep = Callable[..., UpdateResult]
 
 
 class _Networks(nn.Module):
@@ -127,7 +87,8 @@ class FusedPPOUpdate:
         dynamic: passed to ``torch.compile``.
         backend: ``torch.compile`` backend (default ``"inductor"``).
         eager_step: the eager update run when the graph cannot be (default
-            :func:`eager_step`; a trainer passes its own, with the same signature).
+            :func:`ppokit.objectives.step.eager_update`; a trainer may pass its own, with the
+            same signature).
 
     Raises:
         TypeError / ValueError: an unsupported loss, optimizer or setting (the message says
@@ -154,7 +115,7 @@ class FusedPPOUpdate:
 
     def __init__(self, loss: PPOLoss, optimizer: torch.optim.Optimizer, *,
                  max_grad_norm: float | None = None, dynamic: bool | None = None,
-                 backend: str = "inductor", eager_step: EagerStep = eager_step) -> None:
+                 backend: str = "inductor", eager_step: EagerStep = eager_update) -> None:
         if not isinstance(loss, PPOLoss):
             raise TypeError(f"FusedPPOUpdate expects a ppokit PPOLoss/ClipPPOLoss, got "
                             f"{type(loss).__name__}.")
@@ -237,7 +198,7 @@ class FusedPPOUpdate:
 
     # ------------------------------------------------------------------ a call
     def __call__(self, tensordict: TensorDictBase, *, target_kl: float | None = None
-                 ) -> FusedResult:
+                 ) -> UpdateResult:
         """Update on one minibatch.
 
         Args:
@@ -246,7 +207,7 @@ class FusedPPOUpdate:
                 (SB3's early stop: the minibatch whose policy drifted too far is not used).
 
         Returns:
-            :class:`FusedResult`: the loss's (detached) output, the gradient norm before
+            :class:`UpdateResult`: the loss's (detached) output, the gradient norm before
             clipping (None when the update was skipped for the KL) and whether the update
             was applied.
         """
@@ -275,14 +236,14 @@ class FusedPPOUpdate:
         if bool(apply):
             self.fused_calls += 1
             out.pop("entropy_all", None)
-            return FusedResult(to_output(out), norm, True)
+            return UpdateResult(to_output(out), norm, True)
         if not bool(finite):
             return self._eager(tensordict, target_kl)  # the loss's checks name the culprit
         self.fused_calls += 1
         out.pop("entropy_all", None)
-        return FusedResult(to_output(out), None, False)  # KL over target: nothing applied
+        return UpdateResult(to_output(out), None, False)  # KL over target: nothing applied
 
-    def _eager(self, tensordict: TensorDictBase, target_kl: float | None) -> FusedResult:
+    def _eager(self, tensordict: TensorDictBase, target_kl: float | None) -> UpdateResult:
         self._warm = True
         self.eager_calls += 1
         out, norm, applied = self._eager_step(self.loss, self.params, self.optimizer,
@@ -290,4 +251,4 @@ class FusedPPOUpdate:
                                               target_kl=target_kl)
         for p in self.params:
             p.grad = None  # as after a fused call
-        return FusedResult(out.detach(), norm, applied)
+        return UpdateResult(out.detach(), norm, applied)

@@ -154,7 +154,7 @@ def _plain_sequence(module: nn.Module) -> bool:
         and isinstance(module.module, nn.ModuleList)
         and not module.partial_tolerant
         and not module._select_before_return
-        and module.inplace is True
+        and getattr(module, "inplace", None) is True
     )
 
 
