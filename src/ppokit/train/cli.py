@@ -41,7 +41,7 @@ Clipped PPO on Gymnasium tasks.
 
 commands:
   train   train a policy:     ppokit train --env CartPole-v1 [--seed S] [--<field> VALUE ...]
-  eval    re-evaluate a run:  ppokit eval RUN_DIR [--episodes N] [--video]
+  eval    re-evaluate a run:  ppokit eval RUN_DIR [--checkpoint best|latest] [--episodes N]
   plot    learning curves:    ppokit plot RUN_DIR [RUN_DIR ...] [--out FILE]
 
 `ppokit <command> --help` documents every option.
@@ -58,8 +58,8 @@ class EvalArgs:
     """Evaluation episodes."""
     seed: int = 10_000
     """Seed of the evaluation environments (episode i uses seed + i)."""
-    checkpoint: str = "latest.pt"
-    """Checkpoint file name inside run_dir/checkpoints/."""
+    checkpoint: str = "latest"
+    """latest, best (kept by training with --eval-every) or a file name in run_dir/checkpoints/."""
     video: bool = False
     """Also render episodes to mp4 in run_dir/videos/ (headless)."""
     video_episodes: int = 1

@@ -135,7 +135,12 @@ class TrainConfig:
     torch_threads: int = 1
     """torch.set_num_threads: small MLPs run fastest on one thread. [a positive integer]"""
     eval_episodes: int = 20
-    """Deterministic evaluation episodes at the end of training (0 skips it). [an integer >= 0]"""
+    """Deterministic evaluation episodes at the end of training and at every --eval-every
+    (0 skips it). [an integer >= 0]"""
+    eval_every: int = 0
+    """Iterations between deterministic evaluations during training (eval_episodes episodes on
+    separate envs, normalisation frozen), logged as eval/*; the best one is kept as
+    checkpoints/best.pt (0: off). [an integer >= 0 (0: off)]"""
     checkpoint_every: int = 10
     """Iterations between writes of checkpoints/latest.pt. [a positive integer]"""
     keep_checkpoint_every: int = 100

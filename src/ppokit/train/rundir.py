@@ -42,7 +42,7 @@ MANIFEST_NAME = ".ppokit-manifest"
 LOCK_NAME = ".ppokit.lock"
 #: the fixed names a run writes: a user's own file under one of them is never overwritten
 _FIXED_NAMES = ("config.json", "progress.csv", "summary.json", "learning_curve.png",
-                "checkpoints/latest.pt")
+                "checkpoints/latest.pt", "checkpoints/best.pt")
 #: temporary files of atomic writes, ``.<name>.<random>.tmp`` (see :func:`atomic_write_text`)
 _TMP_PATTERNS = (".*.tmp", "checkpoints/.*.tmp")
 
