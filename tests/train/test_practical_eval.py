@@ -53,7 +53,7 @@ def test_eval_columns_logged_on_due_iterations(run):
 
 
 def test_best_checkpoint_holds_the_best_evaluation(run):
-    run_dir, trainer, result = run
+    run_dir, _, result = run
     rows = read_progress_csv(run_dir / "progress.csv")
     returns = {int(r["iteration"]): r["eval/return_mean"] for r in rows
                if not math.isnan(r["eval/return_mean"])}
@@ -109,7 +109,7 @@ def test_best_missing_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", str(run_dir), "--checkpoint", "best"]) == 2
     err = capsys.readouterr().err
     assert "--eval-every" in err and "--checkpoint latest" in err
-    with pytest.raises(FileNotFoundError, match="best.pt is written by training"):
+    with pytest.raises(FileNotFoundError, match=r"best\.pt is written by training"):
         load_policy(run_dir, checkpoint="best")
 
 

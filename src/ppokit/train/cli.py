@@ -1,4 +1,4 @@
-"""``ppokit train | eval | plot``: the command line (also ``python -m ppokit``).
+"""``ppokit train | eval | plot | export``: the command line (also ``python -m ppokit``).
 
 ``train`` resolves its configuration in layers (dataclass defaults, the preset of ``--env``'s
 task family, a ``--config`` JSON/TOML file, then ``--<field>`` flags), checks everything that
@@ -25,6 +25,7 @@ from ppokit.train.arguments import (
     resolve_train_config,
     take_run_dir,
 )
+from ppokit.train.cli_export import run_export
 from ppokit.train.config import TrainConfig
 from ppokit.train.presets import preset_name
 from ppokit.train.rundir import RunDirError, holds_run, record_written, unlock_run_dir
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["EvalArgs", "PlotArgs", "TrainArgs", "UsageError", "main", "parse_env_kwargs",
            "resolve_train_config"]
 
-_USAGE = """usage: ppokit {train,eval,plot} ...
+_USAGE = """usage: ppokit {train,eval,plot,export} ...
 
 Clipped PPO on Gymnasium tasks.
 
@@ -43,6 +44,7 @@ commands:
   train   train a policy:     ppokit train --env CartPole-v1 [--seed S] [--<field> VALUE ...]
   eval    re-evaluate a run:  ppokit eval RUN_DIR [--checkpoint best|latest] [--episodes N]
   plot    learning curves:    ppokit plot RUN_DIR [RUN_DIR ...] [--out FILE]
+  export  deploy a policy:    ppokit export RUN_DIR --format {onnx,torchscript,exported-program}
 
 `ppokit <command> --help` documents every option.
 """
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handlers = {"train": _train, "eval": _eval, "plot": _plot}
+    handlers = {"train": _train, "eval": _eval, "plot": _plot, "export": run_export}
     if command not in handlers:
         import difflib
 

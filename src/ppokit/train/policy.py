@@ -14,48 +14,9 @@ from ppokit.train.build import build_actor_critic
 from ppokit.train.checkpoint import load_checkpoint
 from ppokit.train.config import TrainConfig, config_from_dict
 from ppokit.train.normalization import ObservationNormalizer
+from ppokit.train.rundir import checkpoint_path
 
-__all__ = ["checkpoint_path", "load_policy"]
-
-#: short names of the checkpoints a run writes
-_SHORT = {"latest": "latest.pt", "best": "best.pt"}
-
-
-def checkpoint_path(run_dir: str | Path, checkpoint: str = "latest") -> Path:
-    """The file ``checkpoint`` names in ``run_dir/checkpoints``: ``"latest"``, ``"best"`` or a
-    file name there (``"step_4096.pt"``).
-
-    Raises:
-        FileNotFoundError: no such file, saying why (``best`` needs ``--eval-every``).
-
-    Example:
-        >>> import tempfile
-        >>> run = Path(tempfile.mkdtemp())
-        >>> (run / "checkpoints").mkdir(); _ = (run / "checkpoints" / "latest.pt").write_text("")
-        >>> checkpoint_path(run, "latest").name
-        'latest.pt'
-        >>> checkpoint_path(run, "best")
-        Traceback (most recent call last):
-        ...
-        FileNotFoundError: No best checkpoint in ...: best.pt is written by training with ...
-    """
-    run_dir = Path(run_dir)
-    path = run_dir / "checkpoints" / _SHORT.get(checkpoint, checkpoint)
-    if path.is_file():
-        return path
-    if not (run_dir / "checkpoints").is_dir():
-        raise FileNotFoundError(
-            f"No checkpoint {str(path)!r}: {str(run_dir)!r} has no checkpoints/; is it a "
-            "ppokit run directory?")
-    if checkpoint == "best":
-        raise FileNotFoundError(
-            f"No best checkpoint in {str(run_dir)!r}: best.pt is written by training with "
-            "--eval-every N (evaluation during training). Use --checkpoint latest.")
-    have = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
-    raise FileNotFoundError(
-        f"No checkpoint {str(path)!r}; this run has {have or 'none'} ('latest' and 'best' "
-        "name latest.pt and best.pt).")
-
+__all__ = ["checkpoint_path", "load_policy"]  # checkpoint_path: from rundir, re-exported
 
 def load_policy(run_dir: str | Path, *, checkpoint: str = "latest",
                 actor: nn.Module | None = None, env: EnvSource | None = None,
