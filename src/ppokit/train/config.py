@@ -152,6 +152,17 @@ class TrainConfig:
     """Start afresh in a run dir that holds a run: its ppokit files (logs, checkpoints) go."""
     progress: bool = True
     """Show a progress bar (steps, SPS, recent return, ETA)."""
+    track: str = "none"
+    """Experiment tracker beside progress.csv and TensorBoard: none or wandb (needs
+    ppokit[wandb]; WANDB_MODE=offline keeps it local)."""
+    wandb_project: str = "ppokit"
+    """W&B project (with --track wandb)."""
+    wandb_entity: str = ""
+    """W&B entity (team or user; empty: your default)."""
+    wandb_group: str = ""
+    """W&B group, e.g. one per sweep of seeds (empty: none)."""
+    wandb_tags: str = ""
+    """W&B tags, comma-separated (empty: none)."""
 
     @property
     def batch_size(self) -> int:

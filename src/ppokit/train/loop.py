@@ -18,6 +18,7 @@ from ppokit.train.metrics import MetricsLogger, mean_or_nan, progress_bar
 from ppokit.train.periodic_eval import BEST_NAME, consider_best, evaluate_if_due, run_evaluation
 from ppokit.train.rundir import atomic_write_text, clean_stale_tmp, record_written, run_dir_lock
 from ppokit.train.signals import stop_on_signals
+from ppokit.train.tracking import Tracker, make_tracker, tracker_options
 
 if TYPE_CHECKING:
     from ppokit.train.trainer import PPOTrainer
@@ -57,8 +58,25 @@ def _run_locked(self: PPOTrainer) -> TrainResult:
         record_written(self.run_dir, "config.json")
         atomic_write_text(self.run_dir / "config.json",
                           json.dumps(config_to_dict(cfg), indent=2) + "\n")
-    logger = MetricsLogger(self.run_dir, resume_from_step=self.env_steps or None) if main \
-        else None
+    tracker = make_tracker(cfg.track, run_dir=self.run_dir, config=config_to_dict(cfg),
+                           options=tracker_options(cfg)) if main else None
+    try:
+        result = _train_tracked(self, tracker)
+    except BaseException:
+        if tracker is not None:
+            tracker.close(interrupted=True)
+        raise
+    if tracker is not None:
+        if result.summary:
+            tracker.summary(result.summary)
+        tracker.close(interrupted=result.interrupted)
+    return result
+
+
+def _train_tracked(self: PPOTrainer, tracker: Tracker | None) -> TrainResult:
+    cfg, main = self.cfg, self.world.is_main
+    logger = MetricsLogger(self.run_dir, resume_from_step=self.env_steps or None,
+                           tracker=tracker) if main else None
     bar = (progress_bar(cfg, self.env_steps, self.num_iterations * cfg.batch_size
                          * self.world.world_size) if (main and cfg.progress) else None)
     start = time.perf_counter()

@@ -93,6 +93,9 @@ def check_config(cfg: TrainConfig) -> None:
     # values (test_reliability_config.BAD, not this helper's file) lists it
     if cfg.eval_every < 0:
         raise ValueError(f"--eval-every must be an integer >= 0 (0: off), got {cfg.eval_every}.")
+    from ppokit.train.tracking import check_tracker
+
+    check_tracker(cfg.track)  # a missing package: refused before any work
     if cfg.eval_every and not cfg.eval_episodes:
         raise ValueError(
             f"--eval-every {cfg.eval_every} evaluates eval_episodes episodes, but "
