@@ -86,5 +86,7 @@ def evaluate_if_due(trainer: PPOTrainer, *, wall_seconds: float) -> dict[str, fl
     result, seconds = run_evaluation(trainer)
     trainer.last_eval = (trainer.iteration, result, seconds)
     consider_best(trainer, result, wall_seconds=wall_seconds)
+    for callback in trainer.eval_callbacks:  # e.g. a tuning study's pruner
+        callback(trainer.iteration, result)
     return {"eval/return_mean": result.mean, "eval/return_std": result.std,
             "eval/length_mean": float(np.mean(result.lengths)), "eval/seconds": seconds}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,8 @@ class PPOTrainer:
         self.best_eval_return = -math.inf
         #: (iteration, result, seconds) of the latest evaluation during training
         self.last_eval: tuple[int, EvalResult, float] | None = None
+        #: called with (iteration, result) after each evaluation during training (rank 0)
+        self.eval_callbacks: list[Callable[[int, EvalResult], None]] = []
         self.stop = StopRequest()
         if resume:
             self.load_state_dict(load_checkpoint(self.ckpt_dir / "latest.pt"))
