@@ -13,6 +13,11 @@
   :mod:`~ppokit.train.rundir` the run dir (checks, lock, manifest, atomic writes);
   :mod:`~ppokit.train.signals` Ctrl-C/SIGTERM; :mod:`~ppokit.train.policy` a trained policy
 - :mod:`~ppokit.train.evaluate`, :mod:`~ppokit.train.metrics`, :mod:`~ppokit.train.plot`,
-  :mod:`~ppokit.train.cli` (``ppokit train | eval | plot``, a thin layer over the trainer);
-  :mod:`~ppokit.train.arguments` ``ppokit train``'s arguments, checked before torch loads
+  :mod:`~ppokit.train.cli` (``ppokit train | eval | plot | export | tune``, a thin layer over
+  the trainer); :mod:`~ppokit.train.arguments` ``ppokit train``'s arguments, checked before
+  torch loads; :mod:`~ppokit.train.cli_export`, :mod:`~ppokit.train.cli_tune` the others'
+- :mod:`~ppokit.train.periodic_eval` evaluation during training and ``best.pt``;
+  :mod:`~ppokit.train.export` the deployable policy (ONNX, TorchScript, ExportedProgram);
+  :mod:`~ppokit.train.tracking` experiment trackers (:mod:`~ppokit.train.tracking_wandb`);
+  :mod:`~ppokit.train.tune` Optuna search
 """

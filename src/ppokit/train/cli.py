@@ -1,4 +1,4 @@
-"""``ppokit train | eval | plot``: the command line (also ``python -m ppokit``).
+"""``ppokit train | eval | plot | export | tune``: the command line (also ``python -m ppokit``).
 
 ``train`` resolves its configuration in layers (dataclass defaults, the preset of ``--env``'s
 task family, a ``--config`` JSON/TOML file, then ``--<field>`` flags), checks everything that
@@ -25,6 +25,8 @@ from ppokit.train.arguments import (
     resolve_train_config,
     take_run_dir,
 )
+from ppokit.train.cli_export import run_export
+from ppokit.train.cli_tune import run_tune
 from ppokit.train.config import TrainConfig
 from ppokit.train.presets import preset_name
 from ppokit.train.rundir import RunDirError, holds_run, record_written, unlock_run_dir
@@ -35,14 +37,16 @@ if TYPE_CHECKING:
 __all__ = ["EvalArgs", "PlotArgs", "TrainArgs", "UsageError", "main", "parse_env_kwargs",
            "resolve_train_config"]
 
-_USAGE = """usage: ppokit {train,eval,plot} ...
+_USAGE = """usage: ppokit {train,eval,plot,export,tune} ...
 
 Clipped PPO on Gymnasium tasks.
 
 commands:
   train   train a policy:     ppokit train --env CartPole-v1 [--seed S] [--<field> VALUE ...]
-  eval    re-evaluate a run:  ppokit eval RUN_DIR [--episodes N] [--video]
+  eval    re-evaluate a run:  ppokit eval RUN_DIR [--checkpoint best|latest] [--episodes N]
   plot    learning curves:    ppokit plot RUN_DIR [RUN_DIR ...] [--out FILE]
+  export  deploy a policy:    ppokit export RUN_DIR --format {onnx,torchscript,exported-program}
+  tune    search settings:    ppokit tune --env ID --trials N [--storage sqlite:///study.db]
 
 `ppokit <command> --help` documents every option.
 """
@@ -58,8 +62,8 @@ class EvalArgs:
     """Evaluation episodes."""
     seed: int = 10_000
     """Seed of the evaluation environments (episode i uses seed + i)."""
-    checkpoint: str = "latest.pt"
-    """Checkpoint file name inside run_dir/checkpoints/."""
+    checkpoint: str = "latest"
+    """latest, best (kept by training with --eval-every) or a file name in run_dir/checkpoints/."""
     video: bool = False
     """Also render episodes to mp4 in run_dir/videos/ (headless)."""
     video_episodes: int = 1
@@ -85,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handlers = {"train": _train, "eval": _eval, "plot": _plot}
+    handlers = {"train": _train, "eval": _eval, "plot": _plot, "export": run_export,
+                "tune": run_tune}
     if command not in handlers:
         import difflib
 

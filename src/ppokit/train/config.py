@@ -135,7 +135,12 @@ class TrainConfig:
     torch_threads: int = 1
     """torch.set_num_threads: small MLPs run fastest on one thread. [a positive integer]"""
     eval_episodes: int = 20
-    """Deterministic evaluation episodes at the end of training (0 skips it). [an integer >= 0]"""
+    """Deterministic evaluation episodes at the end of training and at every --eval-every
+    (0 skips it). [an integer >= 0]"""
+    eval_every: int = 0
+    """Iterations between deterministic evaluations during training (eval_episodes episodes on
+    separate envs, normalisation frozen), logged as eval/*; the best one is kept as
+    checkpoints/best.pt (0: off). [an integer >= 0 (0: off)]"""
     checkpoint_every: int = 10
     """Iterations between writes of checkpoints/latest.pt. [a positive integer]"""
     keep_checkpoint_every: int = 100
@@ -147,6 +152,17 @@ class TrainConfig:
     """Start afresh in a run dir that holds a run: its ppokit files (logs, checkpoints) go."""
     progress: bool = True
     """Show a progress bar (steps, SPS, recent return, ETA)."""
+    track: str = "none"
+    """Experiment tracker beside progress.csv and TensorBoard: none or wandb (needs
+    ppokit[wandb]; WANDB_MODE=offline keeps it local)."""
+    wandb_project: str = "ppokit"
+    """W&B project (with --track wandb)."""
+    wandb_entity: str = ""
+    """W&B entity (team or user; empty: your default)."""
+    wandb_group: str = ""
+    """W&B group, e.g. one per sweep of seeds (empty: none)."""
+    wandb_tags: str = ""
+    """W&B tags, comma-separated (empty: none)."""
 
     @property
     def batch_size(self) -> int:

@@ -13,11 +13,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ppokit.distributed import unwrap_ddp
 from ppokit.train.config import config_to_dict
 from ppokit.train.metrics import MetricsLogger, mean_or_nan, progress_bar
+from ppokit.train.periodic_eval import BEST_NAME, consider_best, evaluate_if_due, run_evaluation
 from ppokit.train.rundir import atomic_write_text, clean_stale_tmp, record_written, run_dir_lock
 from ppokit.train.signals import stop_on_signals
+from ppokit.train.tracking import Tracker, make_tracker, tracker_options
 
 if TYPE_CHECKING:
     from ppokit.train.trainer import PPOTrainer
@@ -57,8 +58,25 @@ def _run_locked(self: PPOTrainer) -> TrainResult:
         record_written(self.run_dir, "config.json")
         atomic_write_text(self.run_dir / "config.json",
                           json.dumps(config_to_dict(cfg), indent=2) + "\n")
-    logger = MetricsLogger(self.run_dir, resume_from_step=self.env_steps or None) if main \
-        else None
+    tracker = make_tracker(cfg.track, run_dir=self.run_dir, config=config_to_dict(cfg),
+                           options=tracker_options(cfg)) if main else None
+    try:
+        result = _train_tracked(self, tracker)
+    except BaseException:
+        if tracker is not None:
+            tracker.close(interrupted=True)
+        raise
+    if tracker is not None:
+        if result.summary:
+            tracker.summary(result.summary)
+        tracker.close(interrupted=result.interrupted)
+    return result
+
+
+def _train_tracked(self: PPOTrainer, tracker: Tracker | None) -> TrainResult:
+    cfg, main = self.cfg, self.world.is_main
+    logger = MetricsLogger(self.run_dir, resume_from_step=self.env_steps or None,
+                           tracker=tracker) if main else None
     bar = (progress_bar(cfg, self.env_steps, self.num_iterations * cfg.batch_size
                          * self.world.world_size) if (main and cfg.progress) else None)
     start = time.perf_counter()
@@ -101,6 +119,7 @@ def _iteration(self: PPOTrainer, logger: MetricsLogger | None, bar: Any, start: 
     sps = (self.env_steps - start_steps) / max(elapsed, 1e-9)
     metrics.update(lr=lr, sps=sps, collect_seconds=t1 - t0, update_seconds=t2 - t1,
                    episode_return_mean=mean_or_nan(self.recent_returns))
+    metrics.update(evaluate_if_due(self, wall_seconds=self.wall_offset + elapsed))
     if logger is not None:
         logger.log(metrics, env_steps=self.env_steps, iteration=self.iteration,
                    wall_seconds=self.wall_offset + elapsed)
@@ -126,8 +145,6 @@ def _checkpoint_or_stop(self: PPOTrainer, elapsed: float) -> bool:
 
 def finish(self: PPOTrainer, *, wall_seconds: float, train_sps: float) -> dict[str, Any]:
     """Evaluate ``self``'s policy deterministically and write ``summary.json``."""
-    from ppokit.train.evaluate import evaluate_policy
-
     cfg = self.cfg
     summary: dict[str, Any] = {
         "env": cfg.env, "seed": cfg.seed, "env_steps": self.env_steps,
@@ -137,18 +154,20 @@ def finish(self: PPOTrainer, *, wall_seconds: float, train_sps: float) -> dict[s
         "world_size": self.world.world_size,
     }
     if cfg.eval_episodes and self.eval_env is not None:
-        t0 = time.perf_counter()
-        with unwrap_ddp(self.actor):  # rank 0 alone: no DDP hooks
-            result = evaluate_policy(
-                self.actor, self.eval_env, episodes=cfg.eval_episodes,
-                seed=cfg.seed + 10_000, obs_normalizer=self.obs_norm,
-                env_kwargs=(cfg.env_kwargs or None) if isinstance(self.eval_env, str)
-                else None)
+        last = self.last_eval
+        # the last iteration's evaluation during training played these very episodes
+        result, seconds = (last[1], last[2]) if last is not None and last[0] == self.iteration \
+            else run_evaluation(self)
         summary.update(
             eval_return_mean=result.mean, eval_return_std=result.std,
             eval_episodes=len(result.returns), eval_returns=result.returns,
-            eval_lengths=result.lengths, eval_seconds=round(time.perf_counter() - t0, 2),
+            eval_lengths=result.lengths, eval_seconds=round(seconds, 2),
         )
+        if cfg.eval_every:
+            consider_best(self, result, wall_seconds=wall_seconds)
+    if (self.ckpt_dir / BEST_NAME).is_file() and cfg.eval_every:
+        summary.update(best_checkpoint=str(self.ckpt_dir / BEST_NAME),
+                       best_eval_return=self.best_eval_return)
     summary["checkpoint"] = str(self.ckpt_dir / "latest.pt")
     record_written(self.run_dir, "summary.json")
     atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ppokit.train.rundir import atomic_write_text, record_written
+from ppokit.train.tracking import Tracker
 
 __all__ = ["MetricsLogger", "column_means", "mean_or_nan", "progress_bar", "read_progress_csv"]
 
@@ -35,6 +36,7 @@ class MetricsLogger:
         run_dir: the run directory.
         tensorboard: also write TensorBoard events.
         resume_from_step: when resuming, drop CSV rows logged after this step and append.
+        tracker: an experiment tracker that receives every row too (:mod:`~ppokit.train.tracking`).
 
     Example:
         >>> import tempfile
@@ -46,8 +48,9 @@ class MetricsLogger:
     """
 
     def __init__(self, run_dir: str | Path, *, tensorboard: bool = True,
-                 resume_from_step: int | None = None) -> None:
+                 resume_from_step: int | None = None, tracker: Tracker | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.tracker = tracker
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "progress.csv"
         record_written(self.run_dir, "progress.csv")
@@ -95,15 +98,20 @@ class MetricsLogger:
             self._writer.writeheader()
         row: dict[str, object] = {"env_steps": env_steps, "iteration": iteration,
                                   "wall_seconds": round(wall_seconds, 3)}
+        present: dict[str, float] = {}
         for key, value in metrics.items():
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 row[key] = ""
                 continue
             row[key] = f"{float(value):.6g}"
+            present[key] = float(value)
             if self._tb is not None:
                 self._tb.add_scalar(key, float(value), global_step=env_steps)
         self._writer.writerow(row)
         self._file.flush()
+        if self.tracker is not None:
+            self.tracker.log({**present, "iteration": float(iteration),
+                              "wall_seconds": float(wall_seconds)}, step=env_steps)
 
     def flush(self) -> None:
         self._file.flush()

@@ -14,18 +14,19 @@ from ppokit.train.build import build_actor_critic
 from ppokit.train.checkpoint import load_checkpoint
 from ppokit.train.config import TrainConfig, config_from_dict
 from ppokit.train.normalization import ObservationNormalizer
+from ppokit.train.rundir import checkpoint_path
 
-__all__ = ["load_policy"]
+__all__ = ["checkpoint_path", "load_policy"]  # checkpoint_path: from rundir, re-exported
 
-
-def load_policy(run_dir: str | Path, *, checkpoint: str = "latest.pt",
+def load_policy(run_dir: str | Path, *, checkpoint: str = "latest",
                 actor: nn.Module | None = None, env: EnvSource | None = None,
                 ) -> tuple[Any, ObservationNormalizer, TrainConfig]:
     """The actor, frozen observation normaliser and config of a run directory's checkpoint.
 
     Args:
         run_dir: the run directory (holds ``checkpoints/``).
-        checkpoint: file name inside ``run_dir/checkpoints``.
+        checkpoint: ``"latest"``, ``"best"`` (written with ``eval_every``) or a file name
+            inside ``run_dir/checkpoints``.
         actor: the network to load the weights into, for a run trained with a user's own
             actor (default: the MLP the config describes is built).
         env: the env source whose spaces size the built MLP (default: the config's ``env``,
@@ -46,12 +47,7 @@ def load_policy(run_dir: str | Path, *, checkpoint: str = "latest.pt",
         >>> loaded.env
         'CartPole-v1'
     """
-    run_dir = Path(run_dir)
-    path = run_dir / "checkpoints" / checkpoint
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No checkpoint {str(path)!r}: is {str(run_dir)!r} a ppokit run directory?")
-    state = load_checkpoint(path)
+    state = load_checkpoint(checkpoint_path(run_dir, checkpoint))
     cfg = config_from_dict(state["config"])
     source: EnvSource = cfg.env if env is None else env
     owned = not isinstance(source, gym.vector.VectorEnv)  # a VectorEnv of the caller's stays open

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["LOCK_NAME", "MANIFEST_NAME", "RunDirError", "atomic_write_text", "check_run_dir",
+           "checkpoint_path",
            "clean_stale_tmp", "foreign_files", "holds_run", "lock_run_dir", "record_written",
            "remove_written", "replace_file", "run_dir_lock", "written_files"]
 
@@ -42,7 +43,7 @@ MANIFEST_NAME = ".ppokit-manifest"
 LOCK_NAME = ".ppokit.lock"
 #: the fixed names a run writes: a user's own file under one of them is never overwritten
 _FIXED_NAMES = ("config.json", "progress.csv", "summary.json", "learning_curve.png",
-                "checkpoints/latest.pt")
+                "checkpoints/latest.pt", "checkpoints/best.pt")
 #: temporary files of atomic writes, ``.<name>.<random>.tmp`` (see :func:`atomic_write_text`)
 _TMP_PATTERNS = (".*.tmp", "checkpoints/.*.tmp")
 
@@ -231,3 +232,44 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         unlock_run_dir(run_dir)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+#: short names of the checkpoints a run writes
+_SHORT = {"latest": "latest.pt", "best": "best.pt"}
+
+
+def checkpoint_path(run_dir: str | Path, checkpoint: str = "latest") -> Path:
+    """The file ``checkpoint`` names in ``run_dir/checkpoints``: ``"latest"``, ``"best"`` or a
+    file name there (``"step_4096.pt"``).
+
+    Raises:
+        FileNotFoundError: no such file, saying why (``best`` needs ``--eval-every``).
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> (run / "checkpoints").mkdir(); _ = (run / "checkpoints" / "latest.pt").write_text("")
+        >>> checkpoint_path(run, "latest").name
+        'latest.pt'
+        >>> checkpoint_path(run, "best")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: No best checkpoint in ...: best.pt is written by training with ...
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / _SHORT.get(checkpoint, checkpoint)
+    if path.is_file():
+        return path
+    if not (run_dir / "checkpoints").is_dir():
+        raise FileNotFoundError(
+            f"No checkpoint {str(path)!r}: {str(run_dir)!r} has no checkpoints/; is it a "
+            "ppokit run directory?")
+    if checkpoint == "best":
+        raise FileNotFoundError(
+            f"No best checkpoint in {str(run_dir)!r}: best.pt is written by training with "
+            "--eval-every N (evaluation during training). Use --checkpoint latest.")
+    have = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
+    raise FileNotFoundError(
+        f"No checkpoint {str(path)!r}; this run has {have or 'none'} ('latest' and 'best' "
+        "name latest.pt and best.pt).")

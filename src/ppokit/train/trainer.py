@@ -13,7 +13,9 @@ policy (:mod:`~ppokit.train.policy`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ from ppokit.train.config import (
     num_iterations,
     validate_config,
 )
+from ppokit.train.evaluate import EvalResult
 from ppokit.train.guards import check_rollout_finite
 from ppokit.train.loop import TrainResult, run_loop
 from ppokit.train.metrics import column_means
@@ -176,6 +179,12 @@ class PPOTrainer:
         self.env_steps = 0
         self.wall_offset = 0.0
         self.recent_returns: deque[float] = deque(maxlen=20)
+        #: the best mean return of the evaluations during training (``best.pt``'s)
+        self.best_eval_return = -math.inf
+        #: (iteration, result, seconds) of the latest evaluation during training
+        self.last_eval: tuple[int, EvalResult, float] | None = None
+        #: called with (iteration, result) after each evaluation during training (rank 0)
+        self.eval_callbacks: list[Callable[[int, EvalResult], None]] = []
         self.stop = StopRequest()
         if resume:
             self.load_state_dict(load_checkpoint(self.ckpt_dir / "latest.pt"))
@@ -289,6 +298,7 @@ class PPOTrainer:
             "reward_scaler": self.reward_scaler.state_dict(),
             "recent_returns": list(self.recent_returns),
             "rng": rng_state(self.shuffle_gen),
+            "best_eval_return": self.best_eval_return,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -304,6 +314,7 @@ class PPOTrainer:
         self.env_steps = int(state["env_steps"])
         self.wall_offset = float(state["wall_seconds"])
         self.recent_returns.extend(state.get("recent_returns", []))
+        self.best_eval_return = float(state.get("best_eval_return", -math.inf))
         load_rng_state(state["rng"], self.shuffle_gen)
         for merger in self._stat_mergers:  # the loaded statistics are the common start
             merger.reset()

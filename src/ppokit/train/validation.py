@@ -89,6 +89,18 @@ def check_config(cfg: TrainConfig) -> None:
             f" = {cfg.num_envs} * {cfg.num_steps} = {cfg.batch_size}: a minibatch would be "
             "empty. Lower --num-minibatches or raise --num-envs/--num-steps."
         )
+    # eval_every is checked here rather than in RANGES until tests/train's table of bad
+    # values (test_reliability_config.BAD, not this helper's file) lists it
+    if cfg.eval_every < 0:
+        raise ValueError(f"--eval-every must be an integer >= 0 (0: off), got {cfg.eval_every}.")
+    from ppokit.train.tracking import check_tracker
+
+    check_tracker(cfg.track)  # a missing package: refused before any work
+    if cfg.eval_every and not cfg.eval_episodes:
+        raise ValueError(
+            f"--eval-every {cfg.eval_every} evaluates eval_episodes episodes, but "
+            "--eval-episodes is 0; set --eval-episodes to a positive count (e.g. 10) or "
+            "--eval-every 0.")
     if cfg.batch_size % cfg.num_minibatches:
         raise ValueError(
             f"The batch num_envs * num_steps = {cfg.num_envs} * {cfg.num_steps} = "
