@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import shutil
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def test_resume_with_a_corrupt_checkpoint_is_an_error_line(damage, finished_run,
     if damage == "truncated":
         ckpt.write_bytes(ckpt.read_bytes()[:200])
     elif damage == "random":
-        ckpt.write_bytes(os.urandom(4096))
+        ckpt.write_bytes(random.Random(damage).randbytes(4096))
     else:
         ckpt.write_bytes(pickle.dumps(_Payload()))
     capsys.readouterr()

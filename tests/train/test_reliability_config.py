@@ -37,6 +37,7 @@ BAD = {
     "init_log_std": [math.nan, math.inf, -21.0, 6.0],
     "torch_threads": [0],
     "eval_episodes": [-1],
+    "eval_every": [-1],
     "checkpoint_every": [0],
     "keep_checkpoint_every": [-1],
 }

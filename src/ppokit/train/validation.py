@@ -61,6 +61,7 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "init_log_std": ("a number in [-20, 5]", lambda v: -20 <= v <= 5),
     "torch_threads": ("a positive integer", lambda v: v > 0),
     "eval_episodes": ("an integer >= 0", lambda v: v >= 0),
+    "eval_every": ("an integer >= 0 (0: off)", lambda v: v >= 0),
     "checkpoint_every": ("a positive integer", lambda v: v > 0),
     "keep_checkpoint_every": ("an integer >= 0 (0: keep none)", lambda v: v >= 0),
 }
@@ -89,10 +90,6 @@ def check_config(cfg: TrainConfig) -> None:
             f" = {cfg.num_envs} * {cfg.num_steps} = {cfg.batch_size}: a minibatch would be "
             "empty. Lower --num-minibatches or raise --num-envs/--num-steps."
         )
-    # eval_every is checked here rather than in RANGES until tests/train's table of bad
-    # values (test_reliability_config.BAD, not this helper's file) lists it
-    if cfg.eval_every < 0:
-        raise ValueError(f"--eval-every must be an integer >= 0 (0: off), got {cfg.eval_every}.")
     from ppokit.train.tracking import check_tracker
 
     check_tracker(cfg.track)  # a missing package: refused before any work
