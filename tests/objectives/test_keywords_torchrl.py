@@ -228,3 +228,28 @@ def test_bad_advantage_norm_is_refused(bad):
 def test_delay_actor_must_be_a_bool():
     with pytest.raises(TypeError, match="delay_actor must be a bool"):
         ClipPPOLoss(discrete_actor(), critic(), delay_actor="yes")
+
+
+def test_update_target_actor_follows_torchrl_soft_update():
+    kw = {"delay_actor": True}
+    actor, _, _, ours, theirs = _pair("ClipPPOLoss", "normal", kw, dict(kw), computed=False,
+                                      move_policy=True)
+    updater = torchrl_objectives.SoftUpdate(theirs, eps=0.9)
+    # SoftUpdate's init_ hard-copies the source into the target; ours with eps=0
+    ours.update_target_actor(eps=0.0)
+    for eps in (None, 0.9):
+        if eps is not None:
+            with torch.no_grad():
+                for p in actor.parameters():
+                    p.mul_(1.5)
+            updater.step()
+            ours.update_target_actor(eps=eps)
+        assert_close(ours.target_actor_network_params.flatten_keys().to_dict(),
+                     theirs.target_actor_network_params.flatten_keys().to_dict())
+
+
+def test_update_target_actor_needs_delay_actor_and_a_valid_eps():
+    with pytest.raises(ValueError, match="delay_actor=True"):
+        ClipPPOLoss(discrete_actor(), critic()).update_target_actor()
+    with pytest.raises(ValueError, match=r"eps must be in \[0, 1\]"):
+        ClipPPOLoss(discrete_actor(), critic(), delay_actor=True).update_target_actor(eps=2.0)

@@ -133,3 +133,37 @@ class LossKeywords(nn.Module):
             dict(work), batch_size=[])
         with torch.no_grad(), target.to_module(actor):
             return actor.get_dist(work)
+
+    @torch.no_grad()
+    def update_target_actor(self, *, eps: float = 0.0) -> None:
+        """Move the proximal policy towards the actor: ``target = eps * target + (1 - eps) *
+        actor`` (TorchRL's ``SoftUpdate`` rule; ``eps = 0``, the default, is a hard copy).
+
+        Called after each optimiser step with ``eps`` near 1 it makes the proximal policy an
+        exponential moving average of the policy (PPO-EWMA's ``beta_prox = 1 - eps``).
+        TorchRL's ``SoftUpdate`` / ``HardUpdate`` accept only TorchRL losses.
+
+        Example:
+            >>> from torch import nn
+            >>> from tensordict.nn import TensorDictModule
+            >>> from ppokit import Categorical, PPOLoss, ProbabilisticActor
+            >>> actor = ProbabilisticActor(
+            ...     TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"]),
+            ...     in_keys=["logits"], distribution_class=Categorical)
+            >>> loss = PPOLoss(actor, delay_actor=True)
+            >>> _ = actor.module[0].module.bias.data.fill_(1.0)
+            >>> loss.target_actor_network_params.zero_()  # doctest: +ELLIPSIS
+            TensorDictParams(...)
+            >>> loss.update_target_actor(eps=0.75)  # 0.75 * 0 + 0.25 * 1
+            >>> loss.target_actor_network_params["module", "0", "module", "bias"]
+            tensor([0.2500, 0.2500])
+        """
+        target = self.target_actor_network_params
+        if target is None or self.actor_network_params is None:
+            raise ValueError(
+                "update_target_actor() needs the proximal policy of delay_actor=True; this "
+                "loss was built without it.")
+        if not 0.0 <= eps <= 1.0:
+            raise ValueError(f"eps must be in [0, 1] (the weight kept by the target), got {eps}.")
+        for key, value in target.items(True, True):
+            value.data.lerp_(self.actor_network_params.get(key).data, 1.0 - eps)
