@@ -151,14 +151,14 @@ def action_log_prob(dist: D.Distribution, tensordict: TensorDictBase, action_key
             action_key = keys[0]
         return _batched(dist.log_prob(_get(tensordict, action_key, "action")), batch_shape,
                         f"{type(dist).__name__}.log_prob of the action {action_key!r}")
-    heads = _head_keys(dist)  # type: ignore[arg-type]
+    heads = _head_keys(dist)
     asked = _as_key_list(action_key)
     if set(asked) != set(heads):
         raise KeyError(f"The composite distribution has heads {heads} but the loss's action "
                        f"keys are {asked}; set them with loss.set_keys(action={heads}).")
     return _sum([_per_sample(sub.log_prob(_get(tensordict, head, "action of head")),
                              batch_shape, f"log-prob of head {head!r}")
-                 for head, sub in zip(heads, dist.dists.values())])  # type: ignore[attr-defined]
+                 for head, sub in zip(heads, dist.dists.values())])
 
 
 def stored_log_prob(tensordict: TensorDictBase, log_prob_key: Keys, *,
@@ -300,7 +300,7 @@ def entropy_terms(dist: D.Distribution, *, batch_shape: torch.Size, samples_mc_e
                                        check_finite=check_finite)
         return EntropyTerms(_batched(entropy, batch_shape, f"entropy of {type(dist).__name__}"),
                             None, closed)
-    heads = dict(zip(_head_keys(dist), dist.dists.values()))  # type: ignore[arg-type, attr-defined]
+    heads = dict(zip(_head_keys(dist), dist.dists.values()))
     per_head: dict[NestedKey, torch.Tensor] = {}
     own_rule = all(has_closed_form_entropy(h) or h.has_rsample for h in heads.values())
     closed_all = own_rule

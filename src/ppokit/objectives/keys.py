@@ -137,7 +137,7 @@ class LossKeys(nn.Module):
         # (one per head for a composite policy).
         keys = policy_keys(actor)
         if keys is not None:
-            self.tensor_keys.action, self.tensor_keys.sample_log_prob = keys  # type: ignore[assignment]
+            self.tensor_keys.action, self.tensor_keys.sample_log_prob = keys
 
     def _set_deprecated_keys(self, **keys: NestedKey | None) -> None:
         given = {name: key for name, key in keys.items() if key is not None}
