@@ -30,6 +30,7 @@ from ppokit.objectives.composite import (
 from ppokit.objectives.functional import explained_variance, masked_mean
 from ppokit.objectives.inputs import LossInputs, check_finite, read_critic_inputs, read_inputs
 from ppokit.objectives.keys import LossKeys, PPOKeys
+from ppokit.objectives.keywords import LossKeywords
 from ppokit.objectives.networks import LossNetworks
 from ppokit.objectives.objective import critic_term, outputs_finite, ppo_objective, to_output
 from ppokit.objectives.options import (
@@ -47,8 +48,8 @@ __all__ = ["Compute", "PPOKeys", "PPOLoss"]
 Compute = Callable[[LossInputs], tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 
-class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstimation,
-              LossKeys):
+class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords,
+              AdvantageEstimation, LossKeys):
     """Unclipped PPO loss: ``-ratio * advantage`` plus critic and entropy terms.
 
     This is the base of :class:`ClipPPOLoss` and takes the same arguments but
@@ -111,7 +112,7 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
         super().__init__()
         actor_network = resolve_alias("actor_network", actor_network, "actor", actor, None)
         critic_network = resolve_alias("critic_network", critic_network, "critic", critic, None)
-        check_unsupported(gamma=gamma, advantage_norm=advantage_norm, delay_actor=delay_actor)
+        check_unsupported(gamma=gamma)
         entropy_coef = resolve_alias("entropy_coef", entropy_coef, "entropy_coeff",
                                      entropy_coeff, 0.01)
         self._entropy_coeff_map = self._per_head_coeff(entropy_coef, actor_network)
@@ -152,6 +153,9 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
         self.check_inputs = bool(check_inputs)
         self._has_critic = critic_network is not None and float(critic_coef) != 0.0
         self._init_networks(actor_network, critic_network, functional=bool(functional))
+        self._init_keywords(advantage_norm=advantage_norm, delay_actor=delay_actor,
+                            normalize_advantage=self.normalize_advantage,
+                            functional=bool(functional))
         self.tensor_keys = self.default_keys()
         self._value_estimator: nn.Module | None = None
         self._adopt_actor_keys(actor_network)
@@ -276,6 +280,8 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
                         f"{type(dist).__name__}, not a CompositeDistribution; give a float.")
                 # the objective scales by 1: the coefficients are inside the weighted sum
                 extras["entropy_total"], entropy = entropy, -entropy_loss(terms, entropy_coeff)
+        prox = self._proximal_dist(inp.work)  # delay_actor: the proximal policy (no grad)
+        prox_log_prob = None if prox is None else self._log_prob(prox, inp.action, sample_shape)
         value = None
         if self._has_critic:
             value = extras["value"] = self._critic_value(inp, actor_env, self.tensor_keys.value,
@@ -285,6 +291,8 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, AdvantageEstima
             value_target=inp.value_target, old_value=inp.old_value, mask=inp.mask,
             clip_epsilon=self._clip_epsilon(traced=traced), penalty=penalty,
             max_importance_ratio=self._coefficient("max_importance_ratio", traced=traced),
+            prox_log_prob=prox_log_prob,
+            advantage_scale=self._advantage_scale(),
             entropy_coeff=(1.0 if entropy_coeff is not None
                            else self._coefficient("entropy_coeff", traced=traced)),
             critic_coeff=self._coefficient("critic_coeff", traced=traced),

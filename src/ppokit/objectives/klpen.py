@@ -123,6 +123,10 @@ class KLPENPPOLoss(PPOLoss):
         return out, extras
 
     def _before_actor(self, inp: LossInputs) -> Any:
+        if self.delay_actor:
+            # the penalty pulls towards the proximal policy (the target copy of the actor),
+            # not towards the behaviour policy whose parameters the data stores (TorchRL)
+            return self._proximal_dist(inp.work)
         # pi_old from the stored parameters, before the actor writes its new ones there
         return previous_distribution(self.actor_network, inp.work)
 

@@ -48,15 +48,21 @@ def surrogate_term(
 
 def capped_surrogate_term(log_weight: torch.Tensor, advantage: torch.Tensor,
                           clip_epsilon: PF.ClipRange | None,
-                          max_importance_ratio: float | torch.Tensor,
-                          mask: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
-    """:func:`surrogate_term` with the ratio weighting the advantage capped (TorchRL's
-    ``max_importance_ratio``, after the PPO-EWMA reference code), and its diagnostics.
+                          max_importance_ratio: float | torch.Tensor | None,
+                          mask: torch.Tensor | None,
+                          log_is_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """:func:`surrogate_term` with a gradient-free correction of the ratio weighting the
+    advantage, and its diagnostics.
 
-    The gradient-free correction ``c = min(0, log(max_ratio) - log r)`` lifts the behaviour
-    log-prob where ``r > max_ratio``: the weight ``exp(log r + c)`` is capped yet keeps a
-    rescaled gradient (a clamp of ``r`` would zero it). Clipping still acts on ``log r``;
-    ``ESS``, ``max_ratio`` and ``mean_ratio`` describe the capped weight.
+    ``log_weight`` is the ratio the trust region acts on; the advantage is weighted by
+    ``exp(log_weight + c)``. ``log_is_weight`` (PPO-EWMA's ``log pi_prox - log pi_behav``,
+    ``[*B, 1]``, default 0) turns the proximal ratio into the behaviour ratio;
+    ``max_importance_ratio`` (TorchRL's keyword, after the PPO-EWMA reference code) caps
+    that weight with ``c = min(log_is_weight, log(max_ratio) - log_weight)``, lifting the
+    behaviour log-prob where it is exceeded: the weight is capped yet keeps a rescaled
+    gradient (a clamp of the ratio would zero it). Clipping acts on ``log_weight``
+    (``clip_fraction``, ``kl_approx``); ``ESS``, ``max_ratio`` and ``mean_ratio`` describe the
+    corrected weight.
 
     Example:
         >>> # r = e^1 > 2: the weight is capped at 2 (A = 1), unclipped loss -2
@@ -65,9 +71,12 @@ def capped_surrogate_term(log_weight: torch.Tensor, advantage: torch.Tensor,
         >>> loss, diag["max_ratio"]
         (tensor([[-2.]]), tensor(2.))
     """
-    cap = torch.as_tensor(max_importance_ratio, dtype=log_weight.dtype,
-                          device=log_weight.device).log()
-    correction = (cap - log_weight.detach()).clamp(max=0.0)
+    correction = (torch.zeros_like(log_weight) if log_is_weight is None
+                  else log_is_weight.detach())
+    if max_importance_ratio is not None:
+        cap = torch.as_tensor(max_importance_ratio, dtype=log_weight.dtype,
+                              device=log_weight.device).log()
+        correction = torch.minimum(correction, cap - log_weight.detach())
     capped = log_weight + correction
     if clip_epsilon is None:
         loss = -capped.exp() * advantage
@@ -116,6 +125,8 @@ def ppo_objective(
     clip_epsilon: PF.ClipRange | None = None,
     penalty: torch.Tensor | None = None,
     max_importance_ratio: float | torch.Tensor | None = None,
+    prox_log_prob: torch.Tensor | None = None,
+    advantage_scale: torch.Tensor | None = None,
     entropy_coeff: float | torch.Tensor = 0.01,
     critic_coeff: float | torch.Tensor = 1.0,
     loss_critic_type: str = "smooth_l1",
@@ -145,6 +156,11 @@ def ppo_objective(
             (e.g. ``beta * KL`` of KL-penalised PPO).
         max_importance_ratio: cap on the ratio weighting the advantage
             (:func:`capped_surrogate_term`); None: no cap.
+        prox_log_prob: ``log pi_prox(a|s)`` ``[*B]`` of a proximal policy (PPO-EWMA,
+            TorchRL's ``delay_actor``), gradient-free: the trust region (clip) and
+            ``kl_approx`` use ``pi / pi_prox`` while the advantage is weighted by
+            ``pi / pi_old``. None: the proximal policy is ``pi_old``.
+        advantage_scale: divide the advantage by it (TorchRL's ``advantage_norm``), or None.
         entropy_coeff: ``loss_entropy = -entropy_coeff * H``.
         critic_coeff: multiplier of the critic loss.
         loss_critic_type: ``"l1"``, ``"l2"`` or ``"smooth_l1"``.
@@ -175,15 +191,23 @@ def ppo_objective(
         (tensor(-2.), tensor(0.))
     """
     check_not_empty(log_prob.shape, what="ppo_objective()'s log_prob")
+    if advantage_scale is not None:  # a running return scale; no re-centring
+        advantage = advantage / advantage_scale
     if normalize_advantage and advantage.numel() > 1:
         advantage = PF.standardize(advantage, mask, exclude_dims=normalize_advantage_exclude_dims)
-    log_weight = (log_prob - old_log_prob).unsqueeze(-1)
-    if max_importance_ratio is None:
+    log_is_weight = None
+    if prox_log_prob is None:
+        log_weight = (log_prob - old_log_prob).unsqueeze(-1)
+    else:
+        prox_log_prob = prox_log_prob.detach()
+        log_weight = (log_prob - prox_log_prob).unsqueeze(-1)
+        log_is_weight = (prox_log_prob - old_log_prob).unsqueeze(-1)
+    if max_importance_ratio is None and log_is_weight is None:
         policy_loss = surrogate_term(log_weight, advantage, clip_epsilon)
         diagnostics = PF.ratio_diagnostics(log_weight, clip_epsilon, mask)
     else:
         policy_loss, diagnostics = capped_surrogate_term(
-            log_weight, advantage, clip_epsilon, max_importance_ratio, mask)
+            log_weight, advantage, clip_epsilon, max_importance_ratio, mask, log_is_weight)
     if penalty is not None:
         policy_loss = policy_loss + penalty
     out = {"loss_objective": PF.reduce_loss(policy_loss, reduction, mask)}

@@ -199,12 +199,11 @@ def check_exclude_dims(dims: Any) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def check_unsupported(*, gamma: Any, advantage_norm: Any, delay_actor: Any) -> None:
-    """Refuse TorchRL keywords ppokit does not implement, rather than ignore them.
+def check_unsupported(*, gamma: Any) -> None:
+    """Refuse TorchRL's removed ``gamma`` loss keyword, rather than ignore it.
 
     Example:
-        >>> check_unsupported(gamma=0.9, advantage_norm=None,
-        ...                   delay_actor=False)  # doctest: +ELLIPSIS
+        >>> check_unsupported(gamma=0.9)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         TypeError: gamma is not a loss option: ...
     """
@@ -214,10 +213,3 @@ def check_unsupported(*, gamma: Any, advantage_norm: Any, delay_actor: Any) -> N
             f"gamma is not a loss option: the discount belongs to the value estimator. Call "
             f"loss.make_value_estimator('gae', gamma={gamma!r}) instead."
         )
-    for name, value, default in (("advantage_norm", advantage_norm, None),
-                                 ("delay_actor", delay_actor, False)):
-        if value is not default and value != default:
-            raise NotImplementedError(
-                f"{name}={value!r} (TorchRL's ValueNorm / PPO-EWMA options) is not implemented "
-                f"in ppokit yet; leave it at {default!r}, or use TorchRL's loss for it."
-            )
