@@ -52,8 +52,9 @@ def machine_line() -> str:
     )
 
 
-def calls_per_round(fn: Callable[[], object], *, target_s: float = 0.05, max_calls: int = 10_000
-                    ) -> int:
+def calls_per_round(
+    fn: Callable[[], object], *, target_s: float = 0.05, max_calls: int = 10_000
+) -> int:
     """How many calls of ``fn`` fill about ``target_s`` seconds (after one warm-up call)."""
     fn()
     start = time.perf_counter()
@@ -107,7 +108,7 @@ def interleaved(
         n_calls = dict(calls)
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+        order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
         for name in order:
             fn, k = candidates[name], n_calls[name]
             start = now()
@@ -127,8 +128,9 @@ def interleaved(
     return result
 
 
-def paired_ratio(samples: Mapping[str, Sequence[float]], name: str, baseline: str
-                 ) -> tuple[float, float, float]:
+def paired_ratio(
+    samples: Mapping[str, Sequence[float]], name: str, baseline: str
+) -> tuple[float, float, float]:
     """Median and quartiles of ``name``'s time over ``baseline``'s time in the same round.
 
     Both were timed within a fraction of a second of each other, so a slow phase of a noisy
@@ -179,7 +181,5 @@ def print_table(
     for label, times in rows:
         cells = [label]
         cells += [fmt_time(times[c]) if c in times else "n/a" for c in columns]
-        cells += [
-            f"{times[c] / times[baseline]:.2f}" if c in times else "n/a" for c in others
-        ]
+        cells += [f"{times[c] / times[baseline]:.2f}" if c in times else "n/a" for c in others]
         print("| " + " | ".join(cells) + " |")

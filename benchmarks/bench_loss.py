@@ -87,7 +87,8 @@ def _floor_terms(dist, log_prob, old_log_prob, adv, value, value_target, entropy
             lw = log_w.detach()
             out["entropy"] = entropy.detach().mean()
             out["clip_fraction"] = (
-                (lw < math.log1p(-CLIP_EPS)) | (lw > math.log1p(CLIP_EPS))).float().mean()
+                ((lw < math.log1p(-CLIP_EPS)) | (lw > math.log1p(CLIP_EPS))).float().mean()
+            )
             out["kl_approx"] = (-lw).mean()
             flat = lw.reshape(-1)
             out["ESS"] = (2 * flat.logsumexp(0) - (2 * flat).logsumexp(0)).exp() / flat.numel()
@@ -95,19 +96,22 @@ def _floor_terms(dist, log_prob, old_log_prob, adv, value, value_target, entropy
             out["max_ratio"], out["mean_ratio"] = ratio.max(), ratio.mean()
             v = value.detach()
             out["explained_variance"] = 1 - (value_target - v).var(unbiased=False) / (
-                value_target.var(unbiased=False) + torch.finfo(v.dtype).eps)
+                value_target.var(unbiased=False) + torch.finfo(v.dtype).eps
+            )
     return out
 
 
 def separate_setup(name: str, batch: int, *, obs_dim: int = 17, act_dim: int = 6) -> Setup:
-    actor_net = nn.Sequential(MLP(obs_dim, 2 * act_dim, num_cells=(64, 64)),
-                              NormalParamExtractor())
+    actor_net = nn.Sequential(MLP(obs_dim, 2 * act_dim, num_cells=(64, 64)), NormalParamExtractor())
     critic_net = MLP(obs_dim, 1, num_cells=(64, 64), output_gain=1.0)
     actor = ProbabilisticTensorDictSequential(
         TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
-        ProbabilisticTensorDictModule(in_keys=["loc", "scale"], out_keys=["action"],
-                                      distribution_class=IndependentNormal,
-                                      return_log_prob=True),
+        ProbabilisticTensorDictModule(
+            in_keys=["loc", "scale"],
+            out_keys=["action"],
+            distribution_class=IndependentNormal,
+            return_log_prob=True,
+        ),
     )
     critic = TensorDictModule(critic_net, in_keys=["observation"], out_keys=["state_value"])
     data = _acted_data(actor, torch.randn(batch, obs_dim), (batch,))
@@ -118,15 +122,30 @@ def separate_setup(name: str, batch: int, *, obs_dim: int = 17, act_dim: int = 6
         dist = IndependentNormal(loc, scale)
         log_prob = dist.log_prob(data["action"])
         value = critic_net(obs)
-        return _floor_terms(dist, log_prob, data["action_log_prob"], data["advantage"], value,
-                            data["value_target"], dist.entropy(), diag)
+        return _floor_terms(
+            dist,
+            log_prob,
+            data["action_log_prob"],
+            data["advantage"],
+            value,
+            data["value_target"],
+            dist.entropy(),
+            diag,
+        )
 
     params = [*actor_net.parameters(), *critic_net.parameters()]
     return Setup(name, actor, critic, data, floor, params)
 
 
-def trunk_setup(name: str = "trunk", batch: tuple[int, int] = (128, 10), *, obs_dim: int = 8,
-                act_dim: int = 4, hidden: int = 64, cells: int = 128) -> Setup:
+def trunk_setup(
+    name: str = "trunk",
+    batch: tuple[int, int] = (128, 10),
+    *,
+    obs_dim: int = 8,
+    act_dim: int = 4,
+    hidden: int = 64,
+    cells: int = 128,
+) -> Setup:
     trunk_net = MLP(obs_dim, hidden, num_cells=(cells,) * 3, init="default")
     actor_head = MLP(hidden, 2 * act_dim, num_cells=(cells,) * 2, init="default")
     value_head = MLP(hidden, 1, num_cells=(cells,) * 2, init="default")
@@ -136,13 +155,17 @@ def trunk_setup(name: str = "trunk", batch: tuple[int, int] = (128, 10), *, obs_
         trunk,
         TensorDictModule(actor_head, in_keys=["hidden"], out_keys=["param"]),
         TensorDictModule(extractor, in_keys=["param"], out_keys=["loc", "scale"]),
-        ProbabilisticTensorDictModule(in_keys=["loc", "scale"], out_keys=["action"],
-                                      distribution_class=TanhNormal,
-                                      distribution_kwargs={"safe_tanh": False},
-                                      return_log_prob=True),
+        ProbabilisticTensorDictModule(
+            in_keys=["loc", "scale"],
+            out_keys=["action"],
+            distribution_class=TanhNormal,
+            distribution_kwargs={"safe_tanh": False},
+            return_log_prob=True,
+        ),
     )
     critic = TensorDictSequential(
-        trunk, TensorDictModule(value_head, in_keys=["hidden"], out_keys=["state_value"]))
+        trunk, TensorDictModule(value_head, in_keys=["hidden"], out_keys=["state_value"])
+    )
     data = _acted_data(actor, torch.randn(*batch, obs_dim), batch)
 
     def floor(diag: bool) -> dict[str, torch.Tensor]:
@@ -152,8 +175,16 @@ def trunk_setup(name: str = "trunk", batch: tuple[int, int] = (128, 10), *, obs_
         log_prob = dist.log_prob(data["action"])
         _, mc_log_prob = dist.rsample_and_log_prob(torch.Size([1]))
         value = value_head(trunk_net(obs))  # the critic module runs the trunk again
-        return _floor_terms(dist, log_prob, data["action_log_prob"], data["advantage"], value,
-                            data["value_target"], -mc_log_prob.mean(0), diag)
+        return _floor_terms(
+            dist,
+            log_prob,
+            data["action_log_prob"],
+            data["advantage"],
+            value,
+            data["value_target"],
+            -mc_log_prob.mean(0),
+            diag,
+        )
 
     params = [*trunk_net.parameters(), *actor_head.parameters(), *value_head.parameters()]
     return Setup(name, actor, critic, data, floor, params)
@@ -183,8 +214,13 @@ def _step(params: list[nn.Parameter], losses: Callable[[], dict]) -> Callable[[]
 
 def build_candidates(setup: Setup, *, with_compile: bool) -> dict[str, Callable[[], None]]:
     data = setup.data
-    loss = ClipPPOLoss(setup.actor, setup.critic, clip_epsilon=CLIP_EPS, entropy_coef=ENT_COEF,
-                       critic_coef=CRIT_COEF)
+    loss = ClipPPOLoss(
+        setup.actor,
+        setup.critic,
+        clip_epsilon=CLIP_EPS,
+        entropy_coef=ENT_COEF,
+        critic_coef=CRIT_COEF,
+    )
     cands = {
         "floor": _step(setup.params, lambda: setup.floor(False)),
         "floor+diag": _step(setup.params, lambda: setup.floor(True)),
@@ -196,16 +232,27 @@ def build_candidates(setup: Setup, *, with_compile: bool) -> dict[str, Callable[
     except ImportError:
         print("torchrl not installed: the torchrl column is skipped")
     else:
-        theirs = TorchRLClipPPOLoss(setup.actor, setup.critic, clip_epsilon=CLIP_EPS,
-                                    entropy_coeff=ENT_COEF, critic_coeff=CRIT_COEF)
+        theirs = TorchRLClipPPOLoss(
+            setup.actor,
+            setup.critic,
+            clip_epsilon=CLIP_EPS,
+            entropy_coeff=ENT_COEF,
+            critic_coeff=CRIT_COEF,
+        )
         _check_same_numbers(setup, theirs)
         cands["torchrl"] = _step(setup.params, lambda: theirs(data))
     if with_compile:
         from ppokit.fast.compile import compile_loss
 
         compiled = compile_loss(
-            ClipPPOLoss(setup.actor, setup.critic, clip_epsilon=CLIP_EPS,
-                        entropy_coef=ENT_COEF, critic_coef=CRIT_COEF))
+            ClipPPOLoss(
+                setup.actor,
+                setup.critic,
+                clip_epsilon=CLIP_EPS,
+                entropy_coef=ENT_COEF,
+                critic_coef=CRIT_COEF,
+            )
+        )
         _check_same_numbers(setup, compiled)
         cands["ppokit compiled"] = _step(setup.params, lambda: compiled(data))
     return cands
@@ -218,8 +265,13 @@ def _check_same_numbers(setup: Setup, loss: Callable) -> None:
     torch.manual_seed(0)
     got = loss(setup.data)
     for key in ("loss_objective", "loss_critic", "loss_entropy", "clip_fraction", "kl_approx"):
-        torch.testing.assert_close(got[key].detach().reshape(()), ref[key].detach(),
-                                   rtol=1e-5, atol=1e-6, msg=f"{type(loss).__name__}: {key}")
+        torch.testing.assert_close(
+            got[key].detach().reshape(()),
+            ref[key].detach(),
+            rtol=1e-5,
+            atol=1e-6,
+            msg=f"{type(loss).__name__}: {key}",
+        )
 
 
 SETUPS: dict[str, Callable[[], Setup]] = {
@@ -232,13 +284,21 @@ SETUPS: dict[str, Callable[[], Setup]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=61)
-    parser.add_argument("--round-seconds", type=float, default=0.03,
-                        help="time of one candidate's timing in a round")
+    parser.add_argument(
+        "--round-seconds",
+        type=float,
+        default=0.03,
+        help="time of one candidate's timing in a round",
+    )
     parser.add_argument("--compile", action="store_true", help="add ppokit.compile_loss")
     parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
-                        help="cpu: CPU time of this thread (robust on a shared machine)")
+    parser.add_argument(
+        "--clock",
+        choices=["cpu", "wall"],
+        default="cpu",
+        help="cpu: CPU time of this thread (robust on a shared machine)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -248,25 +308,37 @@ def main() -> None:
     for key in args.setups:
         setup = SETUPS[key]()
         cands = build_candidates(setup, with_compile=args.compile)
-        samples = interleaved(cands, rounds=args.rounds, clock=args.clock, stat="samples",
-                              target_s=args.round_seconds)
+        samples = interleaved(
+            cands, rounds=args.rounds, clock=args.clock, stat="samples", target_s=args.round_seconds
+        )
         rows.append((setup.name, {n: statistics.median(v) for n, v in samples.items()}))
         mins.append((setup.name, {n: min(v) for n, v in samples.items()}))
-        paired.append((setup.name, {n: paired_ratio(samples, n, "floor") for n in samples
-                                    if n != "floor"}))
+        paired.append(
+            (setup.name, {n: paired_ratio(samples, n, "floor") for n in samples if n != "floor"})
+        )
     columns = ["floor", "floor+diag", "ppokit", "torchrl", "ppokit compiled"]
     columns = [c for c in columns if any(c in t for _, t in rows)]
-    print("\nPAIRED ratios: median (and quartiles) over rounds of column time / floor time in "
-          "the same round (the most robust figure on a noisy machine)")
+    print(
+        "\nPAIRED ratios: median (and quartiles) over rounds of column time / floor time in "
+        "the same round (the most robust figure on a noisy machine)"
+    )
     others = [c for c in columns if c != "floor"]
     print("| setup | " + " | ".join(f"{c} / floor" for c in others) + " |")
     print("|---|" + "---|" * len(others))
     for label, ratios in paired:
-        cells = [f"**{ratios[c][1]:.2f}** ({ratios[c][0]:.2f}-{ratios[c][2]:.2f})"
-                 if c in ratios else "n/a" for c in others]
+        cells = [
+            f"**{ratios[c][1]:.2f}** ({ratios[c][0]:.2f}-{ratios[c][2]:.2f})"
+            if c in ratios
+            else "n/a"
+            for c in others
+        ]
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print_table("MEDIAN time over rounds (ratios: column median / floor median)",
-                rows, baseline="floor", columns=columns)
+    print_table(
+        "MEDIAN time over rounds (ratios: column median / floor median)",
+        rows,
+        baseline="floor",
+        columns=columns,
+    )
     print_table("MINIMUM time over rounds", mins, baseline="floor", columns=columns)
 
 

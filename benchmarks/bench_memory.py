@@ -49,8 +49,15 @@ def main() -> None:
     samples: list[tuple[int, int]] = []  # (env steps, rss bytes)
     stop = threading.Event()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = preset_config(args.env, seed=args.seed, total_steps=args.steps, eval_episodes=0,
-                            progress=False, torch_threads=1, compile=args.compile)
+        cfg = preset_config(
+            args.env,
+            seed=args.seed,
+            total_steps=args.steps,
+            eval_episodes=0,
+            progress=False,
+            torch_threads=1,
+            compile=args.compile,
+        )
         trainer = PPOTrainer(cfg, run_dir=Path(tmp) / "run")
         rss_start = proc.memory_info().rss
 

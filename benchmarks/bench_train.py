@@ -92,17 +92,38 @@ def ppokit_config(task: Task, iterations: int, seed: int, *, compile: bool = Fal
 
     batch = task.num_envs * task.num_steps
     return preset_config(
-        task.env_id, seed=seed, total_steps=batch * iterations,
-        num_envs=task.num_envs, compile=compile,
-        num_steps=task.num_steps, num_epochs=task.num_epochs,
-        num_minibatches=batch // task.minibatch_size, lr=task.lr, anneal_lr=False,
-        gamma=COMMON["gamma"], gae_lambda=COMMON["gae_lambda"],
-        clip_epsilon=COMMON["clip"], clip_value=False, entropy_coef=task.ent_coef,
-        critic_coef=COMMON["vf_coef"], loss_critic_type="l2",
-        max_grad_norm=COMMON["max_grad_norm"], normalize_advantage=True, target_kl=None,
-        obs_norm=False, reward_scale=False, hidden_sizes=(64, 64), activation="tanh",
-        init_log_std=0.0, ortho_init=True, torch_threads=1, eval_episodes=0,
-        checkpoint_every=10**9, keep_checkpoint_every=0, progress=False, vector_mode="sync",
+        task.env_id,
+        seed=seed,
+        total_steps=batch * iterations,
+        num_envs=task.num_envs,
+        compile=compile,
+        num_steps=task.num_steps,
+        num_epochs=task.num_epochs,
+        num_minibatches=batch // task.minibatch_size,
+        lr=task.lr,
+        anneal_lr=False,
+        gamma=COMMON["gamma"],
+        gae_lambda=COMMON["gae_lambda"],
+        clip_epsilon=COMMON["clip"],
+        clip_value=False,
+        entropy_coef=task.ent_coef,
+        critic_coef=COMMON["vf_coef"],
+        loss_critic_type="l2",
+        max_grad_norm=COMMON["max_grad_norm"],
+        normalize_advantage=True,
+        target_kl=None,
+        obs_norm=False,
+        reward_scale=False,
+        hidden_sizes=(64, 64),
+        activation="tanh",
+        init_log_std=0.0,
+        ortho_init=True,
+        torch_threads=1,
+        eval_episodes=0,
+        checkpoint_every=10**9,
+        keep_checkpoint_every=0,
+        progress=False,
+        vector_mode="sync",
     )
 
 
@@ -138,8 +159,14 @@ def run_ppokit(task: Task, iterations: int, seed: int, *, compile: bool = False)
             setattr(trainer, name, timed)
         result = trainer.train()
         returns = list(trainer.recent_returns)
-    return RunResult(result.env_steps - warmup * batch, result.wall_seconds - warm["seconds"],
-                     returns[-20:], spent["collect"], spent["update"], warm["seconds"])
+    return RunResult(
+        result.env_steps - warmup * batch,
+        result.wall_seconds - warm["seconds"],
+        returns[-20:],
+        spent["collect"],
+        spent["update"],
+        warm["seconds"],
+    )
 
 
 def run_sb3(task: Task, iterations: int, seed: int) -> RunResult:
@@ -149,13 +176,29 @@ def run_sb3(task: Task, iterations: int, seed: int) -> RunResult:
 
     env = make_vec_env(task.env_id, n_envs=task.num_envs, seed=seed)
     model = PPO(
-        "MlpPolicy", env, learning_rate=task.lr, n_steps=task.num_steps,
-        batch_size=task.minibatch_size, n_epochs=task.num_epochs, gamma=COMMON["gamma"],
-        gae_lambda=COMMON["gae_lambda"], clip_range=COMMON["clip"], ent_coef=task.ent_coef,
-        vf_coef=COMMON["vf_coef"], max_grad_norm=COMMON["max_grad_norm"],
-        normalize_advantage=True, target_kl=None, seed=seed, device="cpu", verbose=0,
-        policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=nn.Tanh,
-                           ortho_init=True, log_std_init=0.0),
+        "MlpPolicy",
+        env,
+        learning_rate=task.lr,
+        n_steps=task.num_steps,
+        batch_size=task.minibatch_size,
+        n_epochs=task.num_epochs,
+        gamma=COMMON["gamma"],
+        gae_lambda=COMMON["gae_lambda"],
+        clip_range=COMMON["clip"],
+        ent_coef=task.ent_coef,
+        vf_coef=COMMON["vf_coef"],
+        max_grad_norm=COMMON["max_grad_norm"],
+        normalize_advantage=True,
+        target_kl=None,
+        seed=seed,
+        device="cpu",
+        verbose=0,
+        policy_kwargs=dict(
+            net_arch=dict(pi=[64, 64], vf=[64, 64]),
+            activation_fn=nn.Tanh,
+            ortho_init=True,
+            log_std_init=0.0,
+        ),
     )
     steps = task.num_envs * task.num_steps * iterations
     start = time.perf_counter()
@@ -192,14 +235,26 @@ def _fmt_returns(returns: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--iterations", nargs="+", type=int, default=None,
-                        help="iterations per task (default: 16 for CartPole, 6 for HalfCheetah)")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="runs of each trainer (alternating order); SPS is the median")
+    parser.add_argument(
+        "--iterations",
+        nargs="+",
+        type=int,
+        default=None,
+        help="iterations per task (default: 16 for CartPole, 6 for HalfCheetah)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each trainer (alternating order); SPS is the median",
+    )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--compile", action="store_true",
-                        help="also run ppokit with --compile (steady-state SPS; the compile "
-                             "time is printed separately)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also run ppokit with --compile (steady-state SPS; the compile "
+        "time is printed separately)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     np.random.seed(args.seed)
@@ -214,27 +269,33 @@ def main() -> None:
     for key, iters in zip(args.tasks, iterations):
         task = TASKS[key]
         order: list[tuple[str, Callable[..., RunResult]]] = [
-            ("ppokit", run_ppokit), ("sb3", run_sb3)]
+            ("ppokit", run_ppokit),
+            ("sb3", run_sb3),
+        ]
         if args.compile:
             order.append(("ppokit compiled", functools.partial(run_ppokit, compile=True)))
         runs: dict[str, list[RunResult]] = {name: [] for name, _ in order}
         for _, fn in order[:2]:  # untimed warm-up: first-use imports (torch._dynamo via the
             fn(task, 1, args.seed)  # optimizers, tensorboard, MuJoCo) must not count
         for r in range(args.repeats):
-            for name, fn in order[r % len(order):] + order[:r % len(order)]:  # rotate
+            for name, fn in order[r % len(order) :] + order[: r % len(order)]:  # rotate
                 runs[name].append(fn(task, iters, args.seed + r))
         ceiling = run_env_only(task, runs["ppokit"][0].steps, args.seed)
         sps = {name: statistics.median(x.sps for x in res) for name, res in runs.items()}
         rows.append((task, runs, sps, ceiling))
 
-    print("\n| task | trainer | timed steps | SPS | / SB3 | / env-only (SPS) "
-          "| return at equal steps |")
+    print(
+        "\n| task | trainer | timed steps | SPS | / SB3 | / env-only (SPS) "
+        "| return at equal steps |"
+    )
     print("|---|---|---|---|---|---|---|")
     for task, runs, sps, ceiling in rows:
         for name, res in runs.items():
-            print(f"| {task.env_id} | {name} | {res[0].steps} | {sps[name]:,.0f} | "
-                  f"{sps[name] / sps['sb3']:.2f} | {sps[name] / ceiling.sps:.2f} "
-                  f"({ceiling.sps:,.0f}) | {_fmt_returns(res[0].returns)} |")
+            print(
+                f"| {task.env_id} | {name} | {res[0].steps} | {sps[name]:,.0f} | "
+                f"{sps[name] / sps['sb3']:.2f} | {sps[name] / ceiling.sps:.2f} "
+                f"({ceiling.sps:,.0f}) | {_fmt_returns(res[0].returns)} |"
+            )
     print("\nppokit time per environment step (median over runs):\n")
     print("| task | trainer | collect (us) | update (us) | collect share | warm-up + compile (s) |")
     print("|---|---|---|---|---|---|")
@@ -245,8 +306,10 @@ def main() -> None:
             col = statistics.median(r.collect_seconds / r.steps for r in res) * 1e6
             upd = statistics.median(r.update_seconds / r.steps for r in res) * 1e6
             warm = statistics.median(r.warmup_seconds for r in res)
-            print(f"| {task.env_id} | {name} | {col:.0f} | {upd:.0f} | {col / (col + upd):.0%} "
-                  f"| {warm:.1f} |")
+            print(
+                f"| {task.env_id} | {name} | {col:.0f} | {upd:.0f} | {col / (col + upd):.0%} "
+                f"| {warm:.1f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _mlp(n_in: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(),
-                         nn.Linear(64, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, n_out)
+    )
 
 
 def _linear_chain(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
@@ -53,13 +54,18 @@ def _linear_chain(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
     return x
 
 
-def ppo_loss(actor: list[torch.Tensor], log_std: torch.Tensor, critic: list[torch.Tensor],
-             batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def ppo_loss(
+    actor: list[torch.Tensor],
+    log_std: torch.Tensor,
+    critic: list[torch.Tensor],
+    batch: dict[str, torch.Tensor],
+) -> torch.Tensor:
     """Clipped surrogate + 0.5 * squared value error, advantages standardised per minibatch."""
     loc = _linear_chain(batch["obs"], actor)
     value = _linear_chain(batch["obs"], critic).squeeze(-1)
-    log_prob = (-((batch["act"] - loc) ** 2) / (2 * torch.exp(2 * log_std)) - log_std
-                - LOG_SQRT_2PI).sum(-1)
+    log_prob = (
+        -((batch["act"] - loc) ** 2) / (2 * torch.exp(2 * log_std)) - log_std - LOG_SQRT_2PI
+    ).sum(-1)
     ratio = torch.exp(log_prob - batch["logp"])
     adv = batch["adv"]
     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -95,9 +101,14 @@ class HandOneGraph(HandEager):
         self.count = torch.zeros(())
         self._graph = torch.compile(self._update, fullgraph=True)
 
-    def _update(self, params: list[torch.Tensor], exp_avg: list[torch.Tensor],
-                exp_avg_sq: list[torch.Tensor], count: torch.Tensor,
-                batch: dict[str, torch.Tensor]):
+    def _update(
+        self,
+        params: list[torch.Tensor],
+        exp_avg: list[torch.Tensor],
+        exp_avg_sq: list[torch.Tensor],
+        count: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+    ):
         grads = torch.func.grad(lambda ps: ppo_loss(ps[:6], ps[6], ps[7:], batch))(params)
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         scale = torch.clamp(COMMON["max_grad_norm"] / (norm + 1e-6), max=1.0)
@@ -141,20 +152,28 @@ def main() -> None:
     rollout = trainers["ppokit eager"].collect()
     trainers["ppokit eager"].estimate_advantage(rollout)
     flat = rollout.reshape(-1)
-    batch = {"obs": flat["observation"], "act": flat["action"],
-             "logp": flat["action_log_prob"], "adv": flat["advantage"].squeeze(-1),
-             "ret": flat["value_target"].squeeze(-1)}
-    minibatches = [{k: v[i:i + MB] for k, v in batch.items()}
-                   for i in range(0, flat.shape[0], MB)]
+    batch = {
+        "obs": flat["observation"],
+        "act": flat["action"],
+        "logp": flat["action_log_prob"],
+        "adv": flat["advantage"].squeeze(-1),
+        "ret": flat["value_target"].squeeze(-1),
+    }
+    minibatches = [
+        {k: v[i : i + MB] for k, v in batch.items()} for i in range(0, flat.shape[0], MB)
+    ]
     obs_dim, act_dim = batch["obs"].shape[-1], batch["act"].shape[-1]
-    hand = {"hand eager": HandEager(obs_dim, act_dim, task.lr),
-            "hand one-graph": HandOneGraph(obs_dim, act_dim, task.lr)}
+    hand = {
+        "hand eager": HandEager(obs_dim, act_dim, task.lr),
+        "hand one-graph": HandOneGraph(obs_dim, act_dim, task.lr),
+    }
 
     def epochs_of(stepper):
         def run() -> None:
             for _ in range(task.num_epochs):
                 for mb in minibatches:
                     stepper.step(mb)
+
         return run
 
     candidates = {name: (lambda t=t: t.update(rollout.clone())) for name, t in trainers.items()}
@@ -166,8 +185,10 @@ def main() -> None:
     per_mb = {name: t / (task.num_epochs * len(minibatches)) for name, t in times.items()}
     base = per_mb["hand eager"]
     print(machine_line())
-    print(f"HalfCheetah-v5 shapes, minibatch {MB}, {task.num_epochs} epochs x "
-          f"{len(minibatches)} minibatches, median of {args.rounds} interleaved rounds")
+    print(
+        f"HalfCheetah-v5 shapes, minibatch {MB}, {task.num_epochs} epochs x "
+        f"{len(minibatches)} minibatches, median of {args.rounds} interleaved rounds"
+    )
     print(f"{'candidate':<18}{'per minibatch':>15}{'/ hand eager':>14}")
     for name, t in per_mb.items():
         print(f"{name:<18}{fmt_time(t):>15}{t / base:>14.2f}")

@@ -47,15 +47,20 @@ def main() -> None:
         start = time.perf_counter()
         trainer.update(rollout)
         seconds = time.perf_counter() - start
-        print(f"{task.env_id}: {seconds * 1e3 / minibatches:.2f} ms per minibatch "
-              f"({minibatches} minibatches, compile={args.compile})")
+        print(
+            f"{task.env_id}: {seconds * 1e3 / minibatches:.2f} ms per minibatch "
+            f"({minibatches} minibatches, compile={args.compile})"
+        )
         profile = cProfile.Profile()
         profile.enable()
         trainer.update(rollout)
         profile.disable()
         stats = pstats.Stats(profile)
-        matmul = sum(v[2] for k, v in stats.stats.items()
-                     if k[2] in ("<built-in method torch.mm>", "<built-in method torch.addmm>"))
+        matmul = sum(
+            v[2]
+            for k, v in stats.stats.items()
+            if k[2] in ("<built-in method torch.mm>", "<built-in method torch.addmm>")
+        )
         print(f"torch.mm + torch.addmm: {matmul / stats.total_tt:.0%} of the profiled update")
         stats.sort_stats(args.sort).print_stats(args.top)
         trainer.env.close()

@@ -35,8 +35,9 @@ def test_probabilities_log_probs_and_entropy_by_hand():
 
 def test_invalid_actions_are_never_sampled():
     logits = torch.zeros(4, 5)  # uniform, so an unmasked draw would hit every action
-    mask = torch.tensor([[True, False, True, False, False]] * 2
-                        + [[False, False, False, False, True]] * 2)
+    mask = torch.tensor(
+        [[True, False, True, False, False]] * 2 + [[False, False, False, False, True]] * 2
+    )
     torch.manual_seed(0)
     draws = MaskedCategorical(logits=logits, mask=mask).sample((2000,))
     assert draws.shape == (2000, 4)
@@ -85,8 +86,9 @@ def test_a_row_without_valid_action_is_named():
         MaskedCategorical(logits=torch.zeros(2, 3, 4), mask=mask)
     # every allowed action has a -inf logit: the same, as no action could be drawn
     with pytest.raises(ValueError, match=r"row \(0,\) .* no valid action"):
-        MaskedCategorical(logits=torch.tensor([[float("-inf"), 0.0]]),
-                          mask=torch.tensor([[True, False]]))
+        MaskedCategorical(
+            logits=torch.tensor([[float("-inf"), 0.0]]), mask=torch.tensor([[True, False]])
+        )
     # deferred checks (the loss's fast path) skip it; the probe on its outputs catches NaNs
     with deferred_param_checks():
         d = MaskedCategorical(logits=torch.zeros(1, 2), mask=torch.zeros(1, 2, dtype=torch.bool))
@@ -118,8 +120,11 @@ def test_a_tensordict_actor_reads_the_mask_from_the_data():
 
     net = TensorDictModule(torch.nn.Linear(2, 3), ["observation"], ["logits"])
     sampler = ProbabilisticTensorDictModule(
-        in_keys={"logits": "logits", "mask": "action_mask"}, out_keys=["action"],
-        distribution_class=MaskedCategorical, return_log_prob=True)
+        in_keys={"logits": "logits", "mask": "action_mask"},
+        out_keys=["action"],
+        distribution_class=MaskedCategorical,
+        return_log_prob=True,
+    )
     actor = ProbabilisticTensorDictSequential(net, sampler)
     mask = torch.tensor([[True, False, False], [False, True, True]]).repeat(50, 1)
     td = TensorDict(observation=torch.randn(100, 2), action_mask=mask, batch_size=[100])

@@ -119,8 +119,9 @@ def test_categorical_log_prob_is_torch_categorical_log_prob():
         assert torch.equal(categorical_log_prob(ref_dist.logits, value), ref_dist.log_prob(value))
     # a scalar action against an unbatched distribution
     single = D.Categorical(logits=logits[0])
-    assert torch.equal(categorical_log_prob(single.logits, torch.tensor(2)),
-                       single.log_prob(torch.tensor(2)))
+    assert torch.equal(
+        categorical_log_prob(single.logits, torch.tensor(2)), single.log_prob(torch.tensor(2))
+    )
 
 
 def test_categorical_log_prob_by_hand():

@@ -44,7 +44,9 @@ def discrete_actor(net: nn.Module | None = None) -> ProbabilisticTensorDictSeque
     return ProbabilisticTensorDictSequential(
         TensorDictModule(net, in_keys=["observation"], out_keys=["logits"]),
         ProbabilisticTensorDictModule(
-            in_keys=["logits"], out_keys=["action"], distribution_class=Categorical,
+            in_keys=["logits"],
+            out_keys=["action"],
+            distribution_class=Categorical,
             return_log_prob=True,
         ),
     )
@@ -53,10 +55,15 @@ def discrete_actor(net: nn.Module | None = None) -> ProbabilisticTensorDictSeque
 def normal_actor(net: nn.Module | None = None) -> ProbabilisticTensorDictSequential:
     net = net if net is not None else nn.Linear(OBS, 2 * ACT_DIM)
     return ProbabilisticTensorDictSequential(
-        TensorDictModule(nn.Sequential(net, NormalParamExtractor()), in_keys=["observation"],
-                         out_keys=["loc", "scale"]),
+        TensorDictModule(
+            nn.Sequential(net, NormalParamExtractor()),
+            in_keys=["observation"],
+            out_keys=["loc", "scale"],
+        ),
         ProbabilisticTensorDictModule(
-            in_keys=["loc", "scale"], out_keys=["action"], distribution_class=IndependentNormal,
+            in_keys=["loc", "scale"],
+            out_keys=["action"],
+            distribution_class=IndependentNormal,
             return_log_prob=True,
         ),
     )
@@ -67,12 +74,18 @@ def critic(net: nn.Module | None = None) -> TensorDictModule:
     return TensorDictModule(net, in_keys=["observation"], out_keys=["state_value"])
 
 
-def make_batch(actor: nn.Module, batch: tuple[int, ...] = (8,), *, seed: int = 0,
-               dtype: torch.dtype = torch.float32) -> TensorDict:
+def make_batch(
+    actor: nn.Module,
+    batch: tuple[int, ...] = (8,),
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> TensorDict:
     """Transitions acted by ``actor``, then the actor is moved so ratios differ from 1."""
     g = torch.Generator().manual_seed(seed)
-    td = TensorDict({"observation": torch.randn(*batch, OBS, generator=g, dtype=dtype)},
-                    batch_size=batch)
+    td = TensorDict(
+        {"observation": torch.randn(*batch, OBS, generator=g, dtype=dtype)}, batch_size=batch
+    )
     with torch.no_grad():
         actor(td)
         for p in actor.parameters():

@@ -41,9 +41,20 @@ def _distance(t: float, v: torch.Tensor, kind: str) -> torch.Tensor:
     return 0.5 * d * d if d.abs() < 1 else d.abs() - 0.5
 
 
-def reference(actor_net, critic_net, td, *, eps=0.2, entropy_coef=0.01, critic_coef=1.0,
-              loss_type="smooth_l1", normalize=False, clip_value=None, reduction="mean",
-              entropy_bonus=True):
+def reference(
+    actor_net,
+    critic_net,
+    td,
+    *,
+    eps=0.2,
+    entropy_coef=0.01,
+    critic_coef=1.0,
+    loss_type="smooth_l1",
+    normalize=False,
+    clip_value=None,
+    reduction="mean",
+    entropy_bonus=True,
+):
     """Per-sample loop for a Categorical actor (logits = actor_net(obs))."""
     obs = td["observation"].reshape(-1, OBS)
     n = obs.shape[0]
@@ -55,8 +66,7 @@ def reference(actor_net, critic_net, td, *, eps=0.2, entropy_coef=0.01, critic_c
     if normalize:
         mean = sum(adv[i] for i in range(n)) / n
         var = sum((adv[i] - mean) ** 2 for i in range(n)) / (n - 1)
-        adv = torch.stack([(adv[i] - mean) / max(var.sqrt(), torch.tensor(1e-6))
-                           for i in range(n)])
+        adv = torch.stack([(adv[i] - mean) / max(var.sqrt(), torch.tensor(1e-6)) for i in range(n)])
     objs, ents, crits = [], [], []
     for i in range(n):
         logits = actor_net(obs[i])
@@ -85,30 +95,48 @@ def _total(losses):
     return sum(v.sum() for k, v in losses.items() if k.startswith("loss_"))
 
 
-GRID = list(itertools.product(
-    [0.1, 0.2],                     # clip_epsilon
-    [False, True],                  # normalize_advantage
-    ["l1", "l2", "smooth_l1"],      # loss_critic_type
-    [None, 0.05],                   # clip_value
-    ["mean", "sum", "none"],        # reduction
-    [True, False],                  # functional
-))
+GRID = list(
+    itertools.product(
+        [0.1, 0.2],  # clip_epsilon
+        [False, True],  # normalize_advantage
+        ["l1", "l2", "smooth_l1"],  # loss_critic_type
+        [None, 0.05],  # clip_value
+        ["mean", "sum", "none"],  # reduction
+        [True, False],  # functional
+    )
+)
 
 
 @pytest.mark.parametrize("eps, normalize, loss_type, clip_value, reduction, functional", GRID)
-def test_matches_per_sample_reference(eps, normalize, loss_type, clip_value, reduction,
-                                      functional):
+def test_matches_per_sample_reference(eps, normalize, loss_type, clip_value, reduction, functional):
     actor_net, critic_net = nn.Linear(OBS, 4).double(), nn.Linear(OBS, 1).double()
     actor = discrete_actor(actor_net)
     td = make_batch(actor, (3, 4), dtype=torch.float64)
-    loss = ClipPPOLoss(actor, critic(critic_net), clip_epsilon=eps, entropy_coef=0.05,
-                       critic_coef=0.7, loss_critic_type=loss_type, normalize_advantage=normalize,
-                       clip_value=False if clip_value is None else clip_value,
-                       reduction=reduction, functional=functional)
+    loss = ClipPPOLoss(
+        actor,
+        critic(critic_net),
+        clip_epsilon=eps,
+        entropy_coef=0.05,
+        critic_coef=0.7,
+        loss_critic_type=loss_type,
+        normalize_advantage=normalize,
+        clip_value=False if clip_value is None else clip_value,
+        reduction=reduction,
+        functional=functional,
+    )
     out = loss(td)
-    ref = reference(actor_net, critic_net, td, eps=eps, entropy_coef=0.05, critic_coef=0.7,
-                    loss_type=loss_type, normalize=normalize, clip_value=clip_value,
-                    reduction=reduction)
+    ref = reference(
+        actor_net,
+        critic_net,
+        td,
+        eps=eps,
+        entropy_coef=0.05,
+        critic_coef=0.7,
+        loss_type=loss_type,
+        normalize=normalize,
+        clip_value=clip_value,
+        reduction=reduction,
+    )
     for key in ("loss_objective", "loss_critic", "loss_entropy", "entropy"):
         assert_close(out[key], ref[key], msg=key)
     params = list(actor_net.parameters()) + list(critic_net.parameters())
@@ -144,8 +172,16 @@ def test_output_keys_follow_options():
     td = make_batch(actor)
     out = ClipPPOLoss(actor, critic(), clip_value=True)(td)
     assert set(out.keys()) == {
-        "loss_objective", "loss_critic", "loss_entropy", "entropy", "clip_fraction",
-        "kl_approx", "ESS", "explained_variance", "value_clip_fraction", "max_ratio",
+        "loss_objective",
+        "loss_critic",
+        "loss_entropy",
+        "entropy",
+        "clip_fraction",
+        "kl_approx",
+        "ESS",
+        "explained_variance",
+        "value_clip_fraction",
+        "max_ratio",
         "mean_ratio",
     }
     out = ClipPPOLoss(actor, critic(), entropy_bonus=False, critic_coef=0.0)(td)
@@ -241,10 +277,12 @@ def test_mc_entropy_uses_reparameterised_samples(samples):
 
 def _no_entropy_actor(actor_net: nn.Module) -> ProbabilisticTensorDictSequential:
     return ProbabilisticTensorDictSequential(
-        TensorDictModule(nn.Sequential(actor_net, NormalParamExtractor()), ["observation"],
-                         ["loc", "scale"]),
-        ProbabilisticTensorDictModule(["loc", "scale"], ["action"],
-                                      distribution_class=_NoEntropyNormal, return_log_prob=True),
+        TensorDictModule(
+            nn.Sequential(actor_net, NormalParamExtractor()), ["observation"], ["loc", "scale"]
+        ),
+        ProbabilisticTensorDictModule(
+            ["loc", "scale"], ["action"], distribution_class=_NoEntropyNormal, return_log_prob=True
+        ),
     )
 
 
@@ -265,8 +303,13 @@ def test_set_keys_renames_every_entry():
     td = make_batch(actor)
     base = ClipPPOLoss(actor, critic(critic_net), clip_value=True)(td)
     renamed = td.clone()
-    for old, new in [("advantage", "adv"), ("value_target", "ret"), ("state_value", "v_old"),
-                     ("action_log_prob", "sample_log_prob"), ("action", "act")]:
+    for old, new in [
+        ("advantage", "adv"),
+        ("value_target", "ret"),
+        ("state_value", "v_old"),
+        ("action_log_prob", "sample_log_prob"),
+        ("action", "act"),
+    ]:
         renamed.rename_key_(old, new)
     actor2 = ProbabilisticTensorDictSequential(
         TensorDictModule(actor_net, ["observation"], ["logits"]),
@@ -274,8 +317,9 @@ def test_set_keys_renames_every_entry():
     )
     c2 = TensorDictModule(critic_net, ["observation"], ["v"])
     loss = ClipPPOLoss(actor2, c2, clip_value=True)
-    loss.set_keys(advantage="adv", value_target_key="ret", value="v",
-                  sample_log_prob="sample_log_prob")
+    loss.set_keys(
+        advantage="adv", value_target_key="ret", value="v", sample_log_prob="sample_log_prob"
+    )
     # the value key names both the critic output and the stored V_old
     renamed.rename_key_("v_old", "v")
     out = loss(renamed)
@@ -290,8 +334,13 @@ def test_set_keys_renames_every_entry():
 def test_action_and_log_prob_keys_follow_the_actor():
     actor = ProbabilisticTensorDictSequential(
         TensorDictModule(nn.Linear(OBS, 4), ["observation"], ["logits"]),
-        ProbabilisticTensorDictModule(["logits"], ["my_action"], distribution_class=D.Categorical,
-                                      return_log_prob=True, log_prob_key="my_lp"),
+        ProbabilisticTensorDictModule(
+            ["logits"],
+            ["my_action"],
+            distribution_class=D.Categorical,
+            return_log_prob=True,
+            log_prob_key="my_lp",
+        ),
     )
     loss = ClipPPOLoss(actor, critic())
     assert loss.tensor_keys.action == "my_action"
@@ -324,18 +373,24 @@ def test_coef_spellings():
 
 
 # --------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("kwargs, match", [
-    ({"clip_epsilon": 0.0}, r"clip_epsilon must be a number in \(0, 1\), got 0.0"),
-    ({"clip_epsilon": 1.0}, r"clip_epsilon must be a number in \(0, 1\), got 1.0"),
-    ({"clip_epsilon": -0.2}, "clip_epsilon must be"),
-    ({"samples_mc_entropy": 0}, "samples_mc_entropy must be an integer >= 1, got 0"),
-    ({"samples_mc_entropy": 1.5}, "samples_mc_entropy must be an integer"),
-    ({"loss_critic_type": "huber"}, r"loss_critic_type must be one of \('l1', 'l2', 'smooth_l1'\)"),
-    ({"reduction": "avg"}, "reduction must be one of"),
-    ({"clip_value": -1.0}, "clip_value must be True, False, None or a finite float > 0"),
-    ({"entropy_coef": float("nan")}, "entropy_coef must be a finite number"),
-    ({"critic_coef": -1.0}, "critic_coef must be a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"clip_epsilon": 0.0}, r"clip_epsilon must be a number in \(0, 1\), got 0.0"),
+        ({"clip_epsilon": 1.0}, r"clip_epsilon must be a number in \(0, 1\), got 1.0"),
+        ({"clip_epsilon": -0.2}, "clip_epsilon must be"),
+        ({"samples_mc_entropy": 0}, "samples_mc_entropy must be an integer >= 1, got 0"),
+        ({"samples_mc_entropy": 1.5}, "samples_mc_entropy must be an integer"),
+        (
+            {"loss_critic_type": "huber"},
+            r"loss_critic_type must be one of \('l1', 'l2', 'smooth_l1'\)",
+        ),
+        ({"reduction": "avg"}, "reduction must be one of"),
+        ({"clip_value": -1.0}, "clip_value must be True, False, None or a finite float > 0"),
+        ({"entropy_coef": float("nan")}, "entropy_coef must be a finite number"),
+        ({"critic_coef": -1.0}, "critic_coef must be a finite number >= 0"),
+    ],
+)
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ClipPPOLoss(discrete_actor(), critic(), **kwargs)
@@ -361,6 +416,7 @@ def _bad_input_cases():
             td = td.clone()
             td.set(key, fn(td.get(key)))
             return td
+
         return f
 
     def nan_at(key):
@@ -368,26 +424,45 @@ def _bad_input_cases():
             v = v.clone()
             v.view(-1)[1] = float("nan")
             return v
+
         return setv(key, fn)
 
     return [
-        (drop("action_log_prob"), KeyError,
-         r"no 'action_log_prob' entry .*Present keys: \[.*'action'.*set_keys\(sample_log_prob="),
+        (
+            drop("action_log_prob"),
+            KeyError,
+            r"no 'action_log_prob' entry .*Present keys: \[.*'action'.*set_keys\(sample_log_prob=",
+        ),
         (drop("action"), KeyError, r"no 'action' entry"),
         (drop("value_target"), KeyError, r"no 'value_target' entry"),
-        (setv("advantage", lambda v: v.squeeze(-1)), ValueError,
-         r"'advantage' entry has shape \(8,\), expected \(8, 1\).*unsqueeze\(-1\)"),
-        (setv("value_target", lambda v: v.expand(8, 2).clone()), ValueError,
-         r"'value_target' entry has shape \(8, 2\), expected \(8, 1\)"),
-        (setv("action_log_prob", lambda v: v.unsqueeze(-1)), ValueError,
-         r"log-prob at 'action_log_prob' has shape \(8, 1\), expected the batch shape \(8,\)"),
-        (setv("action_log_prob", lambda v: v.clone().requires_grad_()), ValueError,
-         r"stored 'action_log_prob' requires grad"),
+        (
+            setv("advantage", lambda v: v.squeeze(-1)),
+            ValueError,
+            r"'advantage' entry has shape \(8,\), expected \(8, 1\).*unsqueeze\(-1\)",
+        ),
+        (
+            setv("value_target", lambda v: v.expand(8, 2).clone()),
+            ValueError,
+            r"'value_target' entry has shape \(8, 2\), expected \(8, 1\)",
+        ),
+        (
+            setv("action_log_prob", lambda v: v.unsqueeze(-1)),
+            ValueError,
+            r"log-prob at 'action_log_prob' has shape \(8, 1\), expected the batch shape \(8,\)",
+        ),
+        (
+            setv("action_log_prob", lambda v: v.clone().requires_grad_()),
+            ValueError,
+            r"stored 'action_log_prob' requires grad",
+        ),
         (nan_at("advantage"), ValueError, r"'advantage' entry holds 1 non-finite"),
         (nan_at("action_log_prob"), ValueError, r"'action_log_prob' entry holds 1 non-finite"),
         (nan_at("value_target"), ValueError, r"'value_target' entry holds 1 non-finite"),
-        (setv("advantage", lambda v: v.fill_(math.inf)), ValueError,
-         r"'advantage' entry holds 8 non-finite"),
+        (
+            setv("advantage", lambda v: v.fill_(math.inf)),
+            ValueError,
+            r"'advantage' entry holds 8 non-finite",
+        ),
     ]
 
 
@@ -438,10 +513,14 @@ def test_wrong_critic_output_shape_and_key():
 
 def test_multi_dim_action_with_plain_normal_raises():
     actor = ProbabilisticTensorDictSequential(
-        TensorDictModule(nn.Sequential(nn.Linear(OBS, 4), NormalParamExtractor()),
-                         ["observation"], ["loc", "scale"]),
-        ProbabilisticTensorDictModule(["loc", "scale"], ["action"], distribution_class=D.Normal,
-                                      return_log_prob=True),
+        TensorDictModule(
+            nn.Sequential(nn.Linear(OBS, 4), NormalParamExtractor()),
+            ["observation"],
+            ["loc", "scale"],
+        ),
+        ProbabilisticTensorDictModule(
+            ["loc", "scale"], ["action"], distribution_class=D.Normal, return_log_prob=True
+        ),
     )
     td = make_batch(actor)
     td["action_log_prob"] = td["action_log_prob"].sum(-1)
@@ -509,7 +588,8 @@ def test_state_dict_holds_each_tensor_once():
     # each parameter once, plus the schedulable coefficients (0-d buffers, as in TorchRL)
     coefficients = ["clip_epsilon", "critic_coeff", "entropy_coeff"]
     assert sorted(loss.state_dict()) == sorted(
-        [n for n, _ in loss.named_parameters()] + coefficients)
+        [n for n, _ in loss.named_parameters()] + coefficients
+    )
     assert len(loss.state_dict()) == 4 + 3
 
 
@@ -527,8 +607,9 @@ def _shared_model():
     trunk = TensorDictModule(_Trunk(), ["observation"], ["hidden"])
     actor_head = ProbabilisticTensorDictSequential(
         TensorDictModule(nn.Linear(6, 4), ["hidden"], ["logits"]),
-        ProbabilisticTensorDictModule(["logits"], ["action"], distribution_class=D.Categorical,
-                                      return_log_prob=True),
+        ProbabilisticTensorDictModule(
+            ["logits"], ["action"], distribution_class=D.Categorical, return_log_prob=True
+        ),
     )
     value_head = TensorDictModule(nn.Linear(6, 1), ["hidden"], ["state_value"])
     return trunk, actor_head, value_head
@@ -555,8 +636,9 @@ def test_separate_losses_blocks_critic_gradient_into_trunk(option, functional):
     for separate in (False, True):
         loss = ClipPPOLoss(policy, value, separate_losses=separate, functional=functional)
         out = loss(td)
-        grads = torch.autograd.grad(out["loss_critic"], trunk_params, allow_unused=True,
-                                    retain_graph=True)
+        grads = torch.autograd.grad(
+            out["loss_critic"], trunk_params, allow_unused=True, retain_graph=True
+        )
         total = sum(0.0 if g is None else float(g.abs().sum()) for g in grads)
         if separate:
             assert total == 0.0
@@ -591,16 +673,21 @@ def test_shared_trunk_options_agree_and_score_the_stored_action():
     lw = logp.gather(-1, td["action"][:, None]).squeeze(-1) - td["action_log_prob"]
     r = lw.exp()[:, None]
     a = td["advantage"]
-    assert_close(base["loss_objective"],
-                 (-torch.minimum(r * a, r.clamp(0.8, 1.2) * a)).mean())
+    assert_close(base["loss_objective"], (-torch.minimum(r * a, r.clamp(0.8, 1.2) * a)).mean())
 
 
 def test_option_two_without_advantage_explains_itself():
     _, policy, value, acting = _option(2)
     td = make_batch(acting).exclude("advantage")
-    td["next"] = TensorDict({"observation": td["observation"], "reward": torch.ones(8, 1),
-                             "done": torch.zeros(8, 1, dtype=torch.bool),
-                             "terminated": torch.zeros(8, 1, dtype=torch.bool)}, [8])
+    td["next"] = TensorDict(
+        {
+            "observation": td["observation"],
+            "reward": torch.ones(8, 1),
+            "done": torch.zeros(8, 1, dtype=torch.bool),
+            "terminated": torch.zeros(8, 1, dtype=torch.bool),
+        },
+        [8],
+    )
     with pytest.raises(KeyError, match="compute the advantage beforehand"):
         ClipPPOLoss(policy, value)(td)
 
@@ -612,8 +699,15 @@ def _rollout(actor, n_envs=3, t=6, seed=0):
     td = TensorDict({"observation": obs[:, :-1]}, [n_envs, t])
     done = torch.rand(n_envs, t, 1, generator=g) < 0.2
     term = done & (torch.rand(n_envs, t, 1, generator=g) < 0.5)
-    td["next"] = TensorDict({"observation": obs[:, 1:], "reward": torch.randn(n_envs, t, 1,
-                             generator=g), "done": done, "terminated": term}, [n_envs, t])
+    td["next"] = TensorDict(
+        {
+            "observation": obs[:, 1:],
+            "reward": torch.randn(n_envs, t, 1, generator=g),
+            "done": done,
+            "terminated": term,
+        },
+        [n_envs, t],
+    )
     with torch.no_grad():
         actor(td)
     return td
@@ -634,8 +728,9 @@ def test_advantage_computed_inside_matches_gae_beforehand():
         assert_close(inside[key], outside[key], msg=key)
     # the estimator runs on detached critic parameters: only the critic loss trains them
     inside = loss(td)
-    grads = torch.autograd.grad(inside["loss_objective"], list(crit.parameters()),
-                                allow_unused=True)
+    grads = torch.autograd.grad(
+        inside["loss_objective"], list(crit.parameters()), allow_unused=True
+    )
     assert all(g is None or float(g.abs().sum()) == 0 for g in grads)
     # another estimator changes the result, and keys are forwarded to it
     loss.make_value_estimator("td0", gamma=0.5)
@@ -684,10 +779,12 @@ def test_second_order_meta_gradient_matches_torch_func():
 
         # torch.func reference: the same PPO loss written as a pure function of raw weights
         def ppo(p, td):
-            logits = torch.func.functional_call(actor_net, {"weight": p[0], "bias": p[1]},
-                                                (td["observation"],))
-            v = torch.func.functional_call(critic_net, {"weight": p[2], "bias": p[3]},
-                                           (td["observation"],))
+            logits = torch.func.functional_call(
+                actor_net, {"weight": p[0], "bias": p[1]}, (td["observation"],)
+            )
+            v = torch.func.functional_call(
+                critic_net, {"weight": p[2], "bias": p[3]}, (td["observation"],)
+            )
             logp = torch.log_softmax(logits, -1)
             lw = logp.gather(-1, td["action"][:, None]) - td["action_log_prob"][:, None]
             a = td["advantage"]
@@ -706,8 +803,9 @@ def test_second_order_meta_gradient_matches_torch_func():
         for r, t in zip(ref, raw):
             assert_close(by_id[id(t)], r)
         # the second-order term matters: a first-order answer would differ
-        assert not torch.allclose(by_id[id(raw[0])],
-                                  torch.autograd.grad(_total(loss(outer_td)), [raw[0]])[0])
+        assert not torch.allclose(
+            by_id[id(raw[0])], torch.autograd.grad(_total(loss(outer_td)), [raw[0]])[0]
+        )
     finally:
         torch.set_default_dtype(torch.float32)
 

@@ -64,8 +64,12 @@ def test_coefficients_round_trip_through_state_dict():
     loss = ClipPPOLoss(actor, value, clip_value=0.4)
     loss.entropy_coeff, loss.critic_coeff, loss.clip_epsilon = 0.05, 2.0, 0.15
     state = loss.state_dict()
-    for name, expected in (("entropy_coeff", 0.05), ("critic_coeff", 2.0),
-                           ("clip_epsilon", 0.15), ("clip_value", 0.4)):
+    for name, expected in (
+        ("entropy_coeff", 0.05),
+        ("critic_coeff", 2.0),
+        ("clip_epsilon", 0.15),
+        ("clip_value", 0.4),
+    ):
         assert float(state[name]) == pytest.approx(expected), name
     fresh = ClipPPOLoss(actor, value, clip_value=0.1)
     fresh.load_state_dict(state)
@@ -80,21 +84,26 @@ def test_coefficients_round_trip_through_state_dict():
 
 def test_torchrl_state_dict_loads_into_ppokit():
     actor, value, _policy, _value_op = build("discrete", "separate")
-    theirs = torchrl_objectives.ClipPPOLoss(actor, value, entropy_coeff=0.2, critic_coeff=0.5,
-                                            clip_epsilon=0.25)
+    theirs = torchrl_objectives.ClipPPOLoss(
+        actor, value, entropy_coeff=0.2, critic_coeff=0.5, clip_epsilon=0.25
+    )
     ours = ClipPPOLoss(actor, value)
     missing, _unexpected = ours.load_state_dict(theirs.state_dict(), strict=False)
     assert not missing
     assert (ours.entropy_coef, ours.critic_coef, float(ours.clip_epsilon)) == pytest.approx(
-        (0.2, 0.5, 0.25))
+        (0.2, 0.5, 0.25)
+    )
 
 
-@pytest.mark.parametrize("name, value, match", [
-    ("entropy_coeff", -0.1, r"entropy_coeff must be a finite number >= 0.0, got -0.1"),
-    ("critic_coeff", float("nan"), r"critic_coeff must be a finite number >= 0.0, got nan"),
-    ("clip_epsilon", 1.0, r"clip_epsilon must be a number in \(0.0, 1.0\), got 1.0"),
-    ("clip_value", 0.0, r"clip_value must be a finite number > 0.0, got 0.0"),
-])
+@pytest.mark.parametrize(
+    "name, value, match",
+    [
+        ("entropy_coeff", -0.1, r"entropy_coeff must be a finite number >= 0.0, got -0.1"),
+        ("critic_coeff", float("nan"), r"critic_coeff must be a finite number >= 0.0, got nan"),
+        ("clip_epsilon", 1.0, r"clip_epsilon must be a number in \(0.0, 1.0\), got 1.0"),
+        ("clip_value", 0.0, r"clip_value must be a finite number > 0.0, got 0.0"),
+    ],
+)
 def test_bad_scheduled_values_are_refused(name, value, match):
     loss = ClipPPOLoss(normal_actor(), critic(), clip_value=0.2)
     before = float(getattr(loss, name))
@@ -141,7 +150,9 @@ def test_make_value_estimator_takes_another_value_network_and_torchrl_enum():
     reference = make_value_estimator("td_lambda", value_network=other)
     assert type(loss.value_estimator) is type(reference)
     assert (loss.value_estimator.gamma, loss.value_estimator.lmbda) == (
-        reference.gamma, reference.lmbda)
+        reference.gamma,
+        reference.lmbda,
+    )
     g = torch.Generator().manual_seed(0)
     td = make_batch(actor, (2, 6))
     td["next"] = td.select("observation").clone()

@@ -28,10 +28,12 @@ OBS, ACT = 3, 2
 
 
 def _actor(dist=IndependentNormal):
-    net = nn.Sequential(nn.Linear(OBS, 8), nn.Tanh(), nn.Linear(8, 2 * ACT),
-                        NormalParamExtractor())
-    return ProbabilisticActor(TensorDictModule(net, ["observation"], ["loc", "scale"]),
-                              distribution_class=dist, return_log_prob=True)
+    net = nn.Sequential(nn.Linear(OBS, 8), nn.Tanh(), nn.Linear(8, 2 * ACT), NormalParamExtractor())
+    return ProbabilisticActor(
+        TensorDictModule(net, ["observation"], ["loc", "scale"]),
+        distribution_class=dist,
+        return_log_prob=True,
+    )
 
 
 def _grads(out, params):
@@ -97,22 +99,30 @@ def test_compiled_loss_reports_bad_inputs_like_the_eager_loss():
 def test_compile_loss_rejects_other_modules():
     with pytest.raises(TypeError, match="expects a ppokit PPOLoss"):
         compile_loss(nn.Linear(2, 2))
-    assert isinstance(compile_loss(ClipPPOLoss(_actor(), ValueOperator(nn.Linear(OBS, 1))),
-                                   backend="eager"), CompiledLoss)
+    assert isinstance(
+        compile_loss(ClipPPOLoss(_actor(), ValueOperator(nn.Linear(OBS, 1))), backend="eager"),
+        CompiledLoss,
+    )
 
 
 @pytest.mark.slow
 def test_compiled_loss_with_mask_clip_value_and_mc_entropy():
     torch._dynamo.reset()
     actor = ProbabilisticActor(
-        TensorDictModule(nn.Sequential(nn.Linear(OBS, 2 * ACT), NormalParamExtractor()),
-                         ["observation"], ["loc", "scale"]),
-        distribution_class=TanhNormal, return_log_prob=True)
+        TensorDictModule(
+            nn.Sequential(nn.Linear(OBS, 2 * ACT), NormalParamExtractor()),
+            ["observation"],
+            ["loc", "scale"],
+        ),
+        distribution_class=TanhNormal,
+        return_log_prob=True,
+    )
     critic = ValueOperator(nn.Sequential(nn.Linear(OBS, 8), nn.Tanh(), nn.Linear(8, 1)))
     td = make_batch(actor, (12,))
     td["mask"] = torch.arange(12) % 4 != 0
-    loss = ClipPPOLoss(actor, critic, clip_value=0.1, samples_mc_entropy=3,
-                       normalize_advantage=True).set_keys(mask="mask")
+    loss = ClipPPOLoss(
+        actor, critic, clip_value=0.1, samples_mc_entropy=3, normalize_advantage=True
+    ).set_keys(mask="mask")
     compiled = compile_loss(loss)
     params = [*actor.parameters(), *critic.parameters()]
     previous = torch._inductor.config.fallback_random
@@ -185,11 +195,20 @@ def test_probabilistic_module_with_custom_dist_falls_back():
 
     from tensordict.nn import ProbabilisticTensorDictSequential
 
-    net = TensorDictModule(nn.Sequential(nn.Linear(OBS, 2 * ACT), NormalParamExtractor()),
-                           ["observation"], ["loc", "scale"])
+    net = TensorDictModule(
+        nn.Sequential(nn.Linear(OBS, 2 * ACT), NormalParamExtractor()),
+        ["observation"],
+        ["loc", "scale"],
+    )
     actor = ProbabilisticTensorDictSequential(
-        net, Shifted(in_keys=["loc", "scale"], out_keys=["action"],
-                     distribution_class=IndependentNormal, return_log_prob=True))
+        net,
+        Shifted(
+            in_keys=["loc", "scale"],
+            out_keys=["action"],
+            distribution_class=IndependentNormal,
+            return_log_prob=True,
+        ),
+    )
     loss = ClipPPOLoss(actor, ValueOperator(nn.Linear(OBS, 1)))
     assert loss._actor_plan is None
     out = loss(make_batch(actor, (5,)))

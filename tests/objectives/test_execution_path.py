@@ -46,7 +46,8 @@ def test_version_check_accepts_the_supported_series_only():
 
 @pytest.mark.parametrize("make_actor", [discrete_actor, normal_actor])
 def test_unsupported_tensordict_takes_the_tensordict_path_with_the_same_numbers(
-        monkeypatch, make_actor):
+    monkeypatch, make_actor
+):
     torch.manual_seed(0)
     actor, value = make_actor(), critic()
     td = make_batch(actor, (12,))
@@ -57,7 +58,8 @@ def test_unsupported_tensordict_takes_the_tensordict_path_with_the_same_numbers(
     gated = ClipPPOLoss(actor, value, clip_value=0.2)
     assert gated.execution_path == "tensordict"
     assert gated.execution_path_reason() == (
-        "tensordict 0.99.0 is not a release the direct path was checked on")
+        "tensordict 0.99.0 is not a release the direct path was checked on"
+    )
     _assert_same(_losses_and_grads(direct, td), _losses_and_grads(gated, td))
 
 
@@ -69,7 +71,8 @@ def test_a_forward_hook_switches_to_tensordict_visibly_and_back(caplog):
     first = _losses_and_grads(loss, td)
     assert loss.execution_path == "direct"
     assert [r.getMessage() for r in caplog.records] == [
-        "PPOLoss runs its networks on the direct path (plain TensorDict modules, no hooks)"]
+        "PPOLoss runs its networks on the direct path (plain TensorDict modules, no hooks)"
+    ]
     calls = []
     handle = value.register_forward_hook(lambda *args: calls.append(1))
     try:
@@ -80,7 +83,8 @@ def test_a_forward_hook_switches_to_tensordict_visibly_and_back(caplog):
         handle.remove()
     assert caplog.records[-1].getMessage() == (
         "PPOLoss runs its networks on the tensordict path (a hook, set_skip_existing or a "
-        "swapped network is active on the critic)")
+        "swapped network is active on the critic)"
+    )
     loss(td)
     assert loss.execution_path == "direct"
     assert "on the direct path" in caplog.records[-1].getMessage()

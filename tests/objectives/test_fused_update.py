@@ -41,15 +41,24 @@ def _setup(kind: str, *, lr: float = 0.05, seed: int = 0, **loss_kw):
     torch.manual_seed(seed)
     if kind == "gaussian":
         params = TensorDictModule(_Gaussian(), in_keys=["observation"], out_keys=["loc", "scale"])
-        actor = ProbabilisticActor(params, in_keys=["loc", "scale"],
-                                   distribution_class=IndependentNormal, return_log_prob=True)
+        actor = ProbabilisticActor(
+            params,
+            in_keys=["loc", "scale"],
+            distribution_class=IndependentNormal,
+            return_log_prob=True,
+        )
     else:
-        params = TensorDictModule(nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, N)),
-                                  in_keys=["observation"], out_keys=["logits"])
-        actor = ProbabilisticActor(params, in_keys=["logits"], distribution_class=Categorical,
-                                   return_log_prob=True)
-    critic = ValueOperator(nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, 1)),
-                           in_keys=["observation"])
+        params = TensorDictModule(
+            nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, N)),
+            in_keys=["observation"],
+            out_keys=["logits"],
+        )
+        actor = ProbabilisticActor(
+            params, in_keys=["logits"], distribution_class=Categorical, return_log_prob=True
+        )
+    critic = ValueOperator(
+        nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, 1)), in_keys=["observation"]
+    )
     loss = ClipPPOLoss(actor, critic, entropy_coef=0.01, **loss_kw)
     opt = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=lr, eps=1e-5)
     return loss, opt
@@ -73,15 +82,18 @@ def _reference_step(loss, opt, td, max_grad_norm):
     opt.zero_grad(set_to_none=True)
     sum(v for k, v in out.items() if k.startswith("loss_")).backward()
     params = [p for group in opt.param_groups for p in group["params"]]
-    norm = (torch.nn.utils.clip_grad_norm_(params, max_grad_norm) if max_grad_norm is not None
-            else None)
+    norm = (
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm) if max_grad_norm is not None else None
+    )
     opt.step()
     return out, norm
 
 
 def _adam_state(opt):
-    return [(s["step"].clone(), s["exp_avg"].clone(), s["exp_avg_sq"].clone())
-            for s in (opt.state[p] for p in opt.param_groups[0]["params"])]
+    return [
+        (s["step"].clone(), s["exp_avg"].clone(), s["exp_avg_sq"].clone())
+        for s in (opt.state[p] for p in opt.param_groups[0]["params"])
+    ]
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "categorical"])
@@ -98,17 +110,24 @@ def test_fused_steps_match_the_eager_update(kind, max_grad_norm):
         for key in ("loss_objective", "loss_critic", "loss_entropy", "kl_approx"):
             # float rounding differs (the graph's Adam computes its bias corrections in
             # float32, torch's in double) and compounds over the steps at this large lr
-            torch.testing.assert_close(out_f[key], out_e[key].detach(), rtol=1e-4, atol=1e-5,
-                                       msg=lambda m, i=i, key=key: f"step {i}: {key}: {m}")
+            torch.testing.assert_close(
+                out_f[key],
+                out_e[key].detach(),
+                rtol=1e-4,
+                atol=1e-5,
+                msg=lambda m, i=i, key=key: f"step {i}: {key}: {m}",
+            )
         if max_grad_norm is not None:
             torch.testing.assert_close(norm_f, norm_e, rtol=1e-4, atol=1e-5)
             assert float(norm_e) > max_grad_norm  # the clip really acted
     assert (update.eager_calls, update.fused_calls) == (1, 4)
-    for p_f, p_e in zip(opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"],
-                        strict=True):
+    for p_f, p_e in zip(
+        opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"], strict=True
+    ):
         torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
-    for (s_f, m_f, v_f), (s_e, m_e, v_e) in zip(_adam_state(opt_f), _adam_state(opt_e),
-                                                strict=True):
+    for (s_f, m_f, v_f), (s_e, m_e, v_e) in zip(
+        _adam_state(opt_f), _adam_state(opt_e), strict=True
+    ):
         assert float(s_f) == float(s_e) == 5.0
         torch.testing.assert_close(m_f, m_e, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(v_f, v_e, rtol=1e-4, atol=1e-8)
@@ -184,11 +203,18 @@ def test_unsupported_setups_are_refused_with_the_reason():
 def test_a_shared_trunk_is_refused():
     trunk = nn.Linear(OBS, 16)
     actor = ProbabilisticActor(
-        TensorDictModule(nn.Sequential(trunk, nn.Tanh(), nn.Linear(16, N)),
-                         in_keys=["observation"], out_keys=["logits"]),
-        in_keys=["logits"], distribution_class=Categorical, return_log_prob=True)
-    critic = ValueOperator(nn.Sequential(trunk, nn.Tanh(), nn.Linear(16, 1)),
-                           in_keys=["observation"])
+        TensorDictModule(
+            nn.Sequential(trunk, nn.Tanh(), nn.Linear(16, N)),
+            in_keys=["observation"],
+            out_keys=["logits"],
+        ),
+        in_keys=["logits"],
+        distribution_class=Categorical,
+        return_log_prob=True,
+    )
+    critic = ValueOperator(
+        nn.Sequential(trunk, nn.Tanh(), nn.Linear(16, 1)), in_keys=["observation"]
+    )
     loss = ClipPPOLoss(actor, critic)
     opt = torch.optim.Adam(loss.parameters())
     with pytest.raises(ValueError, match="share parameters"):
@@ -222,13 +248,20 @@ def test_mc_entropy_mask_and_value_clip_run_in_the_graph():
     def build():
         torch.manual_seed(0)
         actor = ProbabilisticActor(
-            TensorDictModule(nn.Sequential(nn.Linear(OBS, 2 * ACT), NormalParamExtractor()),
-                             ["observation"], ["loc", "scale"]),
-            distribution_class=TanhNormal, return_log_prob=True)
-        critic = ValueOperator(nn.Sequential(nn.Linear(OBS, 8), nn.Tanh(), nn.Linear(8, 1)),
-                               in_keys=["observation"])
-        loss = ClipPPOLoss(actor, critic, clip_value=0.1, samples_mc_entropy=3,
-                           entropy_coef=0.01).set_keys(mask="mask")
+            TensorDictModule(
+                nn.Sequential(nn.Linear(OBS, 2 * ACT), NormalParamExtractor()),
+                ["observation"],
+                ["loc", "scale"],
+            ),
+            distribution_class=TanhNormal,
+            return_log_prob=True,
+        )
+        critic = ValueOperator(
+            nn.Sequential(nn.Linear(OBS, 8), nn.Tanh(), nn.Linear(8, 1)), in_keys=["observation"]
+        )
+        loss = ClipPPOLoss(
+            actor, critic, clip_value=0.1, samples_mc_entropy=3, entropy_coef=0.01
+        ).set_keys(mask="mask")
         opt = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=0.01)
         return loss, opt
 
@@ -254,12 +287,16 @@ def test_mc_entropy_mask_and_value_clip_run_in_the_graph():
     assert (update.eager_calls, update.fused_calls) == (1, 2)
 
 
-@pytest.mark.parametrize("loss_kw", [
-    {"normalize_advantage": True},
-    {"separate_losses": True},
-    {"reduction": "sum", "loss_critic_type": "smooth_l1"},
-    {"entropy_bonus": False, "critic_coef": 2.0, "clip_epsilon": 0.05},
-], ids=["norm-adv", "separate", "sum-smoothl1", "no-entropy"])
+@pytest.mark.parametrize(
+    "loss_kw",
+    [
+        {"normalize_advantage": True},
+        {"separate_losses": True},
+        {"reduction": "sum", "loss_critic_type": "smooth_l1"},
+        {"entropy_bonus": False, "critic_coef": 2.0, "clip_epsilon": 0.05},
+    ],
+    ids=["norm-adv", "separate", "sum-smoothl1", "no-entropy"],
+)
 def test_loss_options_give_the_eager_update(loss_kw):
     loss_f, opt_f = _setup("categorical", lr=0.01, **loss_kw)
     loss_e, opt_e = _setup("categorical", lr=0.01, **loss_kw)

@@ -21,8 +21,15 @@ torchrl_modules = pytest.importorskip("torchrl.modules")
 CLASSES = {"PPOLoss": PPOLoss, "ClipPPOLoss": ClipPPOLoss, "KLPENPPOLoss": KLPENPPOLoss}
 
 
-def _pair(cls: str, kind: str, kw_ours: dict, kw_theirs: dict, *, computed: bool,
-          move_policy: bool = False):
+def _pair(
+    cls: str,
+    kind: str,
+    kw_ours: dict,
+    kw_theirs: dict,
+    *,
+    computed: bool,
+    move_policy: bool = False,
+):
     torch.manual_seed(11)
     actor, value, policy, value_op = build(kind, "separate")
     td = make_data(policy, value_op, computed=computed, deterministic=False, seed=2)
@@ -39,8 +46,7 @@ def _pair(cls: str, kind: str, kw_ours: dict, kw_theirs: dict, *, computed: bool
     theirs = getattr(torchrl_objectives, cls)(actor, value, **kw_theirs)
     if computed:
         ours.make_value_estimator("gae", gamma=0.9, lmbda=0.8)
-        theirs.make_value_estimator(torchrl_objectives.ValueEstimators.GAE, gamma=0.9,
-                                    lmbda=0.8)
+        theirs.make_value_estimator(torchrl_objectives.ValueEstimators.GAE, gamma=0.9, lmbda=0.8)
     if move_policy:  # the proximal (target) copies stay where they were
         g = torch.Generator().manual_seed(3)
         with torch.no_grad():
@@ -82,8 +88,12 @@ def _norm():
 def test_advantage_norm_matches_torchrl(cls, computed):
     norm_ours, norm_theirs = _norm(), _norm()
     actor, value, td, ours, theirs = _pair(
-        cls, "normal", {"advantage_norm": norm_ours}, {"advantage_norm": norm_theirs},
-        computed=computed)
+        cls,
+        "normal",
+        {"advantage_norm": norm_ours},
+        {"advantage_norm": norm_theirs},
+        computed=computed,
+    )
     keys = ["loss_objective", "loss_critic", "loss_entropy", "kl_approx"]
     for _ in range(2):  # the second call scales with the statistics the first one updated
         _compare(actor, value, td, ours, theirs, keys)
@@ -96,8 +106,9 @@ def test_advantage_norm_matches_torchrl(cls, computed):
 
 def test_advantage_norm_divides_the_advantage_and_skips_updates_in_eval_mode():
     norm = _norm()
-    actor, value, td, ours, _ = _pair("PPOLoss", "discrete", {"advantage_norm": norm},
-                                      {}, computed=True)
+    actor, value, td, ours, _ = _pair(
+        "PPOLoss", "discrete", {"advantage_norm": norm}, {}, computed=True
+    )
     with torch.no_grad():
         # linear quantiles of {0, 10}: P5 = 0.5, P95 = 9.5; EMA at rate 0.5 from 0:
         # low = 0.25, high = 4.75, scale = 4.5
@@ -124,8 +135,9 @@ def test_advantage_norm_updates_from_valid_rows_only():
         def scale(self):
             return torch.ones(1)
 
-    _, _, td, ours, _ = _pair("ClipPPOLoss", "discrete", {"advantage_norm": Recorder()},
-                              {}, computed=True)
+    _, _, td, ours, _ = _pair(
+        "ClipPPOLoss", "discrete", {"advantage_norm": Recorder()}, {}, computed=True
+    )
     mask = torch.ones(td.shape, dtype=torch.bool)
     mask[0, :2] = False
     td["shifted_valid"] = mask.unsqueeze(-1)  # one of the masks looked up by default
@@ -134,18 +146,22 @@ def test_advantage_norm_updates_from_valid_rows_only():
 
 
 # --------------------------------------------------------------------------- delay_actor
-@pytest.mark.parametrize(("cls", "kind", "extra"), [
-    ("PPOLoss", "normal", {}),
-    ("ClipPPOLoss", "normal", {}),
-    ("ClipPPOLoss", "discrete", {"clip_epsilon": (0.1, 0.3), "max_importance_ratio": 1.5}),
-    ("ClipPPOLoss", "normal", {"normalize_advantage": True, "reduction": "sum"}),
-    ("KLPENPPOLoss", "normal", {}),
-    ("KLPENPPOLoss", "discrete", {}),
-])
+@pytest.mark.parametrize(
+    ("cls", "kind", "extra"),
+    [
+        ("PPOLoss", "normal", {}),
+        ("ClipPPOLoss", "normal", {}),
+        ("ClipPPOLoss", "discrete", {"clip_epsilon": (0.1, 0.3), "max_importance_ratio": 1.5}),
+        ("ClipPPOLoss", "normal", {"normalize_advantage": True, "reduction": "sum"}),
+        ("KLPENPPOLoss", "normal", {}),
+        ("KLPENPPOLoss", "discrete", {}),
+    ],
+)
 def test_delay_actor_matches_torchrl(cls, kind, extra):
     kw = {"delay_actor": True, **extra}
-    actor, value, td, ours, theirs = _pair(cls, kind, kw, dict(kw), computed=False,
-                                           move_policy=True)
+    actor, value, td, ours, theirs = _pair(
+        cls, kind, kw, dict(kw), computed=False, move_policy=True
+    )
     keys = ["loss_objective", "loss_critic", "loss_entropy", "kl_approx"]
     if cls == "ClipPPOLoss":
         keys += ["clip_fraction", "ESS"]
@@ -153,26 +169,30 @@ def test_delay_actor_matches_torchrl(cls, kind, extra):
         keys += ["kl"]
     a, _ = _compare(actor, value, td, ours, theirs, keys)
     assert a["kl_approx"].abs() > 1e-4  # the proximal policy differs from the current one
-    assert_close(ours.target_actor_network_params.flatten_keys().to_dict(),
-                 theirs.target_actor_network_params.flatten_keys().to_dict())
+    assert_close(
+        ours.target_actor_network_params.flatten_keys().to_dict(),
+        theirs.target_actor_network_params.flatten_keys().to_dict(),
+    )
 
 
 def test_delay_actor_klpen_gradient_by_hand():
     # loss = mean(-exp(lp - lp_old) * A + beta * KL(pi_prox || pi)) - 0.01 * mean(H(pi)),
     # with pi_prox the target copy, written out with torch.distributions on the linear head
-    actor, _, td, ours, _ = _pair("KLPENPPOLoss", "discrete", {"delay_actor": True},
-                                      {}, computed=False, move_policy=True)
+    actor, _, td, ours, _ = _pair(
+        "KLPENPPOLoss", "discrete", {"delay_actor": True}, {}, computed=False, move_policy=True
+    )
     ours.increment = 2.0  # beta changes after the forward: the gradient uses beta = 1
     lin = actor.module[0].module
     target = ours.target_actor_network_params.flatten_keys(".")
     obs, action = td["observation"], td["action"]
     pi = torch.distributions.Categorical(logits=obs @ lin.weight.T + lin.bias)
     prox = torch.distributions.Categorical(
-        logits=obs @ target["module.0.module.weight"].T + target["module.0.module.bias"])
+        logits=obs @ target["module.0.module.weight"].T + target["module.0.module.bias"]
+    )
     ratio = (pi.log_prob(action) - td["action_log_prob"]).exp()
-    manual = ((-ratio * td["advantage"].squeeze(-1)
-               + torch.distributions.kl_divergence(prox, pi)).mean()
-              - 0.01 * pi.entropy().mean())
+    manual = (
+        -ratio * td["advantage"].squeeze(-1) + torch.distributions.kl_divergence(prox, pi)
+    ).mean() - 0.01 * pi.entropy().mean()
     expected = torch.autograd.grad(manual, [lin.weight, lin.bias])
     _, grads = _run(ours, td, [lin.weight, lin.bias])
     for x, y in zip(grads, expected, strict=True):
@@ -210,8 +230,7 @@ def test_delay_actor_with_an_unmoved_policy_is_plain_ppo():
 # --------------------------------------------------------------------------- errors
 def test_both_normalisations_are_refused():
     with pytest.raises(ValueError, match="mutually exclusive"):
-        ClipPPOLoss(discrete_actor(), critic(), normalize_advantage=True,
-                    advantage_norm=_norm())
+        ClipPPOLoss(discrete_actor(), critic(), normalize_advantage=True, advantage_norm=_norm())
 
 
 def test_delay_actor_needs_functional():
@@ -232,8 +251,9 @@ def test_delay_actor_must_be_a_bool():
 
 def test_update_target_actor_follows_torchrl_soft_update():
     kw = {"delay_actor": True}
-    actor, _, _, ours, theirs = _pair("ClipPPOLoss", "normal", kw, dict(kw), computed=False,
-                                      move_policy=True)
+    actor, _, _, ours, theirs = _pair(
+        "ClipPPOLoss", "normal", kw, dict(kw), computed=False, move_policy=True
+    )
     updater = torchrl_objectives.SoftUpdate(theirs, eps=0.9)
     # SoftUpdate's init_ hard-copies the source into the target; ours with eps=0
     ours.update_target_actor(eps=0.0)
@@ -244,8 +264,10 @@ def test_update_target_actor_follows_torchrl_soft_update():
                     p.mul_(1.5)
             updater.step()
             ours.update_target_actor(eps=eps)
-        assert_close(ours.target_actor_network_params.flatten_keys().to_dict(),
-                     theirs.target_actor_network_params.flatten_keys().to_dict())
+        assert_close(
+            ours.target_actor_network_params.flatten_keys().to_dict(),
+            theirs.target_actor_network_params.flatten_keys().to_dict(),
+        )
 
 
 def test_update_target_actor_needs_delay_actor_and_a_valid_eps():

@@ -48,14 +48,21 @@ def _head(kind: str, in_key: str, in_dim: int):
     trl = torchrl_modules
     if kind == "discrete":
         net = TensorDictModule(nn.Linear(in_dim, N_ACT), [in_key], ["logits"])
-        return trl.ProbabilisticActor(net, in_keys=["logits"],
-                                      distribution_class=torch.distributions.Categorical,
-                                      return_log_prob=True)
-    net = TensorDictModule(nn.Sequential(nn.Linear(in_dim, 2 * ACT_DIM), NormalParamExtractor()),
-                           [in_key], ["loc", "scale"])
+        return trl.ProbabilisticActor(
+            net,
+            in_keys=["logits"],
+            distribution_class=torch.distributions.Categorical,
+            return_log_prob=True,
+        )
+    net = TensorDictModule(
+        nn.Sequential(nn.Linear(in_dim, 2 * ACT_DIM), NormalParamExtractor()),
+        [in_key],
+        ["loc", "scale"],
+    )
     dist = trl.IndependentNormal if kind == "normal" else trl.TanhNormal
-    return trl.ProbabilisticActor(net, in_keys=["loc", "scale"], distribution_class=dist,
-                                  return_log_prob=True)
+    return trl.ProbabilisticActor(
+        net, in_keys=["loc", "scale"], distribution_class=dist, return_log_prob=True
+    )
 
 
 def build(kind: str, layout: str):
@@ -63,18 +70,26 @@ def build(kind: str, layout: str):
     trl = torchrl_modules
     if layout == "separate":
         actor = _head(kind, "observation", OBS)
-        critic = trl.ValueOperator(nn.Sequential(nn.Linear(OBS, HID), nn.Tanh(),
-                                                 nn.Linear(HID, 1)), in_keys=["observation"])
+        critic = trl.ValueOperator(
+            nn.Sequential(nn.Linear(OBS, HID), nn.Tanh(), nn.Linear(HID, 1)),
+            in_keys=["observation"],
+        )
         return actor, critic, actor, critic
-    common = TensorDictModule(nn.Sequential(nn.Linear(OBS, HID), nn.Tanh()), ["observation"],
-                              ["hidden"])
-    model = trl.ActorValueOperator(common, _head(kind, "hidden", HID),
-                                   trl.ValueOperator(nn.Linear(HID, 1), in_keys=["hidden"]))
+    common = TensorDictModule(
+        nn.Sequential(nn.Linear(OBS, HID), nn.Tanh()), ["observation"], ["hidden"]
+    )
+    model = trl.ActorValueOperator(
+        common, _head(kind, "hidden", HID), trl.ValueOperator(nn.Linear(HID, 1), in_keys=["hidden"])
+    )
     policy, value = model.get_policy_operator(), model.get_value_operator()
     if layout == "shared_two_calls":
         return policy, value, policy, value
-    return (ProbabilisticTensorDictSequential(model, model.get_policy_head()),
-            model.get_value_head(), policy, value)
+    return (
+        ProbabilisticTensorDictSequential(model, model.get_policy_head()),
+        model.get_value_head(),
+        policy,
+        value,
+    )
 
 
 def make_data(policy, value, *, computed: bool, deterministic: bool, seed: int):
@@ -84,12 +99,15 @@ def make_data(policy, value, *, computed: bool, deterministic: bool, seed: int):
     td = TensorDict({"observation": obs}, batch)
     if computed:
         done = torch.rand(*batch, 1, generator=g) < 0.25
-        td["next"] = TensorDict({
-            "observation": torch.randn(*batch, OBS, generator=g),
-            "reward": torch.randn(*batch, 1, generator=g),
-            "done": done,
-            "terminated": done & (torch.rand(*batch, 1, generator=g) < 0.5),
-        }, batch)
+        td["next"] = TensorDict(
+            {
+                "observation": torch.randn(*batch, OBS, generator=g),
+                "reward": torch.randn(*batch, 1, generator=g),
+                "done": done,
+                "terminated": done & (torch.rand(*batch, 1, generator=g) < 0.5),
+            },
+            batch,
+        )
     interaction = InteractionType.DETERMINISTIC if deterministic else InteractionType.RANDOM
     with torch.no_grad(), set_interaction_type(interaction):
         policy(td)
@@ -176,8 +194,7 @@ def test_parity_with_torchrl(kind, layout, computed, i):
     ours = ClipPPOLoss(actor, critic, **opts)
     theirs = torchrl_objectives.ClipPPOLoss(actor, critic, **_torchrl_kwargs(opts))
     if computed:
-        theirs.make_value_estimator(torchrl_objectives.ValueEstimators.GAE, gamma=0.99,
-                                    lmbda=0.95)
+        theirs.make_value_estimator(torchrl_objectives.ValueEstimators.GAE, gamma=0.99, lmbda=0.95)
 
     interaction = InteractionType.DETERMINISTIC if one_call else InteractionType.RANDOM
     with set_interaction_type(interaction):
@@ -192,18 +209,25 @@ def test_parity_with_torchrl(kind, layout, computed, i):
             continue
         assert key in out_ours.keys(), f"missing output {key}"
         got = out_ours[key]
-        assert_close(got.reshape(expected.shape) if got.numel() == expected.numel() else got,
-                     expected, rtol=1e-5, atol=1e-6, msg=f"output {key}")
+        assert_close(
+            got.reshape(expected.shape) if got.numel() == expected.numel() else got,
+            expected,
+            rtol=1e-5,
+            atol=1e-6,
+            msg=f"output {key}",
+        )
         compared += 1
     assert compared >= 6
 
-    params = list({id(p): p for p in list(actor.parameters()) + list(critic.parameters())}
-                  .values())
+    params = list({id(p): p for p in list(actor.parameters()) + list(critic.parameters())}.values())
     skip: set[int] = set()
     if one_call and opts.get("separate_losses"):
         skip |= {id(p) for p in critic.parameters()}  # TorchRL freezes the value head
-    if layout == "shared_two_calls" and opts.get("separate_losses") and not opts.get(
-            "functional", True):
+    if (
+        layout == "shared_two_calls"
+        and opts.get("separate_losses")
+        and not opts.get("functional", True)
+    ):
         skip |= {id(p) for p in policy.module[0].parameters()}  # TorchRL trains the trunk
     g_ours = torch.autograd.grad(_total(out_ours), params, allow_unused=True)
     g_theirs = torch.autograd.grad(_total(out_theirs), params, allow_unused=True)

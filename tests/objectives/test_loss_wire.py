@@ -76,8 +76,15 @@ def test_klpen_matches_torchrl(kind, opts):
     theirs = torchrl_objectives.KLPENPPOLoss(actor, value, **opts)
     a, grads_a = _run(ours, td)
     b, _ = _run(theirs, td)
-    for key in ("loss_objective", "loss_entropy", "loss_critic", "entropy", "kl", "kl_approx",
-                "value_clip_fraction"):
+    for key in (
+        "loss_objective",
+        "loss_entropy",
+        "loss_critic",
+        "entropy",
+        "kl",
+        "kl_approx",
+        "value_clip_fraction",
+    ):
         if key in b.keys():
             assert_close(a[key].reshape(b[key].shape), b[key], rtol=1e-5, atol=1e-6, msg=key)
     assert_close(ours.beta, theirs.beta)  # the adaptive rule, applied once
@@ -121,23 +128,36 @@ def test_klpen_without_stored_parameters_says_what_is_missing():
 # ----------------------------------------------------------------- composite policies
 def _composite(seed: int = 0):
     torch.manual_seed(seed)
-    net = TensorDictModule(nn.Sequential(nn.Linear(OBS, 4 + 3), NormalParamExtractor()),
-                           ["observation"], ["raw_loc", "raw_scale"])
+    net = TensorDictModule(
+        nn.Sequential(nn.Linear(OBS, 4 + 3), NormalParamExtractor()),
+        ["observation"],
+        ["raw_loc", "raw_scale"],
+    )
 
     def split(td):
         td["params", "move", "loc"] = td["raw_loc"][..., :2]
         td["params", "move", "scale"] = td["raw_scale"][..., :2]
         td["params", "grip", "logits"] = torch.cat(
-            [td["raw_loc"][..., 2:], td["raw_scale"][..., 2:]], -1)
+            [td["raw_loc"][..., 2:], td["raw_scale"][..., 2:]], -1
+        )
         return td
 
-    dist = functools.partial(CompositeDistribution, distribution_map={
-        "move": D.Normal, "grip": D.Categorical},
-        name_map={"move": ("agent", "move"), "grip": ("agent", "grip")})
+    dist = functools.partial(
+        CompositeDistribution,
+        distribution_map={"move": D.Normal, "grip": D.Categorical},
+        name_map={"move": ("agent", "move"), "grip": ("agent", "grip")},
+    )
     actor = ProbabilisticTensorDictSequential(
-        net, split, ProbabilisticTensorDictModule(
-            ["params"], [("agent", "move"), ("agent", "grip")], distribution_class=dist,
-            return_log_prob=True, default_interaction_type=InteractionType.RANDOM))
+        net,
+        split,
+        ProbabilisticTensorDictModule(
+            ["params"],
+            [("agent", "move"), ("agent", "grip")],
+            distribution_class=dist,
+            return_log_prob=True,
+            default_interaction_type=InteractionType.RANDOM,
+        ),
+    )
     critic = TensorDictModule(nn.Linear(OBS, 1), ["observation"], ["state_value"])
     g = torch.Generator().manual_seed(seed + 1)
     td = TensorDict({"observation": torch.randn(10, OBS, generator=g)}, [10])
@@ -147,8 +167,10 @@ def _composite(seed: int = 0):
             p.add_(0.3 * torch.randn(p.shape, generator=g))
     td["advantage"] = torch.randn(10, 1, generator=g)
     td["value_target"] = torch.randn(10, 1, generator=g)
-    keys = {"action": [("agent", "move"), ("agent", "grip")],
-            "sample_log_prob": [("agent", "move_log_prob"), ("agent", "grip_log_prob")]}
+    keys = {
+        "action": [("agent", "move"), ("agent", "grip")],
+        "sample_log_prob": [("agent", "move_log_prob"), ("agent", "grip_log_prob")],
+    }
     return actor, critic, td, keys
 
 
@@ -156,7 +178,8 @@ def _composite(seed: int = 0):
 def test_composite_policy_matches_torchrl(cls):
     actor, critic, td, keys = _composite()
     ours = {"PPOLoss": PPOLoss, "ClipPPOLoss": ClipPPOLoss, "KLPENPPOLoss": KLPENPPOLoss}[cls](
-        actor, critic, entropy_coeff=0.05).set_keys(**keys)
+        actor, critic, entropy_coeff=0.05
+    ).set_keys(**keys)
     theirs = getattr(torchrl_objectives, cls)(actor, critic, entropy_coeff=0.05)
     theirs.set_keys(**keys)
     a, grads_a = _run(ours, td)
@@ -164,8 +187,11 @@ def test_composite_policy_matches_torchrl(cls):
     for key in ("loss_objective", "loss_entropy", "loss_critic", "entropy"):
         assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
     per_head = a["composite_entropy"]
-    assert_close(per_head["agent", "move_entropy"].reshape(-1, 2).sum(-1).mean()
-                 + per_head["agent", "grip_entropy"].mean(), a["entropy"])
+    assert_close(
+        per_head["agent", "move_entropy"].reshape(-1, 2).sum(-1).mean()
+        + per_head["agent", "grip_entropy"].mean(),
+        a["entropy"],
+    )
     assert all(g is not None for g in grads_a[:2])  # the shared net is trained
 
 
@@ -197,9 +223,15 @@ def test_set_keys_lists_are_checked():
 # ----------------------------------------------------------------- protocol and critic
 def test_keyword_call_equals_tensordict_call():
     actor, value, td = _data("discrete")
-    td["next"] = TensorDict({"observation": torch.randn(12, OBS), "reward": torch.randn(12, 1),
-                             "done": torch.zeros(12, 1, dtype=torch.bool),
-                             "terminated": torch.zeros(12, 1, dtype=torch.bool)}, [12])
+    td["next"] = TensorDict(
+        {
+            "observation": torch.randn(12, OBS),
+            "reward": torch.randn(12, 1),
+            "done": torch.zeros(12, 1, dtype=torch.bool),
+            "terminated": torch.zeros(12, 1, dtype=torch.bool),
+        },
+        [12],
+    )
     loss = ClipPPOLoss(actor, value)
     kwargs = {keyword_name(k): td.get(k) for k in loss.in_keys}
     kwargs.update(advantage=td["advantage"], value_target=td["value_target"])
@@ -236,10 +268,15 @@ def test_vtrace_through_the_loss_scores_with_the_actor():
     td = TensorDict({"observation": torch.randn(2, 6, OBS)}, [2, 6])
     with torch.no_grad():
         policy(td)
-    td["next"] = TensorDict({"observation": torch.randn(2, 6, OBS),
-                             "reward": torch.randn(2, 6, 1),
-                             "done": torch.zeros(2, 6, 1, dtype=torch.bool),
-                             "terminated": torch.zeros(2, 6, 1, dtype=torch.bool)}, [2, 6])
+    td["next"] = TensorDict(
+        {
+            "observation": torch.randn(2, 6, OBS),
+            "reward": torch.randn(2, 6, 1),
+            "done": torch.zeros(2, 6, 1, dtype=torch.bool),
+            "terminated": torch.zeros(2, 6, 1, dtype=torch.bool),
+        },
+        [2, 6],
+    )
     loss = ClipPPOLoss(actor, value).make_value_estimator("vtrace", gamma=0.9)
     assert loss.value_type.__name__ == "VTrace"
     out = loss(td)
@@ -247,16 +284,20 @@ def test_vtrace_through_the_loss_scores_with_the_actor():
 
 
 # ----------------------------------------------------------------- max_importance_ratio
-@pytest.mark.parametrize("cls, opts", [
-    ("ClipPPOLoss", {"max_importance_ratio": 1.2}),
-    ("ClipPPOLoss", {"max_importance_ratio": 1.1, "clip_epsilon": (0.1, 0.3)}),
-    ("PPOLoss", {"max_importance_ratio": 1.5, "reduction": "none"}),
-    ("KLPENPPOLoss", {"max_importance_ratio": 1.3}),
-])
+@pytest.mark.parametrize(
+    "cls, opts",
+    [
+        ("ClipPPOLoss", {"max_importance_ratio": 1.2}),
+        ("ClipPPOLoss", {"max_importance_ratio": 1.1, "clip_epsilon": (0.1, 0.3)}),
+        ("PPOLoss", {"max_importance_ratio": 1.5, "reduction": "none"}),
+        ("KLPENPPOLoss", {"max_importance_ratio": 1.3}),
+    ],
+)
 def test_max_importance_ratio_matches_torchrl(cls, opts):
     actor, value, td = _data("normal", move=0.6)  # ratios well beyond the caps
     ours = {"PPOLoss": PPOLoss, "ClipPPOLoss": ClipPPOLoss, "KLPENPPOLoss": KLPENPPOLoss}[cls](
-        actor, value, **opts)
+        actor, value, **opts
+    )
     theirs = getattr(torchrl_objectives, cls)(actor, value, **opts)
     a, grads_a = _run(ours, td)
     b, _ = _run(theirs, td)

@@ -33,15 +33,21 @@ class Gaussian(nn.Module):
 
 
 def _normal_actor() -> ProbabilisticActor:
-    return ProbabilisticActor(TensorDictModule(Gaussian(), ["observation"], ["loc", "scale"]),
-                              in_keys=["loc", "scale"], distribution_class=IndependentNormal,
-                              return_log_prob=True)
+    return ProbabilisticActor(
+        TensorDictModule(Gaussian(), ["observation"], ["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=IndependentNormal,
+        return_log_prob=True,
+    )
 
 
 def _discrete_actor() -> ProbabilisticActor:
-    return ProbabilisticActor(TensorDictModule(nn.Linear(OBS, 3), ["observation"], ["logits"]),
-                              in_keys=["logits"], distribution_class=Categorical,
-                              return_log_prob=True)
+    return ProbabilisticActor(
+        TensorDictModule(nn.Linear(OBS, 3), ["observation"], ["logits"]),
+        in_keys=["logits"],
+        distribution_class=Categorical,
+        return_log_prob=True,
+    )
 
 
 def _poison_loc(actor):
@@ -62,8 +68,12 @@ def _poison_logits(actor):
 
 CASES = [
     (_normal_actor, _poison_loc, r"IndependentNormal: loc has 8 NaN/Inf entries \(of 16\)"),
-    (_normal_actor, _negative_scale, r"scale must be finite and > 0, got 8 bad entries, "
-                                     r"e\.g\. \[-0\.5, -0\.5, -0\.5\]"),
+    (
+        _normal_actor,
+        _negative_scale,
+        r"scale must be finite and > 0, got 8 bad entries, "
+        r"e\.g\. \[-0\.5, -0\.5, -0\.5\]",
+    ),
     (_normal_actor, _zero_scale, r"scale must be finite and > 0, got 8 bad entries"),
     (_discrete_actor, _poison_logits, r"Categorical: logits contain NaN or \+inf"),
 ]

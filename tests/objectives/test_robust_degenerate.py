@@ -18,8 +18,16 @@ from ppokit import ClipPPOLoss, PPOLoss
 from ppokit.objectives import functional as PF
 from ppokit.objectives.objective import ppo_objective
 
-DIAGNOSTICS = ["kl_approx", "ESS", "max_ratio", "mean_ratio", "clip_fraction", "entropy",
-               "explained_variance", "value_clip_fraction"]
+DIAGNOSTICS = [
+    "kl_approx",
+    "ESS",
+    "max_ratio",
+    "mean_ratio",
+    "clip_fraction",
+    "entropy",
+    "explained_variance",
+    "value_clip_fraction",
+]
 LOSSES = ["loss_objective", "loss_entropy", "loss_critic"]
 
 
@@ -30,9 +38,13 @@ def test_an_empty_batch_is_a_clear_error(loss_cls, batch):
     full = make_batch(actor, tuple(n or 2 for n in batch))
     td = full[tuple(slice(0, n) for n in batch)]  # a real batch, cut to a 0 somewhere
     assert td.batch_size == batch
-    with pytest.raises(ValueError, match=(
+    with pytest.raises(
+        ValueError,
+        match=(
             rf"{loss_cls.__name__}'s input TensorDict has batch shape "
-            rf"\({', '.join(map(str, batch))},?\), which holds no sample")):
+            rf"\({', '.join(map(str, batch))},?\), which holds no sample"
+        ),
+    ):
         loss_cls(actor, critic())(td)
 
 
@@ -45,8 +57,7 @@ def test_ppo_objective_rejects_an_empty_batch():
 def _masked(batch=(5,), valid=None):
     actor, value = normal_actor(), critic()
     td = make_batch(actor, batch)
-    td["mask"] = (torch.zeros(batch, dtype=torch.bool) if valid is None
-                  else torch.tensor(valid))
+    td["mask"] = torch.zeros(batch, dtype=torch.bool) if valid is None else torch.tensor(valid)
     return actor, value, td
 
 
@@ -79,8 +90,7 @@ def test_one_valid_sample_equals_the_loss_on_that_sample_alone():
     loss.set_keys(mask="mask")
     masked = loss(td)
     alone = ClipPPOLoss(actor, value)(td[2:3].exclude("mask"))
-    for key in [*LOSSES, "kl_approx", "ESS", "max_ratio", "mean_ratio", "clip_fraction",
-                "entropy"]:
+    for key in [*LOSSES, "kl_approx", "ESS", "max_ratio", "mean_ratio", "clip_fraction", "entropy"]:
         torch.testing.assert_close(masked[key], alone[key], msg=key)
     # explained_variance over one sample: 1 - 0 / (0 + eps) = 1 in both
     torch.testing.assert_close(masked["explained_variance"], alone["explained_variance"])
@@ -105,11 +115,18 @@ def test_ppo_objective_all_false_mask_matches_the_documented_outputs():
     log_prob = torch.randn(4, generator=g, requires_grad=True)
     value = torch.randn(4, 1, generator=g, requires_grad=True)
     out = ppo_objective(
-        log_prob, torch.randn(4, generator=g), torch.randn(4, 1, generator=g),
-        entropy=torch.rand(4, generator=g), value=value,
-        value_target=torch.randn(4, 1, generator=g), old_value=torch.randn(4, 1, generator=g),
-        clip_value=0.2, mask=torch.zeros(4, 1, dtype=torch.bool), clip_epsilon=0.2,
-        normalize_advantage=True)
+        log_prob,
+        torch.randn(4, generator=g),
+        torch.randn(4, 1, generator=g),
+        entropy=torch.rand(4, generator=g),
+        value=value,
+        value_target=torch.randn(4, 1, generator=g),
+        old_value=torch.randn(4, 1, generator=g),
+        clip_value=0.2,
+        mask=torch.zeros(4, 1, dtype=torch.bool),
+        clip_epsilon=0.2,
+        normalize_advantage=True,
+    )
     assert all(float(out[k].detach()) == 0.0 for k in LOSSES)
     assert all(math.isnan(float(out[k])) for k in DIAGNOSTICS)
     (out["loss_objective"] + out["loss_critic"]).backward()

@@ -21,10 +21,14 @@ from ppokit.objectives.network_inputs import NetworkInputError, input_mismatch
 CASES = {
     "int_obs": ("actor", ["'observation'", "int64", "expects dtype float32", ".to(torch.float32)"]),
     "f64_obs": ("actor", ["'observation'", "float64", "expects dtype float32"]),
-    "wide_obs": ("actor", ["'observation'", f"shape (6, {OBS + 2})",
-                           f"expects {OBS} features on the last dim"]),
-    "f64_critic": ("critic", ["'observation'", "float32 values", "expects dtype float64",
-                              "critic.to(torch.float32)"]),
+    "wide_obs": (
+        "actor",
+        ["'observation'", f"shape (6, {OBS + 2})", f"expects {OBS} features on the last dim"],
+    ),
+    "f64_critic": (
+        "critic",
+        ["'observation'", "float32 values", "expects dtype float64", "critic.to(torch.float32)"],
+    ),
     "meta_critic": ("critic", ["'observation'", "on cpu", "expects device meta"]),
 }
 
@@ -53,8 +57,7 @@ def test_the_error_names_key_expected_and_arrived(case, loss_cls, functional, pa
     role, words = CASES[case]
     actor, value, td = _setup(case)
     loss = loss_cls(actor, value, functional=functional)
-    hook = (value.register_forward_hook(lambda *args: None) if path == "tensordict"
-            else None)
+    hook = value.register_forward_hook(lambda *args: None) if path == "tensordict" else None
     try:
         assert loss.execution_path == path
         with pytest.raises(NetworkInputError) as info:
@@ -74,17 +77,26 @@ def test_the_error_names_key_expected_and_arrived(case, loss_cls, functional, pa
 def test_value_estimator_names_the_key():
     value = critic()
     g = torch.Generator().manual_seed(0)
-    td = TensorDict({
-        "observation": torch.randn(2, 4, OBS, generator=g, dtype=torch.float64),
-        "next": {"observation": torch.randn(2, 4, OBS, generator=g, dtype=torch.float64),
-                 "reward": torch.randn(2, 4, 1, generator=g),
-                 "done": torch.zeros(2, 4, 1, dtype=torch.bool),
-                 "terminated": torch.zeros(2, 4, 1, dtype=torch.bool)},
-    }, batch_size=[2, 4])
-    with pytest.raises(NetworkInputError, match=(
+    td = TensorDict(
+        {
+            "observation": torch.randn(2, 4, OBS, generator=g, dtype=torch.float64),
+            "next": {
+                "observation": torch.randn(2, 4, OBS, generator=g, dtype=torch.float64),
+                "reward": torch.randn(2, 4, 1, generator=g),
+                "done": torch.zeros(2, 4, 1, dtype=torch.bool),
+                "terminated": torch.zeros(2, 4, 1, dtype=torch.bool),
+            },
+        },
+        batch_size=[2, 4],
+    )
+    with pytest.raises(
+        NetworkInputError,
+        match=(
             r"The value_network cannot read 'observation': it holds float64 values of shape "
             r"\(2, 4, 3\) on cpu, but its first layer value_network\.module "
-            r"\(Linear\(in_features=3.*expects dtype float32")):
+            r"\(Linear\(in_features=3.*expects dtype float32"
+        ),
+    ):
         GAE(gamma=0.9, lmbda=0.9, value_network=value)(td)
     assert "advantage" not in td.keys()
 
@@ -141,8 +153,11 @@ def test_a_failing_diagnosis_never_hides_the_original_error(monkeypatch):
 def test_integer_indices_for_an_embedding_are_not_blamed():
     from tensordict.nn import TensorDictModule
 
-    value = TensorDictModule(nn.Sequential(nn.Embedding(5, 3), nn.Linear(3, 1)),
-                             in_keys=["token"], out_keys=["state_value"])
+    value = TensorDictModule(
+        nn.Sequential(nn.Embedding(5, 3), nn.Linear(3, 1)),
+        in_keys=["token"],
+        out_keys=["state_value"],
+    )
     td = TensorDict(token=torch.zeros(2, dtype=torch.long), batch_size=[2])
     assert input_mismatch(value, td, role="critic") is None
     td["token"] = td["token"].to("meta")

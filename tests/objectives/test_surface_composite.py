@@ -67,19 +67,25 @@ class _Params(nn.Module):
     def forward(self, obs: torch.Tensor):
         out = self.lin(obs)
         k = max(self.act, 1)
-        loc, scale, logits = out[..., :k], out[..., k:2 * k].exp(), out[..., 2 * k:]
+        loc, scale, logits = out[..., :k], out[..., k : 2 * k].exp(), out[..., 2 * k :]
         if self.act == 0:  # a scalar action per sample: entropy [B], no event dim
             loc, scale = loc.squeeze(-1), scale.squeeze(-1)
         return loc, scale, logits
 
 
 def composite_actor(act: int = ACT, cont=D.Normal, disc=D.Categorical):
-    net = TensorDictModule(_Params(act), ["observation"], [
-        ("params", *AGENT, "loc"), ("params", *AGENT, "scale"), ("params", "disc", "logits")])
+    net = TensorDictModule(
+        _Params(act),
+        ["observation"],
+        [("params", *AGENT, "loc"), ("params", *AGENT, "scale"), ("params", "disc", "logits")],
+    )
     prob = ProbabilisticTensorDictModule(
-        in_keys=["params"], out_keys=HEADS, distribution_class=CompositeDistribution,
+        in_keys=["params"],
+        out_keys=HEADS,
+        distribution_class=CompositeDistribution,
         distribution_kwargs={"distribution_map": {AGENT: cont, "disc": disc}},
-        return_log_prob=True)
+        return_log_prob=True,
+    )
     return ProbabilisticTensorDictSequential(net, prob)
 
 
@@ -211,13 +217,16 @@ def test_policy_keys_are_torchrl_loss_keys():
 def test_plain_distribution_matches_torchrl():
     actor = torchrl_modules.ProbabilisticActor(
         TensorDictModule(_Split(), ["observation"], ["loc", "scale"]),
-        in_keys=["loc", "scale"], distribution_class=torchrl_modules.IndependentNormal,
-        return_log_prob=True)
+        in_keys=["loc", "scale"],
+        distribution_class=torchrl_modules.IndependentNormal,
+        return_log_prob=True,
+    )
     td = rollout(actor)
     ref = torchrl_loss(actor)(td.clone())
     dist = actor.get_dist(td)
-    lw = (action_log_prob(dist, td, "action", batch_shape=BATCH)
-          - stored_log_prob(td, "action_log_prob", batch_shape=BATCH))
+    lw = action_log_prob(dist, td, "action", batch_shape=BATCH) - stored_log_prob(
+        td, "action_log_prob", batch_shape=BATCH
+    )
     assert_close(-lw.mean(), ref["kl_approx"])
     terms = entropy_terms(dist, batch_shape=BATCH)
     assert terms.per_head is None
@@ -249,8 +258,10 @@ def test_aggregated_stored_log_prob_for_a_composite():
     actor = composite_actor()
     td = rollout(actor)
     td["sample_log_prob"] = td[LOG_PROBS[0]].sum(-1) + td[LOG_PROBS[1]]
-    assert_close(stored_log_prob(td, "sample_log_prob", batch_shape=BATCH),
-                 stored_log_prob(td, LOG_PROBS, batch_shape=BATCH))
+    assert_close(
+        stored_log_prob(td, "sample_log_prob", batch_shape=BATCH),
+        stored_log_prob(td, LOG_PROBS, batch_shape=BATCH),
+    )
 
 
 def test_sampling_prefers_the_atomic_method():
@@ -342,8 +353,7 @@ def test_entropy_compiles_in_one_graph():
     loc, scale = torch.randn(B, ACT), torch.rand(B, ACT) + 0.5
 
     def bonus(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        params = TensorDict({"move": {"loc": loc, "scale": scale},
-                             "grip": {"logits": loc}}, [B])
+        params = TensorDict({"move": {"loc": loc, "scale": scale}, "grip": {"logits": loc}}, [B])
         dist = CompositeDistribution(params, {"move": _OverflowingNormal, "grip": D.Categorical})
         return entropy_loss(entropy_terms(dist, batch_shape=BATCH), {"move": 0.1, "grip": 0.2})
 

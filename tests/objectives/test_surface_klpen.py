@@ -51,7 +51,10 @@ class _LocScale(nn.Module):
 def gaussian_actor(dist_class):
     return torchrl_modules.ProbabilisticActor(
         TensorDictModule(_LocScale(), ["observation"], ["loc", "scale"]),
-        in_keys=["loc", "scale"], distribution_class=dist_class, return_log_prob=True)
+        in_keys=["loc", "scale"],
+        distribution_class=dist_class,
+        return_log_prob=True,
+    )
 
 
 class _Composite(nn.Module):
@@ -61,17 +64,23 @@ class _Composite(nn.Module):
 
     def forward(self, obs: torch.Tensor):
         out = self.lin(obs)
-        return out[..., :ACT], out[..., ACT:2 * ACT].exp(), out[..., 2 * ACT:]
+        return out[..., :ACT], out[..., ACT : 2 * ACT].exp(), out[..., 2 * ACT :]
 
 
 def composite_actor():
     agent = ("agents", "action")
-    net = TensorDictModule(_Composite(), ["observation"], [
-        ("params", *agent, "loc"), ("params", *agent, "scale"), ("params", "disc", "logits")])
+    net = TensorDictModule(
+        _Composite(),
+        ["observation"],
+        [("params", *agent, "loc"), ("params", *agent, "scale"), ("params", "disc", "logits")],
+    )
     prob = ProbabilisticTensorDictModule(
-        in_keys=["params"], out_keys=[agent, "disc"], distribution_class=CompositeDistribution,
+        in_keys=["params"],
+        out_keys=[agent, "disc"],
+        distribution_class=CompositeDistribution,
         distribution_kwargs={"distribution_map": {agent: D.Normal, "disc": D.Categorical}},
-        return_log_prob=True)
+        return_log_prob=True,
+    )
     return ProbabilisticTensorDictSequential(net, prob)
 
 
@@ -96,8 +105,10 @@ def ppokit_terms(actor, td, beta, *, action_keys, log_prob_keys, samples_mc_kl=1
     td = td.copy()  # running the actor writes its outputs (loc, scale) into the data
     previous = previous_distribution(actor, td)
     current = actor.get_dist(td)
-    log_weight = (action_log_prob(current, td, action_keys, batch_shape=BATCH)
-                  - stored_log_prob(td, log_prob_keys, batch_shape=BATCH)).unsqueeze(-1)
+    log_weight = (
+        action_log_prob(current, td, action_keys, batch_shape=BATCH)
+        - stored_log_prob(td, log_prob_keys, batch_shape=BATCH)
+    ).unsqueeze(-1)
     kl = kl_term(previous, current, samples_mc_kl=samples_mc_kl, batch_shape=BATCH)
     return kl, klpen_objective(log_weight, td["advantage"], kl, beta)
 
@@ -106,16 +117,18 @@ def ppokit_terms(actor, td, beta, *, action_keys, log_prob_keys, samples_mc_kl=1
 def test_closed_form_kl_objective_and_beta_sequence(dist_class):
     actor = gaussian_actor(getattr(torchrl_modules, dist_class))
     dtarg, inc, dec = 0.01, 1.7, 0.6
-    loss = torchrl_klpen(actor, beta=0.8, dtarg=dtarg, increment=inc, decrement=dec,
-                         entropy_bonus=False)
+    loss = torchrl_klpen(
+        actor, beta=0.8, dtarg=dtarg, increment=inc, decrement=dec, entropy_bonus=False
+    )
     beta = torch.tensor(0.8)
     betas = [0.8]
     # large moves push the KL above 1.5 * dtarg (beta grows), no move gives KL 0 (shrinks)
     for move in (0.3, 0.0, 0.3, 0.3, 0.0, 0.05):
         td = rollout(actor, move)
         ref = loss(td.clone())
-        kl, objective = ppokit_terms(actor, td, beta, action_keys="action",
-                                     log_prob_keys="action_log_prob")
+        kl, objective = ppokit_terms(
+            actor, td, beta, action_keys="action", log_prob_keys="action_log_prob"
+        )
         assert_close(kl.unsqueeze(-1), ref["kl"])
         assert_close(objective.mean(), ref["loss_objective"])
         beta = next_beta(beta, kl.detach().mean(), dtarg=dtarg, increment=inc, decrement=dec)
@@ -134,15 +147,23 @@ def test_monte_carlo_kl_on_a_composite_draws_as_torchrl(samples):
     ref = loss(td.clone())
     torch.manual_seed(11)
     kl, objective = ppokit_terms(
-        actor, td, torch.tensor(1.3), samples_mc_kl=samples,
+        actor,
+        td,
+        torch.tensor(1.3),
+        samples_mc_kl=samples,
         action_keys=[("agents", "action"), "disc"],
-        log_prob_keys=[("agents", "action_log_prob"), "disc_log_prob"])
+        log_prob_keys=[("agents", "action_log_prob"), "disc_log_prob"],
+    )
     assert_close(kl.unsqueeze(-1), ref["kl"])
     assert_close(objective.mean(), ref["loss_objective"])
     # a different seed draws different points: the comparison above is not vacuous
     torch.manual_seed(12)
-    other = kl_term(previous_distribution(actor, td), actor.get_dist(td),
-                    samples_mc_kl=samples, batch_shape=BATCH)
+    other = kl_term(
+        previous_distribution(actor, td),
+        actor.get_dist(td),
+        samples_mc_kl=samples,
+        batch_shape=BATCH,
+    )
     assert not torch.allclose(other, kl)
 
 
@@ -159,18 +180,21 @@ def test_monte_carlo_kl_by_hand():
 def test_gradient_is_that_of_the_returned_loss():
     actor = gaussian_actor(torchrl_modules.IndependentNormal)
     td = rollout(actor, 0.3)  # KL well above 1.5 * dtarg: beta doubles during the call
-    loss = torchrl_klpen(actor, beta=1.0, dtarg=0.001, increment=2.0, entropy_bonus=False,
-                         critic_coeff=None)
+    loss = torchrl_klpen(
+        actor, beta=1.0, dtarg=0.001, increment=2.0, entropy_bonus=False, critic_coeff=None
+    )
     params = list(actor.parameters())
 
     def grads(beta: float) -> list[torch.Tensor]:
-        _, objective = ppokit_terms(actor, td, torch.tensor(beta), action_keys="action",
-                                    log_prob_keys="action_log_prob")
+        _, objective = ppokit_terms(
+            actor, td, torch.tensor(beta), action_keys="action", log_prob_keys="action_log_prob"
+        )
         return torch.autograd.grad(objective.mean(), params)
 
     beta = torch.tensor(1.0)  # ppokit: build with beta, update beta, then differentiate
-    kl, objective = ppokit_terms(actor, td, beta, action_keys="action",
-                                 log_prob_keys="action_log_prob")
+    kl, objective = ppokit_terms(
+        actor, td, beta, action_keys="action", log_prob_keys="action_log_prob"
+    )
     beta.copy_(next_beta(beta, kl.mean(), dtarg=0.001, increment=2.0, decrement=0.5))
     assert float(beta) == 2.0
     ours = torch.autograd.grad(objective.mean(), params)

@@ -47,8 +47,10 @@ class _LocScale(nn.Module):
 def gaussian_actor(in_key: str = "observation"):
     return torchrl_modules.ProbabilisticActor(
         TensorDictModule(_LocScale(), [in_key], ["loc", "scale"]),
-        in_keys=["loc", "scale"], distribution_class=torchrl_modules.IndependentNormal,
-        return_log_prob=True)
+        in_keys=["loc", "scale"],
+        distribution_class=torchrl_modules.IndependentNormal,
+        return_log_prob=True,
+    )
 
 
 def critic(in_key: str = "observation"):
@@ -57,11 +59,16 @@ def critic(in_key: str = "observation"):
 
 def composite_actor():
     agent = ("agents", "action")
-    net = TensorDictModule(_LocScale(), ["observation"],
-                           [("params", *agent, "loc"), ("params", *agent, "scale")])
+    net = TensorDictModule(
+        _LocScale(), ["observation"], [("params", *agent, "loc"), ("params", *agent, "scale")]
+    )
     prob = ProbabilisticTensorDictModule(
-        in_keys=["params"], out_keys=[agent], distribution_class=CompositeDistribution,
-        distribution_kwargs={"distribution_map": {agent: D.Normal}}, return_log_prob=True)
+        in_keys=["params"],
+        out_keys=[agent],
+        distribution_class=CompositeDistribution,
+        distribution_kwargs={"distribution_map": {agent: D.Normal}},
+        return_log_prob=True,
+    )
     return ProbabilisticTensorDictSequential(net, prob)
 
 
@@ -94,10 +101,15 @@ def rollout(actor, value) -> TensorDict:
     td = TensorDict({"observation": torch.randn(B, OBS)}, [B])
     with torch.no_grad():
         actor(td)
-    td["next"] = TensorDict({
-        "observation": torch.randn(B, OBS), "reward": torch.randn(B, 1),
-        "done": torch.zeros(B, 1, dtype=torch.bool),
-        "terminated": torch.zeros(B, 1, dtype=torch.bool)}, [B])
+    td["next"] = TensorDict(
+        {
+            "observation": torch.randn(B, OBS),
+            "reward": torch.randn(B, 1),
+            "done": torch.zeros(B, 1, dtype=torch.bool),
+            "terminated": torch.zeros(B, 1, dtype=torch.bool),
+        },
+        [B],
+    )
     return td
 
 
@@ -109,10 +121,10 @@ def _same_keys(ours: list, theirs: list) -> None:
 @pytest.mark.parametrize("layout", ["separate", "critic_reads_other_key", "no_critic"])
 def test_in_keys_are_torchrl_in_keys(layout):
     actor = gaussian_actor()
-    value = {"separate": critic(), "critic_reads_other_key": critic("pixels"),
-             "no_critic": None}[layout]
-    ref = torchrl_objectives.ClipPPOLoss(actor, value,
-                                         critic_coeff=None if value is None else 1.0)
+    value = {"separate": critic(), "critic_reads_other_key": critic("pixels"), "no_critic": None}[
+        layout
+    ]
+    ref = torchrl_objectives.ClipPPOLoss(actor, value, critic_coeff=None if value is None else 1.0)
     _same_keys(Standin(ref).in_keys, ref.in_keys)
 
 
@@ -127,11 +139,27 @@ def test_in_keys_of_a_composite_actor_and_of_klpen():
 
 def test_in_keys_by_hand_and_setter():
     actor = TensorDictModule(nn.Linear(OBS, 2), [("agents", "obs")], ["logits"])
-    keys = loss_in_keys(actor, critic("state"), action=["a", ("agents", "b")],
-                        sample_log_prob="lp", reward="r", done="d", terminated="t",
-                        extra=["state"])  # a repeat: listed once
-    assert keys == [("agents", "obs"), ("next", "agents", "obs"), "state", "a",
-                    ("agents", "b"), "lp", ("next", "r"), ("next", "d"), ("next", "t")]
+    keys = loss_in_keys(
+        actor,
+        critic("state"),
+        action=["a", ("agents", "b")],
+        sample_log_prob="lp",
+        reward="r",
+        done="d",
+        terminated="t",
+        extra=["state"],
+    )  # a repeat: listed once
+    assert keys == [
+        ("agents", "obs"),
+        ("next", "agents", "obs"),
+        "state",
+        "a",
+        ("agents", "b"),
+        "lp",
+        ("next", "r"),
+        ("next", "d"),
+        ("next", "t"),
+    ]
     loss = Standin(torchrl_objectives.ClipPPOLoss(gaussian_actor(), critic()))
     loss.in_keys = ["observation", ("next", "observation")]
     assert loss.in_keys == ["observation", ("next", "observation")]
@@ -161,8 +189,11 @@ def test_keyword_call_returns_what_torchrl_returns():
     for a, b in zip(ours, theirs):
         assert_close(a, b)
     # ... and TensorDict calls return only those entries
-    assert set(loss(td.clone()).keys()) == set(ref(td.clone()).keys()) == {
-        "loss_critic", "loss_objective"}
+    assert (
+        set(loss(td.clone()).keys())
+        == set(ref(td.clone()).keys())
+        == {"loss_critic", "loss_objective"}
+    )
 
     # one selected key: a bare tensor, as tensordict's dispatch returns
     ref.select_out_keys("loss_objective")
@@ -212,8 +243,9 @@ def test_keyword_errors_name_the_keys():
 
 
 def test_keyword_tensordict_nests_and_batches():
-    td = keyword_tensordict({"a_b_c": torch.zeros(3, 2), "d": torch.ones(3)},
-                            [("a", "b", "c")], ["d"])
+    td = keyword_tensordict(
+        {"a_b_c": torch.zeros(3, 2), "d": torch.ones(3)}, [("a", "b", "c")], ["d"]
+    )
     assert td.batch_size == (3,)
     assert td["a", "b", "c"].shape == (3, 2)
     assert keyword_name(("a", "b"), separator="sep") == "asepb"
@@ -224,7 +256,8 @@ def test_reset_parameters_recursive_like_torchrl():
     trunk = TensorDictModule(nn.Linear(OBS, OBS), ["observation"], ["hidden"])
     actor = ProbabilisticTensorDictSequential(trunk, gaussian_actor("hidden"))
     value = TensorDictSequential(
-        trunk, torchrl_modules.ValueOperator(nn.Linear(OBS, 1), in_keys=["hidden"]))
+        trunk, torchrl_modules.ValueOperator(nn.Linear(OBS, 1), in_keys=["hidden"])
+    )
     inner = torchrl_objectives.ClipPPOLoss(actor, value, functional=False)
     loss = Standin(inner)
     calls: dict[int, int] = {}
@@ -260,4 +293,3 @@ def test_reset_reaches_parameter_views_sharing_storage():
     for key, value in view.items(include_nested=True, leaves_only=True):
         assert not torch.equal(value, before[key])
     assert_close(view["module", "0", "module", "lin", "weight"], actor.module[0].module.lin.weight)
-

@@ -20,15 +20,22 @@ from ppokit import ClipPPOLoss, PPOLoss
 torchrl_objectives = pytest.importorskip("torchrl.objectives")
 
 
-def _both(ours_kw: dict, theirs_kw: dict | None = None, *, kind: str = "normal", td=None,
-          cls: str = "ClipPPOLoss"):
+def _both(
+    ours_kw: dict,
+    theirs_kw: dict | None = None,
+    *,
+    kind: str = "normal",
+    td=None,
+    cls: str = "ClipPPOLoss",
+):
     torch.manual_seed(11)  # the same modules on every call
     actor, value, policy, value_op = build(kind, "separate")
     if td is None:
         td = make_data(policy, value_op, computed=False, deterministic=False, seed=2)
     ours = {"ClipPPOLoss": ClipPPOLoss, "PPOLoss": PPOLoss}[cls](actor, value, **ours_kw)
-    theirs = getattr(torchrl_objectives, cls)(actor, value,
-                                              **(ours_kw if theirs_kw is None else theirs_kw))
+    theirs = getattr(torchrl_objectives, cls)(
+        actor, value, **(ours_kw if theirs_kw is None else theirs_kw)
+    )
     torch.manual_seed(5)
     a = ours(td)
     torch.manual_seed(5)
@@ -46,10 +53,14 @@ def _assert_outputs_match(a, b, keys=None):
 def test_every_torchrl_keyword_is_accepted():
     for name in ("PPOLoss", "ClipPPOLoss"):
         theirs = inspect.signature(getattr(torchrl_objectives, name).__init__).parameters
-        ours = inspect.signature({"PPOLoss": PPOLoss, "ClipPPOLoss": ClipPPOLoss}[name]
-                                 .__init__).parameters
-        missing = [k for k, p in theirs.items()
-                   if p.kind is not inspect.Parameter.VAR_KEYWORD and k not in ours]
+        ours = inspect.signature(
+            {"PPOLoss": PPOLoss, "ClipPPOLoss": ClipPPOLoss}[name].__init__
+        ).parameters
+        missing = [
+            k
+            for k, p in theirs.items()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD and k not in ours
+        ]
         assert not missing, (name, missing)
 
 
@@ -80,20 +91,25 @@ def test_asymmetric_clip_is_scheduled_by_its_two_buffers():
     a = ours(td)
     torch.manual_seed(0)
     _assert_outputs_match(a, theirs(td), ["loss_objective", "clip_fraction"])
-    with pytest.raises(AttributeError, match="asymmetric clip_epsilon; schedule "
-                                             "'clip_epsilon_low' / 'clip_epsilon_high'"):
+    with pytest.raises(
+        AttributeError,
+        match="asymmetric clip_epsilon; schedule 'clip_epsilon_low' / 'clip_epsilon_high'",
+    ):
         ours.clip_epsilon = 0.2
     symmetric = ClipPPOLoss(actor, value)
     with pytest.raises(AttributeError, match="symmetric clip_epsilon; schedule 'clip_epsilon'"):
         symmetric.clip_epsilon_high = 0.3
 
 
-@pytest.mark.parametrize("eps, match", [
-    ((0.3, 0.2), r"must have eps_low <= eps_high .* got \(0.3, 0.2\); swap them"),
-    ((0.2, 1.2), r"clip_epsilon\[1\] must be a number in \(0, 1\), got 1.2"),
-    ((0.0, 0.2), r"clip_epsilon\[0\] must be a number in \(0, 1\), got 0.0"),
-    ((0.2,), r"clip_epsilon as a tuple must be \(eps_low, eps_high\), got \(0.2,\)"),
-])
+@pytest.mark.parametrize(
+    "eps, match",
+    [
+        ((0.3, 0.2), r"must have eps_low <= eps_high .* got \(0.3, 0.2\); swap them"),
+        ((0.2, 1.2), r"clip_epsilon\[1\] must be a number in \(0, 1\), got 1.2"),
+        ((0.0, 0.2), r"clip_epsilon\[0\] must be a number in \(0, 1\), got 0.0"),
+        ((0.2,), r"clip_epsilon as a tuple must be \(eps_low, eps_high\), got \(0.2,\)"),
+    ],
+)
 def test_bad_clip_tuples_are_refused(eps, match):
     with pytest.raises(ValueError, match=match):
         ClipPPOLoss(discrete_actor(), critic(), clip_epsilon=eps)
@@ -169,12 +185,20 @@ def _token_data(with_value: bool):
     torchrl_modules = pytest.importorskip("torchrl.modules")
     torch.manual_seed(3)
     actor = torchrl_modules.ProbabilisticActor(
-        TensorDictModule(nn.Linear(3, 7), ["observation"], ["logits"]), in_keys=["logits"],
-        distribution_class=torch.distributions.Categorical, return_log_prob=True)
+        TensorDictModule(nn.Linear(3, 7), ["observation"], ["logits"]),
+        in_keys=["logits"],
+        distribution_class=torch.distributions.Categorical,
+        return_log_prob=True,
+    )
     value = torchrl_modules.ValueOperator(nn.Linear(3, 1), in_keys=["summary"])
     g = torch.Generator().manual_seed(0)
-    td = TensorDict({"observation": torch.randn(4, 5, 3, generator=g),
-                     "summary": torch.randn(4, 3, generator=g)}, [4])
+    td = TensorDict(
+        {
+            "observation": torch.randn(4, 5, 3, generator=g),
+            "summary": torch.randn(4, 3, generator=g),
+        },
+        [4],
+    )
     with torch.no_grad():
         actor(td)
         for p in actor.parameters():
@@ -203,6 +227,9 @@ def test_per_token_log_probs_match_torchrl(with_value):
 def test_per_token_log_probs_need_a_matching_advantage():
     actor, _, td = _token_data(False)
     td["advantage"] = torch.randn(4, 1)  # would broadcast silently over tokens
-    with pytest.raises(ValueError, match=r"Per-token log-probs \(4, 5\) need an advantage of "
-                                         r"shape \(4, 5, 1\) and no mask"):
+    with pytest.raises(
+        ValueError,
+        match=r"Per-token log-probs \(4, 5\) need an advantage of "
+        r"shape \(4, 5, 1\) and no mask",
+    ):
         ClipPPOLoss(actor)(td)

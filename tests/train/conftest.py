@@ -86,8 +86,9 @@ def _register(env_id: str, entry_point, **kwargs) -> None:
 
 
 _register("PpokitTest/Counter-v0", CounterEnv, kwargs={"length": 3})
-_register("PpokitTest/CounterTruncated-v0", CounterEnv, kwargs={"terminate": False},
-          max_episode_steps=4)
+_register(
+    "PpokitTest/CounterTruncated-v0", CounterEnv, kwargs={"terminate": False}, max_episode_steps=4
+)
 _register("PpokitTest/ConstantTruncated-v0", ConstantEnv, max_episode_steps=20)
 _register("PpokitTest/ConstantTerminated-v0", ConstantEnv, kwargs={"terminate_at": 20})
 _register("PpokitTest/EchoBox-v0", EchoBoxEnv)

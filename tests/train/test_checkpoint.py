@@ -18,8 +18,12 @@ from ppokit.train.checkpoint import (
 
 
 def test_round_trip_keeps_tensors_and_python_values(tmp_path):
-    state = {"w": torch.arange(6.0).reshape(2, 3), "step": 7, "lr": 2.5e-4,
-             "nested": {"a": [1, 2], "b": None, "t": (3, "x")}}
+    state = {
+        "w": torch.arange(6.0).reshape(2, 3),
+        "step": 7,
+        "lr": 2.5e-4,
+        "nested": {"a": [1, 2], "b": None, "t": (3, "x")},
+    }
     path = save_checkpoint(state, tmp_path / "ck" / "latest.pt")
     back = load_checkpoint(path)
     assert back["format"] == FORMAT and back["version"] == VERSION

@@ -32,8 +32,13 @@ def test_compiled_acting_matches_eager_and_still_checks():
     eager, compiled = rollouts
     # same random stream; inductor may round differently (fused multiply-add)
     for key in eager.keys(True, True):
-        torch.testing.assert_close(compiled.get(key), eager.get(key), rtol=1e-5, atol=1e-5,
-                                   msg=lambda m, k=key: f"{k}: {m}")
+        torch.testing.assert_close(
+            compiled.get(key),
+            eager.get(key),
+            rtol=1e-5,
+            atol=1e-5,
+            msg=lambda m, k=key: f"{k}: {m}",
+        )
     # a broken policy still raises the distribution's own error through the compiled graph
     col, actor, env = collectors[1]
     with torch.no_grad():

@@ -45,8 +45,9 @@ def _rollout(env_id: str, num_envs: int, *, slow: bool, normalize: bool) -> Tens
     calls = _force_tensordict_path(actor) if slow else None
     norm = ObservationNormalizer(env.obs_shape) if normalize else None
     scaler = RewardScaler(num_envs, gamma=0.99) if normalize else None
-    col = RolloutCollector(env, actor, num_steps=40, obs_normalizer=norm,
-                           reward_scaler=scaler, seed=3)
+    col = RolloutCollector(
+        env, actor, num_steps=40, obs_normalizer=norm, reward_scaler=scaler, seed=3
+    )
     assert (col._act is not None) and (col._act.usable() is not slow)
     torch.manual_seed(123)
     ro = col.collect().clone()
@@ -73,9 +74,12 @@ def test_categorical_log_prob_matches_a_hand_computed_softmax():
     with torch.no_grad():
         net.weight.zero_()
         net.bias.copy_(torch.tensor([0.0, math.log(3.0)]))
-    actor = ProbabilisticActor(TensorDictModule(net, ["observation"], ["logits"]),
-                               in_keys=["logits"], distribution_class=Categorical,
-                               return_log_prob=True)
+    actor = ProbabilisticActor(
+        TensorDictModule(net, ["observation"], ["logits"]),
+        in_keys=["logits"],
+        distribution_class=Categorical,
+        return_log_prob=True,
+    )
     act = TensorPolicy.for_actor(actor)
     assert act is not None and act.lean == "categorical"
     torch.manual_seed(0)
@@ -98,9 +102,12 @@ def test_normal_sample_and_log_prob_match_an_independent_formula():
             n = obs.shape[0]
             return loc.expand(n, 2), scale.expand(n, 2)
 
-    actor = ProbabilisticActor(TensorDictModule(Head(), ["observation"], ["loc", "scale"]),
-                               in_keys=["loc", "scale"], distribution_class=IndependentNormal,
-                               return_log_prob=True)
+    actor = ProbabilisticActor(
+        TensorDictModule(Head(), ["observation"], ["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=IndependentNormal,
+        return_log_prob=True,
+    )
     act = TensorPolicy.for_actor(actor)
     assert act is not None and act.lean == "normal"
     torch.manual_seed(0)
@@ -108,8 +115,12 @@ def test_normal_sample_and_log_prob_match_an_independent_formula():
     assert action.shape == (20000, 2) and log_prob.shape == (20000,)
     a = action[:5].tolist()
     for i in range(5):
-        ref = sum(-(a[i][j] - loc[j].item()) ** 2 / (2 * scale[j].item() ** 2)
-                  - math.log(scale[j].item()) - 0.5 * math.log(2 * math.pi) for j in range(2))
+        ref = sum(
+            -((a[i][j] - loc[j].item()) ** 2) / (2 * scale[j].item() ** 2)
+            - math.log(scale[j].item())
+            - 0.5 * math.log(2 * math.pi)
+            for j in range(2)
+        )
         assert log_prob[i].item() == pytest.approx(ref, abs=1e-5)
     torch.testing.assert_close(action.mean(0), loc, atol=0.05, rtol=0)
     torch.testing.assert_close(action.std(0), scale, atol=0.05, rtol=0)
@@ -126,9 +137,12 @@ def test_other_distributions_sample_through_the_class_like_tensordict():
             loc, raw = self.net(obs).chunk(2, -1)
             return loc, raw.exp()
 
-    actor = ProbabilisticActor(TensorDictModule(Head(), ["observation"], ["loc", "scale"]),
-                               in_keys=["loc", "scale"], distribution_class=TanhNormal,
-                               return_log_prob=True)
+    actor = ProbabilisticActor(
+        TensorDictModule(Head(), ["observation"], ["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        return_log_prob=True,
+    )
     act = TensorPolicy.for_actor(actor)
     assert act is not None and act.lean is None
     obs = torch.randn(5, 3)
@@ -156,11 +170,18 @@ def test_a_chain_of_networks_acts_like_the_tensordict_actor():
     # trunk -> head -> distribution: the networks run in order on the tensors they write
     torch.manual_seed(0)
     trunk = TensorDictModule(nn.Linear(3, 8), ["observation"], ["hidden"])
-    head = TensorDictModule(nn.Sequential(nn.Tanh(), nn.Linear(8, 4), NormalParamExtractor()),
-                            ["hidden"], ["loc", "scale"])
+    head = TensorDictModule(
+        nn.Sequential(nn.Tanh(), nn.Linear(8, 4), NormalParamExtractor()),
+        ["hidden"],
+        ["loc", "scale"],
+    )
     sampler = ProbabilisticTensorDictModule(
-        in_keys=["loc", "scale"], out_keys=["action"], distribution_class=IndependentNormal,
-        return_log_prob=True, log_prob_key="action_log_prob")
+        in_keys=["loc", "scale"],
+        out_keys=["action"],
+        distribution_class=IndependentNormal,
+        return_log_prob=True,
+        log_prob_key="action_log_prob",
+    )
     actor = ProbabilisticTensorDictSequential(trunk, head, sampler)
     act = _same_as_tensordict(actor, torch.randn(5, 3), seed=11)
     assert act.lean == "normal"
@@ -178,9 +199,12 @@ def test_dict_outputs_and_param_order_are_read_like_tensordict():
             loc, raw = self.net(obs).chunk(2, -1)
             return {"scale": raw.exp(), "loc": loc}
 
-    actor = ProbabilisticActor(TensorDictModule(Head(), ["observation"], ["loc", "scale"]),
-                               in_keys=["scale", "loc"], distribution_class=IndependentNormal,
-                               return_log_prob=True)
+    actor = ProbabilisticActor(
+        TensorDictModule(Head(), ["observation"], ["loc", "scale"]),
+        in_keys=["scale", "loc"],
+        distribution_class=IndependentNormal,
+        return_log_prob=True,
+    )
     _same_as_tensordict(actor, torch.randn(4, 3), seed=12)
 
 
@@ -189,11 +213,17 @@ def test_a_network_writing_the_wrong_batch_shape_is_named():
         def forward(self, obs):
             return torch.zeros(obs.shape[0] + 1, 2)
 
-    actor = ProbabilisticActor(TensorDictModule(Bad(), ["observation"], ["logits"]),
-                               in_keys=["logits"], distribution_class=Categorical,
-                               return_log_prob=True)
-    with pytest.raises(ValueError, match=r"wrote 'logits' as Tensor \(4, 2\); expected a tensor "
-                                         r"starting with the batch dim \(3,\)"):
+    actor = ProbabilisticActor(
+        TensorDictModule(Bad(), ["observation"], ["logits"]),
+        in_keys=["logits"],
+        distribution_class=Categorical,
+        return_log_prob=True,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"wrote 'logits' as Tensor \(4, 2\); expected a tensor "
+        r"starting with the batch dim \(3,\)",
+    ):
         TensorPolicy.for_actor(actor)(torch.zeros(3, 1))
 
 
@@ -243,14 +273,20 @@ def test_negative_and_zero_scale_raise_the_scale_error():
         def forward(self, obs):
             return torch.zeros(obs.shape[0], 1), torch.zeros(obs.shape[0], 1)
 
-    actor = ProbabilisticActor(TensorDictModule(Head(), ["observation"], ["loc", "scale"]),
-                               in_keys=["loc", "scale"], distribution_class=IndependentNormal,
-                               return_log_prob=True)
+    actor = ProbabilisticActor(
+        TensorDictModule(Head(), ["observation"], ["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=IndependentNormal,
+        return_log_prob=True,
+    )
     with pytest.raises(ValueError, match="scale must be finite and > 0"):
         TensorPolicy.for_actor(actor)(torch.zeros(3, 2))
-    zero = ProbabilisticActor(TensorDictModule(ZeroScale(), ["observation"], ["loc", "scale"]),
-                              in_keys=["loc", "scale"], distribution_class=IndependentNormal,
-                              return_log_prob=True)
+    zero = ProbabilisticActor(
+        TensorDictModule(ZeroScale(), ["observation"], ["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=IndependentNormal,
+        return_log_prob=True,
+    )
     with pytest.raises(ValueError, match="scale must be finite and > 0"):
         TensorPolicy.for_actor(zero)(torch.zeros(3, 2))
 
@@ -262,13 +298,18 @@ def test_structures_the_fast_path_does_not_reproduce_are_left_to_tensordict():
     assert TensorPolicy.for_actor(actor) is not None
     # another log-prob key than the collector stores, or a plain TensorDictModule policy
     assert TensorPolicy.for_actor(actor, log_prob_key="sample_log_prob") is None
-    assert TensorPolicy.for_actor(TensorDictModule(nn.Linear(4, 1), ["observation"],
-                                                   ["action"])) is None
+    assert (
+        TensorPolicy.for_actor(TensorDictModule(nn.Linear(4, 1), ["observation"], ["action"]))
+        is None
+    )
     assert TensorPolicy.for_actor(lambda td: td) is None
     # an actor reading another key than "observation"
-    other = ProbabilisticActor(TensorDictModule(nn.Linear(4, 2), ["pixels"], ["logits"]),
-                               in_keys=["logits"], distribution_class=Categorical,
-                               return_log_prob=True)
+    other = ProbabilisticActor(
+        TensorDictModule(nn.Linear(4, 2), ["pixels"], ["logits"]),
+        in_keys=["logits"],
+        distribution_class=Categorical,
+        return_log_prob=True,
+    )
     assert TensorPolicy.for_actor(other) is None
 
 

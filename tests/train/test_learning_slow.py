@@ -13,8 +13,21 @@ from ppokit.train.cli import main
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_cartpole_defaults_reach_475(seed, tmp_path):
     run = tmp_path / f"cartpole_s{seed}"
-    assert main(["train", "--env", "CartPole-v1", "--seed", str(seed), "--run-dir", str(run),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                "CartPole-v1",
+                "--seed",
+                str(seed),
+                "--run-dir",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["eval_episodes"] >= 20
     assert summary["eval_return_mean"] >= 475, summary

@@ -100,8 +100,14 @@ def _learns(summary: dict) -> bool:
 def test_module_env_id_imports_the_module_and_learns(env_module, tmp_path):
     module, env_id = env_module
     assert env_id not in gym.envs.registry  # only the import registers it
-    result = train(f"{module}:{env_id}", run_dir=tmp_path / "run", total_steps=4096,
-                   lr=3e-3, eval_episodes=8, **_SMALL)
+    result = train(
+        f"{module}:{env_id}",
+        run_dir=tmp_path / "run",
+        total_steps=4096,
+        lr=3e-3,
+        eval_episodes=8,
+        **_SMALL,
+    )
     assert result.summary["env"] == f"{module}:{env_id}"
     assert _learns(result.summary), result.summary
 
@@ -109,9 +115,24 @@ def test_module_env_id_imports_the_module_and_learns(env_module, tmp_path):
 def test_cli_module_env_and_env_kwargs(env_module, tmp_path, capsys):
     module, env_id = env_module
     run = tmp_path / "run"
-    argv = ["train", "--env", f"{module}:{env_id}", "--env-kwargs", '{"length": 5}',
-            "--total-steps", "256", "--num-envs", "2", "--num-steps", "64",
-            "--eval-episodes", "3", "--no-progress", "--run-dir", str(run)]
+    argv = [
+        "train",
+        "--env",
+        f"{module}:{env_id}",
+        "--env-kwargs",
+        '{"length": 5}',
+        "--total-steps",
+        "256",
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "64",
+        "--eval-episodes",
+        "3",
+        "--no-progress",
+        "--run-dir",
+        str(run),
+    ]
     assert main(argv) == 0
     assert "eager update" in capsys.readouterr().out
     saved = json.loads((run / "config.json").read_text())
@@ -123,9 +144,14 @@ def test_cli_module_env_and_env_kwargs(env_module, tmp_path, capsys):
 
 
 def test_env_kwargs_reach_gymnasium_make(tmp_path):
-    trainer = PPOTrainer(env="CartPole-v1", env_kwargs={"max_episode_steps": 7},
-                         run_dir=tmp_path / "run", total_steps=256, eval_episodes=2,
-                         progress=False)
+    trainer = PPOTrainer(
+        env="CartPole-v1",
+        env_kwargs={"max_episode_steps": 7},
+        run_dir=tmp_path / "run",
+        total_steps=256,
+        eval_episodes=2,
+        progress=False,
+    )
     assert trainer.cfg.env_kwargs == {"max_episode_steps": 7}
     summary = trainer.train().summary
     assert max(summary["eval_lengths"]) <= 7
@@ -133,23 +159,40 @@ def test_env_kwargs_reach_gymnasium_make(tmp_path):
 
 def test_callable_env_with_user_networks_learns(tmp_path):
     torch.manual_seed(0)
-    actor = ProbabilisticActor(nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 2)),
-                               in_keys=["observation"], out_keys=["logits"],
-                               distribution_class=Categorical, return_log_prob=True)
-    critic = ValueOperator(nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1)),
-                           in_keys=["observation"])
+    actor = ProbabilisticActor(
+        nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 2)),
+        in_keys=["observation"],
+        out_keys=["logits"],
+        distribution_class=Categorical,
+        return_log_prob=True,
+    )
+    critic = ValueOperator(
+        nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1)), in_keys=["observation"]
+    )
     before = [p.detach().clone() for p in actor.parameters()]
-    trainer = PPOTrainer(env=Sign, actor=actor, critic=critic, run_dir=tmp_path / "run",
-                         total_steps=4096, lr=3e-3, eval_episodes=8, **_SMALL)
+    trainer = PPOTrainer(
+        env=Sign,
+        actor=actor,
+        critic=critic,
+        run_dir=tmp_path / "run",
+        total_steps=4096,
+        lr=3e-3,
+        eval_episodes=8,
+        **_SMALL,
+    )
     assert trainer.actor is actor and trainer.critic is critic  # used, not copied
     assert trainer.cfg.env == "Sign" and trainer.update_kind == "eager"
     result = trainer.train()
     assert any(not torch.equal(p, q) for p, q in zip(actor.parameters(), before, strict=True))
     assert _learns(result.summary), result.summary
     # the weights load back into the user's network
-    fresh = ProbabilisticActor(nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 2)),
-                               in_keys=["observation"], out_keys=["logits"],
-                               distribution_class=Categorical, return_log_prob=True)
+    fresh = ProbabilisticActor(
+        nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 2)),
+        in_keys=["observation"],
+        out_keys=["logits"],
+        distribution_class=Categorical,
+        return_log_prob=True,
+    )
     loaded, _, cfg = load_policy(tmp_path / "run", actor=fresh, env=Sign)
     assert loaded is fresh and cfg.env == "Sign"
     for p, q in zip(fresh.parameters(), actor.parameters(), strict=True):
@@ -162,12 +205,22 @@ def test_torchrl_actor_and_critic(tmp_path):
     from torchrl.modules import ValueOperator as TorchRLValue
 
     params = TensorDictModule(nn.Linear(1, 2), in_keys=["observation"], out_keys=["logits"])
-    actor = TorchRLActor(params, in_keys=["logits"],
-                         distribution_class=torch.distributions.Categorical,
-                         return_log_prob=True)
+    actor = TorchRLActor(
+        params,
+        in_keys=["logits"],
+        distribution_class=torch.distributions.Categorical,
+        return_log_prob=True,
+    )
     critic = TorchRLValue(nn.Linear(1, 1), in_keys=["observation"])
-    trainer = PPOTrainer(env=Sign, actor=actor, critic=critic, run_dir=tmp_path / "run",
-                         total_steps=256, eval_episodes=2, **_SMALL)
+    trainer = PPOTrainer(
+        env=Sign,
+        actor=actor,
+        critic=critic,
+        run_dir=tmp_path / "run",
+        total_steps=256,
+        eval_episodes=2,
+        **_SMALL,
+    )
     result = trainer.train()
     assert result.env_steps == 256 and np.isfinite(result.summary["eval_return_mean"])
 
@@ -175,12 +228,18 @@ def test_torchrl_actor_and_critic(tmp_path):
 def test_vector_env_sets_num_envs_and_needs_an_eval_env(tmp_path):
     envs = SyncVectorEnv([Sign] * 3, autoreset_mode=AutoresetMode.SAME_STEP)
     with pytest.raises(ValueError, match="pass eval_env="):
-        PPOTrainer(env=envs, run_dir=tmp_path / "a", total_steps=96, num_steps=32,
-                   progress=False)
+        PPOTrainer(env=envs, run_dir=tmp_path / "a", total_steps=96, num_steps=32, progress=False)
     with pytest.raises(ValueError, match="num_envs=4 disagrees with the VectorEnv"):
         PPOTrainer(env=envs, run_dir=tmp_path / "b", num_envs=4, eval_episodes=0)
-    trainer = PPOTrainer(env=envs, eval_env=Sign, run_dir=tmp_path / "c", total_steps=192,
-                         num_steps=32, progress=False, eval_episodes=2)
+    trainer = PPOTrainer(
+        env=envs,
+        eval_env=Sign,
+        run_dir=tmp_path / "c",
+        total_steps=192,
+        num_steps=32,
+        progress=False,
+        eval_episodes=2,
+    )
     assert trainer.cfg.num_envs == 3 and trainer.env.env is envs
     result = trainer.train()
     assert result.env_steps == 192 and result.summary["eval_episodes"] == 2
@@ -208,8 +267,13 @@ def test_compile_that_cannot_be_honoured_fails_with_the_reason(tmp_path, capsys)
     from ppokit.objectives.ppo import ClipPPOLoss
     from ppokit.train.update import make_update_step
 
-    actor = ProbabilisticActor(nn.Linear(1, 2), in_keys=["observation"], out_keys=["logits"],
-                               distribution_class=Categorical, return_log_prob=True)
+    actor = ProbabilisticActor(
+        nn.Linear(1, 2),
+        in_keys=["observation"],
+        out_keys=["logits"],
+        distribution_class=Categorical,
+        return_log_prob=True,
+    )
     loss = ClipPPOLoss(actor, ValueOperator(nn.Linear(1, 1), in_keys=["observation"]))
     params = list(loss.parameters())
     # the fused graph runs Adam's rule: another optimizer is refused, with FusedPPOUpdate's
@@ -217,26 +281,45 @@ def test_compile_that_cannot_be_honoured_fails_with_the_reason(tmp_path, capsys)
     with pytest.raises(ValueError, match=r"compile=True cannot be honoured: .*Adam") as info:
         make_update_step(loss, torch.optim.SGD(params, lr=0.1), params, compile=True)
     assert isinstance(info.value.__cause__, TypeError)
-    assert make_update_step(loss, torch.optim.SGD(params, lr=0.1), params,
-                            compile=False).kind == "eager"
+    assert (
+        make_update_step(loss, torch.optim.SGD(params, lr=0.1), params, compile=False).kind
+        == "eager"
+    )
 
 
 def test_old_field_names_are_read_with_a_warning(tmp_path, capsys):
     with pytest.warns(FutureWarning) as record:
         cfg = config_from_dict({"ent_coef": 0.02, "vf_coef": 0.7})
     assert [str(w.message).split(":")[0] for w in record] == [
-        "Config field 'ent_coef' is deprecated", "Config field 'vf_coef' is deprecated"]
+        "Config field 'ent_coef' is deprecated",
+        "Config field 'vf_coef' is deprecated",
+    ]
     assert (cfg.entropy_coef, cfg.critic_coef) == (0.02, 0.7)
     with pytest.raises(KeyError, match="given twice"), pytest.warns(FutureWarning):
         config_from_dict({"entropy_coef": 0.1, "ent_coef": 0.2})
     with pytest.warns(FutureWarning):
-        trainer = PPOTrainer(env="CartPole-v1", vf_coef=0.25, run_dir=tmp_path / "a",
-                             eval_episodes=0)
+        trainer = PPOTrainer(
+            env="CartPole-v1", vf_coef=0.25, run_dir=tmp_path / "a", eval_episodes=0
+        )
     assert float(trainer.loss.critic_coef) == 0.25
     run = tmp_path / "cli"
     with pytest.warns(FutureWarning, match="--ent-coef is deprecated: use --entropy-coef"):
-        code = main(["train", "--env", "CartPole-v1", "--ent-coef", "0.03", "--total-steps",
-                     "256", "--eval-episodes", "0", "--no-progress", "--run-dir", str(run)])
+        code = main(
+            [
+                "train",
+                "--env",
+                "CartPole-v1",
+                "--ent-coef",
+                "0.03",
+                "--total-steps",
+                "256",
+                "--eval-episodes",
+                "0",
+                "--no-progress",
+                "--run-dir",
+                str(run),
+            ]
+        )
     assert code == 0
     assert json.loads((run / "config.json").read_text())["entropy_coef"] == 0.03
 

@@ -17,8 +17,12 @@ def _write_run(path, env, values, *, steps=100):
     (path / "config.json").write_text(json.dumps({"env": env}))
     with MetricsLogger(path, tensorboard=False) as log:
         for i, v in enumerate(values, 1):
-            log.log({"episode_return_mean": v, "loss": 0.1 * i}, env_steps=steps * i,
-                    iteration=i, wall_seconds=0.5 * i)
+            log.log(
+                {"episode_return_mean": v, "loss": 0.1 * i},
+                env_steps=steps * i,
+                iteration=i,
+                wall_seconds=0.5 * i,
+            )
 
 
 def test_csv_rows_missing_values_and_resume_truncation(tmp_path):
@@ -26,12 +30,18 @@ def test_csv_rows_missing_values_and_resume_truncation(tmp_path):
     rows = read_progress_csv(tmp_path / "r" / "progress.csv")
     assert [r["env_steps"] for r in rows] == [100, 200, 300, 400]
     assert math.isnan(rows[1]["episode_return_mean"]) and rows[2]["episode_return_mean"] == 30
-    assert list(rows[0]) == ["env_steps", "iteration", "wall_seconds", "episode_return_mean",
-                             "loss"]
+    assert list(rows[0]) == [
+        "env_steps",
+        "iteration",
+        "wall_seconds",
+        "episode_return_mean",
+        "loss",
+    ]
     # a process killed after logging step 400 but checkpointed at 200: resume drops 300, 400
     with MetricsLogger(tmp_path / "r", tensorboard=False, resume_from_step=200) as log:
-        log.log({"episode_return_mean": 33.0, "loss": 0.0}, env_steps=300, iteration=3,
-                wall_seconds=9.0)
+        log.log(
+            {"episode_return_mean": 33.0, "loss": 0.0}, env_steps=300, iteration=3, wall_seconds=9.0
+        )
     rows = read_progress_csv(tmp_path / "r" / "progress.csv")
     assert [r["env_steps"] for r in rows] == [100, 200, 300]
     assert rows[-1]["episode_return_mean"] == 33.0

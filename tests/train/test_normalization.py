@@ -42,7 +42,7 @@ def test_observation_normalizer_reference_and_freeze():
     # reference: the prior (mean 0, var 1, count 1e-4) merged with the 3 rows
     n0, n = 1e-4, 3
     mean = data.mean(0) * n / (n0 + n)
-    var = (n0 * 1.0 + data.var(0, unbiased=False) * n + data.mean(0) ** 2 * n0 * n / (n0 + n))
+    var = n0 * 1.0 + data.var(0, unbiased=False) * n + data.mean(0) ** 2 * n0 * n / (n0 + n)
     var = var / (n0 + n)
     expected = ((batches[-1].double() - mean) / (var + 1e-8).sqrt()).clamp(-3, 3).float()
     torch.testing.assert_close(out, expected)
@@ -62,8 +62,10 @@ def test_reward_scaler_matches_a_plain_loop():
     dones = np.zeros((12, 2), bool)
     dones[4, 0] = dones[7, 1] = True
     scaler = RewardScaler(2, gamma=gamma, clip=clip)
-    got = [scaler.scale(torch.from_numpy(r), torch.from_numpy(d)).numpy()
-           for r, d in zip(rewards, dones)]
+    got = [
+        scaler.scale(torch.from_numpy(r), torch.from_numpy(d)).numpy()
+        for r, d in zip(rewards, dones)
+    ]
     # reference: per-env discounted return, running population variance of every return seen
     ret = np.zeros(2)
     seen: list[float] = []
@@ -73,8 +75,7 @@ def test_reward_scaler_matches_a_plain_loop():
         seen.extend(ret.tolist())
         # the prior (var 1, weight 1e-4) is negligible at 1e-4 relative precision
         var = np.var(seen) if len(seen) > 1 else 0.0
-        expected.append(np.clip(r / np.sqrt(var + 1e-8), -clip, clip) if len(seen) > 2
-                        else None)
+        expected.append(np.clip(r / np.sqrt(var + 1e-8), -clip, clip) if len(seen) > 2 else None)
         ret[d] = 0.0
     for g, e in zip(got[2:], expected[2:]):
         np.testing.assert_allclose(g, e, rtol=2e-3)

@@ -18,15 +18,23 @@ from ppokit.train.rundir import written_files
 from ppokit.train.trainer import PPOTrainer
 
 # 4 envs x 16 steps = 64 steps per iteration; 448 steps = 7 iterations
-_SMALL = dict(num_envs=4, num_steps=16, num_minibatches=2, num_epochs=2, total_steps=448,
-              eval_episodes=3, progress=False, checkpoint_every=100, keep_checkpoint_every=0)
+_SMALL = dict(
+    num_envs=4,
+    num_steps=16,
+    num_minibatches=2,
+    num_epochs=2,
+    total_steps=448,
+    eval_episodes=3,
+    progress=False,
+    checkpoint_every=100,
+    keep_checkpoint_every=0,
+)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("evalrun")
-    trainer = PPOTrainer(env="CartPole-v1", run_dir=run_dir, eval_every=3, obs_norm=True,
-                         **_SMALL)
+    trainer = PPOTrainer(env="CartPole-v1", run_dir=run_dir, eval_every=3, obs_norm=True, **_SMALL)
     result = trainer.train()
     return run_dir, trainer, result
 
@@ -55,8 +63,11 @@ def test_eval_columns_logged_on_due_iterations(run):
 def test_best_checkpoint_holds_the_best_evaluation(run):
     run_dir, _, result = run
     rows = read_progress_csv(run_dir / "progress.csv")
-    returns = {int(r["iteration"]): r["eval/return_mean"] for r in rows
-               if not math.isnan(r["eval/return_mean"])}
+    returns = {
+        int(r["iteration"]): r["eval/return_mean"]
+        for r in rows
+        if not math.isnan(r["eval/return_mean"])
+    }
     best_iteration = max(returns, key=lambda i: (returns[i], -i))  # the first of equal bests
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert best["iteration"] == best_iteration
@@ -66,8 +77,9 @@ def test_best_checkpoint_holds_the_best_evaluation(run):
     # independent check: the best checkpoint's policy, re-evaluated on the same seeds, plays
     # exactly the recorded return (deterministic actions, frozen normaliser)
     actor, obs_norm, cfg = load_policy(run_dir, checkpoint="best")
-    again = evaluate_policy(actor, "CartPole-v1", episodes=3, seed=cfg.seed + 10_000,
-                            obs_normalizer=obs_norm)
+    again = evaluate_policy(
+        actor, "CartPole-v1", episodes=3, seed=cfg.seed + 10_000, obs_normalizer=obs_norm
+    )
     assert again.mean == pytest.approx(returns[best_iteration], rel=1e-6)
     # the final evaluation is the last iteration's, not played twice
     assert result.summary["eval_return_mean"] == pytest.approx(returns[7], rel=1e-6)
@@ -79,8 +91,10 @@ def test_latest_and_best_differ_and_load(run):
     assert latest["iteration"] == 7
     a_latest, _, _ = load_policy(run_dir, checkpoint="latest")
     a_best, _, _ = load_policy(run_dir, checkpoint="best")
-    same = all(torch.equal(x, y) for x, y in zip(a_latest.state_dict().values(),
-                                                  a_best.state_dict().values()))
+    same = all(
+        torch.equal(x, y)
+        for x, y in zip(a_latest.state_dict().values(), a_best.state_dict().values())
+    )
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert same == (best["iteration"] == 7)
 
@@ -122,9 +136,18 @@ def test_eval_every_needs_episodes(capsys):
 
 def test_resume_keeps_best_return(tmp_path):
     run_dir = tmp_path / "r"
-    first = PPOTrainer(env="CartPole-v1", run_dir=run_dir, eval_every=1,
-                       **{**_SMALL, "total_steps": 128, "checkpoint_every": 1})
+    first = PPOTrainer(
+        env="CartPole-v1",
+        run_dir=run_dir,
+        eval_every=1,
+        **{**_SMALL, "total_steps": 128, "checkpoint_every": 1},
+    )
     first.train()
-    resumed = PPOTrainer(env="CartPole-v1", run_dir=run_dir, resume=True, eval_every=1,
-                         **{**_SMALL, "total_steps": 128})
+    resumed = PPOTrainer(
+        env="CartPole-v1",
+        run_dir=run_dir,
+        resume=True,
+        eval_every=1,
+        **{**_SMALL, "total_steps": 128},
+    )
     assert resumed.best_eval_return == first.best_eval_return > 0

@@ -16,8 +16,17 @@ from ppokit.train.trainer import PPOTrainer
 
 def _train(run_dir, env):
     # obs_norm on, so the normaliser's statistics are not the identity and must be folded in
-    PPOTrainer(env=env, run_dir=run_dir, total_steps=256, num_envs=2, num_steps=64,
-               num_epochs=2, eval_episodes=0, progress=False, obs_norm=True).train()
+    PPOTrainer(
+        env=env,
+        run_dir=run_dir,
+        total_steps=256,
+        num_envs=2,
+        num_steps=64,
+        num_epochs=2,
+        eval_episodes=0,
+        progress=False,
+        obs_norm=True,
+    ).train()
 
 
 @pytest.fixture(scope="module", params=["CartPole-v1", "Pendulum-v1"])
@@ -85,10 +94,19 @@ def test_export_matches_load_policy(run, fmt, tmp_path, capsys):
 
 def test_default_output_and_best(tmp_path, capsys):
     run_dir = tmp_path / "r"
-    PPOTrainer(env="CartPole-v1", run_dir=run_dir, total_steps=128, num_envs=2, num_steps=32,
-               eval_every=1, eval_episodes=2, progress=False).train()
-    assert main(["export", str(run_dir), "--format", "exported-program",
-                 "--checkpoint", "best"]) == 0
+    PPOTrainer(
+        env="CartPole-v1",
+        run_dir=run_dir,
+        total_steps=128,
+        num_envs=2,
+        num_steps=32,
+        eval_every=1,
+        eval_episodes=2,
+        progress=False,
+    ).train()
+    assert (
+        main(["export", str(run_dir), "--format", "exported-program", "--checkpoint", "best"]) == 0
+    )
     out = run_dir / "policy-best.pt2"
     assert out.is_file() and str(out) in capsys.readouterr().out
     actor, _, _ = load_policy(run_dir, checkpoint="best")
@@ -101,15 +119,15 @@ def test_bad_input_is_refused_with_exit_2(tmp_path, capsys, monkeypatch):
     assert main(["export", str(tmp_path), "--format", "torchscript"]) == 2
     assert "no checkpoints/" in capsys.readouterr().err
     (tmp_path / "checkpoints").mkdir()
-    assert main(["export", str(tmp_path), "--format", "torchscript", "--checkpoint",
-                 "best"]) == 2
+    assert main(["export", str(tmp_path), "--format", "torchscript", "--checkpoint", "best"]) == 2
     assert "--eval-every" in capsys.readouterr().err
     assert main(["export", str(tmp_path), "--format", "tflite"]) == 2
     err = capsys.readouterr().err
     assert "'tflite'" in err and "exported-program" in err
     real = cli_export.find_spec
-    monkeypatch.setattr(cli_export, "find_spec",
-                        lambda name: None if name == "onnx" else real(name))
+    monkeypatch.setattr(
+        cli_export, "find_spec", lambda name: None if name == "onnx" else real(name)
+    )
     assert main(["export", str(tmp_path), "--format", "onnx"]) == 2
     err = capsys.readouterr().err
     assert "onnx" in err and "ppokit[export]" in err

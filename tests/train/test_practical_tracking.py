@@ -12,8 +12,9 @@ from ppokit.train.cli import main
 from ppokit.train.metrics import read_progress_csv
 from ppokit.train.trainer import PPOTrainer
 
-_SMALL = dict(num_envs=2, num_steps=32, num_epochs=1, total_steps=192, eval_episodes=2,
-              progress=False)
+_SMALL = dict(
+    num_envs=2, num_steps=32, num_epochs=1, total_steps=192, eval_episodes=2, progress=False
+)
 CALLS: list[tuple] = []
 
 
@@ -62,16 +63,45 @@ def test_wandb_offline_records_config_rows_and_summary(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     run = tmp_path / "run"
-    assert main(["train", "--env", "CartPole-v1", "--run-dir", str(run), "--track", "wandb",
-                 "--wandb-tags", "ppo,tiny", "--wandb-group", "g1", "--total-steps", "256",
-                 "--eval-every", "2", "--eval-episodes", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                "CartPole-v1",
+                "--run-dir",
+                str(run),
+                "--track",
+                "wandb",
+                "--wandb-tags",
+                "ppo,tiny",
+                "--wandb-group",
+                "g1",
+                "--total-steps",
+                "256",
+                "--eval-every",
+                "2",
+                "--eval-episodes",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     run_id = (run / ".wandb-run-id").read_text().strip()
     files = list((run / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
     assert len(files) == 1
     data = files[0].read_bytes()
     # the offline record stream names the config fields, the logged columns and the summary
-    for name in (b"clip_epsilon", b"eval/return_mean", b"loss_objective",
-                 b"train_return_recent_mean", b"ppo", b"tiny", b"g1"):
+    for name in (
+        b"clip_epsilon",
+        b"eval/return_mean",
+        b"loss_objective",
+        b"train_return_recent_mean",
+        b"ppo",
+        b"tiny",
+        b"g1",
+    ):
         assert name in data, name
     # --resume continues the same W&B run
     assert main(["train", "--resume", str(run), "--total-steps", "512", "--no-progress"]) == 0
@@ -79,11 +109,9 @@ def test_wandb_offline_records_config_rows_and_summary(tmp_path, monkeypatch):
     assert len(list((run / "wandb").glob(f"offline-run-*-{run_id}"))) >= 1
 
 
-def test_missing_package_or_unknown_tracker_refused_before_work(tmp_path, monkeypatch,
-                                                                  capsys):
+def test_missing_package_or_unknown_tracker_refused_before_work(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
-    monkeypatch.setattr(tracking, "find_spec",
-                        lambda name: None if name == "wandb" else object())
+    monkeypatch.setattr(tracking, "find_spec", lambda name: None if name == "wandb" else object())
     assert main(["train", "--track", "wandb", "--run-dir", str(run)]) == 2
     err = capsys.readouterr().err
     assert "'wandb' package" in err and "ppokit[wandb]" in err

@@ -11,8 +11,18 @@ from ppokit.train.cli import main
 
 optuna = pytest.importorskip("optuna")
 
-_TINY = ["--env", "CartPole-v1", "--total-steps", "256", "--eval-every", "1",
-         "--eval-episodes", "2", "--params", "lr,num_epochs,width,clip_epsilon"]
+_TINY = [
+    "--env",
+    "CartPole-v1",
+    "--total-steps",
+    "256",
+    "--eval-every",
+    "1",
+    "--eval-episodes",
+    "2",
+    "--params",
+    "lr,num_epochs,width,clip_epsilon",
+]
 
 
 def _study(db):
@@ -21,8 +31,15 @@ def _study(db):
 
 def test_tiny_study_resumes_and_writes_a_trainable_config(tmp_path, capsys):
     db = tmp_path / "study.db"
-    common = [*_TINY, "--storage", f"sqlite:///{db}", "--study-name", "s",
-              "--runs-dir", str(tmp_path / "runs")]
+    common = [
+        *_TINY,
+        "--storage",
+        f"sqlite:///{db}",
+        "--study-name",
+        "s",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    ]
     assert main(["tune", *common, "--trials", "2"]) == 0
     study = _study(db)
     assert len(study.trials) == 2
@@ -46,8 +63,7 @@ def test_tiny_study_resumes_and_writes_a_trainable_config(tmp_path, capsys):
     assert values["hidden_sizes"] == [best["width"]] * 2
     assert values["num_epochs"] == best["num_epochs"]
     assert "run_dir" not in values
-    cfg, _, _ = resolve_train_config(["--config", str(out), "--run-dir",
-                                      str(tmp_path / "final")])
+    cfg, _, _ = resolve_train_config(["--config", str(out), "--run-dir", str(tmp_path / "final")])
     assert cfg.lr == pytest.approx(best["lr"]) and cfg.clip_epsilon == best["clip_epsilon"]
     assert cfg.hidden_sizes == (best["width"],) * 2
     # a finished study: rerunning runs nothing more
@@ -55,11 +71,14 @@ def test_tiny_study_resumes_and_writes_a_trainable_config(tmp_path, capsys):
     assert "0 trial(s) run now" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("storage", ["sqlite:////nonexistent_dir_ppokit/x/study.db",
-                                     "study.db", "nosuchdb://x"])
+@pytest.mark.parametrize(
+    "storage", ["sqlite:////nonexistent_dir_ppokit/x/study.db", "study.db", "nosuchdb://x"]
+)
 def test_bad_storage_is_a_clear_error(storage, tmp_path, capsys):
-    assert main(["tune", *_TINY, "--trials", "1", "--storage", storage,
-                 "--runs-dir", str(tmp_path)]) == 2
+    assert (
+        main(["tune", *_TINY, "--trials", "1", "--storage", storage, "--runs-dir", str(tmp_path)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert repr(storage) in err and "sqlite:///study.db" in err
     assert not any(tmp_path.iterdir())

@@ -49,8 +49,7 @@ class _Payload:  # a pickle that would run code if a loader trusted it
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random", "pickle"])
-def test_resume_with_a_corrupt_checkpoint_is_an_error_line(damage, finished_run, tmp_path,
-                                                           capsys):
+def test_resume_with_a_corrupt_checkpoint_is_an_error_line(damage, finished_run, tmp_path, capsys):
     run = _copy(finished_run, tmp_path)
     ckpt = run / "checkpoints" / "latest.pt"
     if damage == "truncated":
@@ -80,8 +79,9 @@ def test_resume_with_a_changed_rollout_shape_names_the_field(finished_run, capsy
     capsys.readouterr()
     assert main(["train", "--resume", str(finished_run), "--num-envs", "4"]) == 2
     line = _one_error_line(capsys)
-    assert "num_envs=8" in line and "num_envs=4" in line and "Drop the override of --num-envs" \
-        in line
+    assert (
+        "num_envs=8" in line and "num_envs=4" in line and "Drop the override of --num-envs" in line
+    )
 
 
 def test_resume_with_a_changed_shape_in_a_config_file(finished_run, tmp_path, capsys):
@@ -176,8 +176,22 @@ def test_full_disk_during_a_checkpoint_write_for_real(tmp_path):
     # big networks: the checkpoint (~2 MB) passes the file-size limit, the logs do not
     run = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-c", _FSIZE_SCRIPT, "train", *FAST, "--hidden-sizes", "256", "256",
-         "--run-dir", str(run)], capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-c",
+            _FSIZE_SCRIPT,
+            "train",
+            *FAST,
+            "--hidden-sizes",
+            "256",
+            "256",
+            "--run-dir",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     err = proc.stderr.strip().splitlines()[-1]
@@ -195,9 +209,25 @@ def test_nan_reward_from_the_env_is_named_and_the_checkpoint_kept(normalise, tmp
     run = tmp_path / "run"
     # with reward scaling the NaN must not spread through the running statistics to the
     # other env's rewards (which would blame index 0)
-    argv = ["train", "--env", "NanRewardAfter300-v0", "--num-envs", "2", "--num-steps", "64",
-            "--checkpoint-every", "1", "--total-steps", "1024", "--eval-episodes", "0",
-            "--no-progress", "--run-dir", str(run), *normalise]
+    argv = [
+        "train",
+        "--env",
+        "NanRewardAfter300-v0",
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "64",
+        "--checkpoint-every",
+        "1",
+        "--total-steps",
+        "1024",
+        "--eval-episodes",
+        "0",
+        "--no-progress",
+        "--run-dir",
+        str(run),
+        *normalise,
+    ]
     assert main(argv) == 2
     line = _one_error_line(capsys)
     # env 1 (seed 1 + 1) goes bad at its 300th step: 64 steps per iteration, so iteration 5
@@ -252,13 +282,21 @@ sys.exit(code)
 """
 
 
-@pytest.mark.parametrize("argv", [["--env", "NoSuchEnv-v0"], ["--clip-epsilon", "1.5"],
-                                  ["--seed", "-1"], ["--run-dir", "/dev/null/run"],
-                                  ["--config", "/"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--env", "NoSuchEnv-v0"],
+        ["--clip-epsilon", "1.5"],
+        ["--seed", "-1"],
+        ["--run-dir", "/dev/null/run"],
+        ["--config", "/"],
+    ],
+)
 def test_rejections_come_before_torch_is_imported(argv):
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _REJECT, "train", *argv],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _REJECT, "train", *argv], capture_output=True, text=True, timeout=120
+    )
     wall = time.perf_counter() - t0
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("ppokit: error: ")

@@ -50,23 +50,35 @@ def test_every_ranged_field_has_bad_values_here():
 @pytest.mark.parametrize(("name", "value"), [(n, v) for n, vs in BAD.items() for v in vs])
 def test_out_of_range_values_are_refused_naming_the_range(name, value):
     cfg = dataclasses.replace(TrainConfig(), **{name: value})
-    with pytest.raises(ValueError, match=re.escape(f"--{name.replace('_', '-')} must be "
-                                                   f"{RANGES[name][0]}, got")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"--{name.replace('_', '-')} must be {RANGES[name][0]}, got")
+    ):
         validate_config(cfg)
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("lr", "0.1"), ("num_envs", 2.0), ("num_envs", True), ("anneal_lr", 1), ("progress", None),
-    ("hidden_sizes", (64.0,)), ("env_kwargs", {1: 2}), ("env", 3)])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("lr", "0.1"),
+        ("num_envs", 2.0),
+        ("num_envs", True),
+        ("anneal_lr", 1),
+        ("progress", None),
+        ("hidden_sizes", (64.0,)),
+        ("env_kwargs", {1: 2}),
+        ("env", 3),
+    ],
+)
 def test_wrong_types_are_refused(name, value):
     cfg = dataclasses.replace(TrainConfig(), **{name: value})
     with pytest.raises(TypeError, match=f"Config field '{name}' expects"):
         validate_config(cfg)
 
 
-@pytest.mark.parametrize(("name", "value"), [("vector_mode", "threads"),
-                                             ("activation", "gelu"),
-                                             ("loss_critic_type", "huber")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("vector_mode", "threads"), ("activation", "gelu"), ("loss_critic_type", "huber")],
+)
 def test_choices_are_refused_listing_them(name, value):
     cfg = dataclasses.replace(TrainConfig(), **{name: value})
     with pytest.raises(ValueError, match=r"must be one of \["):
@@ -74,9 +86,20 @@ def test_choices_are_refused_listing_them(name, value):
 
 
 def test_edge_values_inside_the_ranges_are_accepted():
-    validate_config(TrainConfig(seed=0, gamma=1.0, gae_lambda=1.0, clip_epsilon=0.999,
-                                entropy_coef=0.0, critic_coef=0.0, eval_episodes=0,
-                                keep_checkpoint_every=0, init_log_std=-20.0, target_kl=0.01))
+    validate_config(
+        TrainConfig(
+            seed=0,
+            gamma=1.0,
+            gae_lambda=1.0,
+            clip_epsilon=0.999,
+            entropy_coef=0.0,
+            critic_coef=0.0,
+            eval_episodes=0,
+            keep_checkpoint_every=0,
+            init_log_std=-20.0,
+            target_kl=0.01,
+        )
+    )
     validate_config(TrainConfig(seed=2**32 - 1, init_log_std=5.0, lr=1))  # an int lr is fine
 
 
@@ -89,16 +112,21 @@ def test_help_quotes_every_range(capsys, monkeypatch):
     text = re.sub(r"\s+", " ", text)
     for name, (desc, _) in RANGES.items():
         at = text.index(f"--{name.replace('_', '-')} ")
-        block = text[at:text.index("(default:", at)]
+        block = text[at : text.index("(default:", at)]
         assert f"[{desc}]" in block, (name, block)
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--clip-epsilon", "1.5"], r"--clip-epsilon must be a number in \(0, 1\), got 1.5"),
-    (["--seed", "-1"], r"--seed must be an integer in \[0, 4294967295\], got -1"),
-    (["--env", "Pendulum-v1", "--init-log-std", "nan"],
-     r"--init-log-std must be a number in \[-20, 5\], got nan"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--clip-epsilon", "1.5"], r"--clip-epsilon must be a number in \(0, 1\), got 1.5"),
+        (["--seed", "-1"], r"--seed must be an integer in \[0, 4294967295\], got -1"),
+        (
+            ["--env", "Pendulum-v1", "--init-log-std", "nan"],
+            r"--init-log-std must be a number in \[-20, 5\], got nan",
+        ),
+    ],
+)
 def test_the_issue_examples_on_the_command_line(argv, message, tmp_path, capsys):
     assert main(["train", *argv, "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err

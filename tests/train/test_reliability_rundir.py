@@ -38,8 +38,12 @@ sys.exit(main(sys.argv[2:]))
 
 
 def _killed_at_replace(name: str, argv: list[str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-c", _KILL_AT_REPLACE, name, *argv],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_AT_REPLACE, name, *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     return proc
 
@@ -51,16 +55,32 @@ def test_a_kill_while_resume_rewrites_config_json_or_progress_csv_loses_nothing(
     rows_before = read_progress_csv(run / "progress.csv")
     assert len(rows_before) == 1
     for name in ("config.json", "progress.csv"):
-        _killed_at_replace(name, ["train", "--resume", str(run), "--total-steps", "512",
-                                  "--no-progress"])
-        assert (run / "config.json").read_text() in (config_before,
-                                                     config_before.replace("256", "512"))
+        _killed_at_replace(
+            name, ["train", "--resume", str(run), "--total-steps", "512", "--no-progress"]
+        )
+        assert (run / "config.json").read_text() in (
+            config_before,
+            config_before.replace("256", "512"),
+        )
         json.loads((run / "config.json").read_text())
         assert read_progress_csv(run / "progress.csv") == rows_before
         assert list(run.glob(f".{name}.*.tmp"))  # what the kill left ...
     # ... is cleaned at the next start, which resumes normally
-    assert main(["train", "--resume", str(run), "--total-steps", "512", "--no-progress",
-                 "--eval-episodes", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(run),
+                "--total-steps",
+                "512",
+                "--no-progress",
+                "--eval-episodes",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert not list(run.glob(".*.tmp"))
     assert [r["env_steps"] for r in read_progress_csv(run / "progress.csv")] == [256, 512]
 
@@ -69,14 +89,27 @@ def test_a_kill_mid_checkpoint_keeps_latest_and_the_tmp_is_cleaned(tmp_path):
     run = tmp_path / "run"
     assert main(["train", *FAST, "--run-dir", str(run)]) == 0
     before = load_checkpoint(run / "checkpoints" / "latest.pt")
-    _killed_at_replace("latest.pt", ["train", "--resume", str(run), "--total-steps", "512",
-                                     "--no-progress"])
+    _killed_at_replace(
+        "latest.pt", ["train", "--resume", str(run), "--total-steps", "512", "--no-progress"]
+    )
     left = list((run / "checkpoints").glob(".latest.pt.*.tmp"))
     assert len(left) == 1 and left[0].stat().st_size > 1000
-    assert load_checkpoint(run / "checkpoints" / "latest.pt")["env_steps"] == \
-        before["env_steps"]
-    assert main(["train", "--resume", str(run), "--total-steps", "512", "--no-progress",
-                 "--eval-episodes", "0"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["env_steps"] == before["env_steps"]
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(run),
+                "--total-steps",
+                "512",
+                "--no-progress",
+                "--eval-episodes",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert not list((run / "checkpoints").glob(".*.tmp"))
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["env_steps"] == 512
 
@@ -85,8 +118,19 @@ def test_a_kill_while_writing_summary_json_keeps_the_old_one(tmp_path):
     run = tmp_path / "run"
     assert main(["train", *FAST, "--run-dir", str(run)]) == 0
     old = (run / "summary.json").read_text()
-    _killed_at_replace("summary.json", ["train", "--resume", str(run), "--total-steps", "512",
-                                        "--no-progress", "--eval-episodes", "0"])
+    _killed_at_replace(
+        "summary.json",
+        [
+            "train",
+            "--resume",
+            str(run),
+            "--total-steps",
+            "512",
+            "--no-progress",
+            "--eval-episodes",
+            "0",
+        ],
+    )
     assert (run / "summary.json").read_text() == old
 
 
@@ -114,8 +158,11 @@ _LONG_RUN = ["train", "--total-steps", "10000000", "--eval-episodes", "0", "--no
 
 def test_a_second_process_in_the_same_run_dir_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "ppokit", *_LONG_RUN, "--run-dir",
-                              str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ppokit", *_LONG_RUN, "--run-dir", str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run / "checkpoints" / "latest.pt").exists():  # it is training
@@ -134,22 +181,41 @@ def test_a_second_process_in_the_same_run_dir_is_refused(tmp_path, capsys):
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
     # the lock died with the process: the run can be continued now
-    assert main(["train", "--resume", str(run), "--total-steps", "1", "--no-progress",
-                 "--eval-episodes", "0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(run),
+                "--total-steps",
+                "1",
+                "--no-progress",
+                "--eval-episodes",
+                "0",
+            ]
+        )
+        == 0
+    )
 
 
 def test_overwrite_deletes_only_what_ppokit_wrote(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *FAST, "--keep-checkpoint-every", "1", "--run-dir", str(run)]) == 0
     written = rundir.written_files(run)
-    assert {"config.json", "progress.csv", "checkpoints/latest.pt",
-            "checkpoints/step_256.pt"} <= set(written)
+    assert {
+        "config.json",
+        "progress.csv",
+        "checkpoints/latest.pt",
+        "checkpoints/step_256.pt",
+    } <= set(written)
     assert any(w.startswith("tb/events.out.tfevents.") for w in written)
     (run / "checkpoints" / "my_model.bin").write_bytes(b"mine")
     (run / "tb" / "notes.txt").write_text("mine")
     (run / "notes.md").write_text("mine")
-    assert main(["train", *FAST, "--run-dir", str(run), "--overwrite",
-                 "--keep-checkpoint-every", "0"]) == 0
+    assert (
+        main(["train", *FAST, "--run-dir", str(run), "--overwrite", "--keep-checkpoint-every", "0"])
+        == 0
+    )
     assert (run / "checkpoints" / "my_model.bin").read_bytes() == b"mine"
     assert (run / "tb" / "notes.txt").read_text() == "mine"
     assert (run / "notes.md").read_text() == "mine"

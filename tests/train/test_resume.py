@@ -20,9 +20,24 @@ TOTAL = 40 * 256
 
 
 def _train_cmd(run: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "ppokit", "train", "--env", "CartPole-v1", "--run-dir",
-            str(run), "--total-steps", str(TOTAL), "--checkpoint-every", "2",
-            "--eval-episodes", "0", "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "ppokit",
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--run-dir",
+        str(run),
+        "--total-steps",
+        str(TOTAL),
+        "--checkpoint-every",
+        "2",
+        "--eval-episodes",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -31,8 +46,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, *, min_steps: int,
-                         timeout: float = 120.0) -> int:
+def _wait_for_checkpoint(
+    proc: subprocess.Popen, run: Path, *, min_steps: int, timeout: float = 120.0
+) -> int:
     latest = run / "checkpoints" / "latest.pt"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -50,8 +66,9 @@ def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, *, min_steps: int,
 
 def test_resume_after_sigkill_reaches_the_same_step_count(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(run), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _train_cmd(run), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         _wait_for_checkpoint(proc, run, min_steps=4 * 256)
         proc.send_signal(signal.SIGKILL)
@@ -62,9 +79,13 @@ def test_resume_after_sigkill_reaches_the_same_step_count(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     saved = load_checkpoint(run / "checkpoints" / "latest.pt")  # intact after the kill
     assert 0 < saved["env_steps"] < TOTAL
-    res = subprocess.run([sys.executable, "-m", "ppokit", "train", "--resume", str(run),
-                          "--no-progress"], env=_env(), capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "ppokit", "train", "--resume", str(run), "--no-progress"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert f"resumed at step {saved['env_steps']:,}" in res.stdout
     final = load_checkpoint(run / "checkpoints" / "latest.pt")
@@ -82,14 +103,20 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, mode):
     run = tmp_path / "run"
     # a terminal's Ctrl-C reaches the whole process group, env worker processes included:
     # run in a new session and signal the group, as a terminal does
-    proc = subprocess.Popen(_train_cmd(run, "--checkpoint-every", "1000", "--vector-mode", mode),
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        _train_cmd(run, "--checkpoint-every", "1000", "--vector-mode", mode),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         # wait until training is under way (the first log row is written)
         deadline = time.monotonic() + 120
-        while not ((run / "progress.csv").exists()
-                   and len(read_progress_csv(run / "progress.csv")) >= 2):
+        while not (
+            (run / "progress.csv").exists() and len(read_progress_csv(run / "progress.csv")) >= 2
+        ):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         assert not (run / "checkpoints" / "latest.pt").exists()  # none periodic yet

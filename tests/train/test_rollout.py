@@ -94,8 +94,9 @@ def test_true_final_observation_at_time_limit_is_truncated_not_terminated():
 
 def test_box_actions_stored_as_sampled_and_clipped_only_for_the_env():
     env = GymVecEnv("PpokitTest/EchoBox-v0", 2)
-    ro = RolloutCollector(env, _const_policy(torch.tensor([5.0, -0.25])), num_steps=3,
-                          seed=0).collect()
+    ro = RolloutCollector(
+        env, _const_policy(torch.tensor([5.0, -0.25])), num_steps=3, seed=0
+    ).collect()
     env.close()
     assert torch.equal(ro["action"], torch.tensor([5.0, -0.25]).expand(2, 3, 2))
     # the env echoes what it received: clipped to the [-1, 1] bounds

@@ -26,8 +26,11 @@ def test_short_cartpole_run_clearly_improves(tmp_path):
     cfg = preset_config("CartPole-v1", total_steps=15_000, progress=False, eval_episodes=10)
     result = PPOTrainer(cfg, run_dir=tmp_path / "run").train()
     s = result.summary
-    assert s["env_steps"] == result.env_steps == num_iterations(
-        total_steps=cfg.total_steps, batch_size=cfg.batch_size) * cfg.batch_size
+    assert (
+        s["env_steps"]
+        == result.env_steps
+        == num_iterations(total_steps=cfg.total_steps, batch_size=cfg.batch_size) * cfg.batch_size
+    )
     assert s["eval_episodes"] == 10
     assert s["eval_return_mean"] > 100, s
     rows = read_progress_csv(tmp_path / "run" / "progress.csv")
@@ -35,8 +38,16 @@ def test_short_cartpole_run_clearly_improves(tmp_path):
     late = [r["episode_return_mean"] for r in rows[-5:]]
     assert sum(late) / 5 > 3 * sum(early) / 5
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
-    for key in ("env", "seed", "env_steps", "wall_seconds", "sps", "eval_return_mean",
-                "eval_return_std", "eval_episodes"):
+    for key in (
+        "env",
+        "seed",
+        "env_steps",
+        "wall_seconds",
+        "sps",
+        "eval_return_mean",
+        "eval_return_std",
+        "eval_episodes",
+    ):
         assert key in saved
     assert saved["env"] == "CartPole-v1" and saved["seed"] == 1
 
@@ -45,20 +56,29 @@ def test_run_dir_layout_and_logged_scalars(tmp_path):
     run = tmp_path / "run"
     PPOTrainer(_small(tmp_path, total_steps=768, keep_checkpoint_every=2), run_dir=run).train()
     assert json.loads((run / "config.json").read_text())["total_steps"] == 768
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest.pt",
-                                                                       "step_512.pt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest.pt", "step_512.pt"]
     assert any((run / "tb").iterdir())
     rows = read_progress_csv(run / "progress.csv")
     assert [int(r["env_steps"]) for r in rows] == [256, 512, 768]
-    for key in ("loss_objective", "loss_critic", "loss_entropy", "entropy", "clip_fraction",
-                "kl_approx", "ESS", "explained_variance", "grad_norm", "lr", "sps",
-                "episode_return_mean"):
+    for key in (
+        "loss_objective",
+        "loss_critic",
+        "loss_entropy",
+        "entropy",
+        "clip_fraction",
+        "kl_approx",
+        "ESS",
+        "explained_variance",
+        "grad_norm",
+        "lr",
+        "sps",
+        "episode_return_mean",
+    ):
         assert key in rows[0], key
     assert all(math.isfinite(r["loss_critic"]) for r in rows)
     # linear annealing: lr_i = lr0 * (1 - (i - 1) / 3) for the 3 iterations
     lr0 = 1e-3
-    assert [round(r["lr"], 8) for r in rows] == [lr0, round(lr0 * 2 / 3, 8),
-                                                 round(lr0 / 3, 8)]
+    assert [round(r["lr"], 8) for r in rows] == [lr0, round(lr0 * 2 / 3, 8), round(lr0 / 3, 8)]
 
 
 def test_state_dict_round_trip_is_exact(tmp_path):
@@ -85,15 +105,26 @@ def test_resume_rejects_a_changed_environment_or_network(tmp_path):
     cfg = _small(tmp_path, total_steps=256)
     PPOTrainer(cfg, run_dir=tmp_path / "r").train()
     with pytest.raises(ValueError, match=r"hidden_sizes=\(64, 64\).*\(32,\)"):
-        PPOTrainer(_small(tmp_path, total_steps=256, hidden_sizes=(32,)),
-                   run_dir=tmp_path / "r", resume=True)
+        PPOTrainer(
+            _small(tmp_path, total_steps=256, hidden_sizes=(32,)),
+            run_dir=tmp_path / "r",
+            resume=True,
+        )
 
 
 def test_normalizer_statistics_saved_and_used_frozen(tmp_path):
     run = tmp_path / "pend"
-    cfg = preset_config("Pendulum-v1", total_steps=512, num_steps=128, num_minibatches=4,
-                        num_epochs=1, obs_norm=True, reward_scale=True, progress=False,
-                        eval_episodes=0)
+    cfg = preset_config(
+        "Pendulum-v1",
+        total_steps=512,
+        num_steps=128,
+        num_minibatches=4,
+        num_epochs=1,
+        obs_norm=True,
+        reward_scale=True,
+        progress=False,
+        eval_episodes=0,
+    )
     trainer = PPOTrainer(cfg, run_dir=run)
     trainer.train()
     _, obs_norm, loaded_cfg = load_policy(run)
@@ -107,8 +138,7 @@ def test_normalizer_statistics_saved_and_used_frozen(tmp_path):
 
 
 def test_target_kl_stops_the_epochs_early(tmp_path):
-    cfg = _small(tmp_path, total_steps=256 * 3, target_kl=1e-9, num_epochs=10,
-                 num_minibatches=4)
+    cfg = _small(tmp_path, total_steps=256 * 3, target_kl=1e-9, num_epochs=10, num_minibatches=4)
     PPOTrainer(cfg, run_dir=tmp_path / "kl").train()
     rows = read_progress_csv(tmp_path / "kl" / "progress.csv")
     # the first minibatch of an epoch runs at KL 0 (policy unchanged); the second exceeds 1e-9
@@ -145,8 +175,15 @@ def test_same_seed_same_run_bit_for_bit(tmp_path):
 
 def test_mujoco_preset_short_run(tmp_path):
     # the MuJoCo path (Box actions, obs normalisation, reward scaling) end to end, briefly
-    cfg = preset_config("Hopper-v5", total_steps=1024, num_steps=512, num_minibatches=8,
-                        num_epochs=2, progress=False, eval_episodes=2)
+    cfg = preset_config(
+        "Hopper-v5",
+        total_steps=1024,
+        num_steps=512,
+        num_minibatches=8,
+        num_epochs=2,
+        progress=False,
+        eval_episodes=2,
+    )
     result = PPOTrainer(cfg, run_dir=tmp_path / "hopper").train()
     s = result.summary
     assert s["env_steps"] == 1024 and s["eval_episodes"] == 2

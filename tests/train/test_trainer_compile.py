@@ -14,9 +14,18 @@ from ppokit.train.trainer import PPOTrainer, World
 
 def _cfg(**kw):
     # 2 envs x 32 steps, 2 epochs x 2 minibatches: 4 updates, the first eager, 3 compiled
-    return preset_config("Pendulum-v1", total_steps=64, num_envs=2, num_steps=32,
-                         num_epochs=2, num_minibatches=2, progress=False, eval_episodes=0,
-                         entropy_coef=0.01, **kw)
+    return preset_config(
+        "Pendulum-v1",
+        total_steps=64,
+        num_envs=2,
+        num_steps=32,
+        num_epochs=2,
+        num_minibatches=2,
+        progress=False,
+        eval_episodes=0,
+        entropy_coef=0.01,
+        **kw,
+    )
 
 
 def test_compiled_updates_match_eager(tmp_path):
@@ -56,9 +65,27 @@ def test_cli_compile_flag_trains_and_is_saved(tmp_path):
     from ppokit.train.cli import main
 
     run = tmp_path / "run"
-    argv = ["train", "--env", "Pendulum-v1", "--total-steps", "256", "--num-envs", "2",
-            "--num-steps", "64", "--num-minibatches", "2", "--num-epochs", "2", "--compile",
-            "--eval-episodes", "1", "--no-progress", "--run-dir", str(run)]
+    argv = [
+        "train",
+        "--env",
+        "Pendulum-v1",
+        "--total-steps",
+        "256",
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "64",
+        "--num-minibatches",
+        "2",
+        "--num-epochs",
+        "2",
+        "--compile",
+        "--eval-episodes",
+        "1",
+        "--no-progress",
+        "--run-dir",
+        str(run),
+    ]
     assert main(argv) == 0
     assert json.loads((run / "config.json").read_text())["compile"] is True
     summary = json.loads((run / "summary.json").read_text())

@@ -12,12 +12,25 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["EnvSource", "GymVecEnv", "StepResult", "check_env_id", "check_spaces", "env_label",
-           "make_vector_env"]
+__all__ = [
+    "EnvSource",
+    "GymVecEnv",
+    "StepResult",
+    "check_env_id",
+    "check_spaces",
+    "env_label",
+    "make_vector_env",
+]
 
-_WHERE = {"EnvSource": "sources", "check_env_id": "sources", "env_label": "sources",
-          "make_vector_env": "sources", "check_spaces": "spaces", "GymVecEnv": "gym",
-          "StepResult": "gym"}
+_WHERE = {
+    "EnvSource": "sources",
+    "check_env_id": "sources",
+    "env_label": "sources",
+    "make_vector_env": "sources",
+    "check_spaces": "spaces",
+    "GymVecEnv": "gym",
+    "StepResult": "gym",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -142,9 +142,11 @@ class GymVecEnv:
     def step_tensors(self, action: torch.Tensor) -> StepResult:
         """Step with ``action`` (``[N]`` ints or ``[N, A]`` floats, as sampled)."""
         next_obs, obs, reward, terminated, truncated = self.step_arrays(
-            action.detach().cpu().numpy())
-        return StepResult(*(torch.from_numpy(x) for x in (next_obs, obs, reward, terminated,
-                                                          truncated)))
+            action.detach().cpu().numpy()
+        )
+        return StepResult(
+            *(torch.from_numpy(x) for x in (next_obs, obs, reward, terminated, truncated))
+        )
 
     # -- TensorDict API (TorchRL-style, for users and tests) --------------------------------
     def reset(self, *, seed: int | None = None) -> TensorDict:

@@ -51,8 +51,10 @@ def import_env_module(env_id: str) -> str:
         return env_id
     module, _, name = env_id.partition(":")
     if not module or not name:
-        raise ValueError(f"--env {env_id!r}: expected 'module.path:EnvId' (both parts "
-                         "non-empty), e.g. 'my_package.my_module:MyEnv-v0'.")
+        raise ValueError(
+            f"--env {env_id!r}: expected 'module.path:EnvId' (both parts "
+            "non-empty), e.g. 'my_package.my_module:MyEnv-v0'."
+        )
     try:
         importlib.import_module(module)
     except ImportError as err:
@@ -86,11 +88,14 @@ def check_env_id(env_id: str) -> None:
         lowered = {n.lower(): n for n in names}
         close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), 4)]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    where = (f" (after importing {env_id.partition(':')[0]!r}, which did not register it)"
-             if name != env_id else "")
+    where = (
+        f" (after importing {env_id.partition(':')[0]!r}, which did not register it)"
+        if name != env_id
+        else ""
+    )
     raise ValueError(
-        f"Unknown environment id {name!r}{where}.{hint} Run `python -c \"import gymnasium; "
-        "gymnasium.pprint_registry()\"` to list every registered id."
+        f'Unknown environment id {name!r}{where}.{hint} Run `python -c "import gymnasium; '
+        'gymnasium.pprint_registry()"` to list every registered id.'
     )
 
 
@@ -110,8 +115,13 @@ def env_label(source: EnvSource) -> str:
     return str(getattr(source, "__qualname__", type(source).__name__))
 
 
-def make_vector_env(source: EnvSource, num_envs: int | None = None, *, mode: str = "sync",
-                    env_kwargs: dict[str, Any] | None = None) -> gym.vector.VectorEnv:
+def make_vector_env(
+    source: EnvSource,
+    num_envs: int | None = None,
+    *,
+    mode: str = "sync",
+    env_kwargs: dict[str, Any] | None = None,
+) -> gym.vector.VectorEnv:
     """The Gymnasium vector env of ``source``, resetting finished envs in the same step.
 
     Args:
@@ -134,14 +144,18 @@ def make_vector_env(source: EnvSource, num_envs: int | None = None, *, mode: str
     if num_envs is not None and num_envs <= 0:
         raise ValueError(f"num_envs must be positive, got {num_envs}.")
     if env_kwargs and not isinstance(source, str):
-        raise ValueError(f"env_kwargs={env_kwargs!r} are passed to gymnasium.make, which only "
-                         f"runs for a Gymnasium id; the env source here is a "
-                         f"{type(source).__name__}. Build the env with those arguments instead.")
+        raise ValueError(
+            f"env_kwargs={env_kwargs!r} are passed to gymnasium.make, which only "
+            f"runs for a Gymnasium id; the env source here is a "
+            f"{type(source).__name__}. Build the env with those arguments instead."
+        )
     if isinstance(source, gym.vector.VectorEnv):
         if num_envs is not None and num_envs != source.num_envs:
-            raise ValueError(f"The VectorEnv given has {source.num_envs} sub-environments but "
-                             f"num_envs={num_envs} was asked for; drop num_envs or make them "
-                             "agree.")
+            raise ValueError(
+                f"The VectorEnv given has {source.num_envs} sub-environments but "
+                f"num_envs={num_envs} was asked for; drop num_envs or make them "
+                "agree."
+            )
         mode_set = source.metadata.get("autoreset_mode")
         if mode_set not in (AutoresetMode.SAME_STEP, AutoresetMode.SAME_STEP.value):
             raise ValueError(
@@ -149,18 +163,25 @@ def make_vector_env(source: EnvSource, num_envs: int | None = None, *, mode: str
                 "ppokit stores the true final observation of an episode and needs "
                 "AutoresetMode.SAME_STEP. Build it with gymnasium.make_vec(..., vector_kwargs="
                 "{'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP}) or "
-                "SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP).")
+                "SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)."
+            )
         return source
     if num_envs is None:
         raise ValueError("num_envs is needed to build a vector env from an id or a callable.")
     if isinstance(source, str):
         check_env_id(source)
-        return gym.make_vec(source, num_envs=num_envs, vectorization_mode=mode,
-                            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-                            **(env_kwargs or {}))
+        return gym.make_vec(
+            source,
+            num_envs=num_envs,
+            vectorization_mode=mode,
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            **(env_kwargs or {}),
+        )
     if callable(source):
         cls = gym.vector.SyncVectorEnv if mode == "sync" else gym.vector.AsyncVectorEnv
         return cls([source] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-    raise TypeError(f"An env source is a Gymnasium id (str), a callable returning a "
-                    f"gymnasium.Env, or a gymnasium.vector.VectorEnv; got "
-                    f"{type(source).__name__}.")
+    raise TypeError(
+        f"An env source is a Gymnasium id (str), a callable returning a "
+        f"gymnasium.Env, or a gymnasium.vector.VectorEnv; got "
+        f"{type(source).__name__}."
+    )

@@ -29,8 +29,14 @@ from torch import nn
 from ppokit.objectives.base import PPOLoss
 from ppokit.objectives.inputs import LossInputs
 
-__all__ = ["CompiledLoss", "compile_loss", "network_keys", "traceable", "traced_args",
-           "with_own_code"]
+__all__ = [
+    "CompiledLoss",
+    "compile_loss",
+    "network_keys",
+    "traceable",
+    "traced_args",
+    "with_own_code",
+]
 
 
 class CompiledLoss(nn.Module):
@@ -51,8 +57,15 @@ class CompiledLoss(nn.Module):
         backend: ``torch.compile`` backend (default ``"inductor"``).
     """
 
-    def __init__(self, loss: PPOLoss, *, fullgraph: bool = True, dynamic: bool | None = None,
-                 mode: str | None = None, backend: str = "inductor") -> None:
+    def __init__(
+        self,
+        loss: PPOLoss,
+        *,
+        fullgraph: bool = True,
+        dynamic: bool | None = None,
+        mode: str | None = None,
+        backend: str = "inductor",
+    ) -> None:
         super().__init__()
         if not isinstance(loss, PPOLoss):
             raise TypeError(
@@ -62,17 +75,30 @@ class CompiledLoss(nn.Module):
         self._warm = False
         self.eager_calls = 0  #: calls that ran eagerly (first call, fallbacks)
         self.compiled_calls = 0  #: calls that ran the compiled graph
-        self._core = torch.compile(with_own_code(self._core_impl), fullgraph=fullgraph,
-                                   dynamic=dynamic, mode=mode, backend=backend)
+        self._core = torch.compile(
+            with_own_code(self._core_impl),
+            fullgraph=fullgraph,
+            dynamic=dynamic,
+            mode=mode,
+            backend=backend,
+        )
         self._external_keys: list | None = None
 
-    def _core_impl(self, tensors: dict, batch: torch.Size, action: torch.Tensor,
-                   old_log_prob: torch.Tensor, advantage: torch.Tensor,
-                   value_target: torch.Tensor | None, old_value: torch.Tensor | None,
-                   mask: torch.Tensor | None, mc_entropy: bool
-                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
-        inp = LossInputs(tensors, batch, action, old_log_prob, advantage, value_target,
-                         old_value, mask, True)
+    def _core_impl(
+        self,
+        tensors: dict,
+        batch: torch.Size,
+        action: torch.Tensor,
+        old_log_prob: torch.Tensor,
+        advantage: torch.Tensor,
+        value_target: torch.Tensor | None,
+        old_value: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        mc_entropy: bool,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        inp = LossInputs(
+            tensors, batch, action, old_log_prob, advantage, value_target, old_value, mask, True
+        )
         out, extras = self.loss.compute(inp, mc_entropy=mc_entropy, traced=True)
         return out, extras.get("value"), extras.get("entropy_all")
 
@@ -125,8 +151,9 @@ def with_own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
     """
     if isinstance(fn, types.MethodType):
         return types.MethodType(with_own_code(fn.__func__), fn.__self__)
-    copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__,
-                              fn.__defaults__, fn.__closure__)
+    copy = types.FunctionType(
+        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
     copy.__kwdefaults__ = fn.__kwdefaults__
     copy.__qualname__ = fn.__qualname__
     return copy
@@ -144,8 +171,10 @@ def traceable(loss: PPOLoss, inp: LossInputs) -> bool:
     if loss.entropy_bonus and loss._closed_form_entropy is None:
         return False
     if loss.functional:
-        for slots, params in ((loss._actor_slots, loss.actor_network_params),
-                              (loss._critic_slots, loss.critic_network_params)):
+        for slots, params in (
+            (loss._actor_slots, loss.actor_network_params),
+            (loss._critic_slots, loss.critic_network_params),
+        ):
             if params is None:
                 continue
             if slots is None or not slots.in_place(params):
@@ -171,8 +200,17 @@ def traced_args(loss: PPOLoss, inp: LossInputs, keys: list) -> tuple:
         if value is not None:
             tensors[key] = value
     mc = bool(loss.entropy_bonus and not loss._closed_form_entropy)
-    return (tensors, inp.batch, inp.action, inp.old_log_prob, inp.advantage,
-            inp.value_target, inp.old_value, inp.mask, mc)
+    return (
+        tensors,
+        inp.batch,
+        inp.action,
+        inp.old_log_prob,
+        inp.advantage,
+        inp.value_target,
+        inp.old_value,
+        inp.mask,
+        mc,
+    )
 
 
 def network_keys(loss: PPOLoss) -> list:
@@ -184,8 +222,14 @@ def network_keys(loss: PPOLoss) -> list:
     return keys
 
 
-def compile_loss(loss: PPOLoss, *, fullgraph: bool = True, dynamic: bool | None = None,
-                 mode: str | None = None, backend: str = "inductor") -> CompiledLoss:
+def compile_loss(
+    loss: PPOLoss,
+    *,
+    fullgraph: bool = True,
+    dynamic: bool | None = None,
+    mode: str | None = None,
+    backend: str = "inductor",
+) -> CompiledLoss:
     """Compile a ppokit PPO loss with ``torch.compile`` (opt-in; eager is the default).
 
     The returned module is called like the loss and returns the same entries with the same

@@ -47,12 +47,21 @@ class _Networks(nn.Module):
         self.critic = loss.critic_network if loss._has_critic else None
         object.__setattr__(self, "loss", loss)
 
-    def forward(self, tensors: dict, batch: torch.Size, action: torch.Tensor,
-                old_log_prob: torch.Tensor, advantage: torch.Tensor,
-                value_target: torch.Tensor | None, old_value: torch.Tensor | None,
-                mask: torch.Tensor | None, mc_entropy: bool) -> dict[str, torch.Tensor]:
-        inp = LossInputs(tensors, batch, action, old_log_prob, advantage, value_target,
-                         old_value, mask, True)
+    def forward(
+        self,
+        tensors: dict,
+        batch: torch.Size,
+        action: torch.Tensor,
+        old_log_prob: torch.Tensor,
+        advantage: torch.Tensor,
+        value_target: torch.Tensor | None,
+        old_value: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        mc_entropy: bool,
+    ) -> dict[str, torch.Tensor]:
+        inp = LossInputs(
+            tensors, batch, action, old_log_prob, advantage, value_target, old_value, mask, True
+        )
         loss: PPOLoss = self.__dict__["loss"]
         out, extras = loss.compute(inp, mc_entropy=mc_entropy, traced=True)
         if "entropy_all" in extras:
@@ -113,41 +122,62 @@ class FusedPPOUpdate:
         (1, 2, True)
     """
 
-    def __init__(self, loss: PPOLoss, optimizer: torch.optim.Optimizer, *,
-                 max_grad_norm: float | None = None, dynamic: bool | None = None,
-                 backend: str = "inductor", eager_step: EagerStep = eager_update) -> None:
+    def __init__(
+        self,
+        loss: PPOLoss,
+        optimizer: torch.optim.Optimizer,
+        *,
+        max_grad_norm: float | None = None,
+        dynamic: bool | None = None,
+        backend: str = "inductor",
+        eager_step: EagerStep = eager_update,
+    ) -> None:
         if not isinstance(loss, PPOLoss):
-            raise TypeError(f"FusedPPOUpdate expects a ppokit PPOLoss/ClipPPOLoss, got "
-                            f"{type(loss).__name__}.")
+            raise TypeError(
+                f"FusedPPOUpdate expects a ppokit PPOLoss/ClipPPOLoss, got {type(loss).__name__}."
+            )
         if type(optimizer) is not torch.optim.Adam:
-            raise TypeError(f"FusedPPOUpdate runs Adam's update rule in its graph, so it needs "
-                            f"a torch.optim.Adam, got {type(optimizer).__name__}.")
+            raise TypeError(
+                f"FusedPPOUpdate runs Adam's update rule in its graph, so it needs "
+                f"a torch.optim.Adam, got {type(optimizer).__name__}."
+            )
         if len(optimizer.param_groups) != 1:
-            raise ValueError(f"FusedPPOUpdate needs one Adam parameter group, got "
-                             f"{len(optimizer.param_groups)}; give every parameter the same "
-                             "options, or use the eager update.")
+            raise ValueError(
+                f"FusedPPOUpdate needs one Adam parameter group, got "
+                f"{len(optimizer.param_groups)}; give every parameter the same "
+                "options, or use the eager update."
+            )
         group = optimizer.param_groups[0]
-        unsupported = [name for name in ("amsgrad", "maximize", "differentiable", "capturable")
-                       if group.get(name)] + (["weight_decay"] if group["weight_decay"] else [])
+        unsupported = [
+            name
+            for name in ("amsgrad", "maximize", "differentiable", "capturable")
+            if group.get(name)
+        ] + (["weight_decay"] if group["weight_decay"] else [])
         if unsupported:
-            raise ValueError(f"FusedPPOUpdate implements plain Adam; the optimizer sets "
-                             f"{unsupported}. Use the eager update for these.")
+            raise ValueError(
+                f"FusedPPOUpdate implements plain Adam; the optimizer sets "
+                f"{unsupported}. Use the eager update for these."
+            )
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm!r}.")
         self.networks = _Networks(loss)
         named = list(self.networks.named_parameters(remove_duplicate=False))
         unique = list(self.networks.named_parameters())
         if len(named) != len(unique):
-            raise ValueError("FusedPPOUpdate needs separate actor and critic networks; these "
-                             "share parameters (a shared trunk). Use compile_loss instead.")
+            raise ValueError(
+                "FusedPPOUpdate needs separate actor and critic networks; these "
+                "share parameters (a shared trunk). Use compile_loss instead."
+            )
         self._names = [name for name, _ in unique]
         self.params = [p for _, p in unique]
         if {id(p) for p in group["params"]} != {id(p) for p in self.params} or len(
-                group["params"]) != len(self.params):
+            group["params"]
+        ) != len(self.params):
             raise ValueError(
                 f"The optimizer must hold exactly the {len(self.params)} parameters of the "
                 f"loss's actor and critic; it holds {len(group['params'])} (other or "
-                "missing tensors).")
+                "missing tensors)."
+            )
         self.loss, self.optimizer = loss, optimizer
         self.max_grad_norm = max_grad_norm
         self._eager_step = eager_step
@@ -157,14 +187,24 @@ class FusedPPOUpdate:
         self._keys: list | None = None
         self._lr = torch.zeros(())  # a tensor input: the annealed lr must not recompile
         self._max_norm = torch.tensor(math.inf if max_grad_norm is None else max_grad_norm)
-        self._graph = torch.compile(with_own_code(self._update), fullgraph=True, dynamic=dynamic,
-                                    backend=backend)
+        self._graph = torch.compile(
+            with_own_code(self._update), fullgraph=True, dynamic=dynamic, backend=backend
+        )
 
     # ------------------------------------------------------------------ the compiled step
-    def _update(self, params: list[torch.Tensor], exp_avg: list[torch.Tensor],
-                exp_avg_sq: list[torch.Tensor], steps: list[torch.Tensor], lr: torch.Tensor,
-                max_norm: torch.Tensor, kl_limit: torch.Tensor, args: tuple,
-                betas: tuple[float, float], eps: float) -> tuple[Any, ...]:
+    def _update(
+        self,
+        params: list[torch.Tensor],
+        exp_avg: list[torch.Tensor],
+        exp_avg_sq: list[torch.Tensor],
+        steps: list[torch.Tensor],
+        lr: torch.Tensor,
+        max_norm: torch.Tensor,
+        kl_limit: torch.Tensor,
+        args: tuple,
+        betas: tuple[float, float],
+        eps: float,
+    ) -> tuple[Any, ...]:
         names, networks = self._names, self.networks
 
         def total_loss(ps: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
@@ -197,8 +237,9 @@ class FusedPPOUpdate:
         return out, norm, finite, apply
 
     # ------------------------------------------------------------------ a call
-    def __call__(self, tensordict: TensorDictBase, *, target_kl: float | None = None
-                 ) -> UpdateResult:
+    def __call__(
+        self, tensordict: TensorDictBase, *, target_kl: float | None = None
+    ) -> UpdateResult:
         """Update on one minibatch.
 
         Args:
@@ -214,8 +255,11 @@ class FusedPPOUpdate:
         loss = self.loss
         inp = loss.read_inputs(tensordict)
         state = self.optimizer.state
-        if not (self._warm and traceable(loss, inp)
-                and all("exp_avg" in state.get(p, ()) for p in self.params)):
+        if not (
+            self._warm
+            and traceable(loss, inp)
+            and all("exp_avg" in state.get(p, ()) for p in self.params)
+        ):
             # no Adam state yet (a parameter eager Adam has not stepped, as its grad was None):
             # the eager step creates it exactly as torch does
             return self._eager(tensordict, target_kl)
@@ -225,14 +269,24 @@ class FusedPPOUpdate:
         if float(self._lr) != group["lr"]:
             self._lr.fill_(group["lr"])
         states = [self.optimizer.state[p] for p in self.params]
-        current = ([p.detach() for p in self.params], [s["exp_avg"] for s in states],
-                   [s["exp_avg_sq"] for s in states], [s["step"] for s in states])
+        current = (
+            [p.detach() for p in self.params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["step"] for s in states],
+        )
         kl_limit = torch.tensor(math.inf if target_kl is None else float(target_kl))
         args = traced_args(loss, inp, self._keys)
         with torch.no_grad(), set_interaction_type(loss.actor_plan().interaction()):
-            out, norm, finite, apply = self._graph(*current, self._lr, self._max_norm,
-                                                   kl_limit, args, tuple(group["betas"]),
-                                                   group["eps"])
+            out, norm, finite, apply = self._graph(
+                *current,
+                self._lr,
+                self._max_norm,
+                kl_limit,
+                args,
+                tuple(group["betas"]),
+                group["eps"],
+            )
         if bool(apply):
             self.fused_calls += 1
             out.pop("entropy_all", None)
@@ -246,9 +300,14 @@ class FusedPPOUpdate:
     def _eager(self, tensordict: TensorDictBase, target_kl: float | None) -> UpdateResult:
         self._warm = True
         self.eager_calls += 1
-        out, norm, applied = self._eager_step(self.loss, self.params, self.optimizer,
-                                              tensordict, max_grad_norm=self.max_grad_norm,
-                                              target_kl=target_kl)
+        out, norm, applied = self._eager_step(
+            self.loss,
+            self.params,
+            self.optimizer,
+            tensordict,
+            max_grad_norm=self.max_grad_norm,
+            target_kl=target_kl,
+        )
         for p in self.params:
             p.grad = None  # as after a fused call
         return UpdateResult(out.detach(), norm, applied)

@@ -88,8 +88,9 @@ class TensorReader:
 
     __slots__ = ("detach", "env", "source")
 
-    def __init__(self, env: MutableMapping[NestedKey, Any], source: Any, *,
-                 detach: bool = False) -> None:
+    def __init__(
+        self, env: MutableMapping[NestedKey, Any], source: Any, *, detach: bool = False
+    ) -> None:
         self.env, self.source, self.detach = env, source, detach
 
     def get(self, key: NestedKey, default: Any = None) -> Any:
@@ -102,15 +103,19 @@ class TensorReader:
         if isinstance(self.source, TensorDictBase) and not isinstance(value, torch.Tensor):
             # non-tensor entries are handed over as their payload, as tensordict does
             value = self.source._get_tuple_maybe_non_tensor(
-                key if isinstance(key, tuple) else (key,), default)
+                key if isinstance(key, tuple) else (key,), default
+            )
         if self.detach and isinstance(value, torch.Tensor) and value.requires_grad:
             value = value.detach()
         return value
 
     def keys(self) -> Iterator[NestedKey]:
         yield from self.env
-        below = (self.source.keys(True, True) if isinstance(self.source, TensorDictBase)
-                 else self.source.keys())
+        below = (
+            self.source.keys(True, True)
+            if isinstance(self.source, TensorDictBase)
+            else self.source.keys()
+        )
         yield from (k for k in below if k not in self.env)
 
 
@@ -164,9 +169,11 @@ def _flatten(module: nn.Module, steps: list[_Step], wrappers: list[nn.Module]) -
         steps.append(_Step(module))
         wrappers.append(module)
         return True
-    if isinstance(module, TensorDictSequential) and not isinstance(
-        module, ProbabilisticTensorDictSequential
-    ) and _plain_sequence(module):
+    if (
+        isinstance(module, TensorDictSequential)
+        and not isinstance(module, ProbabilisticTensorDictSequential)
+        and _plain_sequence(module)
+    ):
         wrappers.append(module)
         return all(_flatten(m, steps, wrappers) for m in module.module)
     return False
@@ -190,9 +197,13 @@ class ModulePlan:
         True
     """
 
-    def __init__(self, steps: list[_Step], wrappers: list[nn.Module],
-                 dist_module: ProbabilisticTensorDictModule | None = None,
-                 default_interaction: Any = None) -> None:
+    def __init__(
+        self,
+        steps: list[_Step],
+        wrappers: list[nn.Module],
+        dist_module: ProbabilisticTensorDictModule | None = None,
+        default_interaction: Any = None,
+    ) -> None:
         self.steps = steps
         self.wrappers = wrappers
         self.dist_module = dist_module
@@ -239,7 +250,7 @@ class ModulePlan:
         # from what the steps just wrote.
         written = [_tuple_key(k) for step in steps for k in step.out_keys]
         for key in map(_tuple_key, last.in_keys):
-            if any(len(w) > len(key) and w[:len(key)] == key for w in written):
+            if any(len(w) > len(key) and w[: len(key)] == key for w in written):
                 return None
         # get_dist builds from the LAST probabilistic module anywhere in the tree: make sure
         # that is ``last`` (the det part holds none, as _flatten accepted only plain modules).
@@ -261,8 +272,7 @@ class ModulePlan:
             needed += [k for k in step.in_keys if k not in produced and k not in needed]
             produced.update(step.out_keys)
         if self.dist_module is not None:
-            needed += [k for k in self.dist_module.in_keys
-                       if k not in produced and k not in needed]
+            needed += [k for k in self.dist_module.in_keys if k not in produced and k not in needed]
         return needed
 
     def written_keys(self) -> set:
@@ -316,8 +326,9 @@ class ModulePlan:
                 env[key] = value
         return env
 
-    def get_dist(self, reader: TensorReader, batch: torch.Size, *,
-                 set_interaction: bool = True) -> D.Distribution:
+    def get_dist(
+        self, reader: TensorReader, batch: torch.Size, *, set_interaction: bool = True
+    ) -> D.Distribution:
         """Run the deterministic part and build the actor's distribution.
 
         ``set_interaction=False`` leaves the interaction type alone (the caller has set it,

@@ -53,8 +53,9 @@ class ParamSlots:
         return cls(root, checks)
 
     @classmethod
-    def _collect(cls, node: TensorDict, module: nn.Module,
-                 checks: list[tuple[MutableMapping, str, Any]]) -> bool:
+    def _collect(
+        cls, node: TensorDict, module: nn.Module, checks: list[tuple[MutableMapping, str, Any]]
+    ) -> bool:
         store = getattr(node, "_tensordict", None)
         if not isinstance(store, dict):
             return False

@@ -45,9 +45,13 @@ class AdvantageEstimation(nn.Module):
                 if name not in OPTIONAL_ESTIMATOR_KEYS:
                     raise
 
-    def make_value_estimator(self, value_type: str | Any = "gae", *,
-                             value_network: nn.Module | None = None,
-                             **hyperparams: Any) -> AdvantageEstimation:
+    def make_value_estimator(
+        self,
+        value_type: str | Any = "gae",
+        *,
+        value_network: nn.Module | None = None,
+        **hyperparams: Any,
+    ) -> AdvantageEstimation:
         """Choose how the loss computes advantages when the data has none.
 
         Args:
@@ -81,11 +85,12 @@ class AdvantageEstimation(nn.Module):
                 "pass value_network=<a ValueOperator>."
             )
         self._value_estimator = make_value_estimator(
-            value_type, value_network=network, actor_network=self.actor_network,
-            **hyperparams)
+            value_type, value_network=network, actor_network=self.actor_network, **hyperparams
+        )
         #: the estimator's class (TorchRL's attribute), e.g. ``GAE``
-        self.value_type = value_type if isinstance(value_type, type) else type(
-            self._value_estimator)
+        self.value_type = (
+            value_type if isinstance(value_type, type) else type(self._value_estimator)
+        )
         # the loss's own critic runs on the loss's (detached) parameters; another network
         # on its own
         self._estimator_on_critic = network is self.critic_network

@@ -48,8 +48,9 @@ __all__ = ["Compute", "PPOKeys", "PPOLoss"]
 Compute = Callable[[LossInputs], tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 
-class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords,
-              AdvantageEstimation, LossKeys):
+class PPOLoss(
+    LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords, AdvantageEstimation, LossKeys
+):
     """Unclipped PPO loss: ``-ratio * advantage`` plus critic and entropy terms.
 
     This is the base of :class:`ClipPPOLoss` and takes the same arguments but
@@ -113,34 +114,50 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords,
         actor_network = resolve_alias("actor_network", actor_network, "actor", actor, None)
         critic_network = resolve_alias("critic_network", critic_network, "critic", critic, None)
         check_unsupported(gamma=gamma)
-        entropy_coef = resolve_alias("entropy_coef", entropy_coef, "entropy_coeff",
-                                     entropy_coeff, 0.01)
+        entropy_coef = resolve_alias(
+            "entropy_coef", entropy_coef, "entropy_coeff", entropy_coeff, 0.01
+        )
         self._entropy_coeff_map = self._per_head_coeff(entropy_coef, actor_network)
         if self._entropy_coeff_map is not None:
             entropy_coef = 0.0  # unused: the mapping weighs each head
         # TorchRL's default: a critic is trained with weight 1 when there is one
-        critic_coef = resolve_alias("critic_coef", critic_coef, "critic_coeff", critic_coeff,
-                                    1.0 if critic_network is not None else 0.0)
+        critic_coef = resolve_alias(
+            "critic_coef",
+            critic_coef,
+            "critic_coeff",
+            critic_coeff,
+            1.0 if critic_network is not None else 0.0,
+        )
         reduction = "mean" if reduction is None else reduction
-        check_options(actor_network=actor_network, critic_network=critic_network,
-                      samples_mc_entropy=samples_mc_entropy, entropy_coef=entropy_coef,
-                      critic_coef=critic_coef, loss_critic_type=loss_critic_type,
-                      reduction=reduction)
+        check_options(
+            actor_network=actor_network,
+            critic_network=critic_network,
+            samples_mc_entropy=samples_mc_entropy,
+            entropy_coef=entropy_coef,
+            critic_coef=critic_coef,
+            loss_critic_type=loss_critic_type,
+            reduction=reduction,
+        )
         self.entropy_bonus = bool(entropy_bonus)
         self.samples_mc_entropy = int(samples_mc_entropy)
-        device = (torch.device(device) if device is not None
-                  else self._default_device(actor_network, critic_network))
+        device = (
+            torch.device(device)
+            if device is not None
+            else self._default_device(actor_network, critic_network)
+        )
         self.register_coefficient("entropy_coeff", entropy_coef, device=device)
         self.register_coefficient("critic_coeff", critic_coef, device=device)
         self.loss_critic_type = loss_critic_type
         self.normalize_advantage = bool(normalize_advantage)
-        self.normalize_advantage_exclude_dims = check_exclude_dims(
-            normalize_advantage_exclude_dims)
+        self.normalize_advantage_exclude_dims = check_exclude_dims(normalize_advantage_exclude_dims)
         self.log_explained_variance = bool(log_explained_variance)
         self.separate_losses = bool(separate_losses)
         self.reduction = reduction
-        clip_value = check_clip_value(clip_value, self._clip_epsilon_for_value,
-                                      asymmetric=getattr(self, "_asymmetric_clip", False))
+        clip_value = check_clip_value(
+            clip_value,
+            self._clip_epsilon_for_value,
+            asymmetric=getattr(self, "_asymmetric_clip", False),
+        )
         if clip_value is None:
             self.clip_value = None
         else:
@@ -148,14 +165,16 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords,
         if max_importance_ratio is None:
             self.max_importance_ratio = None
         else:  # a schedulable buffer, as in TorchRL
-            self.register_coefficient("max_importance_ratio", max_importance_ratio,
-                                      device=device)
+            self.register_coefficient("max_importance_ratio", max_importance_ratio, device=device)
         self.check_inputs = bool(check_inputs)
         self._has_critic = critic_network is not None and float(critic_coef) != 0.0
         self._init_networks(actor_network, critic_network, functional=bool(functional))
-        self._init_keywords(advantage_norm=advantage_norm, delay_actor=delay_actor,
-                            normalize_advantage=self.normalize_advantage,
-                            functional=bool(functional))
+        self._init_keywords(
+            advantage_norm=advantage_norm,
+            delay_actor=delay_actor,
+            normalize_advantage=self.normalize_advantage,
+            functional=bool(functional),
+        )
         self.tensor_keys = self.default_keys()
         self._value_estimator: nn.Module | None = None
         self._adopt_actor_keys(actor_network)
@@ -234,13 +253,18 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords,
     def read_inputs(self, tensordict: TensorDictBase) -> LossInputs:
         """Read and check everything the loss needs from the data (no network runs here)."""
         return read_inputs(
-            tensordict, self.tensor_keys, loss_name=type(self).__name__,
-            direct=self._choose_path(), needs_value_target=self._has_critic,
+            tensordict,
+            self.tensor_keys,
+            loss_name=type(self).__name__,
+            direct=self._choose_path(),
+            needs_value_target=self._has_critic,
             clip_value=self.clip_value if self._has_critic else None,
-            estimate_advantage=self._estimate_advantage)
+            estimate_advantage=self._estimate_advantage,
+        )
 
-    def compute(self, inp: LossInputs, *, mc_entropy: bool = False, traced: bool = False
-                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def compute(
+        self, inp: LossInputs, *, mc_entropy: bool = False, traced: bool = False
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The networks, then :func:`~ppokit.objectives.objective.ppo_objective`.
 
         Returns the output entries and, for the checks, ``extras``: the critic's ``value``,
@@ -267,8 +291,9 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords,
         entropy = terms = None
         entropy_coeff = self._entropy_coeff_map
         if self.entropy_bonus:
-            entropy, extras["closed_form_entropy"], terms = self._entropy(dist, sample_shape,
-                                                                          mc=mc_entropy)
+            entropy, extras["closed_form_entropy"], terms = self._entropy(
+                dist, sample_shape, mc=mc_entropy
+            )
             if not traced and not mc_entropy:  # what a compiled call will do (compile_loss)
                 self._closed_form_entropy = extras["closed_form_entropy"]
             if inp.mask is not None:
@@ -277,39 +302,55 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords,
                 if terms is None:
                     raise TypeError(
                         "entropy_coeff is a per-head mapping but the policy's distribution is "
-                        f"{type(dist).__name__}, not a CompositeDistribution; give a float.")
+                        f"{type(dist).__name__}, not a CompositeDistribution; give a float."
+                    )
                 # the objective scales by 1: the coefficients are inside the weighted sum
                 extras["entropy_total"], entropy = entropy, -entropy_loss(terms, entropy_coeff)
         prox = self._proximal_dist(inp.work)  # delay_actor: the proximal policy (no grad)
         prox_log_prob = None if prox is None else self._log_prob(prox, inp.action, sample_shape)
         value = None
         if self._has_critic:
-            value = extras["value"] = self._critic_value(inp, actor_env, self.tensor_keys.value,
-                                                         traced=traced)
+            value = extras["value"] = self._critic_value(
+                inp, actor_env, self.tensor_keys.value, traced=traced
+            )
         out = ppo_objective(
-            log_prob, inp.old_log_prob, inp.advantage, entropy=entropy, value=value,
-            value_target=inp.value_target, old_value=inp.old_value, mask=inp.mask,
-            clip_epsilon=self._clip_epsilon(traced=traced), penalty=penalty,
+            log_prob,
+            inp.old_log_prob,
+            inp.advantage,
+            entropy=entropy,
+            value=value,
+            value_target=inp.value_target,
+            old_value=inp.old_value,
+            mask=inp.mask,
+            clip_epsilon=self._clip_epsilon(traced=traced),
+            penalty=penalty,
             max_importance_ratio=self._coefficient("max_importance_ratio", traced=traced),
             prox_log_prob=prox_log_prob,
             advantage_scale=self._advantage_scale(),
-            entropy_coeff=(1.0 if entropy_coeff is not None
-                           else self._coefficient("entropy_coeff", traced=traced)),
+            entropy_coeff=(
+                1.0
+                if entropy_coeff is not None
+                else self._coefficient("entropy_coeff", traced=traced)
+            ),
             critic_coeff=self._coefficient("critic_coeff", traced=traced),
             clip_value=self._coefficient("clip_value", traced=traced),
-            loss_critic_type=self.loss_critic_type, reduction=self.reduction,
+            loss_critic_type=self.loss_critic_type,
+            reduction=self.reduction,
             normalize_advantage=self.normalize_advantage,
             normalize_advantage_exclude_dims=self.normalize_advantage_exclude_dims,
-            log_explained_variance=self.log_explained_variance)
+            log_explained_variance=self.log_explained_variance,
+        )
         if terms is not None and terms.per_head is not None:
             if "entropy_total" in extras:  # report the entropy itself, not the weighted sum
-                out["entropy"] = masked_mean(extras["entropy_total"].detach().unsqueeze(-1),
-                                             inp.mask)
+                out["entropy"] = masked_mean(
+                    extras["entropy_total"].detach().unsqueeze(-1), inp.mask
+                )
             out["composite_entropy"] = composite_entropy_td(terms)
         return out, extras
 
-    def loss_critic(self, tensordict: TensorDictBase
-                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def loss_critic(
+        self, tensordict: TensorDictBase
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """The critic term alone, as TorchRL's ``loss_critic``.
 
         Args:
@@ -327,11 +368,15 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords,
         clip_value = self._coefficient("clip_value", traced=False)
         inp = read_critic_inputs(tensordict, keys, clip_value=clip_value)
         value = self._critic_value(inp, {}, keys.value, traced=False)
-        loss, clipped = critic_term(value, inp.value_target, inp.old_value, clip_value,
-                                    self.loss_critic_type)
+        loss, clipped = critic_term(
+            value, inp.value_target, inp.old_value, clip_value, self.loss_critic_type
+        )
         fraction = None if clipped is None else clipped.to(value.dtype).mean()
-        variance = (explained_variance(inp.value_target, value.detach())
-                    if self.log_explained_variance else None)
+        variance = (
+            explained_variance(inp.value_target, value.detach())
+            if self.log_explained_variance
+            else None
+        )
         coeff = self._coefficient("critic_coeff", traced=False) if self._has_critic else 1.0
         return coeff * loss, fraction, variance
 
@@ -343,13 +388,15 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords,
         """What the penalty needs from the data before the actor runs (none here)."""
         return None
 
-    def _penalty(self, before: Any, dist: Any, sample_shape: torch.Size,
-                 extras: dict[str, Any]) -> torch.Tensor | None:
+    def _penalty(
+        self, before: Any, dist: Any, sample_shape: torch.Size, extras: dict[str, Any]
+    ) -> torch.Tensor | None:
         """A per-sample term ``[*B, 1]`` added to the surrogate (KLPEN's); None here."""
         return None
 
-    def _explain_non_finite(self, inp: LossInputs, out: dict[str, torch.Tensor],
-                            extras: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def _explain_non_finite(
+        self, inp: LossInputs, out: dict[str, torch.Tensor], extras: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
         keys = self.tensor_keys
         if inp.fast:
             # the checks the direct path deferred (NaN/Inf loc or logits, scale <= 0), first,
@@ -357,15 +404,21 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords,
             with torch.no_grad(), self._run_actor():
                 self.actor_plan().get_dist(TensorReader({}, inp.work), inp.batch)
         if self.check_inputs:
-            check_finite((inp.advantage, keys.advantage),
-                         (inp.old_log_prob, keys.sample_log_prob),
-                         (inp.value_target, keys.value_target), (inp.old_value, keys.value),
-                         mask=inp.mask)
+            check_finite(
+                (inp.advantage, keys.advantage),
+                (inp.old_log_prob, keys.sample_log_prob),
+                (inp.value_target, keys.value_target),
+                (inp.old_value, keys.value),
+                mask=inp.mask,
+            )
             if extras.get("value") is not None:
                 check_finite((extras["value"], keys.value), mask=inp.mask)
         entropy = extras.get("entropy_all", out.get("entropy"))
-        if (entropy is not None and extras.get("closed_form_entropy")
-                and not bool(torch.isfinite(entropy))):
+        if (
+            entropy is not None
+            and extras.get("closed_form_entropy")
+            and not bool(torch.isfinite(entropy))
+        ):
             # No finite closed form (e.g. a distribution whose entropy() is inf): run again
             # with the Monte-Carlo estimate -E[log pi(a)], which keeps a useful gradient.
             out, _ = self.compute(inp, mc_entropy=True)
@@ -373,8 +426,9 @@ class PPOLoss(LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords,
 
     # ------------------------------------------------------------------ misc
     def extra_repr(self) -> str:
-        entropy = (self._entropy_coeff_map if self._entropy_coeff_map is not None
-                   else self.entropy_coef)
+        entropy = (
+            self._entropy_coeff_map if self._entropy_coeff_map is not None else self.entropy_coef
+        )
         return (
             f"entropy_coef={entropy}, critic_coef={self.critic_coef}, "
             f"loss_critic_type={self.loss_critic_type!r}, reduction={self.reduction!r}, "

@@ -69,18 +69,26 @@ class ScheduledCoefficients(nn.Module):
     entropy_coeff: torch.Tensor
     critic_coeff: torch.Tensor
 
-    def register_coefficient(self, name: str, value: Any, *,
-                             device: torch.device | str | None = None) -> None:
+    def register_coefficient(
+        self, name: str, value: Any, *, device: torch.device | str | None = None
+    ) -> None:
         """Check ``value`` and register it as the 0-d float buffer ``name``."""
         value = check_coefficient(name, value)
-        self.register_buffer(name, torch.tensor(value, dtype=torch.get_default_dtype(),
-                                                device=device))
+        self.register_buffer(
+            name, torch.tensor(value, dtype=torch.get_default_dtype(), device=device)
+        )
 
     def __setattr__(self, name: str, value: Any) -> None:
         buffers = self.__dict__.get("_buffers")
-        if (name in SCHEDULABLE and buffers is not None and buffers.get(name) is not None
-                and (isinstance(value, (int, float)) or (
-                    isinstance(value, torch.Tensor) and value.dim() == 0))):
+        if (
+            name in SCHEDULABLE
+            and buffers is not None
+            and buffers.get(name) is not None
+            and (
+                isinstance(value, (int, float))
+                or (isinstance(value, torch.Tensor) and value.dim() == 0)
+            )
+        ):
             with torch.no_grad():
                 buffers[name].fill_(check_coefficient(name, value))
             return

@@ -28,9 +28,18 @@ from tensordict.utils import NestedKey, unravel_key
 from torch import distributions as D
 
 __all__ = [
-    "EntropyTerms", "action_log_prob", "composite_entropy_td", "entropy_key", "entropy_loss",
-    "entropy_terms", "has_closed_form_entropy", "log_prob_key", "policy_keys",
-    "resolve_entropy_coeff", "sample_and_score", "stored_log_prob",
+    "EntropyTerms",
+    "action_log_prob",
+    "composite_entropy_td",
+    "entropy_key",
+    "entropy_loss",
+    "entropy_terms",
+    "has_closed_form_entropy",
+    "log_prob_key",
+    "policy_keys",
+    "resolve_entropy_coeff",
+    "sample_and_score",
+    "stored_log_prob",
 ]
 
 Keys: TypeAlias = NestedKey | Sequence[NestedKey]  # one key, or one per head
@@ -86,19 +95,25 @@ def _get(tensordict: TensorDictBase, key: NestedKey, what: str) -> torch.Tensor:
     value = tensordict.get(key, None)
     if value is None:
         present = sorted(map(repr, tensordict.keys(include_nested=True, leaves_only=True)))
-        raise KeyError(f"The {what} {key!r} is missing from the data; it holds "
-                       f"{', '.join(present)}. Store it or point the loss at it with set_keys().")
+        raise KeyError(
+            f"The {what} {key!r} is missing from the data; it holds "
+            f"{', '.join(present)}. Store it or point the loss at it with set_keys()."
+        )
     if value.requires_grad:
-        raise RuntimeError(f"The stored {what} {key!r} requires grad; rollout data must be "
-                           f"detached (collect under torch.no_grad()).")
+        raise RuntimeError(
+            f"The stored {what} {key!r} requires grad; rollout data must be "
+            f"detached (collect under torch.no_grad())."
+        )
     return value
 
 
 def _batched(value: torch.Tensor, batch_shape: torch.Size, what: str) -> torch.Tensor:
     """``value`` itself, after checking it is ``[*B, *extra]`` (never a silent broadcast)."""
-    if value.shape[:len(batch_shape)] != batch_shape:
-        raise ValueError(f"The {what} has shape {tuple(value.shape)}, expected the batch shape "
-                         f"{tuple(batch_shape)} optionally followed by event or per-token dims.")
+    if value.shape[: len(batch_shape)] != batch_shape:
+        raise ValueError(
+            f"The {what} has shape {tuple(value.shape)}, expected the batch shape "
+            f"{tuple(batch_shape)} optionally followed by event or per-token dims."
+        )
     return value
 
 
@@ -116,8 +131,9 @@ def _as_key_list(keys: Keys) -> list[NestedKey]:
     return [_norm(keys)] if isinstance(keys, (str, tuple)) else [_norm(k) for k in keys]
 
 
-def action_log_prob(dist: D.Distribution, tensordict: TensorDictBase, action_key: Keys, *,
-                    batch_shape: torch.Size) -> torch.Tensor:
+def action_log_prob(
+    dist: D.Distribution, tensordict: TensorDictBase, action_key: Keys, *, batch_shape: torch.Size
+) -> torch.Tensor:
     """Log-prob of the stored action(s) under ``dist`` (the current policy).
 
     Args:
@@ -146,23 +162,38 @@ def action_log_prob(dist: D.Distribution, tensordict: TensorDictBase, action_key
         if not isinstance(action_key, (str, tuple)):
             keys = list(action_key)
             if len(keys) != 1:
-                raise ValueError(f"Got the action keys {keys} but {type(dist).__name__} is not a "
-                                 f"CompositeDistribution; pass one key.")
+                raise ValueError(
+                    f"Got the action keys {keys} but {type(dist).__name__} is not a "
+                    f"CompositeDistribution; pass one key."
+                )
             action_key = keys[0]
-        return _batched(dist.log_prob(_get(tensordict, action_key, "action")), batch_shape,
-                        f"{type(dist).__name__}.log_prob of the action {action_key!r}")
+        return _batched(
+            dist.log_prob(_get(tensordict, action_key, "action")),
+            batch_shape,
+            f"{type(dist).__name__}.log_prob of the action {action_key!r}",
+        )
     heads = _head_keys(dist)
     asked = _as_key_list(action_key)
     if set(asked) != set(heads):
-        raise KeyError(f"The composite distribution has heads {heads} but the loss's action "
-                       f"keys are {asked}; set them with loss.set_keys(action={heads}).")
-    return _sum([_per_sample(sub.log_prob(_get(tensordict, head, "action of head")),
-                             batch_shape, f"log-prob of head {head!r}")
-                 for head, sub in zip(heads, dist.dists.values())])
+        raise KeyError(
+            f"The composite distribution has heads {heads} but the loss's action "
+            f"keys are {asked}; set them with loss.set_keys(action={heads})."
+        )
+    return _sum(
+        [
+            _per_sample(
+                sub.log_prob(_get(tensordict, head, "action of head")),
+                batch_shape,
+                f"log-prob of head {head!r}",
+            )
+            for head, sub in zip(heads, dist.dists.values())
+        ]
+    )
 
 
-def stored_log_prob(tensordict: TensorDictBase, log_prob_key: Keys, *,
-                    batch_shape: torch.Size) -> torch.Tensor:
+def stored_log_prob(
+    tensordict: TensorDictBase, log_prob_key: Keys, *, batch_shape: torch.Size
+) -> torch.Tensor:
     """The behaviour log-prob stored in the data, to compare with :func:`action_log_prob`.
 
     Args:
@@ -188,8 +219,9 @@ def stored_log_prob(tensordict: TensorDictBase, log_prob_key: Keys, *,
     return _sum([_per_sample(v, batch_shape, f"log-prob at {k!r}") for k, v in values])
 
 
-def sample_and_score(dist: D.Distribution, n: int, *,
-                     reparameterize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_and_score(
+    dist: D.Distribution, n: int, *, reparameterize: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw ``n`` samples ``[n, *B, *event]`` and score them ``[n, *B]`` under ``dist``.
 
     Prefers the distribution's own ``(r)sample_and_log_prob`` (scoring the pre-squash draw
@@ -241,16 +273,18 @@ class EntropyTerms:
     closed_form: bool
 
 
-def _one_entropy(dist: D.Distribution, samples_mc: int, *, force_mc: bool,
-                 check_finite: bool) -> tuple[torch.Tensor, bool]:
+def _one_entropy(
+    dist: D.Distribution, samples_mc: int, *, force_mc: bool, check_finite: bool
+) -> tuple[torch.Tensor, bool]:
     """Closed form if there is one (and it is finite), else ``-mean log pi(x)`` over draws."""
     closed = has_closed_form_entropy(dist) and not force_mc
     entropy = dist.entropy() if closed else None
     compiling = torch.compiler.is_compiling()
     # A closed form can overflow (near-degenerate scale): fall back to sampling, as TorchRL;
     # a compiled graph cannot branch on data, so it computes both and picks per element.
-    need_mc = entropy is None or compiling or (
-        check_finite and not bool(torch.isfinite(entropy).all()))
+    need_mc = (
+        entropy is None or compiling or (check_finite and not bool(torch.isfinite(entropy).all()))
+    )
     if not need_mc:
         return entropy, True  # type: ignore[return-value]
     _, log_prob = sample_and_score(dist, samples_mc, reparameterize=dist.has_rsample)
@@ -260,8 +294,14 @@ def _one_entropy(dist: D.Distribution, samples_mc: int, *, force_mc: bool,
     return sampled, False
 
 
-def entropy_terms(dist: D.Distribution, *, batch_shape: torch.Size, samples_mc_entropy: int = 1,
-                  force_mc: bool = False, check_finite: bool = True) -> EntropyTerms:
+def entropy_terms(
+    dist: D.Distribution,
+    *,
+    batch_shape: torch.Size,
+    samples_mc_entropy: int = 1,
+    force_mc: bool = False,
+    check_finite: bool = True,
+) -> EntropyTerms:
     """Entropy of the policy, per head for a composite, as TorchRL 0.14.1's PPO losses.
 
     Each head: closed form where its class has one, else ``-mean log pi(x)`` over
@@ -292,34 +332,43 @@ def entropy_terms(dist: D.Distribution, *, batch_shape: torch.Size, samples_mc_e
         >>> terms.per_head["move"].shape
         torch.Size([2, 3])
     """
-    if isinstance(samples_mc_entropy, bool) or not isinstance(samples_mc_entropy, int) or (
-            samples_mc_entropy < 1):
+    if (
+        isinstance(samples_mc_entropy, bool)
+        or not isinstance(samples_mc_entropy, int)
+        or (samples_mc_entropy < 1)
+    ):
         raise ValueError(f"samples_mc_entropy must be an integer >= 1, got {samples_mc_entropy!r}.")
     if not isinstance(dist, CompositeDistribution):
-        entropy, closed = _one_entropy(dist, samples_mc_entropy, force_mc=force_mc,
-                                       check_finite=check_finite)
-        return EntropyTerms(_batched(entropy, batch_shape, f"entropy of {type(dist).__name__}"),
-                            None, closed)
+        entropy, closed = _one_entropy(
+            dist, samples_mc_entropy, force_mc=force_mc, check_finite=check_finite
+        )
+        return EntropyTerms(
+            _batched(entropy, batch_shape, f"entropy of {type(dist).__name__}"), None, closed
+        )
     heads = dict(zip(_head_keys(dist), dist.dists.values()))
     per_head: dict[NestedKey, torch.Tensor] = {}
     own_rule = all(has_closed_form_entropy(h) or h.has_rsample for h in heads.values())
     closed_all = own_rule
     for key, head in heads.items():
         if own_rule:
-            per_head[key], closed = _one_entropy(head, samples_mc_entropy, force_mc=force_mc,
-                                                 check_finite=check_finite)
+            per_head[key], closed = _one_entropy(
+                head, samples_mc_entropy, force_mc=force_mc, check_finite=check_finite
+            )
             closed_all = closed_all and closed
         else:  # a head with neither rule: TorchRL estimates every head from plain draws
-            _, log_prob = sample_and_score(head, samples_mc_entropy,
-                                           reparameterize=bool(dist.has_rsample))
+            _, log_prob = sample_and_score(
+                head, samples_mc_entropy, reparameterize=bool(dist.has_rsample)
+            )
             per_head[key] = -log_prob.mean(0)
-    total = _sum([_per_sample(e, batch_shape, f"entropy of head {k!r}")
-                  for k, e in per_head.items()])
+    total = _sum(
+        [_per_sample(e, batch_shape, f"entropy of head {k!r}") for k, e in per_head.items()]
+    )
     return EntropyTerms(total, per_head, closed_all)
 
 
-def resolve_entropy_coeff(coeff: Mapping[NestedKey, float],
-                          heads: Sequence[NestedKey]) -> dict[NestedKey, float]:
+def resolve_entropy_coeff(
+    coeff: Mapping[NestedKey, float], heads: Sequence[NestedKey]
+) -> dict[NestedKey, float]:
     """Map a per-head ``entropy_coeff`` onto the heads, checking it names each head once.
 
     A head is named by its action key, ``"<head>_entropy"`` (what TorchRL 0.14.1 reads) or
@@ -339,21 +388,26 @@ def resolve_entropy_coeff(coeff: Mapping[NestedKey, float],
     for key, value in coeff.items():
         head = spellings.get(_norm(key))
         if head is None:
-            raise KeyError(f"entropy_coeff names {key!r}, which is not a head of the composite "
-                           f"distribution; its heads are {names} (write each as its action "
-                           f"key, '<head>_entropy' or '<head>_log_prob').")
+            raise KeyError(
+                f"entropy_coeff names {key!r}, which is not a head of the composite "
+                f"distribution; its heads are {names} (write each as its action "
+                f"key, '<head>_entropy' or '<head>_log_prob')."
+            )
         if head in resolved:
             raise KeyError(f"entropy_coeff names the head {head!r} twice (as {key!r}).")
         resolved[head] = float(value)
     missing = [h for h in names if h not in resolved]
     if missing:
-        raise KeyError(f"entropy_coeff has no coefficient for the head(s) {missing}; give one "
-                       f"for every head of {names} (0.0 to leave a head out).")
+        raise KeyError(
+            f"entropy_coeff has no coefficient for the head(s) {missing}; give one "
+            f"for every head of {names} (0.0 to leave a head out)."
+        )
     return resolved
 
 
-def entropy_loss(terms: EntropyTerms,
-                 entropy_coeff: float | torch.Tensor | Mapping[NestedKey, float]) -> torch.Tensor:
+def entropy_loss(
+    terms: EntropyTerms, entropy_coeff: float | torch.Tensor | Mapping[NestedKey, float]
+) -> torch.Tensor:
     """The entropy term of the loss, per sample: ``-coeff * entropy``.
 
     Args:
@@ -374,11 +428,17 @@ def entropy_loss(terms: EntropyTerms,
     if not isinstance(entropy_coeff, Mapping):
         return -entropy_coeff * terms.total
     if terms.per_head is None:
-        raise TypeError("entropy_coeff is a per-head mapping but the policy's distribution "
-                        "is not a CompositeDistribution (one head); give a float instead.")
+        raise TypeError(
+            "entropy_coeff is a per-head mapping but the policy's distribution "
+            "is not a CompositeDistribution (one head); give a float instead."
+        )
     coeffs = resolve_entropy_coeff(entropy_coeff, list(terms.per_head))
-    return _sum([-coeffs[h] * _per_sample(e, terms.total.shape, f"entropy of head {h!r}")
-                 for h, e in terms.per_head.items()])
+    return _sum(
+        [
+            -coeffs[h] * _per_sample(e, terms.total.shape, f"entropy of head {h!r}")
+            for h, e in terms.per_head.items()
+        ]
+    )
 
 
 def composite_entropy_td(terms: EntropyTerms) -> TensorDict:
@@ -394,6 +454,7 @@ def composite_entropy_td(terms: EntropyTerms) -> TensorDict:
     """
     if terms.per_head is None:
         raise TypeError("composite_entropy_td needs per-head entropies (a composite policy).")
-    return TensorDict({entropy_key(h): e.detach().unsqueeze(terms.total.ndim) for h, e in
-                       terms.per_head.items()}, batch_size=(*terms.total.shape, 1))
-
+    return TensorDict(
+        {entropy_key(h): e.detach().unsqueeze(terms.total.ndim) for h, e in terms.per_head.items()},
+        batch_size=(*terms.total.shape, 1),
+    )

@@ -49,11 +49,13 @@ def check_not_empty(batch: torch.Size | tuple[int, ...], *, what: str) -> None:
             f"{what} has batch shape {tuple(batch)}, which holds no sample; a PPO loss needs "
             "at least one. An empty minibatch usually comes from a split with more "
             "minibatches than samples or a filter that removed every transition: skip "
-            "empty batches before calling the loss.")
+            "empty batches before calling the loss."
+        )
 
 
-def nan_without_samples(out: dict[str, torch.Tensor], mask: torch.Tensor | None,
-                        keys: Iterable[str]) -> dict[str, torch.Tensor]:
+def nan_without_samples(
+    out: dict[str, torch.Tensor], mask: torch.Tensor | None, keys: Iterable[str]
+) -> dict[str, torch.Tensor]:
     """Set the statistics ``keys`` of ``out`` to NaN when ``mask`` has no valid sample.
 
     No host sync (``torch.where`` on ``mask.any()``), so it traces into compiled graphs.

@@ -81,7 +81,10 @@ def reduce_loss(
 
 
 def standardize(
-    x: torch.Tensor, mask: torch.Tensor | None = None, *, eps: float = 1e-6,
+    x: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    eps: float = 1e-6,
     exclude_dims: tuple[int, ...] = (),
 ) -> torch.Tensor:
     """``(x - mean) / max(std, eps)`` with the unbiased std over valid entries.
@@ -121,8 +124,9 @@ def standardize(
     return standardize_with(x, mean, var.sqrt(), mask, eps=eps)
 
 
-def _standardize_per_slice(x: torch.Tensor, mask: torch.Tensor | None, eps: float,
-                           exclude_dims: tuple[int, ...]) -> torch.Tensor:
+def _standardize_per_slice(
+    x: torch.Tensor, mask: torch.Tensor | None, eps: float, exclude_dims: tuple[int, ...]
+) -> torch.Tensor:
     if mask is not None:
         raise ValueError(
             "standardize() cannot combine exclude_dims with a mask; drop the mask (pad with "
@@ -296,8 +300,12 @@ def explained_variance(
     eps = torch.finfo(target.dtype).eps
     if mask is None:
         # both variances in one reduction (one torch call costs microseconds on a minibatch)
-        var_target, var_residual = torch.stack([target, target - prediction]).reshape(
-            2, -1).var(1, unbiased=False).unbind()
+        var_target, var_residual = (
+            torch.stack([target, target - prediction])
+            .reshape(2, -1)
+            .var(1, unbiased=False)
+            .unbind()
+        )
         return 1.0 - var_residual / (var_target + eps)
 
     def var(x: torch.Tensor) -> torch.Tensor:

@@ -13,9 +13,20 @@ from ppokit.objectives.composite import stored_log_prob
 from ppokit.objectives.degenerate import check_not_empty
 from ppokit.objectives.keys import AUTO_MASK_KEYS, ActionKeys, PPOKeys, key_str
 
-__all__ = ["CriticInputs", "LossInputs", "check_finite", "check_no_grad", "check_target_shape",
-           "get_entry", "get_mask", "read_action", "read_critic_inputs", "read_inputs",
-           "read_log_prob", "read_old_value"]
+__all__ = [
+    "CriticInputs",
+    "LossInputs",
+    "check_finite",
+    "check_no_grad",
+    "check_target_shape",
+    "get_entry",
+    "get_mask",
+    "read_action",
+    "read_critic_inputs",
+    "read_inputs",
+    "read_log_prob",
+    "read_old_value",
+]
 
 
 class LossInputs(NamedTuple):
@@ -98,16 +109,24 @@ def read_inputs(
     # V_old is the value in the data, or the one the loss's own estimator just wrote (then
     # clipping has no effect, as the spec notes). Read before the actor runs.
     old_value = read_old_value(work, keys.value, clip_value)
-    value_target = (get_entry(work, keys.value_target, "value_target",
-                              hint="a value estimator writes it next to the advantage")
-                    if needs_value_target else None)
+    value_target = (
+        get_entry(
+            work,
+            keys.value_target,
+            "value_target",
+            hint="a value estimator writes it next to the advantage",
+        )
+        if needs_value_target
+        else None
+    )
     check_target_shape(advantage, keys.advantage, old_log_prob.shape)
     if value_target is not None:
         check_target_shape(value_target, keys.value_target, batch)
     if old_value is not None:
         check_target_shape(old_value, keys.value, batch)
-    return LossInputs(work, batch, action, old_log_prob, advantage, value_target, old_value,
-                      mask, direct)
+    return LossInputs(
+        work, batch, action, old_log_prob, advantage, value_target, old_value, mask, direct
+    )
 
 
 class CriticInputs(NamedTuple):
@@ -120,13 +139,18 @@ class CriticInputs(NamedTuple):
     fast: bool = False  # the critic runs through tensordict
 
 
-def read_critic_inputs(tensordict: TensorDictBase, keys: PPOKeys, *, clip_value: Any
-                       ) -> CriticInputs:
+def read_critic_inputs(
+    tensordict: TensorDictBase, keys: PPOKeys, *, clip_value: Any
+) -> CriticInputs:
     """What the critic term alone reads (``loss.loss_critic``): the value target and, with
     ``clip_value``, the stored value; the critic then runs on a shallow copy."""
     batch = tensordict.batch_size
-    value_target = get_entry(tensordict, keys.value_target, "value_target",
-                             hint="a value estimator writes it next to the advantage")
+    value_target = get_entry(
+        tensordict,
+        keys.value_target,
+        "value_target",
+        hint="a value estimator writes it next to the advantage",
+    )
     check_target_shape(value_target, keys.value_target, batch)
     old_value = read_old_value(tensordict, keys.value, clip_value)
     if old_value is not None:
@@ -134,8 +158,9 @@ def read_critic_inputs(tensordict: TensorDictBase, keys: PPOKeys, *, clip_value:
     return CriticInputs(tensordict.copy(), batch, value_target, old_value)
 
 
-def read_old_value(tensordict: TensorDictBase, key: NestedKey, clip_value: Any
-                   ) -> torch.Tensor | None:
+def read_old_value(
+    tensordict: TensorDictBase, key: NestedKey, clip_value: Any
+) -> torch.Tensor | None:
     """The value stored at collection time (V_old), read only for value clipping."""
     if clip_value is None:
         return None
@@ -191,18 +216,27 @@ def read_log_prob(tensordict: TensorDictBase, key: ActionKeys) -> torch.Tensor:
     return stored_log_prob(tensordict, key, batch_shape=tensordict.batch_size)
 
 
-def _per_token(old_log_prob: torch.Tensor, advantage: torch.Tensor | None,
-               batch: torch.Size, mask: torch.Tensor | None) -> bool:
+def _per_token(
+    old_log_prob: torch.Tensor,
+    advantage: torch.Tensor | None,
+    batch: torch.Size,
+    mask: torch.Tensor | None,
+) -> bool:
     """Log-probs with extra dims after the batch (one per token, ``[*B, T]``), as TorchRL
     takes them: only with an advantage of the same shape ``[*B, T, 1]`` (never broadcast)
     and no mask."""
-    return (old_log_prob.dim() > len(batch) and old_log_prob.shape[:len(batch)] == batch
-            and mask is None and advantage is not None
-            and tuple(advantage.shape) == (*old_log_prob.shape, 1))
+    return (
+        old_log_prob.dim() > len(batch)
+        and old_log_prob.shape[: len(batch)] == batch
+        and mask is None
+        and advantage is not None
+        and tuple(advantage.shape) == (*old_log_prob.shape, 1)
+    )
 
 
-def get_entry(td: TensorDictBase, key: NestedKey, name: str, *, hint: str | None = None
-              ) -> torch.Tensor:
+def get_entry(
+    td: TensorDictBase, key: NestedKey, name: str, *, hint: str | None = None
+) -> torch.Tensor:
     """``td[key]``, or an error naming the key, what is present and how to rename it.
 
     Example:
@@ -248,8 +282,10 @@ def check_target_shape(value: torch.Tensor, key: NestedKey, batch: torch.Size) -
         return
     fix = ""
     if tuple(value.shape) == tuple(batch):
-        fix = (f" A {tuple(batch)} entry against the {expected} terms would make an outer "
-               "product; add the trailing dim with .unsqueeze(-1).")
+        fix = (
+            f" A {tuple(batch)} entry against the {expected} terms would make an outer "
+            "product; add the trailing dim with .unsqueeze(-1)."
+        )
     raise ValueError(
         f"The {key_str(key)} entry has shape {tuple(value.shape)}, expected {expected} "
         f"(the batch shape {tuple(batch)} plus a trailing dim of 1); a different shape "
@@ -257,8 +293,9 @@ def check_target_shape(value: torch.Tensor, key: NestedKey, batch: torch.Size) -
     )
 
 
-def check_finite(*entries: tuple[torch.Tensor | None, NestedKey],
-                 mask: torch.Tensor | None) -> None:
+def check_finite(
+    *entries: tuple[torch.Tensor | None, NestedKey], mask: torch.Tensor | None
+) -> None:
     """Raise naming the first entry that holds NaN/Inf at a valid (unmasked) sample.
 
     Example:
@@ -289,8 +326,9 @@ def check_finite(*entries: tuple[torch.Tensor | None, NestedKey],
             )
 
 
-def get_mask(td: TensorDictBase, batch: torch.Size, mask_key: NestedKey | None
-             ) -> torch.Tensor | None:
+def get_mask(
+    td: TensorDictBase, batch: torch.Size, mask_key: NestedKey | None
+) -> torch.Tensor | None:
     """The validity mask ``[*B, 1]`` (bool), or None when the data has none.
 
     ``mask_key=None`` looks up :data:`~ppokit.objectives.keys.AUTO_MASK_KEYS`; a set key

@@ -11,9 +11,17 @@ from torch import nn
 
 from ppokit.objectives.composite import policy_keys
 
-__all__ = ["AUTO_MASK_KEYS", "ESTIMATOR_KEYS", "HEAD_KEY_FIELDS", "OPTIONAL_ESTIMATOR_KEYS",
-           "ActionKeys", "LossKeys",
-           "PPOKeys", "key_str", "resolve_keys"]
+__all__ = [
+    "AUTO_MASK_KEYS",
+    "ESTIMATOR_KEYS",
+    "HEAD_KEY_FIELDS",
+    "OPTIONAL_ESTIMATOR_KEYS",
+    "ActionKeys",
+    "LossKeys",
+    "PPOKeys",
+    "key_str",
+    "resolve_keys",
+]
 
 #: one key, or one per head of a composite (multi-head) policy
 ActionKeys: TypeAlias = NestedKey | list[NestedKey]
@@ -26,8 +34,16 @@ HEAD_KEY_FIELDS = ("action", "sample_log_prob")
 AUTO_MASK_KEYS: tuple[NestedKey, ...] = (("collector", "mask"), "shifted_valid")
 
 #: the keys a loss forwards to its value estimator (V-trace also scores the stored action)
-ESTIMATOR_KEYS = ("advantage", "value_target", "value", "reward", "done", "terminated",
-                  "sample_log_prob", "action")
+ESTIMATOR_KEYS = (
+    "advantage",
+    "value_target",
+    "value",
+    "reward",
+    "done",
+    "terminated",
+    "sample_log_prob",
+    "action",
+)
 #: of those, the ones only some estimators read (V-trace)
 OPTIONAL_ESTIMATOR_KEYS = ("sample_log_prob", "action")
 
@@ -101,8 +117,7 @@ def resolve_keys(current: PPOKeys, defaults: PPOKeys, **keys: ActionKeys | None)
         field = name[: -len("_key")] if name.endswith("_key") else name
         if field not in fields:
             raise ValueError(
-                f"set_keys() got an unknown key name {name!r}; accepted names are "
-                f"{sorted(fields)}."
+                f"set_keys() got an unknown key name {name!r}; accepted names are {sorted(fields)}."
             )
         if field in HEAD_KEY_FIELDS and isinstance(key, list):
             if not key or not all(isinstance(k, (str, tuple)) for k in key):
@@ -112,8 +127,9 @@ def resolve_keys(current: PPOKeys, defaults: PPOKeys, **keys: ActionKeys | None)
                 )
             key = key[0] if len(key) == 1 else list(key)
         elif key is not None and not isinstance(key, (str, tuple)):
-            lists = " or, for a composite policy, a list of keys" if (
-                field in HEAD_KEY_FIELDS) else ""
+            lists = (
+                " or, for a composite policy, a list of keys" if (field in HEAD_KEY_FIELDS) else ""
+            )
             raise TypeError(
                 f"set_keys({name}=...) expects a key (a str or a tuple of str){lists}, got "
                 f"{type(key).__name__}."

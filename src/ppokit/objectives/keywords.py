@@ -41,17 +41,20 @@ def check_advantage_norm(advantage_norm: Any, *, normalize_advantage: bool) -> A
     """
     if advantage_norm is None:
         return None
-    missing = [name for name in ("update", "scale")
-               if not callable(getattr(advantage_norm, name, None))]
+    missing = [
+        name for name in ("update", "scale") if not callable(getattr(advantage_norm, name, None))
+    ]
     if missing:
         raise TypeError(
             "advantage_norm must be a return normaliser with update(value_target) and scale() "
             f"methods (e.g. torchrl.modules.PercentileValueNorm), got {type(advantage_norm)!r} "
-            f"without {' or '.join(missing)}(). Pass such an object, or None.")
+            f"without {' or '.join(missing)}(). Pass such an object, or None."
+        )
     if normalize_advantage:
         raise ValueError(
             "normalize_advantage=True and advantage_norm are mutually exclusive: the first "
-            "standardises each batch, the second divides by a running return scale. Keep one.")
+            "standardises each batch, the second divides by a running return scale. Keep one."
+        )
     return advantage_norm
 
 
@@ -79,18 +82,21 @@ class LossKeywords(nn.Module):
     delay_actor: bool
     target_actor_network_params: TensorDictParams | None
 
-    def _init_keywords(self, *, advantage_norm: Any, delay_actor: bool,
-                       normalize_advantage: bool, functional: bool) -> None:
+    def _init_keywords(
+        self, *, advantage_norm: Any, delay_actor: bool, normalize_advantage: bool, functional: bool
+    ) -> None:
         """Check and store the two keywords (after the networks are set up)."""
-        self.advantage_norm = check_advantage_norm(advantage_norm,
-                                                   normalize_advantage=normalize_advantage)
+        self.advantage_norm = check_advantage_norm(
+            advantage_norm, normalize_advantage=normalize_advantage
+        )
         if not isinstance(delay_actor, bool):
             raise TypeError(f"delay_actor must be a bool, got {delay_actor!r}.")
         if delay_actor and not functional:
             raise ValueError(
                 "delay_actor=True requires functional=True: the proximal policy runs the actor "
                 "on target_actor_network_params, a copy the loss holds only when it holds the "
-                "actor's parameters. Pass functional=True, or delay_actor=False.")
+                "actor's parameters. Pass functional=True, or delay_actor=False."
+            )
         self.delay_actor = delay_actor
         target = None
         if delay_actor and self.actor_network_params is not None:
@@ -109,7 +115,8 @@ class LossKeywords(nn.Module):
                 raise KeyError(
                     f"advantage_norm updates its statistics from the value target "
                     f"{keys.value_target!r}, which the value estimator did not write. Use an "
-                    "estimator that writes it, or set the value_target key to where it does.")
+                    "estimator that writes it, or set the value_target key to where it does."
+                )
             mask = get_mask(work, work.batch_size, keys.mask)
             norm.update(valid_rows(value_target, mask))
         return advantage
@@ -129,8 +136,11 @@ class LossKeywords(nn.Module):
             return None
         actor: Any = self.actor_network
         # a shallow copy: the actor writes its outputs there, never into the caller's data
-        work = work.clone(False) if isinstance(work, TensorDictBase) else TensorDict(
-            dict(work), batch_size=[])
+        work = (
+            work.clone(False)
+            if isinstance(work, TensorDictBase)
+            else TensorDict(dict(work), batch_size=[])
+        )
         with torch.no_grad(), target.to_module(actor):
             return actor.get_dist(work)
 
@@ -162,7 +172,8 @@ class LossKeywords(nn.Module):
         if target is None or self.actor_network_params is None:
             raise ValueError(
                 "update_target_actor() needs the proximal policy of delay_actor=True; this "
-                "loss was built without it.")
+                "loss was built without it."
+            )
         if not 0.0 <= eps <= 1.0:
             raise ValueError(f"eps must be in [0, 1] (the weight kept by the target), got {eps}.")
         for key, value in target.items(True, True):

@@ -97,26 +97,43 @@ class KLPENPPOLoss(PPOLoss):
         samples_mc_kl: int = 1,
         **kwargs: Any,
     ) -> None:
-        validate_klpen_options(dtarg=dtarg, beta=beta, increment=increment,
-                               decrement=decrement, samples_mc_kl=samples_mc_kl)
+        validate_klpen_options(
+            dtarg=dtarg,
+            beta=beta,
+            increment=increment,
+            decrement=decrement,
+            samples_mc_kl=samples_mc_kl,
+        )
         super().__init__(actor_network, critic_network, **kwargs)
         self.dtarg = float(dtarg)
         self.increment = float(increment)
         self.decrement = float(decrement)
         self.samples_mc_kl = int(samples_mc_kl)
-        self.register_buffer("beta", torch.tensor(float(beta), dtype=torch.get_default_dtype(),
-                                                  device=self.entropy_coeff.device))
+        self.register_buffer(
+            "beta",
+            torch.tensor(
+                float(beta), dtype=torch.get_default_dtype(), device=self.entropy_coeff.device
+            ),
+        )
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """The losses (see :meth:`ppokit.PPOLoss.forward`), then beta's update."""
         out = self.run(tensordict, self.compute)
         with torch.no_grad():
-            self.beta.copy_(next_beta(self.beta, out["kl"].mean(), dtarg=self.dtarg,
-                                      increment=self.increment, decrement=self.decrement))
+            self.beta.copy_(
+                next_beta(
+                    self.beta,
+                    out["kl"].mean(),
+                    dtarg=self.dtarg,
+                    increment=self.increment,
+                    decrement=self.decrement,
+                )
+            )
         return out
 
-    def compute(self, inp: LossInputs, *, mc_entropy: bool = False, traced: bool = False
-                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def compute(
+        self, inp: LossInputs, *, mc_entropy: bool = False, traced: bool = False
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """:meth:`ppokit.PPOLoss.compute` with the KL penalty; adds ``kl`` ``[*B, 1]``."""
         out, extras = super().compute(inp, mc_entropy=mc_entropy, traced=traced)
         out["kl"] = extras["kl"].detach().unsqueeze(-1)
@@ -130,8 +147,9 @@ class KLPENPPOLoss(PPOLoss):
         # pi_old from the stored parameters, before the actor writes its new ones there
         return previous_distribution(self.actor_network, inp.work)
 
-    def _penalty(self, before: Any, dist: Any, sample_shape: torch.Size,
-                 extras: dict[str, Any]) -> torch.Tensor:
+    def _penalty(
+        self, before: Any, dist: Any, sample_shape: torch.Size, extras: dict[str, Any]
+    ) -> torch.Tensor:
         kl = kl_term(before, dist, samples_mc_kl=self.samples_mc_kl, batch_shape=sample_shape)
         extras["kl"] = kl
         return kl_penalty(kl, self.beta)
@@ -142,9 +160,15 @@ class KLPENPPOLoss(PPOLoss):
 
     def _extra_in_keys(self) -> list[NestedKey]:
         # the stored distribution parameters pi_old is rebuilt from
-        return [k for m in self.actor_network.modules()
-                if isinstance(m, ProbabilisticTensorDictModule) for k in m.in_keys]
+        return [
+            k
+            for m in self.actor_network.modules()
+            if isinstance(m, ProbabilisticTensorDictModule)
+            for k in m.in_keys
+        ]
 
     def extra_repr(self) -> str:
-        return (f"dtarg={self.dtarg}, beta={float(self.beta)}, increment={self.increment}, "
-                f"decrement={self.decrement}, " + super().extra_repr())
+        return (
+            f"dtarg={self.dtarg}, beta={float(self.beta)}, increment={self.increment}, "
+            f"decrement={self.decrement}, " + super().extra_repr()
+        )

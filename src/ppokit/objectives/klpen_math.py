@@ -45,8 +45,11 @@ __all__ = [
 
 
 def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)) or (
-            isinstance(value, torch.Tensor) and value.numel() != 1):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, torch.Tensor))
+        or (isinstance(value, torch.Tensor) and value.numel() != 1)
+    ):
         raise TypeError(f"{name} must be a real number, got {value!r}.")
     number = float(value)
     if not math.isfinite(number):
@@ -59,8 +62,14 @@ def _check_samples(samples_mc_kl: Any) -> None:
         raise ValueError(f"samples_mc_kl must be an integer >= 1, got {samples_mc_kl!r}.")
 
 
-def validate_klpen_options(*, dtarg: float, beta: float | torch.Tensor, increment: float,
-                           decrement: float, samples_mc_kl: int) -> None:
+def validate_klpen_options(
+    *,
+    dtarg: float,
+    beta: float | torch.Tensor,
+    increment: float,
+    decrement: float,
+    samples_mc_kl: int,
+) -> None:
     """Check the KL-penalty options; raise a message saying what to pass instead.
 
     Ranges: ``dtarg > 0`` (the target KL), ``beta >= 0`` (the initial penalty),
@@ -81,11 +90,15 @@ def validate_klpen_options(*, dtarg: float, beta: float | torch.Tensor, incremen
     if _number("beta", beta) < 0:
         raise ValueError(f"beta must be >= 0 (the initial KL penalty weight), got {float(beta)}.")
     if _number("increment", increment) < 1:
-        raise ValueError(f"increment must be >= 1 (beta grows by this factor when the KL is "
-                         f"above 1.5 * dtarg), got {increment}.")
+        raise ValueError(
+            f"increment must be >= 1 (beta grows by this factor when the KL is "
+            f"above 1.5 * dtarg), got {increment}."
+        )
     if not 0 < _number("decrement", decrement) <= 1:
-        raise ValueError(f"decrement must be in (0, 1] (beta shrinks by this factor when the "
-                         f"KL is below dtarg / 1.5), got {decrement}.")
+        raise ValueError(
+            f"decrement must be in (0, 1] (beta shrinks by this factor when the "
+            f"KL is below dtarg / 1.5), got {decrement}."
+        )
     _check_samples(samples_mc_kl)
 
 
@@ -108,17 +121,25 @@ def previous_distribution(actor: Any, tensordict: TensorDictBase) -> D.Distribut
     """
     build = getattr(actor, "build_dist_from_params", None)
     if build is None:
-        raise TypeError(f"The KL penalty needs an actor that can rebuild pi_old from stored "
-                        f"parameters (a ProbabilisticTensorDictSequential); got "
-                        f"{type(actor).__name__}.")
-    needed = [k for m in actor.modules() if isinstance(m, ProbabilisticTensorDictModule)
-              for k in m.in_keys]
+        raise TypeError(
+            f"The KL penalty needs an actor that can rebuild pi_old from stored "
+            f"parameters (a ProbabilisticTensorDictSequential); got "
+            f"{type(actor).__name__}."
+        )
+    needed = [
+        k
+        for m in actor.modules()
+        if isinstance(m, ProbabilisticTensorDictModule)
+        for k in m.in_keys
+    ]
     missing = [k for k in needed if tensordict.get(k, None) is None]
     if missing:
         present = sorted(map(repr, tensordict.keys(include_nested=True, leaves_only=True)))
-        raise KeyError(f"The distribution parameters {missing} pi_old is rebuilt from are "
-                       f"missing from the data; it holds {', '.join(present)}. Store the "
-                       f"actor's distribution parameters at collection time.")
+        raise KeyError(
+            f"The distribution parameters {missing} pi_old is rebuilt from are "
+            f"missing from the data; it holds {', '.join(present)}. Store the "
+            f"actor's distribution parameters at collection time."
+        )
     return build(tensordict)
 
 
@@ -132,8 +153,13 @@ def _closed_form_kl(p: D.Distribution, q: D.Distribution) -> torch.Tensor | None
         return None
 
 
-def kl_term(previous: D.Distribution, current: D.Distribution, *, samples_mc_kl: int = 1,
-            batch_shape: torch.Size) -> torch.Tensor:
+def kl_term(
+    previous: D.Distribution,
+    current: D.Distribution,
+    *,
+    samples_mc_kl: int = 1,
+    batch_shape: torch.Size,
+) -> torch.Tensor:
     """``KL(pi_old || pi_theta)`` per sample, closed form or Monte-Carlo, as TorchRL 0.14.1.
 
     The Monte-Carlo estimate is ``mean_i [log pi_old(x_i) - log pi_theta(x_i)]`` over
@@ -162,38 +188,47 @@ def kl_term(previous: D.Distribution, current: D.Distribution, *, samples_mc_kl:
     kl = _closed_form_kl(previous, current)
     if kl is None:
         kl = _sampled_kl(previous, current, samples_mc_kl, batch_shape)
-    if kl.shape[:len(batch_shape)] != batch_shape:
-        raise ValueError(f"The KL of {type(previous).__name__} pairs has shape "
-                         f"{tuple(kl.shape)}, expected the batch shape {tuple(batch_shape)}.")
+    if kl.shape[: len(batch_shape)] != batch_shape:
+        raise ValueError(
+            f"The KL of {type(previous).__name__} pairs has shape "
+            f"{tuple(kl.shape)}, expected the batch shape {tuple(batch_shape)}."
+        )
     return kl
 
 
-def _sampled_kl(previous: D.Distribution, current: D.Distribution, n: int,
-                batch_shape: torch.Size) -> torch.Tensor:
+def _sampled_kl(
+    previous: D.Distribution, current: D.Distribution, n: int, batch_shape: torch.Size
+) -> torch.Tensor:
     _check_samples(n)
     if not isinstance(previous, CompositeDistribution):
         x, log_p = sample_and_score(previous, n, reparameterize=False)
         return (log_p - current.log_prob(x)).mean(0)
-    if not isinstance(current, CompositeDistribution) or set(previous.dists) != set(
-            current.dists):
-        raise ValueError("pi_old and pi_theta must be composite distributions with the same "
-                         "heads for the KL penalty.")
+    if not isinstance(current, CompositeDistribution) or set(previous.dists) != set(current.dists):
+        raise ValueError(
+            "pi_old and pi_theta must be composite distributions with the same "
+            "heads for the KL penalty."
+        )
     keep = 1 + len(batch_shape)  # the draw dim and the batch dims; the rest are event dims
     diff: torch.Tensor | None = None
-    draws = [(key, *sample_and_score(head, n, reparameterize=False))
-             for key, head in previous.dists.items()]  # all draws first, as TorchRL
+    draws = [
+        (key, *sample_and_score(head, n, reparameterize=False))
+        for key, head in previous.dists.items()
+    ]  # all draws first, as TorchRL
     for key, x, log_p in draws:
         term = log_p - current.dists[key].log_prob(x)
         if term.shape[1:keep] != batch_shape:
-            raise ValueError(f"The log-prob of head {key!r} has shape {tuple(term.shape)}, "
-                             f"expected [samples_mc_kl, *{tuple(batch_shape)}, ...].")
+            raise ValueError(
+                f"The log-prob of head {key!r} has shape {tuple(term.shape)}, "
+                f"expected [samples_mc_kl, *{tuple(batch_shape)}, ...]."
+            )
         term = term.flatten(keep).sum(-1) if term.ndim > keep else term
         diff = term if diff is None else diff + term
     return diff.mean(0)  # type: ignore[union-attr]
 
 
-def klpen_objective(log_weight: torch.Tensor, advantage: torch.Tensor, kl: torch.Tensor,
-                    beta: float | torch.Tensor) -> torch.Tensor:
+def klpen_objective(
+    log_weight: torch.Tensor, advantage: torch.Tensor, kl: torch.Tensor, beta: float | torch.Tensor
+) -> torch.Tensor:
     """Per-sample KL-penalised loss ``-(exp(log_weight) * A - beta * KL)``.
 
     ``beta`` is copied (detached) here, so updating the caller's beta buffer in place after
@@ -215,12 +250,16 @@ def klpen_objective(log_weight: torch.Tensor, advantage: torch.Tensor, kl: torch
         tensor([[-2.9500]])
     """
     if log_weight.shape != advantage.shape:
-        raise ValueError(f"log_weight {tuple(log_weight.shape)} and advantage "
-                         f"{tuple(advantage.shape)} must have the same shape [*B, 1].")
+        raise ValueError(
+            f"log_weight {tuple(log_weight.shape)} and advantage "
+            f"{tuple(advantage.shape)} must have the same shape [*B, 1]."
+        )
     kl = kl.unsqueeze(-1)
     if kl.shape != log_weight.shape:
-        raise ValueError(f"The KL has shape {tuple(kl.shape[:-1])}, expected "
-                         f"{tuple(log_weight.shape[:-1])} (one value per sample).")
+        raise ValueError(
+            f"The KL has shape {tuple(kl.shape[:-1])}, expected "
+            f"{tuple(log_weight.shape[:-1])} (one value per sample)."
+        )
     return -log_weight.exp() * advantage + kl_penalty(kl.squeeze(-1), beta)
 
 
@@ -238,8 +277,9 @@ def kl_penalty(kl: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
     return beta_used * kl.unsqueeze(-1)
 
 
-def next_beta(beta: torch.Tensor, kl_mean: torch.Tensor, *, dtarg: float, increment: float,
-              decrement: float) -> torch.Tensor:
+def next_beta(
+    beta: torch.Tensor, kl_mean: torch.Tensor, *, dtarg: float, increment: float, decrement: float
+) -> torch.Tensor:
     """The penalty weight for the next call (no host sync): TorchRL's adaptive rule.
 
     ``beta * increment`` if ``kl_mean > 1.5 * dtarg``, ``beta * decrement`` if
@@ -257,5 +297,8 @@ def next_beta(beta: torch.Tensor, kl_mean: torch.Tensor, *, dtarg: float, increm
     """
     kl_mean = kl_mean.detach()
     beta = beta.detach()
-    return torch.where(kl_mean > dtarg * 1.5, beta * increment,
-                       torch.where(kl_mean < dtarg / 1.5, beta * decrement, beta))
+    return torch.where(
+        kl_mean > dtarg * 1.5,
+        beta * increment,
+        torch.where(kl_mean < dtarg / 1.5, beta * decrement, beta),
+    )

@@ -56,8 +56,11 @@ def _reading_modules(network: nn.Module) -> Iterator[tuple[str, list[NestedKey],
     for path, sub in network.named_modules():
         inner = getattr(sub, "module", None)
         in_keys = getattr(sub, "in_keys", None)
-        if (isinstance(inner, nn.Module) and in_keys is not None
-                and not any(hasattr(m, "in_keys") for m in inner.modules())):
+        if (
+            isinstance(inner, nn.Module)
+            and in_keys is not None
+            and not any(hasattr(m, "in_keys") for m in inner.modules())
+        ):
             # a wrapper of plain layers (a sequence's list of TensorDict modules is skipped:
             # each member is visited on its own with its own in_keys)
             yield path, list(in_keys), inner
@@ -99,8 +102,11 @@ def input_mismatch(network: nn.Module, data: TensorDictBase, *, role: str) -> st
             if not isinstance(value, torch.Tensor):
                 continue
             problems = []
-            if (value.dtype != param.dtype and param.dtype.is_floating_point
-                    and not isinstance(layer, _INDEX_LAYERS)):
+            if (
+                value.dtype != param.dtype
+                and param.dtype.is_floating_point
+                and not isinstance(layer, _INDEX_LAYERS)
+            ):
                 problems.append(f"dtype {param.dtype}")
             if features is not None and (value.dim() == 0 or value.shape[-1] != features):
                 problems.append(f"{features} features on the last dim")
@@ -111,33 +117,45 @@ def input_mismatch(network: nn.Module, data: TensorDictBase, *, role: str) -> st
     return None
 
 
-def _message(role: str, key: NestedKey, value: torch.Tensor, where: str, layer: nn.Module,
-             problems: list[str], param: torch.Tensor) -> str:
+def _message(
+    role: str,
+    key: NestedKey,
+    value: torch.Tensor,
+    where: str,
+    layer: nn.Module,
+    problems: list[str],
+    param: torch.Tensor,
+) -> str:
     fixes = []
     if f"dtype {param.dtype}" in problems:
-        fix = (f"convert the entry (e.g. td[{key_str(key)}] = td[{key_str(key)}]"
-               f".to({param.dtype}))")
+        fix = f"convert the entry (e.g. td[{key_str(key)}] = td[{key_str(key)}].to({param.dtype}))"
         if value.dtype.is_floating_point:
             fix += f" or the {role} ({role}.to({value.dtype}))"
         fixes.append(fix)
     if any(p.endswith("last dim") for p in problems):
-        fixes.append(f"check that {key_str(key)} is the observation this {role} was built "
-                     "for, or rebuild its first layer for this feature size")
+        fixes.append(
+            f"check that {key_str(key)} is the observation this {role} was built "
+            "for, or rebuild its first layer for this feature size"
+        )
     if f"device {param.device}" in problems:
-        fixes.append(f"move the data or the {role} to one device (td.to(device) or "
-                     "network.to(device))")
+        fixes.append(
+            f"move the data or the {role} to one device (td.to(device) or network.to(device))"
+        )
     expected = ", ".join(p.replace("torch.", "") for p in problems)
-    return (f"The {role} cannot read {key_str(key)}: it holds {_dtype(value.dtype)} values "
-            f"of shape {tuple(value.shape)} on {value.device}, but its first layer {where} "
-            f"({layer!r}) expects {expected}. Fix: {'; '.join(fixes)}.")
+    return (
+        f"The {role} cannot read {key_str(key)}: it holds {_dtype(value.dtype)} values "
+        f"of shape {tuple(value.shape)} on {value.device}, but its first layer {where} "
+        f"({layer!r}) expects {expected}. Fix: {'; '.join(fixes)}."
+    )
 
 
 def _dtype(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def explain_input_error(network: nn.Module | None, data: TensorDictBase, *, role: str,
-                        error: Exception) -> None:
+def explain_input_error(
+    network: nn.Module | None, data: TensorDictBase, *, role: str, error: Exception
+) -> None:
     """Raise :class:`NetworkInputError` (from ``error``) if an input explains ``error``.
 
     Call it in the ``except`` of a failed network call, then re-raise ``error`` if it

@@ -54,21 +54,24 @@ class LossNetworks(nn.Module):
     _has_critic: bool  # set by the loss: a critic is run and trained
     tensor_keys: PPOKeys
 
-    def _init_networks(self, actor: TensorDictModuleBase, critic: TensorDictModuleBase | None,
-                       *, functional: bool) -> None:
+    def _init_networks(
+        self, actor: TensorDictModuleBase, critic: TensorDictModuleBase | None, *, functional: bool
+    ) -> None:
         self._functional = functional
         self._set_network("actor_network", actor)
         self._set_network("critic_network", critic)
-        self.actor_network_params = (TensorDict.from_module(actor, as_module=True)
-                                     if functional else None)
+        self.actor_network_params = (
+            TensorDict.from_module(actor, as_module=True) if functional else None
+        )
         self.critic_network_params: TensorDictParams | None = None
         self._critic_detached_shared: TensorDict | None = None
         # Direct path: run the networks on plain tensors, and skip the to_module swap while
         # the loss's parameters are the modules' own.
         self._actor_plan = ModulePlan.for_actor(actor)
         self._critic_plan = ModulePlan.for_critic(critic) if critic is not None else None
-        self._actor_slots = (ParamSlots.build(self.actor_network_params, actor)
-                             if functional else None)
+        self._actor_slots = (
+            ParamSlots.build(self.actor_network_params, actor) if functional else None
+        )
         self._critic_slots: ParamSlots | None = None
         self._closed_form_entropy: bool | None = None
         self._last_path: str | None = None
@@ -100,16 +103,17 @@ class LossNetworks(nn.Module):
     def execution_path_reason(self) -> str:
         """Why :attr:`execution_path` is what it is, in words (for logs and debugging)."""
         if not direct_path_supported():
-            return (f"tensordict {tensordict.__version__} is not a release the direct path was "
-                    "checked on")
+            return (
+                f"tensordict {tensordict.__version__} is not a release the direct path was "
+                "checked on"
+            )
         for name, plan in (("actor", self._actor_plan), ("critic", self._critic_plan)):
             if name == "critic" and not self._has_critic:
                 continue
             if plan is None:
                 return f"the {name} is not a plain chain of TensorDict modules"
             if not plan.usable():
-                return (f"a hook, set_skip_existing or a swapped network is active on the "
-                        f"{name}")
+                return f"a hook, set_skip_existing or a swapped network is active on the {name}"
         return "plain TensorDict modules, no hooks"
 
     def _direct_usable(self) -> bool:
@@ -137,8 +141,12 @@ class LossNetworks(nn.Module):
         path = EXECUTION_PATHS[0] if direct else EXECUTION_PATHS[1]
         if path != self._last_path:
             self._last_path = path
-            logger.debug("%s runs its networks on the %s path (%s)", type(self).__name__, path,
-                         self.execution_path_reason())
+            logger.debug(
+                "%s runs its networks on the %s path (%s)",
+                type(self).__name__,
+                path,
+                self.execution_path_reason(),
+            )
         return direct
 
     # ------------------------------------------------------------------ construction
@@ -155,9 +163,7 @@ class LossNetworks(nn.Module):
         critic_params = TensorDict.from_module(critic)
         if detach_ids:
             # Same storage, no autograd edge: actor updates are seen, critic loss can't push.
-            critic_params = critic_params.apply(
-                lambda p: p.detach() if id(p) in detach_ids else p
-            )
+            critic_params = critic_params.apply(lambda p: p.detach() if id(p) in detach_ids else p)
         if self._functional:
             self.critic_network_params = TensorDictParams(critic_params, no_convert=True)
             self._critic_slots = ParamSlots.build(self.critic_network_params, critic)
@@ -175,11 +181,15 @@ class LossNetworks(nn.Module):
         if not log_prob.requires_grad:
             return
         params = self.actor_network_params if self._functional else None
-        leaves = (list(params.values(True, True)) if params is not None
-                  else list(self.actor_network.parameters()))
+        leaves = (
+            list(params.values(True, True))
+            if params is not None
+            else list(self.actor_network.parameters())
+        )
         candidates = [p for p in leaves if id(p) in self._overlap and p.requires_grad]
-        grads = torch.autograd.grad(log_prob.sum(), candidates, retain_graph=True,
-                                    allow_unused=True)
+        grads = torch.autograd.grad(
+            log_prob.sum(), candidates, retain_graph=True, allow_unused=True
+        )
         used = {id(p) for p, g in zip(candidates, grads) if g is not None}
         self._build_critic_params(used)
         self._overlap_resolved = True
@@ -210,32 +220,30 @@ class LossNetworks(nn.Module):
             return self._critic_detached_shared.to_module(self.critic_network)
         return contextlib.nullcontext()
 
-    def _policy_dist(self, inp: LossInputs, actor_env: dict, *, traced: bool
-                     ) -> D.Distribution:
+    def _policy_dist(self, inp: LossInputs, actor_env: dict, *, traced: bool) -> D.Distribution:
         """The policy's distribution on ``inp.work``; the actor's outputs go to ``actor_env``.
 
         ``traced``: inside a compiled graph, which runs only where the parameters need no
         swap and the interaction type is already set (see ``ppokit.fast.compile``).
         """
         if traced:
-            return self.actor_plan().get_dist(TensorReader(actor_env, inp.work), inp.batch,
-                                             set_interaction=False)
+            return self.actor_plan().get_dist(
+                TensorReader(actor_env, inp.work), inp.batch, set_interaction=False
+            )
         try:
             if inp.fast:
                 # the distribution's own value checks (a host sync each) are replaced by the
                 # finiteness probe of the output; a non-finite output reruns them to name the
                 # bad parameter (PPOLoss._explain_non_finite)
                 with self._run_actor(), deferred_param_checks():
-                    return self.actor_plan().get_dist(TensorReader(actor_env, inp.work),
-                                                      inp.batch)
+                    return self.actor_plan().get_dist(TensorReader(actor_env, inp.work), inp.batch)
             with self._run_actor():
                 return self.actor_network.get_dist(inp.work)
         except (RuntimeError, TypeError) as error:  # diagnosed only on failure: free otherwise
             explain_input_error(self.actor_network, inp.work, role="actor", error=error)
             raise
 
-    def _log_prob(self, dist: D.Distribution, action: Any, batch: torch.Size
-                  ) -> torch.Tensor:
+    def _log_prob(self, dist: D.Distribution, action: Any, batch: torch.Size) -> torch.Tensor:
         """``log pi(a|s)`` of the stored action ``[*B]`` (the one place the loss scores).
 
         A composite policy scores every head's stored action (``action`` is then a tensor
@@ -244,8 +252,11 @@ class LossNetworks(nn.Module):
         if not isinstance(dist, CompositeDistribution):
             return policy_log_prob(dist, action, batch)
         key = self.tensor_keys.action
-        actions = (action if isinstance(action, TensorDictBase)
-                   else TensorDict({key: action}, batch_size=action.shape[:len(batch)]))
+        actions = (
+            action
+            if isinstance(action, TensorDictBase)
+            else TensorDict({key: action}, batch_size=action.shape[: len(batch)])
+        )
         log_prob = action_log_prob(dist, actions, key, batch_shape=batch)
         if log_prob.shape != batch:
             raise ValueError(
@@ -254,20 +265,22 @@ class LossNetworks(nn.Module):
             )
         return log_prob
 
-    def _entropy(self, dist: D.Distribution, batch: torch.Size, *, mc: bool = False
-                 ) -> tuple[torch.Tensor, bool, EntropyTerms | None]:
+    def _entropy(
+        self, dist: D.Distribution, batch: torch.Size, *, mc: bool = False
+    ) -> tuple[torch.Tensor, bool, EntropyTerms | None]:
         """Per-sample entropy ``[*B]``, whether it is the closed form, and (composite policy
         only) the per-head terms."""
         if not isinstance(dist, CompositeDistribution):
-            entropy, closed = policy_entropy(dist, batch, samples_mc=self.samples_mc_entropy,
-                                             mc=mc)
+            entropy, closed = policy_entropy(dist, batch, samples_mc=self.samples_mc_entropy, mc=mc)
             return entropy, closed, None
-        terms = entropy_terms(dist, batch_shape=batch, samples_mc_entropy=self.samples_mc_entropy,
-                              force_mc=mc)
+        terms = entropy_terms(
+            dist, batch_shape=batch, samples_mc_entropy=self.samples_mc_entropy, force_mc=mc
+        )
         return terms.total, terms.closed_form, terms
 
-    def _critic_value(self, inp: LossInputs | CriticInputs, actor_env: dict, value_key: object, *,
-                      traced: bool) -> torch.Tensor:
+    def _critic_value(
+        self, inp: LossInputs | CriticInputs, actor_env: dict, value_key: object, *, traced: bool
+    ) -> torch.Tensor:
         """The critic's prediction ``[*B, 1]`` at ``value_key``."""
         critic_keys = getattr(self.critic_network, "out_keys", None)
         if critic_keys is not None and value_key not in critic_keys:
@@ -277,8 +290,9 @@ class LossNetworks(nn.Module):
             )
         try:
             if inp.fast:  # direct path: the actor's outputs are in actor_env
-                reader = TensorReader({}, TensorReader(actor_env, inp.work),
-                                      detach=self.separate_losses)
+                reader = TensorReader(
+                    {}, TensorReader(actor_env, inp.work), detach=self.separate_losses
+                )
                 with contextlib.nullcontext() if traced else self._run_critic():
                     self.critic_plan().run(reader, inp.batch)
                 value = reader.env.get(value_key)

@@ -18,8 +18,16 @@ from ppokit.internals.tensordicts import scalar_tensordict
 from ppokit.objectives import functional as PF
 from ppokit.objectives.degenerate import check_not_empty, nan_without_samples
 
-__all__ = ["PROBED_KEYS", "capped_surrogate_term", "critic_term", "outputs_finite",
-           "ppo_objective", "probe", "surrogate_term", "to_output"]
+__all__ = [
+    "PROBED_KEYS",
+    "capped_surrogate_term",
+    "critic_term",
+    "outputs_finite",
+    "ppo_objective",
+    "probe",
+    "surrogate_term",
+    "to_output",
+]
 
 to_output = scalar_tensordict  # the loss's output: a TensorDict with no batch dims
 
@@ -46,11 +54,14 @@ def surrogate_term(
     return PF.clipped_surrogate(log_weight, advantage, clip_epsilon)
 
 
-def capped_surrogate_term(log_weight: torch.Tensor, advantage: torch.Tensor,
-                          clip_epsilon: PF.ClipRange | None,
-                          max_importance_ratio: float | torch.Tensor | None,
-                          mask: torch.Tensor | None,
-                          log_is_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def capped_surrogate_term(
+    log_weight: torch.Tensor,
+    advantage: torch.Tensor,
+    clip_epsilon: PF.ClipRange | None,
+    max_importance_ratio: float | torch.Tensor | None,
+    mask: torch.Tensor | None,
+    log_is_weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict]:
     """:func:`surrogate_term` with a gradient-free correction of the ratio weighting the
     advantage, and its diagnostics.
 
@@ -71,20 +82,23 @@ def capped_surrogate_term(log_weight: torch.Tensor, advantage: torch.Tensor,
         >>> loss, diag["max_ratio"]
         (tensor([[-2.]]), tensor(2.))
     """
-    correction = (torch.zeros_like(log_weight) if log_is_weight is None
-                  else log_is_weight.detach())
+    correction = torch.zeros_like(log_weight) if log_is_weight is None else log_is_weight.detach()
     if max_importance_ratio is not None:
-        cap = torch.as_tensor(max_importance_ratio, dtype=log_weight.dtype,
-                              device=log_weight.device).log()
+        cap = torch.as_tensor(
+            max_importance_ratio, dtype=log_weight.dtype, device=log_weight.device
+        ).log()
         correction = torch.minimum(correction, cap - log_weight.detach())
     capped = log_weight + correction
     if clip_epsilon is None:
         loss = -capped.exp() * advantage
     else:
-        low, high = (clip_epsilon if isinstance(clip_epsilon, tuple)
-                     else (clip_epsilon, clip_epsilon))
-        bounds = [torch.as_tensor(b, dtype=log_weight.dtype, device=log_weight.device)
-                  for b in (-low, high)]
+        low, high = (
+            clip_epsilon if isinstance(clip_epsilon, tuple) else (clip_epsilon, clip_epsilon)
+        )
+        bounds = [
+            torch.as_tensor(b, dtype=log_weight.dtype, device=log_weight.device)
+            for b in (-low, high)
+        ]
         clipped = log_weight.clamp(bounds[0].log1p(), bounds[1].log1p()) + correction
         loss = -torch.minimum(capped.exp() * advantage, clipped.exp() * advantage)
     diagnostics = PF.ratio_diagnostics(log_weight, clip_epsilon, mask)
@@ -94,9 +108,13 @@ def capped_surrogate_term(log_weight: torch.Tensor, advantage: torch.Tensor,
     return loss, diagnostics
 
 
-def critic_term(value: torch.Tensor, value_target: torch.Tensor, old_value: torch.Tensor | None,
-                clip_value: float | torch.Tensor | None, loss_critic_type: str
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def critic_term(
+    value: torch.Tensor,
+    value_target: torch.Tensor,
+    old_value: torch.Tensor | None,
+    clip_value: float | torch.Tensor | None,
+    loss_critic_type: str,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-sample critic loss ``[*B, 1]`` and, when clipped, which samples were clipped.
 
     With ``old_value`` and ``clip_value``: the worse of the plain and the clipped loss
@@ -107,8 +125,7 @@ def critic_term(value: torch.Tensor, value_target: torch.Tensor, old_value: torc
         (tensor([[4.]]), None)
     """
     if old_value is not None and clip_value is not None:
-        return PF.clipped_value_loss(value_target, value, old_value, clip_value,
-                                     loss_critic_type)
+        return PF.clipped_value_loss(value_target, value, old_value, clip_value, loss_critic_type)
     return PF.value_distance(value_target, value, loss_critic_type), None
 
 
@@ -207,7 +224,8 @@ def ppo_objective(
         diagnostics = PF.ratio_diagnostics(log_weight, clip_epsilon, mask)
     else:
         policy_loss, diagnostics = capped_surrogate_term(
-            log_weight, advantage, clip_epsilon, max_importance_ratio, mask, log_is_weight)
+            log_weight, advantage, clip_epsilon, max_importance_ratio, mask, log_is_weight
+        )
     if penalty is not None:
         policy_loss = policy_loss + penalty
     out = {"loss_objective": PF.reduce_loss(policy_loss, reduction, mask)}
@@ -225,8 +243,7 @@ def ppo_objective(
     if value is not None:
         if value_target is None:
             raise ValueError("ppo_objective() got a value but no value_target.")
-        loss, clipped = critic_term(value, value_target, old_value, clip_value,
-                                    loss_critic_type)
+        loss, clipped = critic_term(value, value_target, old_value, clip_value, loss_critic_type)
         if clipped is not None:
             out["value_clip_fraction"] = PF.masked_mean(clipped.to(value.dtype), mask)
         if mask is None and reduction == "mean":
@@ -236,12 +253,12 @@ def ppo_objective(
         if log_explained_variance:
             out["explained_variance"] = PF.explained_variance(value_target, value, mask)
     # a mask with no valid sample: losses 0, statistics NaN (ppokit.objectives.degenerate)
-    return nan_without_samples(out, mask, ("entropy", "value_clip_fraction",
-                                           "explained_variance"))
+    return nan_without_samples(out, mask, ("entropy", "value_clip_fraction", "explained_variance"))
 
 
-def probe(out: dict[str, torch.Tensor], extras: dict[str, torch.Tensor] | None = None
-          ) -> torch.Tensor | None:
+def probe(
+    out: dict[str, torch.Tensor], extras: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor | None:
     """Sum of the entries in :data:`PROBED_KEYS` (detached; no host sync, so traceable).
 
     Example:

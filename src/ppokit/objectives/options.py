@@ -10,8 +10,14 @@ from torch import nn
 
 from ppokit.objectives import functional as PF
 
-__all__ = ["check_clip_epsilon", "check_clip_value", "check_exclude_dims", "check_options",
-           "check_unsupported", "resolve_alias"]
+__all__ = [
+    "check_clip_epsilon",
+    "check_clip_value",
+    "check_exclude_dims",
+    "check_options",
+    "check_unsupported",
+    "resolve_alias",
+]
 
 
 def resolve_alias(name: str, value: Any, alias: str, alias_value: Any, default: Any) -> Any:
@@ -21,8 +27,11 @@ def resolve_alias(name: str, value: Any, alias: str, alias_value: Any, default: 
         >>> resolve_alias("entropy_coef", None, "entropy_coeff", 0.1, 0.01)
         0.1
     """
-    if value is not None and alias_value is not None and (
-            value is not alias_value if isinstance(value, nn.Module) else value != alias_value):
+    if (
+        value is not None
+        and alias_value is not None
+        and (value is not alias_value if isinstance(value, nn.Module) else value != alias_value)
+    ):
         raise TypeError(
             f"Got both {name}={_shown(value)} and {alias}={_shown(alias_value)}; they are two "
             "spellings of the same option, pass only one."
@@ -71,22 +80,25 @@ def check_options(
             "pass a ValueOperator, or leave critic_coef unset (or 0) to train the actor alone "
             "(the advantage must then be in the data)."
         )
-    if isinstance(samples_mc_entropy, bool) or not isinstance(samples_mc_entropy, int) or (
-        samples_mc_entropy < 1
+    if (
+        isinstance(samples_mc_entropy, bool)
+        or not isinstance(samples_mc_entropy, int)
+        or (samples_mc_entropy < 1)
     ):
-        raise ValueError(
-            f"samples_mc_entropy must be an integer >= 1, got {samples_mc_entropy!r}."
-        )
+        raise ValueError(f"samples_mc_entropy must be an integer >= 1, got {samples_mc_entropy!r}.")
     for name, value in (("entropy_coef", entropy_coef), ("critic_coef", critic_coef)):
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             value = float(value)
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value) or value < 0):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     if loss_critic_type not in PF.LOSS_CRITIC_TYPES:
         raise ValueError(
-            f"loss_critic_type must be one of {PF.LOSS_CRITIC_TYPES}, got "
-            f"{loss_critic_type!r}."
+            f"loss_critic_type must be one of {PF.LOSS_CRITIC_TYPES}, got {loss_critic_type!r}."
         )
     if reduction not in PF.REDUCTIONS:
         raise ValueError(f"reduction must be one of {PF.REDUCTIONS}, got {reduction!r}.")
@@ -127,13 +139,19 @@ def check_clip_epsilon(clip_epsilon: Any) -> tuple[float, float]:
 def _check_eps(name: str, value: Any) -> float:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = float(value)
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not 0.0 < value < 1.0):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
         why = ""
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             # TorchRL's wording for each bound, after ppokit's
-            why = (" (it must be non-negative)" if value < 0 else " (it must be < 1)"
-                   if value >= 1 else " (it must be > 0)" if value == 0 else "")
+            why = (
+                " (it must be non-negative)"
+                if value < 0
+                else " (it must be < 1)"
+                if value >= 1
+                else " (it must be > 0)"
+                if value == 0
+                else ""
+            )
         raise ValueError(
             f"{name} must be a number in (0, 1), got {value!r}{why}; the ratio is "
             "clipped to [1 - eps, 1 + eps] (0.1 to 0.3 is usual)."
@@ -141,8 +159,9 @@ def _check_eps(name: str, value: Any) -> float:
     return float(value)
 
 
-def check_clip_value(clip_value: Any, clip_epsilon: float | None, *,
-                     asymmetric: bool = False) -> float | None:
+def check_clip_value(
+    clip_value: Any, clip_epsilon: float | None, *, asymmetric: bool = False
+) -> float | None:
     """The value-clipping threshold: None (off), or a float > 0 (``True``: ``clip_epsilon``).
 
     ``clip_epsilon`` is None for a loss without a ratio clip (PPOLoss), which then takes no
@@ -155,11 +174,13 @@ def check_clip_value(clip_value: Any, clip_epsilon: float | None, *,
     if clip_value is None:
         return None
     if isinstance(clip_value, bool) and clip_epsilon is None:
-        fix = ("clip_value=True takes its threshold from clip_epsilon, which PPOLoss does "
-               "not have: pass a float (e.g. clip_value=0.2) or use ClipPPOLoss."
-               if clip_value else "Leave it unset (None) to train the critic unclipped.")
-        raise ValueError(f"clip_value must be a float or a scalar tensor, got {clip_value}. "
-                         + fix)
+        fix = (
+            "clip_value=True takes its threshold from clip_epsilon, which PPOLoss does "
+            "not have: pass a float (e.g. clip_value=0.2) or use ClipPPOLoss."
+            if clip_value
+            else "Leave it unset (None) to train the critic unclipped."
+        )
+        raise ValueError(f"clip_value must be a float or a scalar tensor, got {clip_value}. " + fix)
     if clip_value is False:
         return None
     if clip_value is True:
@@ -172,8 +193,10 @@ def check_clip_value(clip_value: Any, clip_epsilon: float | None, *,
         return clip_epsilon
     if isinstance(clip_value, torch.Tensor) and clip_value.numel() == 1:
         clip_value = float(clip_value)
-    if not isinstance(clip_value, (int, float)) or not clip_value > 0 or not math.isfinite(
-        clip_value
+    if (
+        not isinstance(clip_value, (int, float))
+        or not clip_value > 0
+        or not math.isfinite(clip_value)
     ):
         raise ValueError(
             f"clip_value must be True, False, None or a finite float > 0, got {clip_value!r}."
@@ -191,7 +214,8 @@ def check_exclude_dims(dims: Any) -> tuple[int, ...]:
     if isinstance(dims, int) and not isinstance(dims, bool):
         dims = (dims,)
     if not isinstance(dims, (tuple, list)) or not all(
-            isinstance(d, int) and not isinstance(d, bool) for d in dims):
+        isinstance(d, int) and not isinstance(d, bool) for d in dims
+    ):
         raise TypeError(
             f"normalize_advantage_exclude_dims must be a tuple of ints (dims of the advantage "
             f"kept apart when standardising, e.g. (-2,) for the agent dim), got {dims!r}."

@@ -128,17 +128,32 @@ class ClipPPOLoss(PPOLoss):
         # clip_value=True clips the value with the (lower) ratio clip range
         self._clip_epsilon_for_value = low
         super().__init__(
-            actor_network, critic_network, entropy_bonus=entropy_bonus,
-            samples_mc_entropy=samples_mc_entropy, entropy_coef=entropy_coef,
-            critic_coef=critic_coef, loss_critic_type=loss_critic_type,
+            actor_network,
+            critic_network,
+            entropy_bonus=entropy_bonus,
+            samples_mc_entropy=samples_mc_entropy,
+            entropy_coef=entropy_coef,
+            critic_coef=critic_coef,
+            loss_critic_type=loss_critic_type,
             normalize_advantage=normalize_advantage,
             normalize_advantage_exclude_dims=normalize_advantage_exclude_dims,
-            separate_losses=separate_losses, advantage_key=advantage_key,
-            value_target_key=value_target_key, value_key=value_key, functional=functional,
-            reduction=reduction, clip_value=clip_value, entropy_coeff=entropy_coeff,
-            critic_coeff=critic_coeff, log_explained_variance=log_explained_variance,
-            check_inputs=check_inputs, actor=actor, critic=critic, device=device, gamma=gamma,
-            advantage_norm=advantage_norm, delay_actor=delay_actor,
+            separate_losses=separate_losses,
+            advantage_key=advantage_key,
+            value_target_key=value_target_key,
+            value_key=value_key,
+            functional=functional,
+            reduction=reduction,
+            clip_value=clip_value,
+            entropy_coeff=entropy_coeff,
+            critic_coeff=critic_coeff,
+            log_explained_variance=log_explained_variance,
+            check_inputs=check_inputs,
+            actor=actor,
+            critic=critic,
+            device=device,
+            gamma=gamma,
+            advantage_norm=advantage_norm,
+            delay_actor=delay_actor,
             max_importance_ratio=max_importance_ratio,
         )
         device = self.entropy_coeff.device
@@ -149,11 +164,17 @@ class ClipPPOLoss(PPOLoss):
             self.register_coefficient("clip_epsilon", low, device=device)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _CLIP_NAMES and name not in self.__dict__.get("_buffers", {}) and any(
-                n in self.__dict__.get("_buffers", {}) for n in _CLIP_NAMES):
+        if (
+            name in _CLIP_NAMES
+            and name not in self.__dict__.get("_buffers", {})
+            and any(n in self.__dict__.get("_buffers", {}) for n in _CLIP_NAMES)
+        ):
             # scheduling the other flavour would only add an unused attribute
-            use = ("'clip_epsilon_low' / 'clip_epsilon_high'" if self._asymmetric_clip
-                   else "'clip_epsilon'")
+            use = (
+                "'clip_epsilon_low' / 'clip_epsilon_high'"
+                if self._asymmetric_clip
+                else "'clip_epsilon'"
+            )
             raise AttributeError(
                 f"Cannot set {name!r}: this loss was built with "
                 f"{'an asymmetric' if self._asymmetric_clip else 'a symmetric'} clip_epsilon; "
@@ -163,8 +184,10 @@ class ClipPPOLoss(PPOLoss):
 
     def _clip_epsilon(self, *, traced: bool = False) -> Any:
         if self._asymmetric_clip:
-            return (self._coefficient("clip_epsilon_low", traced=traced),
-                    self._coefficient("clip_epsilon_high", traced=traced))
+            return (
+                self._coefficient("clip_epsilon_low", traced=traced),
+                self._coefficient("clip_epsilon_high", traced=traced),
+            )
         return self._coefficient("clip_epsilon", traced=traced)
 
     def extra_repr(self) -> str:

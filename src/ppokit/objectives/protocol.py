@@ -43,11 +43,17 @@ def _keys(value: NestedKey | Sequence[NestedKey] | None) -> list[NestedKey]:
     return [unravel_key(k) for k in value]
 
 
-def loss_in_keys(actor: Any, critic: Any | None, *,
-                 action: NestedKey | Sequence[NestedKey],
-                 sample_log_prob: NestedKey | Sequence[NestedKey], reward: NestedKey,
-                 done: NestedKey, terminated: NestedKey,
-                 extra: Iterable[NestedKey] = ()) -> list[NestedKey]:
+def loss_in_keys(
+    actor: Any,
+    critic: Any | None,
+    *,
+    action: NestedKey | Sequence[NestedKey],
+    sample_log_prob: NestedKey | Sequence[NestedKey],
+    reward: NestedKey,
+    done: NestedKey,
+    terminated: NestedKey,
+    extra: Iterable[NestedKey] = (),
+) -> list[NestedKey]:
     """The keys a PPO loss reads, as TorchRL 0.14.1 lists them, without repeats.
 
     The actor's in_keys (also under ``"next"``, for the value estimator's bootstrap), the
@@ -84,9 +90,13 @@ def keyword_name(key: NestedKey, separator: str = "_") -> str:
     return key if isinstance(key, str) else separator.join(key)
 
 
-def keyword_tensordict(kwargs: dict[str, Any], required: Sequence[NestedKey],
-                       optional: Sequence[NestedKey] = (), *,
-                       separator: str = "_") -> TensorDictBase:
+def keyword_tensordict(
+    kwargs: dict[str, Any],
+    required: Sequence[NestedKey],
+    optional: Sequence[NestedKey] = (),
+    *,
+    separator: str = "_",
+) -> TensorDictBase:
     """Build the input TensorDict of a keyword call, checking every name.
 
     Args:
@@ -109,16 +119,22 @@ def keyword_tensordict(kwargs: dict[str, Any], required: Sequence[NestedKey],
     for key in [*required, *optional]:
         name = keyword_name(key, separator)
         if names.setdefault(name, unravel_key(key)) != unravel_key(key):
-            raise ValueError(f"The keys {names[name]!r} and {key!r} are both spelled {name!r} "
-                             f"as keyword arguments; call the loss with a TensorDict instead.")
+            raise ValueError(
+                f"The keys {names[name]!r} and {key!r} are both spelled {name!r} "
+                f"as keyword arguments; call the loss with a TensorDict instead."
+            )
     unknown = sorted(set(kwargs) - set(names))
     if unknown:
-        raise TypeError(f"Unknown keyword argument(s) {unknown}; this loss accepts "
-                        f"{sorted(names)} (nested keys joined with {separator!r}).")
+        raise TypeError(
+            f"Unknown keyword argument(s) {unknown}; this loss accepts "
+            f"{sorted(names)} (nested keys joined with {separator!r})."
+        )
     missing = sorted({keyword_name(k, separator) for k in required} - set(kwargs))
     if missing:
-        raise TypeError(f"Missing keyword argument(s) {missing}; a keyword call must give "
-                        f"every in_key: {[keyword_name(k, separator) for k in required]}.")
+        raise TypeError(
+            f"Missing keyword argument(s) {missing}; a keyword call must give "
+            f"every in_key: {[keyword_name(k, separator) for k in required]}."
+        )
     return make_tensordict({names[n]: v for n, v in kwargs.items()}, auto_batch_size=True)
 
 
@@ -173,10 +189,16 @@ class LossProtocol:
         if self._in_keys_set is not None:
             return list(self._in_keys_set)
         keys = self.tensor_keys  # type: ignore[attr-defined]
-        return loss_in_keys(self.actor_network, self.critic_network,  # type: ignore[attr-defined]
-                            action=keys.action, sample_log_prob=keys.sample_log_prob,
-                            reward=keys.reward, done=keys.done, terminated=keys.terminated,
-                            extra=self._extra_in_keys())
+        return loss_in_keys(
+            self.actor_network,
+            self.critic_network,  # type: ignore[attr-defined]
+            action=keys.action,
+            sample_log_prob=keys.sample_log_prob,
+            reward=keys.reward,
+            done=keys.done,
+            terminated=keys.terminated,
+            extra=self._extra_in_keys(),
+        )
 
     @in_keys.setter
     def in_keys(self, keys: Sequence[NestedKey] | None) -> None:
@@ -207,8 +229,10 @@ class LossProtocol:
         available = self._all_out_keys()
         unknown = [k for k in keys if k not in available]
         if unknown or not keys:
-            raise ValueError(f"select_out_keys got {list(keys) or 'no keys'}; pick one or more "
-                             f"of this loss's out_keys {available}.")
+            raise ValueError(
+                f"select_out_keys got {list(keys) or 'no keys'}; pick one or more "
+                f"of this loss's out_keys {available}."
+            )
         self._selected_out_keys = list(dict.fromkeys(keys))
         return self
 
@@ -223,14 +247,19 @@ class LossProtocol:
         if args and is_tensor_collection(args[0]):
             return self._selected(call(*args, **kwargs))
         if args:
-            raise TypeError(f"{type(self).__name__} expects a TensorDict, got "
-                            f"{type(args[0]).__name__}; or call it with keyword arguments "
-                            f"named after its in_keys (e.g. observation=..., next_reward=...).")
+            raise TypeError(
+                f"{type(self).__name__} expects a TensorDict, got "
+                f"{type(args[0]).__name__}; or call it with keyword arguments "
+                f"named after its in_keys (e.g. observation=..., next_reward=...)."
+            )
         if not kwargs:
-            raise TypeError(f"{type(self).__name__} needs a TensorDict or keyword arguments "
-                            f"for its in_keys {self.in_keys}.")
-        data = keyword_tensordict(kwargs, self.in_keys, self._optional_keyword_keys(),
-                                  separator=self.keyword_separator)
+            raise TypeError(
+                f"{type(self).__name__} needs a TensorDict or keyword arguments "
+                f"for its in_keys {self.in_keys}."
+            )
+        data = keyword_tensordict(
+            kwargs, self.in_keys, self._optional_keyword_keys(), separator=self.keyword_separator
+        )
         out = self._selected(call(data))
         values = tuple(out.get(k) for k in self.out_keys)
         return values[0] if len(values) == 1 else values
@@ -257,6 +286,7 @@ class LossProtocol:
                     # the class must define it: tensordict wrappers forward unknown attributes
                     # to the module they wrap, which would reset that module twice
                     if callable(getattr(type(module), "reset_parameters", None)) and (
-                            id(module) not in seen):
+                        id(module) not in seen
+                    ):
                         seen.add(id(module))
                         cast(Any, module).reset_parameters()

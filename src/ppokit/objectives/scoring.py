@@ -14,8 +14,7 @@ from torch import distributions as D
 __all__ = ["mc_entropy", "policy_entropy", "policy_log_prob"]
 
 
-def policy_log_prob(dist: D.Distribution, action: torch.Tensor, batch: torch.Size
-                    ) -> torch.Tensor:
+def policy_log_prob(dist: D.Distribution, action: torch.Tensor, batch: torch.Size) -> torch.Tensor:
     """``log pi(a|s)`` of the stored action, one per sample ``[*B]``.
 
     Example:
@@ -36,8 +35,9 @@ def policy_log_prob(dist: D.Distribution, action: torch.Tensor, batch: torch.Siz
     return log_prob
 
 
-def policy_entropy(dist: D.Distribution, batch: torch.Size, *, samples_mc: int = 1,
-                   mc: bool = False) -> tuple[torch.Tensor, bool]:
+def policy_entropy(
+    dist: D.Distribution, batch: torch.Size, *, samples_mc: int = 1, mc: bool = False
+) -> tuple[torch.Tensor, bool]:
     """Per-sample entropy ``[*B]`` and whether it is the closed form.
 
     The closed form when the distribution has one (and ``mc`` is False); otherwise the

@@ -30,10 +30,16 @@ class UpdateResult(NamedTuple):
     """Whether the parameters moved (False: the KL exceeded ``target_kl``)."""
 
 
-def eager_update(loss: Callable[[TensorDictBase], TensorDictBase], params: list[nn.Parameter],
-                 optimizer: torch.optim.Optimizer, minibatch: TensorDictBase, *,
-                 max_grad_norm: float | None = None, target_kl: float | None = None,
-                 kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> UpdateResult:
+def eager_update(
+    loss: Callable[[TensorDictBase], TensorDictBase],
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    minibatch: TensorDictBase,
+    *,
+    max_grad_norm: float | None = None,
+    target_kl: float | None = None,
+    kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> UpdateResult:
     """One eager PPO minibatch update: loss, backward of its ``loss_*`` sum, clip, step.
 
     Args:
@@ -73,6 +79,7 @@ def eager_update(loss: Callable[[TensorDictBase], TensorDictBase], params: list[
     optimizer.zero_grad(set_to_none=True)
     sum(v for k, v in out.items() if k.startswith("loss_")).backward()
     norm = nn.utils.clip_grad_norm_(
-        params, math.inf if max_grad_norm is None else max_grad_norm, foreach=True)
+        params, math.inf if max_grad_norm is None else max_grad_norm, foreach=True
+    )
     optimizer.step()
     return UpdateResult(out, norm, True)

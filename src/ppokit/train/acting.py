@@ -88,12 +88,15 @@ class TensorPolicy:
         >>> env.close()
     """
 
-    def __init__(self, plan: ModulePlan, *, obs_key: NestedKey = "observation",
-                 compile: bool = False) -> None:
+    def __init__(
+        self, plan: ModulePlan, *, obs_key: NestedKey = "observation", compile: bool = False
+    ) -> None:
         dist_module = plan.dist_module
         if dist_module is None:
-            raise ValueError("TensorPolicy needs an actor's plan (ModulePlan.for_actor), "
-                             "got a critic's (no distribution module).")
+            raise ValueError(
+                "TensorPolicy needs an actor's plan (ModulePlan.for_actor), "
+                "got a critic's (no distribution module)."
+            )
         self.plan = plan
         self.obs_key = obs_key
         self.dist_cls = dist_module.distribution_class
@@ -106,17 +109,27 @@ class TensorPolicy:
         self._sample = self._sampler()
         # compile: the random numbers are still drawn eagerly from torch's generator (the
         # same stream as the eager path), so only float rounding can differ
-        self._compile = compile and self.lean == "normal" and not any(
-            _syncs_buffers(step.net) for step in plan.steps)
+        self._compile = (
+            compile
+            and self.lean == "normal"
+            and not any(_syncs_buffers(step.net) for step in plan.steps)
+        )
         self._core: Callable[..., Any] | None = None  # built at the first (eager) call
         # obs shape -> (graph, shape and torch.randn keywords of the noise a step draws)
-        self._noise: dict[tuple[int, ...], tuple[Callable[..., Any], torch.Size,
-                                                 dict[str, Any]]] = {}
+        self._noise: dict[
+            tuple[int, ...], tuple[Callable[..., Any], torch.Size, dict[str, Any]]
+        ] = {}
 
     @classmethod
-    def for_actor(cls, actor: object, *, log_prob_key: NestedKey = "action_log_prob",
-                  obs_key: NestedKey = "observation", sampling: bool = True,
-                  compile: bool = False) -> TensorPolicy | None:
+    def for_actor(
+        cls,
+        actor: object,
+        *,
+        log_prob_key: NestedKey = "action_log_prob",
+        obs_key: NestedKey = "observation",
+        sampling: bool = True,
+        compile: bool = False,
+    ) -> TensorPolicy | None:
         """The tensor view of ``actor``, or ``None`` when its structure is not reproduced.
 
         ``sampling=False``: only :meth:`distribution` will be used (evaluation), so the
@@ -137,10 +150,9 @@ class TensorPolicy:
             or list(last.dist_sample_keys) != ["action"]
         ):
             return None
-        if (
-            plan.external_keys() != [obs_key]
-            or not (isinstance(last.distribution_class, type)
-                    and issubclass(last.distribution_class, D.Distribution))
+        if plan.external_keys() != [obs_key] or not (
+            isinstance(last.distribution_class, type)
+            and issubclass(last.distribution_class, D.Distribution)
         ):
             return None
         return cls(plan, obs_key=obs_key, compile=compile)
@@ -168,8 +180,11 @@ class TensorPolicy:
                     self._prepare_compiled(obs, values)
                 action, log_prob = self._sample(*values)
         # numpy's check costs ~2 us on a few numbers, torch's ~10 (two ops and a sync)
-        finite = (np.isfinite(log_prob.numpy()).all() if log_prob.device.type == "cpu"
-                  else bool(torch.isfinite(log_prob).all()))
+        finite = (
+            np.isfinite(log_prob.numpy()).all()
+            if log_prob.device.type == "cpu"
+            else bool(torch.isfinite(log_prob).all())
+        )
         if not finite:
             self._raise_non_finite(obs)
         return action, log_prob
@@ -212,8 +227,7 @@ class TensorPolicy:
 
             def core(obs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 out = networks(obs)
-                return normal_sample_and_log_prob(out[i_loc], out[i_scale], event_dims,
-                                                  noise=noise)
+                return normal_sample_and_log_prob(out[i_loc], out[i_scale], event_dims, noise=noise)
 
             self._core = torch.compile(with_own_code(core), fullgraph=True, dynamic=False)
         # randn's device argument has a per-call parsing cost: given only off the CPU
@@ -252,8 +266,11 @@ def _lean_kind(cls: type, keys: list[str], kwargs: dict[str, Any]) -> str | None
     # exact classes only: a subclass may sample or score differently
     if cls is Categorical and keys == ["logits"] and not kwargs:
         return "categorical"
-    if cls is IndependentNormal and sorted(keys) == ["loc", "scale"] and set(kwargs) <= {
-            "event_dims"}:
+    if (
+        cls is IndependentNormal
+        and sorted(keys) == ["loc", "scale"]
+        and set(kwargs) <= {"event_dims"}
+    ):
         event_dims = kwargs.get("event_dims", 1)
         if isinstance(event_dims, int) and not isinstance(event_dims, bool) and event_dims >= 0:
             return "normal"
@@ -272,8 +289,9 @@ def _acting_net(net: nn.Module) -> nn.Module:
     return net
 
 
-def _outputs(name: str, out_keys: tuple[NestedKey, ...], out: Any,
-             batch: torch.Size) -> tuple[torch.Tensor, ...]:
+def _outputs(
+    name: str, out_keys: tuple[NestedKey, ...], out: Any, batch: torch.Size
+) -> tuple[torch.Tensor, ...]:
     """A network's return value as the tuple ``TensorDictModule`` would write, checked."""
     if isinstance(out, (dict, TensorDictBase)) and all(k in out for k in out_keys):
         out = tuple(out.get(k) for k in out_keys)  # as TensorDictModule reads it
@@ -294,15 +312,17 @@ def _outputs(name: str, out_keys: tuple[NestedKey, ...], out: Any,
     return out
 
 
-def _network_function(plan: ModulePlan, obs_key: NestedKey,
-                      in_keys: tuple[NestedKey, ...]) -> Callable[[torch.Tensor], Params]:
+def _network_function(
+    plan: ModulePlan, obs_key: NestedKey, in_keys: tuple[NestedKey, ...]
+) -> Callable[[torch.Tensor], Params]:
     """``obs -> (the distribution's inputs in order)``: the plan's networks, no TensorDict.
 
     It closes over the networks and key tuples only (not the plan), which keeps the compiled
     graph's guards few. ``"_"`` is tensordict's "discard this output".
     """
-    steps = [(type(s.wrapper).__name__, _acting_net(s.net), s.in_keys, s.out_keys)
-             for s in plan.steps]
+    steps = [
+        (type(s.wrapper).__name__, _acting_net(s.net), s.in_keys, s.out_keys) for s in plan.steps
+    ]
     if len(steps) == 1 and steps[0][2] == (obs_key,) and all(k in steps[0][3] for k in in_keys):
         name, net, _, out_keys = steps[0]
         where = tuple(out_keys.index(k) for k in in_keys)

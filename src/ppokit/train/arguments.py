@@ -38,8 +38,14 @@ from ppokit.train.rundir import (
 )
 from ppokit.train.validation import check_resumable
 
-__all__ = ["TrainArgs", "UsageError", "check_train_run_dir", "parse_env_kwargs",
-           "resolve_train_config", "take_run_dir"]
+__all__ = [
+    "TrainArgs",
+    "UsageError",
+    "check_train_run_dir",
+    "parse_env_kwargs",
+    "resolve_train_config",
+    "take_run_dir",
+]
 
 
 class UsageError(Exception):
@@ -87,17 +93,21 @@ def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
     else:
         env_id = known.env or file_values.get("env") or TrainConfig.env
         if not isinstance(env_id, str):
-            raise UsageError(f"{known.config}: Config field 'env' expects a string, got "
-                             f"{env_id!r}.")
+            raise UsageError(
+                f"{known.config}: Config field 'env' expects a string, got {env_id!r}."
+            )
         _check_env(env_id)
         base = preset_config(env_id)
     try:
         base = config_from_dict(file_values, base=base)
     except (KeyError, TypeError) as err:
         raise UsageError(f"{known.config}: {err.args[0]}") from None
-    args = tyro.cli(TrainArgs, default=TrainArgs(cfg=base, config=known.config,
-                                                 resume=known.resume),
-                    args=argv, prog="ppokit train")
+    args = tyro.cli(
+        TrainArgs,
+        default=TrainArgs(cfg=base, config=known.config, resume=known.resume),
+        args=argv,
+        prog="ppokit train",
+    )
     cfg: TrainConfig = args.cfg
     if args.env_kwargs is not None:
         cfg = replace(cfg, env_kwargs=parse_env_kwargs(args.env_kwargs))
@@ -122,7 +132,8 @@ def _saved_config(run_dir: Path) -> TrainConfig:
     if not (run_dir / "checkpoints" / "latest.pt").is_file() or not saved.is_file():
         raise UsageError(
             f"--resume {run_dir}: no run to resume there (expected config.json and "
-            "checkpoints/latest.pt). Start it without --resume first.")
+            "checkpoints/latest.pt). Start it without --resume first."
+        )
     try:
         values = json.loads(saved.read_text(encoding="utf-8"))
         if not isinstance(values, dict):
@@ -149,7 +160,8 @@ def check_train_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None
         raise UsageError(
             f"run dir {str(run_dir)!r} already holds a run. Continue it with "
             f"`ppokit train --resume {run_dir}`, pick another --run-dir, or pass "
-            "--overwrite to start over in it (which deletes only the files ppokit wrote).")
+            "--overwrite to start over in it (which deletes only the files ppokit wrote)."
+        )
     foreign = foreign_files(run_dir)
     if foreign:
         raise UsageError(
@@ -157,7 +169,8 @@ def check_train_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None
             f"({'not a ppokit run' if not holds_run(run_dir) else 'added by hand'}), under "
             "names a run writes. ppokit does not overwrite them "
             f"them{' even with --overwrite' if overwrite else ''}; move them away or pick "
-            "another --run-dir.")
+            "another --run-dir."
+        )
 
 
 def take_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
@@ -194,24 +207,31 @@ def parse_env_kwargs(text: str) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise UsageError(
             f"--env-kwargs {text!r} is not valid JSON ({err}); pass an object such as "
-            """'{"max_episode_steps": 200}' (quoted for the shell).""") from None
+            """'{"max_episode_steps": 200}' (quoted for the shell)."""
+        ) from None
     if not isinstance(value, dict):
-        raise UsageError(f"--env-kwargs expects a JSON object of keyword arguments for "
-                         f"gymnasium.make, got {type(value).__name__} {value!r}; e.g. "
-                         """'{"max_episode_steps": 200}'.""")
+        raise UsageError(
+            f"--env-kwargs expects a JSON object of keyword arguments for "
+            f"gymnasium.make, got {type(value).__name__} {value!r}; e.g. "
+            """'{"max_episode_steps": 200}'."""
+        )
     return value
 
 
 def _renamed_flags(argv: list[str]) -> list[str]:
     """Old flags (``--ent-coef``, ``--vf-coef``) under their new names, with a FutureWarning."""
-    old = {f"--{o.replace('_', '-')}": f"--{n.replace('_', '-')}"
-           for o, n in DEPRECATED_NAMES.items()}
+    old = {
+        f"--{o.replace('_', '-')}": f"--{n.replace('_', '-')}" for o, n in DEPRECATED_NAMES.items()
+    }
     out = []
     for arg in argv:
         flag, eq, value = arg.partition("=")
         if flag in old:
-            warnings.warn(f"{flag} is deprecated: use {old[flag]} (the loss's name).",
-                          FutureWarning, stacklevel=2)
+            warnings.warn(
+                f"{flag} is deprecated: use {old[flag]} (the loss's name).",
+                FutureWarning,
+                stacklevel=2,
+            )
             arg = old[flag] + eq + value
         out.append(arg)
     return out
@@ -227,8 +247,9 @@ def _check_spaces(env_id: str, env_kwargs: dict[str, Any]) -> None:
     except gym.error.DependencyNotInstalled as err:
         raise UsageError(f"{env_id} needs an extra package: {err}") from None
     except TypeError as err:  # a keyword the env's constructor does not take
-        raise UsageError(f"--env-kwargs {json.dumps(env_kwargs)} do not fit {env_id}: {err}"
-                         ) from None
+        raise UsageError(
+            f"--env-kwargs {json.dumps(env_kwargs)} do not fit {env_id}: {err}"
+        ) from None
     try:
         check_spaces(env.observation_space, env.action_space, env_id=env_id)
     except ValueError as err:

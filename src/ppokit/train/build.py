@@ -17,8 +17,14 @@ if TYPE_CHECKING:
     from ppokit.objectives.ppo import ClipPPOLoss
     from ppokit.train.config import TrainConfig
 
-__all__ = ["GaussianHead", "SpacesLike", "build_actor_critic", "build_loss", "build_optimizer",
-           "unique_params"]
+__all__ = [
+    "GaussianHead",
+    "SpacesLike",
+    "build_actor_critic",
+    "build_loss",
+    "build_optimizer",
+    "unique_params",
+]
 
 
 class SpacesLike(Protocol):
@@ -52,8 +58,12 @@ class GaussianHead(nn.Module):
 
 
 def build_actor_critic(
-    env: SpacesLike, *, hidden_sizes: tuple[int, ...] = (64, 64), activation: str = "tanh",
-    init_log_std: float = 0.0, ortho_init: bool = True,
+    env: SpacesLike,
+    *,
+    hidden_sizes: tuple[int, ...] = (64, 64),
+    activation: str = "tanh",
+    init_log_std: float = 0.0,
+    ortho_init: bool = True,
 ) -> tuple[Any, Any]:
     """Separate actor and critic MLPs for ``env`` (ppokit modules, TorchRL keys).
 
@@ -88,17 +98,21 @@ def build_actor_critic(
     # output gains only exist for the orthogonal init (MLP rejects them otherwise)
     policy_init: dict[str, Any] = {"output_gain": 0.01} if ortho_init else {"init": "default"}
     value_init: dict[str, Any] = {"output_gain": 1.0} if ortho_init else {"init": "default"}
-    net = MLP(obs_dim, env.num_actions, num_cells=cells, activation_class=act_cls,
-              **policy_init)
+    net = MLP(obs_dim, env.num_actions, num_cells=cells, activation_class=act_cls, **policy_init)
     if env.discrete:
         params = TensorDictModule(net, in_keys=["observation"], out_keys=["logits"])
-        actor = ProbabilisticActor(params, in_keys=["logits"], distribution_class=Categorical,
-                                   return_log_prob=True)
+        actor = ProbabilisticActor(
+            params, in_keys=["logits"], distribution_class=Categorical, return_log_prob=True
+        )
     else:
         head = GaussianHead(net, env.num_actions, init_log_std=init_log_std)
         params = TensorDictModule(head, in_keys=["observation"], out_keys=["loc", "scale"])
-        actor = ProbabilisticActor(params, in_keys=["loc", "scale"],
-                                   distribution_class=IndependentNormal, return_log_prob=True)
+        actor = ProbabilisticActor(
+            params,
+            in_keys=["loc", "scale"],
+            distribution_class=IndependentNormal,
+            return_log_prob=True,
+        )
     value_net = MLP(obs_dim, 1, num_cells=cells, activation_class=act_cls, **value_init)
     critic = ValueOperator(value_net, in_keys=["observation"])
     return actor, critic
@@ -138,8 +152,9 @@ def build_optimizer(params: list[nn.Parameter], *, lr: float, eps: float) -> tor
         return torch.optim.Adam(params, lr=lr, eps=eps)
 
 
-def build_loss(actor: nn.Module, critic: nn.Module, cfg: TrainConfig, *,
-               normalize_advantage: bool) -> ClipPPOLoss:
+def build_loss(
+    actor: nn.Module, critic: nn.Module, cfg: TrainConfig, *, normalize_advantage: bool
+) -> ClipPPOLoss:
     """The run's ``ClipPPOLoss`` over ``actor`` and ``critic``, with its GAE estimator.
 
     ``functional=False``: the modules are called as they are, which keeps the hot path free
@@ -158,10 +173,16 @@ def build_loss(actor: nn.Module, critic: nn.Module, cfg: TrainConfig, *,
     from ppokit.objectives.ppo import ClipPPOLoss
 
     loss = ClipPPOLoss(
-        actor, critic, clip_epsilon=cfg.clip_epsilon, entropy_bonus=True,
-        entropy_coef=cfg.entropy_coef, critic_coef=cfg.critic_coef,
-        loss_critic_type=cfg.loss_critic_type, normalize_advantage=normalize_advantage,
-        clip_value=cfg.clip_value, functional=False,
+        actor,
+        critic,
+        clip_epsilon=cfg.clip_epsilon,
+        entropy_bonus=True,
+        entropy_coef=cfg.entropy_coef,
+        critic_coef=cfg.critic_coef,
+        loss_critic_type=cfg.loss_critic_type,
+        normalize_advantage=normalize_advantage,
+        clip_value=cfg.clip_value,
+        functional=False,
     )
     loss.make_value_estimator("gae", gamma=cfg.gamma, lmbda=cfg.gae_lambda)
     return loss

@@ -20,8 +20,14 @@ import torch
 
 from ppokit.train.rundir import replace_file
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "CheckpointWriteError", "load_checkpoint",
-           "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "CheckpointWriteError",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT = "ppokit-checkpoint"
 VERSION = 1
@@ -100,15 +106,19 @@ def _write_failure(path: Path, err: BaseException) -> str:
         free = -1
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY:
-        cause = (f"this process may write files of at most {limit:,} bytes (ulimit -f), "
-                 "too few for the checkpoint; raise the limit")
+        cause = (
+            f"this process may write files of at most {limit:,} bytes (ulimit -f), "
+            "too few for the checkpoint; raise the limit"
+        )
     elif 0 <= free < 256 * 2**20:
         cause = f"the disk is full ({free / 2**20:,.1f} MiB free there); free space"
     else:
         cause = "an I/O error (see below); check the disk"
-    return (f"could not write checkpoint {str(path)!r}: {cause}, then continue with "
-            f"`ppokit train --resume <run dir>`. The previous checkpoint there is intact. "
-            f"({type(err).__name__}: {said})")
+    return (
+        f"could not write checkpoint {str(path)!r}: {cause}, then continue with "
+        f"`ppokit train --resume <run dir>`. The previous checkpoint there is intact. "
+        f"({type(err).__name__}: {said})"
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -34,8 +34,15 @@ from ppokit.train.rundir import RunDirError, holds_run, record_written, unlock_r
 if TYPE_CHECKING:
     from ppokit.distributed import World
 
-__all__ = ["EvalArgs", "PlotArgs", "TrainArgs", "UsageError", "main", "parse_env_kwargs",
-           "resolve_train_config"]
+__all__ = [
+    "EvalArgs",
+    "PlotArgs",
+    "TrainArgs",
+    "UsageError",
+    "main",
+    "parse_env_kwargs",
+    "resolve_train_config",
+]
 
 _USAGE = """usage: ppokit {train,eval,plot,export,tune} ...
 
@@ -89,8 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         print(_USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handlers = {"train": _train, "eval": _eval, "plot": _plot, "export": run_export,
-                "tune": run_tune}
+    handlers = {
+        "train": _train,
+        "eval": _eval,
+        "plot": _plot,
+        "export": run_export,
+        "tune": run_tune,
+    }
     if command not in handlers:
         import difflib
 
@@ -189,42 +201,59 @@ def _run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World) -> int:
     except (KeyError, RuntimeError) as err:
         if not resume:
             raise
-        raise UsageError(f"--resume {run_dir}: checkpoints/latest.pt does not fit this run "
-                         f"({type(err).__name__}: {str(err).splitlines()[0]}).") from None
+        raise UsageError(
+            f"--resume {run_dir}: checkpoints/latest.pt does not fit this run "
+            f"({type(err).__name__}: {str(err).splitlines()[0]})."
+        ) from None
     steps = trainer.env_steps + (trainer.num_iterations - trainer.iteration) * (
-        cfg.batch_size * world.world_size)
+        cfg.batch_size * world.world_size
+    )
     ranks = f" on {world.world_size} ranks" if world.is_distributed else ""
     if main:
-        print(f"ppokit: training {cfg.env} (preset {preset_name(cfg.env)}, seed {cfg.seed}, "
-              f"{trainer.update_kind} update) to {steps:,} steps{ranks} -> {run_dir}"
-              + (" [resumed]" if resume else ""), flush=True)
+        print(
+            f"ppokit: training {cfg.env} (preset {preset_name(cfg.env)}, seed {cfg.seed}, "
+            f"{trainer.update_kind} update) to {steps:,} steps{ranks} -> {run_dir}"
+            + (" [resumed]" if resume else ""),
+            flush=True,
+        )
     if resume and main:
-        print(f"ppokit: resumed at step {trainer.env_steps:,} (iteration {trainer.iteration})",
-              flush=True)
+        print(
+            f"ppokit: resumed at step {trainer.env_steps:,} (iteration {trainer.iteration})",
+            flush=True,
+        )
     try:
         result = trainer.train()
     except (CheckpointWriteError, EnvironmentOutputError) as err:
         raise UsageError(str(err)) from None
     except OSError as err:  # a log or config write: full disk, file-size limit, I/O error
         name = f" {err.filename!r}" if err.filename else ""
-        raise UsageError(f"writing the run's files{name} in {str(run_dir)!r} failed: "
-                         f"{err.strerror or err}. Files already written are intact; fix the "
-                         f"cause, then continue with `ppokit train --resume {run_dir}`."
-                         ) from None
+        raise UsageError(
+            f"writing the run's files{name} in {str(run_dir)!r} failed: "
+            f"{err.strerror or err}. Files already written are intact; fix the "
+            f"cause, then continue with `ppokit train --resume {run_dir}`."
+        ) from None
     if result.interrupted:
         if main:
-            print(f"ppokit: interrupted at step {result.env_steps:,}; checkpoint saved to "
-                  f"{run_dir / 'checkpoints' / 'latest.pt'}. Continue with "
-                  f"`ppokit train --resume {run_dir}`.", file=sys.stderr, flush=True)
+            print(
+                f"ppokit: interrupted at step {result.env_steps:,}; checkpoint saved to "
+                f"{run_dir / 'checkpoints' / 'latest.pt'}. Continue with "
+                f"`ppokit train --resume {run_dir}`.",
+                file=sys.stderr,
+                flush=True,
+            )
         return 128 + (trainer.stop_signal or signal.SIGINT)
     if not main:
         return 0
     s = result.summary
-    line = (f"ppokit: done: {s['env_steps']:,} steps in {s['wall_seconds']:.1f} s "
-            f"({s['sps']:,.0f} steps/s).")
+    line = (
+        f"ppokit: done: {s['env_steps']:,} steps in {s['wall_seconds']:.1f} s "
+        f"({s['sps']:,.0f} steps/s)."
+    )
     if "eval_return_mean" in s:
-        line += (f" Deterministic eval over {s['eval_episodes']} episodes: "
-                 f"{s['eval_return_mean']:.1f} +/- {s['eval_return_std']:.1f}.")
+        line += (
+            f" Deterministic eval over {s['eval_episodes']} episodes: "
+            f"{s['eval_return_mean']:.1f} +/- {s['eval_return_std']:.1f}."
+        )
     print(line)
     print(f"ppokit: summary in {run_dir / 'summary.json'}")
     return 0
@@ -243,15 +272,28 @@ def _eval(argv: list[str]) -> int:
         actor, obs_norm, cfg = load_policy(args.run_dir, checkpoint=args.checkpoint)
     except (FileNotFoundError, CheckpointError, ValueError) as err:
         raise UsageError(str(err)) from None
-    res = evaluate_policy(actor, cfg.env, episodes=args.episodes, seed=args.seed,
-                          obs_normalizer=obs_norm, env_kwargs=cfg.env_kwargs or None)
-    print(f"{cfg.env}: deterministic eval over {len(res.returns)} episodes: "
-          f"{res.mean:.2f} +/- {res.std:.2f} (min {min(res.returns):.1f}, "
-          f"max {max(res.returns):.1f})")
+    res = evaluate_policy(
+        actor,
+        cfg.env,
+        episodes=args.episodes,
+        seed=args.seed,
+        obs_normalizer=obs_norm,
+        env_kwargs=cfg.env_kwargs or None,
+    )
+    print(
+        f"{cfg.env}: deterministic eval over {len(res.returns)} episodes: "
+        f"{res.mean:.2f} +/- {res.std:.2f} (min {min(res.returns):.1f}, "
+        f"max {max(res.returns):.1f})"
+    )
     if args.video:
-        paths = record_video(actor, cfg.env, args.run_dir / "videos",
-                             episodes=args.video_episodes, seed=args.seed,
-                             obs_normalizer=obs_norm)
+        paths = record_video(
+            actor,
+            cfg.env,
+            args.run_dir / "videos",
+            episodes=args.video_episodes,
+            seed=args.seed,
+            obs_normalizer=obs_norm,
+        )
         if holds_run(args.run_dir):
             record_written(args.run_dir, *(f"videos/{p.name}" for p in paths))
         for p in paths:

@@ -20,7 +20,10 @@ __all__ = ["EXPORT_FORMATS", "ExportArgs", "run_export"]
 
 #: the formats and the modules each needs beyond torch (kept here: no torch import)
 EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
-    "onnx": ("onnx", "onnxscript"), "torchscript": (), "exported-program": ()}
+    "onnx": ("onnx", "onnxscript"),
+    "torchscript": (),
+    "exported-program": (),
+}
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,16 @@ def run_export(argv: list[str]) -> int:
     """``ppokit export``'s handler: parse and check, then export; returns the exit code."""
     args = tyro.cli(ExportArgs, args=argv, prog="ppokit export")
     if args.format not in EXPORT_FORMATS:
-        raise UsageError(f"--format {args.format!r} is not an export format; expected one of "
-                         f"{', '.join(EXPORT_FORMATS)}.")
+        raise UsageError(
+            f"--format {args.format!r} is not an export format; expected one of "
+            f"{', '.join(EXPORT_FORMATS)}."
+        )
     missing = [m for m in EXPORT_FORMATS[args.format] if find_spec(m) is None]
     if missing:
-        raise UsageError(f"--format {args.format} needs {', '.join(missing)}, which is not "
-                         "installed; install the export extra: pip install 'ppokit[export]'.")
+        raise UsageError(
+            f"--format {args.format} needs {', '.join(missing)}, which is not "
+            "installed; install the export extra: pip install 'ppokit[export]'."
+        )
     try:
         checkpoint_path(args.run_dir, args.checkpoint)
     except FileNotFoundError as err:

@@ -20,8 +20,18 @@ from ppokit.train.presets import preset_config
 __all__ = ["SPACE_NAMES", "TuneArgs", "run_tune"]
 
 #: the names of tune.SEARCH_SPACE (repeated here so that a typo is refused without optuna)
-SPACE_NAMES = ("lr", "num_steps", "num_minibatches", "num_epochs", "gamma", "gae_lambda",
-               "clip_epsilon", "entropy_coef", "critic_coef", "width")
+SPACE_NAMES = (
+    "lr",
+    "num_steps",
+    "num_minibatches",
+    "num_epochs",
+    "gamma",
+    "gae_lambda",
+    "clip_epsilon",
+    "entropy_coef",
+    "critic_coef",
+    "width",
+)
 
 
 @dataclass(frozen=True)
@@ -57,24 +67,34 @@ def run_tune(argv: list[str]) -> int:
     """``ppokit tune``'s handler; returns the exit code."""
     args = tyro.cli(TuneArgs, args=argv, prog="ppokit tune")
     if find_spec("optuna") is None:
-        raise UsageError("ppokit tune needs optuna, which is not installed; install the tune "
-                         "extra: pip install 'ppokit[tune]'.")
+        raise UsageError(
+            "ppokit tune needs optuna, which is not installed; install the tune "
+            "extra: pip install 'ppokit[tune]'."
+        )
     if args.trials <= 0:
         raise UsageError(f"--trials must be a positive integer, got {args.trials}.")
     names = [n.strip() for n in args.params.split(",") if n.strip()]
     unknown = [n for n in names if n not in SPACE_NAMES]
     if unknown or not names:
-        raise UsageError(f"--params {args.params!r}: {unknown or 'nothing'} not searchable; "
-                         f"choose from {', '.join(SPACE_NAMES)}.")
+        raise UsageError(
+            f"--params {args.params!r}: {unknown or 'nothing'} not searchable; "
+            f"choose from {', '.join(SPACE_NAMES)}."
+        )
     if args.storage is not None and "://" not in args.storage:
-        raise UsageError(f"--storage {args.storage!r} is not a database URL; expected e.g. "
-                         "sqlite:///study.db.")
+        raise UsageError(
+            f"--storage {args.storage!r} is not a database URL; expected e.g. sqlite:///study.db."
+        )
     try:
         base = preset_config(args.env)
         if args.config is not None:
             base = config_from_dict(load_config_file(args.config), base=base)
-        base = replace(base, env=args.env, total_steps=args.total_steps,
-                       eval_every=args.eval_every, eval_episodes=args.eval_episodes)
+        base = replace(
+            base,
+            env=args.env,
+            total_steps=args.total_steps,
+            eval_every=args.eval_every,
+            eval_episodes=args.eval_episodes,
+        )
         validate_config(base)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
         raise UsageError(str(err.args[0] if err.args else err)) from None
@@ -87,9 +107,10 @@ def run_tune(argv: list[str]) -> int:
         raise UsageError(str(err)) from None
     runs_dir = args.runs_dir / study_name
     ran = run_study(study, base, trials=args.trials, names=names, runs_dir=runs_dir)
-    out = write_best_config(study, base, names,
-                            args.out or runs_dir / "best_config.json")
-    print(f"tune: {ran} trial(s) run now, {len(study.trials)} in study {study_name!r}; best "
-          f"trial {study.best_trial.number}: {study.best_value:.2f}")
+    out = write_best_config(study, base, names, args.out or runs_dir / "best_config.json")
+    print(
+        f"tune: {ran} trial(s) run now, {len(study.trials)} in study {study_name!r}; best "
+        f"trial {study.best_trial.number}: {study.best_value:.2f}"
+    )
     print(f"tune: best config in {out} (ppokit train --config {out})")
     return 0

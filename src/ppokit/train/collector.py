@@ -131,8 +131,9 @@ class RolloutCollector:
         self._obs: torch.Tensor | None = None
         self._seed = seed
         # fast path for the standard actor layout; any other TensorDict policy also works
-        self._act = TensorPolicy.for_actor(policy, log_prob_key=log_prob_key,
-                                           compile=compile_policy)
+        self._act = TensorPolicy.for_actor(
+            policy, log_prob_key=log_prob_key, compile=compile_policy
+        )
 
     def reset(self, *, seed: int | None = None) -> None:
         """Reset the environments (the next :meth:`collect` starts fresh episodes)."""
@@ -184,8 +185,11 @@ class RolloutCollector:
                 # one statistics update per step (with the observations the policy will see
                 # next); the true final observation is mapped with the same statistics
                 obs = norm.normalize(torch.from_numpy(obs_np))
-                next_b[:, t] = (norm.normalize(torch.from_numpy(next_obs), update=False).numpy()
-                                if any_done else obs.numpy())
+                next_b[:, t] = (
+                    norm.normalize(torch.from_numpy(next_obs), update=False).numpy()
+                    if any_done
+                    else obs.numpy()
+                )
             else:
                 obs = torch.from_numpy(obs_np)
                 next_b[:, t] = next_obs

@@ -175,9 +175,14 @@ class TrainConfig:
         return self.batch_size // self.num_minibatches
 
 
-
-def num_iterations(*, total_steps: int, batch_size: int, world_size: int = 1,
-                   done_iterations: int = 0, done_steps: int = 0) -> int:
+def num_iterations(
+    *,
+    total_steps: int,
+    batch_size: int,
+    world_size: int = 1,
+    done_iterations: int = 0,
+    done_steps: int = 0,
+) -> int:
     """The run's iteration count: the iterations done plus those the remaining steps need.
 
     ``total_steps`` counts the steps of all ranks, so ``world_size`` ranks each run
@@ -222,8 +227,10 @@ def config_from_dict(values: dict[str, Any], *, base: TrainConfig | None = None)
     for key, value in values.items():
         name = canonical_name(key.replace("-", "_"))
         if name in clean:
-            raise KeyError(f"Config field {name!r} is given twice (also under its old name "
-                           f"{key!r}); keep only {name!r}.")
+            raise KeyError(
+                f"Config field {name!r} is given twice (also under its old name "
+                f"{key!r}); keep only {name!r}."
+            )
         if name not in _FIELDS:
             close = difflib.get_close_matches(name, list(_FIELDS), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -258,9 +265,12 @@ def canonical_name(name: str) -> str:
     new = DEPRECATED_NAMES.get(name)
     if new is None:
         return name
-    warnings.warn(f"Config field {name!r} is deprecated: it is now {new!r}, the loss's name "
-                  f"for it. Rename it (--{_flag(new)} on the command line).", FutureWarning,
-                  stacklevel=3)
+    warnings.warn(
+        f"Config field {name!r} is deprecated: it is now {new!r}, the loss's name "
+        f"for it. Rename it (--{_flag(new)} on the command line).",
+        FutureWarning,
+        stacklevel=3,
+    )
     return new
 
 
@@ -277,8 +287,10 @@ def _coerce(name: str, value: Any) -> Any:
         return None if value is None else Path(value)
     if name == "env_kwargs":
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise TypeError("Config field 'env_kwargs' expects a table/object of keyword "
-                            f"arguments for gymnasium.make, got {value!r}.")
+            raise TypeError(
+                "Config field 'env_kwargs' expects a table/object of keyword "
+                f"arguments for gymnasium.make, got {value!r}."
+            )
         return dict(value)
     if name == "target_kl":
         if value is None:
@@ -335,8 +347,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"Config file {str(path)!r} is not UTF-8 text (byte {err.start}: "
-                         f"{err.reason}); pass a .json or .toml file of field values.") from None
+        raise ValueError(
+            f"Config file {str(path)!r} is not UTF-8 text (byte {err.start}: "
+            f"{err.reason}); pass a .json or .toml file of field values."
+        ) from None
     try:
         if suffix == ".json":
             data = json.loads(text)
@@ -382,7 +396,6 @@ def validate_config(cfg: TrainConfig) -> None:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
-
 
 
 def __getattr__(name: str) -> Any:

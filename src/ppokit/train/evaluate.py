@@ -42,8 +42,9 @@ class EvalResult:
         return float(np.std(self.returns)) if self.returns else math.nan
 
 
-def deterministic_action(actor: Any, obs: torch.Tensor, *,
-                         policy: TensorPolicy | None = None) -> torch.Tensor:
+def deterministic_action(
+    actor: Any, obs: torch.Tensor, *, policy: TensorPolicy | None = None
+) -> torch.Tensor:
     """The actor's deterministic action for ``[B, *obs]`` observations (no grad).
 
     ``policy``: ``TensorPolicy.for_actor(actor, sampling=False)``, made once by the caller,
@@ -167,8 +168,11 @@ def record_video(
                     obs_t = obs_normalizer.normalize(obs_t, update=False)
                 raw = deterministic_action(actor, obs_t, policy=policy)[0].numpy()
                 space: Any = env.action_space
-                action: Any = (np.clip(raw, space.low, space.high)
-                               if isinstance(space, gym.spaces.Box) else int(raw))
+                action: Any = (
+                    np.clip(raw, space.low, space.high)
+                    if isinstance(space, gym.spaces.Box)
+                    else int(raw)
+                )
                 obs, _, terminated, truncated, _ = env.step(action)
                 frames.append(env.render())
                 done = terminated or truncated

@@ -31,8 +31,7 @@ from torch import nn
 from ppokit.train.acting import TensorPolicy
 from ppokit.train.normalization import ObservationNormalizer
 
-__all__ = ["FORMATS", "DeployedPolicy", "default_export_path", "export_policy",
-           "load_exported"]
+__all__ = ["FORMATS", "DeployedPolicy", "default_export_path", "export_policy", "load_exported"]
 
 #: format -> default file suffix
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported-program": ".pt2"}
@@ -65,16 +64,19 @@ class DeployedPolicy(nn.Module):
     low: torch.Tensor
     high: torch.Tensor
 
-    def __init__(self, actor: nn.Module, obs_norm: ObservationNormalizer, *,
-                 action_space: gym.Space) -> None:
+    def __init__(
+        self, actor: nn.Module, obs_norm: ObservationNormalizer, *, action_space: gym.Space
+    ) -> None:
         super().__init__()
         self.actor = actor
         self.obs_norm = obs_norm
         policy = TensorPolicy.for_actor(actor, sampling=False)
         if policy is None or not policy.usable():
-            raise ValueError(f"{type(actor).__name__} is not an actor ppokit can export: it "
-                             "must be a ProbabilisticActor of TensorDict modules reading "
-                             "'observation' (as ppokit's built actors are).")
+            raise ValueError(
+                f"{type(actor).__name__} is not an actor ppokit can export: it "
+                "must be a ProbabilisticActor of TensorDict modules reading "
+                "'observation' (as ppokit's built actors are)."
+            )
         self.policy = policy
         box = action_space if isinstance(action_space, gym.spaces.Box) else None
         self.clip = box is not None
@@ -108,8 +110,9 @@ def _example(obs_norm: ObservationNormalizer) -> torch.Tensor:
     return torch.zeros((2, *shape), dtype=torch.float32)
 
 
-def export_policy(run_dir: str | Path, fmt: str, out: str | Path, *,
-                  checkpoint: str = "latest") -> Path:
+def export_policy(
+    run_dir: str | Path, fmt: str, out: str | Path, *, checkpoint: str = "latest"
+) -> Path:
     """Write ``run_dir``'s ``checkpoint`` policy as ``fmt`` (a key of :data:`FORMATS`) to ``out``.
 
     Raises:
@@ -133,9 +136,16 @@ def export_policy(run_dir: str | Path, fmt: str, out: str | Path, *,
     out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         if fmt == "onnx":
-            torch.onnx.export(module, (example,), str(out), dynamo=True,
-                              input_names=["observation"], output_names=["action"],
-                              dynamic_shapes=({0: batch},), verbose=False)
+            torch.onnx.export(
+                module,
+                (example,),
+                str(out),
+                dynamo=True,
+                input_names=["observation"],
+                output_names=["action"],
+                dynamic_shapes=({0: batch},),
+                verbose=False,
+            )
             return out
         program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
         if fmt == "exported-program":

@@ -18,12 +18,12 @@ _CHECKED = (("next", "reward"), ("next", "observation"), "observation")
 
 
 class EnvironmentOutputError(ValueError):
-    """The environment produced a non-finite reward or observation; nothing was trained on it.
-    """
+    """The environment produced a non-finite reward or observation; nothing was trained on it."""
 
 
-def check_rollout_finite(rollout: TensorDictBase, *, env: str, iteration: int,
-                         first_env_step: int, world_size: int = 1) -> None:
+def check_rollout_finite(
+    rollout: TensorDictBase, *, env: str, iteration: int, first_env_step: int, world_size: int = 1
+) -> None:
     """Raise :class:`EnvironmentOutputError` if ``rollout`` holds a NaN/Inf reward or
     observation, saying which environment produced it, when, and in which sub-environment.
 
@@ -55,8 +55,9 @@ def check_rollout_finite(rollout: TensorDictBase, *, env: str, iteration: int,
         bad = ~torch.isfinite(value.reshape(*rollout.batch_size, -1)).all(-1)  # [N, T]
         first = torch.nonzero(bad.t())[0]  # earliest step first, then lowest env index
         step, index = int(first[0]), int(first[1])
-        entry = float(value[index, step].reshape(-1)[
-            ~torch.isfinite(value[index, step].reshape(-1))][0])
+        entry = float(
+            value[index, step].reshape(-1)[~torch.isfinite(value[index, step].reshape(-1))][0]
+        )
         what = "reward" if key == ("next", "reward") else "observation"
         global_step = first_env_step + (step + 1) * num_envs * world_size
         raise EnvironmentOutputError(
@@ -64,7 +65,8 @@ def check_rollout_finite(rollout: TensorDictBase, *, env: str, iteration: int,
             f"rollout step {step} (about env step {global_step:,}), sub-environment index "
             f"{index} ({int(bad.sum())} bad steps in this rollout). ppokit stopped before "
             "training on it; the last checkpoint is intact. Fix the environment (or wrap it "
-            "to replace non-finite values), then continue with --resume.")
+            "to replace non-finite values), then continue with --resume."
+        )
 
 
 def _name(value: float) -> str:

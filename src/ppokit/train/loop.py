@@ -56,10 +56,19 @@ def _run_locked(self: PPOTrainer) -> TrainResult:
     if main:
         clean_stale_tmp(self.run_dir)  # left by a process killed mid-write
         record_written(self.run_dir, "config.json")
-        atomic_write_text(self.run_dir / "config.json",
-                          json.dumps(config_to_dict(cfg), indent=2) + "\n")
-    tracker = make_tracker(cfg.track, run_dir=self.run_dir, config=config_to_dict(cfg),
-                           options=tracker_options(cfg)) if main else None
+        atomic_write_text(
+            self.run_dir / "config.json", json.dumps(config_to_dict(cfg), indent=2) + "\n"
+        )
+    tracker = (
+        make_tracker(
+            cfg.track,
+            run_dir=self.run_dir,
+            config=config_to_dict(cfg),
+            options=tracker_options(cfg),
+        )
+        if main
+        else None
+    )
     try:
         result = _train_tracked(self, tracker)
     except BaseException:
@@ -75,10 +84,18 @@ def _run_locked(self: PPOTrainer) -> TrainResult:
 
 def _train_tracked(self: PPOTrainer, tracker: Tracker | None) -> TrainResult:
     cfg, main = self.cfg, self.world.is_main
-    logger = MetricsLogger(self.run_dir, resume_from_step=self.env_steps or None,
-                           tracker=tracker) if main else None
-    bar = (progress_bar(cfg, self.env_steps, self.num_iterations * cfg.batch_size
-                         * self.world.world_size) if (main and cfg.progress) else None)
+    logger = (
+        MetricsLogger(self.run_dir, resume_from_step=self.env_steps or None, tracker=tracker)
+        if main
+        else None
+    )
+    bar = (
+        progress_bar(
+            cfg, self.env_steps, self.num_iterations * cfg.batch_size * self.world.world_size
+        )
+        if (main and cfg.progress)
+        else None
+    )
     start = time.perf_counter()
     start_steps = self.env_steps
     interrupted = False
@@ -97,14 +114,18 @@ def _train_tracked(self: PPOTrainer, tracker: Tracker | None) -> TrainResult:
     wall = self.wall_offset + time.perf_counter() - start
     summary: dict[str, Any] = {}
     if main and not interrupted:
-        summary = finish(self, wall_seconds=wall, train_sps=(self.env_steps - start_steps)
-                              / max(time.perf_counter() - start, 1e-9))
+        summary = finish(
+            self,
+            wall_seconds=wall,
+            train_sps=(self.env_steps - start_steps) / max(time.perf_counter() - start, 1e-9),
+        )
     self.env.close()
     return TrainResult(self.env_steps, self.iteration, wall, interrupted, summary)
 
 
-def _iteration(self: PPOTrainer, logger: MetricsLogger | None, bar: Any, start: float,
-               start_steps: int) -> float:
+def _iteration(
+    self: PPOTrainer, logger: MetricsLogger | None, bar: Any, start: float, start_steps: int
+) -> float:
     """One iteration: collect, update, log; returns the seconds since ``start``."""
     self.iteration += 1
     lr = self.learning_rate(self.iteration)
@@ -117,17 +138,28 @@ def _iteration(self: PPOTrainer, logger: MetricsLogger | None, bar: Any, start: 
     t2 = time.perf_counter()
     elapsed = t2 - start
     sps = (self.env_steps - start_steps) / max(elapsed, 1e-9)
-    metrics.update(lr=lr, sps=sps, collect_seconds=t1 - t0, update_seconds=t2 - t1,
-                   episode_return_mean=mean_or_nan(self.recent_returns))
+    metrics.update(
+        lr=lr,
+        sps=sps,
+        collect_seconds=t1 - t0,
+        update_seconds=t2 - t1,
+        episode_return_mean=mean_or_nan(self.recent_returns),
+    )
     metrics.update(evaluate_if_due(self, wall_seconds=self.wall_offset + elapsed))
     if logger is not None:
-        logger.log(metrics, env_steps=self.env_steps, iteration=self.iteration,
-                   wall_seconds=self.wall_offset + elapsed)
+        logger.log(
+            metrics,
+            env_steps=self.env_steps,
+            iteration=self.iteration,
+            wall_seconds=self.wall_offset + elapsed,
+        )
     if bar is not None:
         bar.update(self.env_steps - bar.n)
-        bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{metrics['episode_return_mean']:.1f}",
-                        refresh=False)
+        bar.set_postfix(
+            sps=f"{sps:,.0f}", ret=f"{metrics['episode_return_mean']:.1f}", refresh=False
+        )
     return elapsed
+
 
 def _checkpoint_or_stop(self: PPOTrainer, elapsed: float) -> bool:
     """Save when due (rank 0); True when a stop was requested on any rank."""
@@ -135,39 +167,52 @@ def _checkpoint_or_stop(self: PPOTrainer, elapsed: float) -> bool:
     # a signal may reach one rank only: stop together or the others would wait
     self.stop.requested = self.world.any(self.stop.requested)
     last = self.iteration == self.num_iterations
-    if self.world.is_main and (last or self.stop.requested
-                               or self.iteration % cfg.checkpoint_every == 0):
+    if self.world.is_main and (
+        last or self.stop.requested or self.iteration % cfg.checkpoint_every == 0
+    ):
         wall = self.wall_offset + elapsed
         self.save(wall_seconds=wall)
         if cfg.keep_checkpoint_every and self.iteration % cfg.keep_checkpoint_every == 0:
             self.save(name=f"step_{self.env_steps}.pt", wall_seconds=wall)
     return self.stop.requested
 
+
 def finish(self: PPOTrainer, *, wall_seconds: float, train_sps: float) -> dict[str, Any]:
     """Evaluate ``self``'s policy deterministically and write ``summary.json``."""
     cfg = self.cfg
     summary: dict[str, Any] = {
-        "env": cfg.env, "seed": cfg.seed, "env_steps": self.env_steps,
-        "iterations": self.iteration, "wall_seconds": round(wall_seconds, 2),
-        "sps": round(train_sps, 1), "update_step": self.update_kind,
+        "env": cfg.env,
+        "seed": cfg.seed,
+        "env_steps": self.env_steps,
+        "iterations": self.iteration,
+        "wall_seconds": round(wall_seconds, 2),
+        "sps": round(train_sps, 1),
+        "update_step": self.update_kind,
         "train_return_recent_mean": mean_or_nan(self.recent_returns),
         "world_size": self.world.world_size,
     }
     if cfg.eval_episodes and self.eval_env is not None:
         last = self.last_eval
         # the last iteration's evaluation during training played these very episodes
-        result, seconds = (last[1], last[2]) if last is not None and last[0] == self.iteration \
+        result, seconds = (
+            (last[1], last[2])
+            if last is not None and last[0] == self.iteration
             else run_evaluation(self)
+        )
         summary.update(
-            eval_return_mean=result.mean, eval_return_std=result.std,
-            eval_episodes=len(result.returns), eval_returns=result.returns,
-            eval_lengths=result.lengths, eval_seconds=round(seconds, 2),
+            eval_return_mean=result.mean,
+            eval_return_std=result.std,
+            eval_episodes=len(result.returns),
+            eval_returns=result.returns,
+            eval_lengths=result.lengths,
+            eval_seconds=round(seconds, 2),
         )
         if cfg.eval_every:
             consider_best(self, result, wall_seconds=wall_seconds)
     if (self.ckpt_dir / BEST_NAME).is_file() and cfg.eval_every:
-        summary.update(best_checkpoint=str(self.ckpt_dir / BEST_NAME),
-                       best_eval_return=self.best_eval_return)
+        summary.update(
+            best_checkpoint=str(self.ckpt_dir / BEST_NAME), best_eval_return=self.best_eval_return
+        )
     summary["checkpoint"] = str(self.ckpt_dir / "latest.pt")
     record_written(self.run_dir, "summary.json")
     atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

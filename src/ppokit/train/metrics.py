@@ -47,8 +47,14 @@ class MetricsLogger:
         0.5
     """
 
-    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True,
-                 resume_from_step: int | None = None, tracker: Tracker | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        tensorboard: bool = True,
+        resume_from_step: int | None = None,
+        tracker: Tracker | None = None,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.tracker = tracker
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -72,8 +78,9 @@ class MetricsLogger:
         self._file = open(self.csv_path, "a", newline="")  # noqa: SIM115 - closed in close()
         self._writer: csv.DictWriter | None = None
         if self._columns is not None:
-            self._writer = csv.DictWriter(self._file, fieldnames=self._columns,
-                                          extrasaction="ignore")
+            self._writer = csv.DictWriter(
+                self._file, fieldnames=self._columns, extrasaction="ignore"
+            )
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -85,19 +92,34 @@ class MetricsLogger:
 
     def _record_events(self) -> None:
         # TensorBoard names its event files itself: list the ones in tb/ (unique names)
-        record_written(self.run_dir, *(p.relative_to(self.run_dir).as_posix() for p in
-                                       sorted((self.run_dir / "tb").glob("events.out.tfevents.*"))))
+        record_written(
+            self.run_dir,
+            *(
+                p.relative_to(self.run_dir).as_posix()
+                for p in sorted((self.run_dir / "tb").glob("events.out.tfevents.*"))
+            ),
+        )
 
-    def log(self, metrics: Mapping[str, float | None], *, env_steps: int, iteration: int,
-            wall_seconds: float) -> None:
+    def log(
+        self,
+        metrics: Mapping[str, float | None],
+        *,
+        env_steps: int,
+        iteration: int,
+        wall_seconds: float,
+    ) -> None:
         """Log one row; ``None`` or NaN values are left empty in the CSV and skipped in TB."""
         if self._writer is None:
             self._columns = [*_FIXED, *sorted(metrics)]
-            self._writer = csv.DictWriter(self._file, fieldnames=self._columns,
-                                          extrasaction="ignore")
+            self._writer = csv.DictWriter(
+                self._file, fieldnames=self._columns, extrasaction="ignore"
+            )
             self._writer.writeheader()
-        row: dict[str, object] = {"env_steps": env_steps, "iteration": iteration,
-                                  "wall_seconds": round(wall_seconds, 3)}
+        row: dict[str, object] = {
+            "env_steps": env_steps,
+            "iteration": iteration,
+            "wall_seconds": round(wall_seconds, 3),
+        }
         present: dict[str, float] = {}
         for key, value in metrics.items():
             if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -110,8 +132,10 @@ class MetricsLogger:
         self._writer.writerow(row)
         self._file.flush()
         if self.tracker is not None:
-            self.tracker.log({**present, "iteration": float(iteration),
-                              "wall_seconds": float(wall_seconds)}, step=env_steps)
+            self.tracker.log(
+                {**present, "iteration": float(iteration), "wall_seconds": float(wall_seconds)},
+                step=env_steps,
+            )
 
     def flush(self) -> None:
         self._file.flush()
@@ -138,12 +162,16 @@ def read_progress_csv(path: str | Path, *, raw: bool = False) -> list[dict]:
         rows = list(csv.DictReader(fh))
     if raw:
         return rows
-    return [{k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items()}
-            for r in rows]
+    return [
+        {k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items()} for r in rows
+    ]
 
 
-def column_means(records: list[tuple[torch.Tensor | None, ...]], width: int,
-                  reduce: Callable[[torch.Tensor], torch.Tensor]) -> list[float]:
+def column_means(
+    records: list[tuple[torch.Tensor | None, ...]],
+    width: int,
+    reduce: Callable[[torch.Tensor], torch.Tensor],
+) -> list[float]:
     """Per-column means of the minibatch records (NaN for a diagnostic the loss lacks),
     averaged over ranks by ``reduce``.
 
@@ -155,8 +183,10 @@ def column_means(records: list[tuple[torch.Tensor | None, ...]], width: int,
     if not records:
         return [math.nan] * width
     nan = torch.full((), math.nan)
-    columns = [torch.stack([nan if v is None else v.detach().float() for v in col])
-               for col in zip(*records)]
+    columns = [
+        torch.stack([nan if v is None else v.detach().float() for v in col])
+        for col in zip(*records)
+    ]
     return reduce(torch.stack(columns).mean(1)).tolist()
 
 
@@ -175,5 +205,12 @@ def progress_bar(cfg: Any, initial: int, total: int) -> Any:
     """A tqdm bar over env steps, labelled with ``cfg.env`` and ``cfg.seed``."""
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True,
-                desc=f"{cfg.env} seed {cfg.seed}", smoothing=0.1)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="step",
+        unit_scale=True,
+        dynamic_ncols=True,
+        desc=f"{cfg.env} seed {cfg.seed}",
+        smoothing=0.1,
+    )

@@ -62,8 +62,11 @@ class RunningMeanStd:
         self.mean, self.var = np.asarray(mean), np.asarray(var)
 
     def state_dict(self) -> dict[str, torch.Tensor | float]:
-        return {"mean": torch.from_numpy(self.mean.copy()),
-                "var": torch.from_numpy(self.var.copy()), "count": self.count}
+        return {
+            "mean": torch.from_numpy(self.mean.copy()),
+            "var": torch.from_numpy(self.var.copy()),
+            "count": self.count,
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor | float]) -> None:
         mean, var = state["mean"], state["var"]
@@ -94,8 +97,9 @@ class ObservationNormalizer:
         5.0
     """
 
-    def __init__(self, shape: tuple[int, ...], *, clip: float = 10.0, eps: float = 1e-8,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], *, clip: float = 10.0, eps: float = 1e-8, enabled: bool = True
+    ) -> None:
         self.rms = RunningMeanStd(shape)
         self.clip = float(clip)
         self.eps = float(eps)
@@ -110,8 +114,9 @@ class ObservationNormalizer:
     def _refresh(self) -> None:
         # cache float32 mean and 1/std so the per-step map is two fused ops
         self._mean32 = torch.from_numpy(self.rms.mean.astype(np.float32))
-        self._inv_std32 = torch.from_numpy((1.0 / np.sqrt(self.rms.var + self.eps))
-                                           .astype(np.float32))
+        self._inv_std32 = torch.from_numpy(
+            (1.0 / np.sqrt(self.rms.var + self.eps)).astype(np.float32)
+        )
 
     def normalize(self, obs: torch.Tensor, *, update: bool = True) -> torch.Tensor:
         """Map ``[B, *shape]`` observations; fold them into the statistics first if ``update``."""
@@ -151,8 +156,15 @@ class RewardScaler:
         4.0
     """
 
-    def __init__(self, num_envs: int, *, gamma: float, clip: float = 10.0, eps: float = 1e-8,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        *,
+        gamma: float,
+        clip: float = 10.0,
+        eps: float = 1e-8,
+        enabled: bool = True,
+    ) -> None:
         self.rms = RunningMeanStd(())
         self.returns = np.zeros(num_envs, dtype=np.float64)
         self.gamma = float(gamma)

@@ -49,9 +49,13 @@ def run_evaluation(trainer: PPOTrainer) -> tuple[EvalResult, float]:
     t0 = time.perf_counter()
     with unwrap_ddp(trainer.actor):
         result = evaluate_policy(
-            trainer.actor, source, episodes=cfg.eval_episodes, seed=cfg.seed + 10_000,
+            trainer.actor,
+            source,
+            episodes=cfg.eval_episodes,
+            seed=cfg.seed + 10_000,
             obs_normalizer=trainer.obs_norm,
-            env_kwargs=(cfg.env_kwargs or None) if isinstance(source, str) else None)
+            env_kwargs=(cfg.env_kwargs or None) if isinstance(source, str) else None,
+        )
     return result, time.perf_counter() - t0
 
 
@@ -79,8 +83,7 @@ def evaluate_if_due(trainer: PPOTrainer, *, wall_seconds: float) -> dict[str, fl
     cfg = trainer.cfg
     if not cfg.eval_every or not trainer.world.is_main:
         return {}
-    due = (trainer.iteration % cfg.eval_every == 0
-           or trainer.iteration == trainer.num_iterations)
+    due = trainer.iteration % cfg.eval_every == 0 or trainer.iteration == trainer.num_iterations
     if not due:
         return dict.fromkeys(EVAL_KEYS, math.nan)
     result, seconds = run_evaluation(trainer)
@@ -88,5 +91,9 @@ def evaluate_if_due(trainer: PPOTrainer, *, wall_seconds: float) -> dict[str, fl
     consider_best(trainer, result, wall_seconds=wall_seconds)
     for callback in trainer.eval_callbacks:  # e.g. a tuning study's pruner
         callback(trainer.iteration, result)
-    return {"eval/return_mean": result.mean, "eval/return_std": result.std,
-            "eval/length_mean": float(np.mean(result.lengths)), "eval/seconds": seconds}
+    return {
+        "eval/return_mean": result.mean,
+        "eval/return_std": result.std,
+        "eval/length_mean": float(np.mean(result.lengths)),
+        "eval/seconds": seconds,
+    }

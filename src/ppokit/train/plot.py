@@ -20,8 +20,9 @@ from ppokit.train.rundir import holds_run, record_written
 __all__ = ["load_curve", "plot_runs"]
 
 
-def load_curve(run_dir: str | Path, metric: str = "episode_return_mean"
-               ) -> tuple[np.ndarray, np.ndarray]:
+def load_curve(
+    run_dir: str | Path, metric: str = "episode_return_mean"
+) -> tuple[np.ndarray, np.ndarray]:
     """``(env_steps, values)`` of ``metric`` in ``run_dir/progress.csv`` (NaN rows dropped).
 
     Raises:
@@ -49,8 +50,12 @@ def _env_of(run_dir: Path) -> str:
     return run_dir.name
 
 
-def plot_runs(run_dirs: list[str | Path], *, out: str | Path | None = None,
-              metric: str = "episode_return_mean") -> Path:
+def plot_runs(
+    run_dirs: list[str | Path],
+    *,
+    out: str | Path | None = None,
+    metric: str = "episode_return_mean",
+) -> Path:
     """Write a PNG of ``metric`` vs env steps for ``run_dirs``; returns its path.
 
     Example:
@@ -80,15 +85,22 @@ def plot_runs(run_dirs: list[str | Path], *, out: str | Path | None = None,
         raise ValueError(
             f"Nothing to plot: the progress.csv of {', '.join(repr(str(d)) for d in dirs)} "
             f"{'has' if len(dirs) == 1 else 'have'} no {metric!r} values yet (no row logged, or "
-            "no episode finished). Train longer, or pick another --metric.")
+            "no episode finished). Train longer, or pick another --metric."
+        )
     n = len(groups)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
     for ax, (env, runs) in zip(axes.flat, groups.items()):
         for i, (d, steps, values) in enumerate(runs):
-            ax.plot(steps, values, lw=0.8, alpha=0.45 if len(runs) > 1 else 1.0,
-                    color=f"C{i % 10}", label=d.name)
+            ax.plot(
+                steps,
+                values,
+                lw=0.8,
+                alpha=0.45 if len(runs) > 1 else 1.0,
+                color=f"C{i % 10}",
+                label=d.name,
+            )
         usable = [(s, v) for _, s, v in runs if len(s) > 1]
         if len(usable) > 1:
             lo = max(s[0] for s, _ in usable)
@@ -98,8 +110,9 @@ def plot_runs(run_dirs: list[str | Path], *, out: str | Path | None = None,
                 curves = np.stack([np.interp(grid, s, v) for s, v in usable])
                 mean, std = curves.mean(0), curves.std(0)
                 ax.plot(grid, mean, color="k", lw=2, label=f"mean of {len(usable)} runs")
-                ax.fill_between(grid, mean - std, mean + std, color="k", alpha=0.15,
-                                label="± 1 std")
+                ax.fill_between(
+                    grid, mean - std, mean + std, color="k", alpha=0.15, label="± 1 std"
+                )
         ax.set_title(env)
         ax.set_xlabel("environment steps")
         ax.set_ylabel(metric.replace("_", " "))

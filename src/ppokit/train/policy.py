@@ -18,9 +18,14 @@ from ppokit.train.rundir import checkpoint_path
 
 __all__ = ["checkpoint_path", "load_policy"]  # checkpoint_path: from rundir, re-exported
 
-def load_policy(run_dir: str | Path, *, checkpoint: str = "latest",
-                actor: nn.Module | None = None, env: EnvSource | None = None,
-                ) -> tuple[Any, ObservationNormalizer, TrainConfig]:
+
+def load_policy(
+    run_dir: str | Path,
+    *,
+    checkpoint: str = "latest",
+    actor: nn.Module | None = None,
+    env: EnvSource | None = None,
+) -> tuple[Any, ObservationNormalizer, TrainConfig]:
     """The actor, frozen observation normaliser and config of a run directory's checkpoint.
 
     Args:
@@ -51,16 +56,19 @@ def load_policy(run_dir: str | Path, *, checkpoint: str = "latest",
     cfg = config_from_dict(state["config"])
     source: EnvSource = cfg.env if env is None else env
     owned = not isinstance(source, gym.vector.VectorEnv)  # a VectorEnv of the caller's stays open
-    spaces = GymVecEnv(source, 1 if owned else None,
-                       env_kwargs=cfg.env_kwargs if env is None else None)
+    spaces = GymVecEnv(
+        source, 1 if owned else None, env_kwargs=cfg.env_kwargs if env is None else None
+    )
     try:
         if actor is None:
-            actor, _ = build_actor_critic(spaces, hidden_sizes=cfg.hidden_sizes,
-                                          activation=cfg.activation,
-                                          init_log_std=cfg.init_log_std,
-                                          ortho_init=cfg.ortho_init)
-        obs_norm = ObservationNormalizer(spaces.obs_shape, clip=cfg.obs_clip,
-                                         enabled=cfg.obs_norm)
+            actor, _ = build_actor_critic(
+                spaces,
+                hidden_sizes=cfg.hidden_sizes,
+                activation=cfg.activation,
+                init_log_std=cfg.init_log_std,
+                ortho_init=cfg.ortho_init,
+            )
+        obs_norm = ObservationNormalizer(spaces.obs_shape, clip=cfg.obs_clip, enabled=cfg.obs_norm)
     finally:
         if owned:
             spaces.close()

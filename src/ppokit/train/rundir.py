@@ -34,16 +34,35 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["LOCK_NAME", "MANIFEST_NAME", "RunDirError", "atomic_write_text", "check_run_dir",
-           "checkpoint_path",
-           "clean_stale_tmp", "foreign_files", "holds_run", "lock_run_dir", "record_written",
-           "remove_written", "replace_file", "run_dir_lock", "written_files"]
+__all__ = [
+    "LOCK_NAME",
+    "MANIFEST_NAME",
+    "RunDirError",
+    "atomic_write_text",
+    "check_run_dir",
+    "checkpoint_path",
+    "clean_stale_tmp",
+    "foreign_files",
+    "holds_run",
+    "lock_run_dir",
+    "record_written",
+    "remove_written",
+    "replace_file",
+    "run_dir_lock",
+    "written_files",
+]
 
 MANIFEST_NAME = ".ppokit-manifest"
 LOCK_NAME = ".ppokit.lock"
 #: the fixed names a run writes: a user's own file under one of them is never overwritten
-_FIXED_NAMES = ("config.json", "progress.csv", "summary.json", "learning_curve.png",
-                "checkpoints/latest.pt", "checkpoints/best.pt")
+_FIXED_NAMES = (
+    "config.json",
+    "progress.csv",
+    "summary.json",
+    "learning_curve.png",
+    "checkpoints/latest.pt",
+    "checkpoints/best.pt",
+)
 #: temporary files of atomic writes, ``.<name>.<random>.tmp`` (see :func:`atomic_write_text`)
 _TMP_PATTERNS = (".*.tmp", "checkpoints/.*.tmp")
 
@@ -74,20 +93,26 @@ def check_run_dir(run_dir: str | Path) -> None:
     """
     path = Path(run_dir)
     if path.exists() and not path.is_dir():
-        raise RunDirError(f"--run-dir {str(path)!r} is a file, not a directory; pick another "
-                          "--run-dir (or move the file away).")
+        raise RunDirError(
+            f"--run-dir {str(path)!r} is a file, not a directory; pick another "
+            "--run-dir (or move the file away)."
+        )
     existing = path
     while not existing.exists():
         if existing.parent == existing:
             break
         existing = existing.parent
     if existing != path and existing.exists() and not existing.is_dir():
-        raise RunDirError(f"--run-dir {str(path)!r} lies inside {str(existing)!r}, which is a "
-                          "file, so the directory cannot be created; pick another --run-dir.")
+        raise RunDirError(
+            f"--run-dir {str(path)!r} lies inside {str(existing)!r}, which is a "
+            "file, so the directory cannot be created; pick another --run-dir."
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunDirError(f"--run-dir {str(path)!r} is not writable ({str(existing)!r} does not "
-                          "allow this user to create files); pick another --run-dir or fix "
-                          "its permissions.")
+        raise RunDirError(
+            f"--run-dir {str(path)!r} is not writable ({str(existing)!r} does not "
+            "allow this user to create files); pick another --run-dir or fix "
+            "its permissions."
+        )
 
 
 def replace_file(tmp: Path, target: Path) -> None:
@@ -207,7 +232,8 @@ def lock_run_dir(run_dir: str | Path) -> None:
         raise RunDirError(
             f"run dir {str(root)!r} is in use by another ppokit process (pid {owner}); two "
             "runs in one directory would mix their logs and checkpoints. Wait for it to end "
-            "(or stop it), or pick another --run-dir.") from None
+            "(or stop it), or pick another --run-dir."
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _HELD[key] = (fd, 1)
@@ -264,12 +290,15 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "latest") -> Path:
     if not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(
             f"No checkpoint {str(path)!r}: {str(run_dir)!r} has no checkpoints/; is it a "
-            "ppokit run directory?")
+            "ppokit run directory?"
+        )
     if checkpoint == "best":
         raise FileNotFoundError(
             f"No best checkpoint in {str(run_dir)!r}: best.pt is written by training with "
-            "--eval-every N (evaluation during training). Use --checkpoint latest.")
+            "--eval-every N (evaluation during training). Use --checkpoint latest."
+        )
     have = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
     raise FileNotFoundError(
         f"No checkpoint {str(path)!r}; this run has {have or 'none'} ('latest' and 'best' "
-        "name latest.pt and best.pt).")
+        "name latest.pt and best.pt)."
+    )

@@ -16,12 +16,19 @@ from ppokit.envs.sources import EnvSource, env_label
 from ppokit.train.config import TrainConfig, config_from_dict
 from ppokit.train.validation import check_resumable
 
-__all__ = ["check_resumable", "check_world_support", "checked_module", "eval_source",
-           "is_vector_env", "resolve_config"]
+__all__ = [
+    "check_resumable",
+    "check_world_support",
+    "checked_module",
+    "eval_source",
+    "is_vector_env",
+    "resolve_config",
+]
 
 
-def resolve_config(cfg: TrainConfig | None, *, env: EnvSource | None,
-                   overrides: dict[str, Any]) -> TrainConfig:
+def resolve_config(
+    cfg: TrainConfig | None, *, env: EnvSource | None, overrides: dict[str, Any]
+) -> TrainConfig:
     """The run's config: ``cfg`` (or the preset of an id ``env``), ``env`` and ``overrides``.
 
     An id ``env`` sets ``cfg.env``; a callable or VectorEnv sets it to a label (for logs),
@@ -43,8 +50,10 @@ def resolve_config(cfg: TrainConfig | None, *, env: EnvSource | None,
     if is_vector_env(env):
         given = values.get("num_envs")
         if given is not None and given != env.num_envs:  # type: ignore[union-attr]
-            raise ValueError(f"num_envs={given} disagrees with the VectorEnv given, which has "
-                             f"{env.num_envs}; drop num_envs.")  # type: ignore[union-attr]
+            raise ValueError(
+                f"num_envs={given} disagrees with the VectorEnv given, which has "
+                f"{env.num_envs}; drop num_envs."
+            )  # type: ignore[union-attr]
         values["num_envs"] = env.num_envs  # type: ignore[union-attr]
     return config_from_dict(values, base=cfg) if values else cfg
 
@@ -59,7 +68,8 @@ def check_world_support(cfg: TrainConfig, world: World) -> None:
         raise ValueError(
             "compile=True does not work with distributed training yet (--compile under "
             "torchrun): DistributedDataParallel's forward cannot be traced into the loss's "
-            "single graph. Set compile=False (drop --compile), or train in one process.")
+            "single graph. Set compile=False (drop --compile), or train in one process."
+        )
 
 
 def is_vector_env(source: object) -> bool:
@@ -74,8 +84,9 @@ def is_vector_env(source: object) -> bool:
     return isinstance(source, gym.vector.VectorEnv)
 
 
-def eval_source(source: EnvSource, eval_env: EnvSource | None, cfg: TrainConfig
-                 ) -> EnvSource | None:
+def eval_source(
+    source: EnvSource, eval_env: EnvSource | None, cfg: TrainConfig
+) -> EnvSource | None:
     """Where the final evaluation plays: ``eval_env``, else the training source if it can
     be built again (an id or callable); a VectorEnv needs ``eval_env`` or no evaluation."""
     if eval_env is not None:
@@ -86,7 +97,8 @@ def eval_source(source: EnvSource, eval_env: EnvSource | None, cfg: TrainConfig
         raise ValueError(
             f"eval_episodes={cfg.eval_episodes} evaluates on fresh environments, which a "
             "VectorEnv cannot give; pass eval_env= (a Gymnasium id or a callable returning an "
-            "Env), or eval_episodes=0.")
+            "Env), or eval_episodes=0."
+        )
     return None
 
 
@@ -100,6 +112,8 @@ def checked_module(module: object, role: str) -> Any:
         TypeError: actor must be a torch.nn.Module (a TensorDict module such as ...
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"{role} must be a torch.nn.Module (a TensorDict module such as "
-                        f"ProbabilisticActor / ValueOperator), got {type(module).__name__}.")
+        raise TypeError(
+            f"{role} must be a torch.nn.Module (a TensorDict module such as "
+            f"ProbabilisticActor / ValueOperator), got {type(module).__name__}."
+        )
     return module

@@ -39,8 +39,12 @@ class StopRequest:
         self.requested = True
         self.signum = signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        print(f"\nppokit: {name} received, saving a checkpoint after this iteration "
-              "(press Ctrl-C again to abort without saving)...", file=sys.stderr, flush=True)
+        print(
+            f"\nppokit: {name} received, saving a checkpoint after this iteration "
+            "(press Ctrl-C again to abort without saving)...",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 @contextmanager

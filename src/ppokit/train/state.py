@@ -48,8 +48,12 @@ def rng_state(shuffle: torch.Generator) -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "shuffle": shuffle.get_state(),
         "python": random.getstate(),
-        "numpy": {"key": torch.from_numpy(np.asarray(key).astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "key": torch.from_numpy(np.asarray(key).astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
     }
 
 
@@ -59,8 +63,15 @@ def load_rng_state(state: dict[str, Any], shuffle: torch.Generator) -> None:
     shuffle.set_state(state["shuffle"])
     random.setstate(_to_tuple(state["python"]))
     npk = state["numpy"]
-    np.random.set_state(("MT19937", npk["key"].numpy().astype(np.uint32), npk["pos"],
-                         npk["has_gauss"], npk["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            npk["key"].numpy().astype(np.uint32),
+            npk["pos"],
+            npk["has_gauss"],
+            npk["cached_gaussian"],
+        )
+    )
 
 
 def _to_tuple(value: Any) -> Any:

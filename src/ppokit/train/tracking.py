@@ -50,17 +50,22 @@ def check_tracker(name: str) -> None:
     if name == "none":
         return
     if name not in TRACKERS:
-        raise ValueError(f"--track must be 'none' or one of {sorted(TRACKERS)}, got {name!r} "
-                         "(progress.csv and TensorBoard are always written).")
+        raise ValueError(
+            f"--track must be 'none' or one of {sorted(TRACKERS)}, got {name!r} "
+            "(progress.csv and TensorBoard are always written)."
+        )
     package, extra = TRACKERS[name][2:]
     if find_spec(package) is None:
-        raise ValueError(f"--track {name} needs the {package!r} package, which is not "
-                         f"installed; install it with pip install 'ppokit[{extra}]' (or drop "
-                         "--track).")
+        raise ValueError(
+            f"--track {name} needs the {package!r} package, which is not "
+            f"installed; install it with pip install 'ppokit[{extra}]' (or drop "
+            "--track)."
+        )
 
 
-def make_tracker(name: str, *, run_dir: Path, config: Mapping[str, Any],
-                 options: Mapping[str, Any]) -> Tracker | None:
+def make_tracker(
+    name: str, *, run_dir: Path, config: Mapping[str, Any], options: Mapping[str, Any]
+) -> Tracker | None:
     """The tracker ``--track name`` asks for, started (``None`` for ``"none"``).
 
     ``options``: the tracker's own settings (for W&B: project, entity, group, tags).
@@ -85,5 +90,9 @@ def tracker_options(cfg: Any) -> dict[str, Any]:
     if cfg.track != "wandb":
         return {}
     tags = tuple(t.strip() for t in cfg.wandb_tags.split(",") if t.strip())
-    return {"project": cfg.wandb_project, "entity": cfg.wandb_entity,
-            "group": cfg.wandb_group, "tags": tags}
+    return {
+        "project": cfg.wandb_project,
+        "entity": cfg.wandb_entity,
+        "group": cfg.wandb_group,
+        "tags": tags,
+    }

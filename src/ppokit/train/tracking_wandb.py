@@ -30,8 +30,16 @@ class WandbTracker:
         tags: W&B tags.
     """
 
-    def __init__(self, *, run_dir: Path, config: Mapping[str, Any], project: str = "ppokit",
-                 entity: str = "", group: str = "", tags: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        config: Mapping[str, Any],
+        project: str = "ppokit",
+        entity: str = "",
+        group: str = "",
+        tags: tuple[str, ...] = (),
+    ) -> None:
         import wandb
 
         id_path = Path(run_dir) / _ID_FILE
@@ -42,9 +50,16 @@ class WandbTracker:
             record_written(run_dir, _ID_FILE)
             atomic_write_text(id_path, run_id + "\n")
         self.run = wandb.init(
-            project=project or None, entity=entity or None, group=group or None,
-            tags=list(tags) or None, config=dict(config), dir=str(run_dir), id=run_id,
-            name=Path(run_dir).name, resume="allow")
+            project=project or None,
+            entity=entity or None,
+            group=group or None,
+            tags=list(tags) or None,
+            config=dict(config),
+            dir=str(run_dir),
+            id=run_id,
+            name=Path(run_dir).name,
+            resume="allow",
+        )
 
     def log(self, metrics: Mapping[str, float], *, step: int) -> None:
         # W&B's own step must grow: the env step does, across resumes too
@@ -52,7 +67,8 @@ class WandbTracker:
 
     def summary(self, summary: Mapping[str, Any]) -> None:
         self.run.summary.update(
-            {k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+            {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+        )
 
     def close(self, *, interrupted: bool) -> None:
         self.run.finish(exit_code=1 if interrupted else 0)

@@ -68,13 +68,20 @@ from ppokit.train.signals import StopRequest, sigint_ignored
 from ppokit.train.state import load_rng_state, rng_state, seed_everything
 from ppokit.train.update import make_update_step, update_kind
 
-__all__ = ["PPOTrainer", "TrainResult", "World", "build_actor_critic", "check_world_support",
-           "load_policy", "seed_everything", "train"]
+__all__ = [
+    "PPOTrainer",
+    "TrainResult",
+    "World",
+    "build_actor_critic",
+    "check_world_support",
+    "load_policy",
+    "seed_everything",
+    "train",
+]
 
 LOG_PROB_KEY = "action_log_prob"
 _LOSS_DIAGNOSTICS = ("entropy", "clip_fraction", "kl_approx", "ESS", "explained_variance")
-_ROLLOUT_KEYS = ("observation", "action", LOG_PROB_KEY, "advantage", "value_target",
-                 "state_value")
+_ROLLOUT_KEYS = ("observation", "action", LOG_PROB_KEY, "advantage", "value_target", "state_value")
 
 
 class PPOTrainer:
@@ -118,16 +125,26 @@ class PPOTrainer:
         (512, False, 'eager')
     """
 
-    def __init__(self, cfg: TrainConfig | None = None, *, env: EnvSource | None = None,
-                 actor: nn.Module | None = None, critic: nn.Module | None = None,
-                 eval_env: EnvSource | None = None, run_dir: str | Path | None = None,
-                 world: World | None = None, resume: bool = False, **overrides: Any) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig | None = None,
+        *,
+        env: EnvSource | None = None,
+        actor: nn.Module | None = None,
+        critic: nn.Module | None = None,
+        eval_env: EnvSource | None = None,
+        run_dir: str | Path | None = None,
+        world: World | None = None,
+        resume: bool = False,
+        **overrides: Any,
+    ) -> None:
         cfg = resolve_config(cfg, env=env, overrides=overrides)
         validate_config(cfg)
         self.world = world or World()
         check_world_support(cfg, self.world)
-        self.run_dir = Path(run_dir) if run_dir is not None else (
-            cfg.run_dir or default_run_dir(cfg))
+        self.run_dir = (
+            Path(run_dir) if run_dir is not None else (cfg.run_dir or default_run_dir(cfg))
+        )
         self.cfg = cfg = dataclasses.replace(cfg, run_dir=self.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         torch.set_num_threads(cfg.torch_threads)
@@ -137,41 +154,66 @@ class PPOTrainer:
         source: EnvSource = cfg.env if env is None or isinstance(env, str) else env
         self.eval_env = eval_source(source, eval_env, cfg)
         with sigint_ignored():  # async workers must not see the terminal's Ctrl-C
-            self.env = GymVecEnv(source, None if is_vector_env(source) else cfg.num_envs,
-                                 mode=cfg.vector_mode, env_kwargs=cfg.env_kwargs or None)
+            self.env = GymVecEnv(
+                source,
+                None if is_vector_env(source) else cfg.num_envs,
+                mode=cfg.vector_mode,
+                env_kwargs=cfg.env_kwargs or None,
+            )
         if actor is None or critic is None:
             built_actor, built_critic = build_actor_critic(
-                self.env, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation,
-                init_log_std=cfg.init_log_std, ortho_init=cfg.ortho_init)
+                self.env,
+                hidden_sizes=cfg.hidden_sizes,
+                activation=cfg.activation,
+                init_log_std=cfg.init_log_std,
+                ortho_init=cfg.ortho_init,
+            )
             actor = actor if actor is not None else built_actor
             critic = critic if critic is not None else built_critic
-        self.actor, self.critic = checked_module(actor, "actor"), checked_module(critic,
-                                                                                   "critic")
+        self.actor, self.critic = checked_module(actor, "actor"), checked_module(critic, "critic")
         # DDP on the plain networks inside the TensorDict modules (ppokit.wrap_ddp):
         # the loss keeps the actor's get_dist, and backward() averages gradients over ranks
         wrap_ddp(self.actor, self.critic, world=self.world)
         # in DDP the advantage is standardised over all ranks' minibatch (in update())
-        self.loss = build_loss(self.actor, self.critic, cfg, normalize_advantage=(
-            cfg.normalize_advantage and not self.world.is_distributed))
+        self.loss = build_loss(
+            self.actor,
+            self.critic,
+            cfg,
+            normalize_advantage=(cfg.normalize_advantage and not self.world.is_distributed),
+        )
         self.params = unique_params(self.actor, self.critic)
         self.optimizer = build_optimizer(self.params, lr=cfg.lr, eps=cfg.adam_eps)
         # chosen once: eager, or (compile=True) loss, gradient, clip and Adam as one compiled
         # graph sharing the modules and the optimizer's state; refused with the reason
         self.update_step = make_update_step(
-            self.loss, self.optimizer, self.params, compile=cfg.compile,
-            max_grad_norm=cfg.max_grad_norm, kl_mean=self.world.all_reduce_mean)
+            self.loss,
+            self.optimizer,
+            self.params,
+            compile=cfg.compile,
+            max_grad_norm=cfg.max_grad_norm,
+            kl_mean=self.world.all_reduce_mean,
+        )
         #: "eager" or "fused": the update step this run uses
         self.update_kind = update_kind(self.update_step)
-        self.obs_norm = ObservationNormalizer(self.env.obs_shape, clip=cfg.obs_clip,
-                                              enabled=cfg.obs_norm)
-        self.reward_scaler = RewardScaler(self.env.num_envs, gamma=cfg.gamma,
-                                          clip=cfg.reward_clip, enabled=cfg.reward_scale)
+        self.obs_norm = ObservationNormalizer(
+            self.env.obs_shape, clip=cfg.obs_clip, enabled=cfg.obs_norm
+        )
+        self.reward_scaler = RewardScaler(
+            self.env.num_envs, gamma=cfg.gamma, clip=cfg.reward_clip, enabled=cfg.reward_scale
+        )
         # each rank folds its own envs into these; merged over ranks after every rollout
-        self._stat_mergers = [RunningStatsMerger(self.obs_norm.rms, self.world),
-                              RunningStatsMerger(self.reward_scaler.rms, self.world)]
+        self._stat_mergers = [
+            RunningStatsMerger(self.obs_norm.rms, self.world),
+            RunningStatsMerger(self.reward_scaler.rms, self.world),
+        ]
         self.collector = RolloutCollector(
-            self.env, self.actor, num_steps=cfg.num_steps, obs_normalizer=self.obs_norm,
-            reward_scaler=self.reward_scaler, log_prob_key=LOG_PROB_KEY, seed=seed,
+            self.env,
+            self.actor,
+            num_steps=cfg.num_steps,
+            obs_normalizer=self.obs_norm,
+            reward_scaler=self.reward_scaler,
+            log_prob_key=LOG_PROB_KEY,
+            seed=seed,
             compile_policy=cfg.compile,
         )
         self.shuffle_gen = torch.Generator().manual_seed(seed)
@@ -189,9 +231,12 @@ class PPOTrainer:
         if resume:
             self.load_state_dict(load_checkpoint(self.ckpt_dir / "latest.pt"))
         self.num_iterations = num_iterations(
-            total_steps=cfg.total_steps, batch_size=cfg.batch_size,
-            world_size=self.world.world_size, done_iterations=self.iteration,
-            done_steps=self.env_steps)
+            total_steps=cfg.total_steps,
+            batch_size=cfg.batch_size,
+            world_size=self.world.world_size,
+            done_iterations=self.iteration,
+            done_steps=self.env_steps,
+        )
 
     # ------------------------------------------------------------------ construction
     @property
@@ -209,8 +254,13 @@ class PPOTrainer:
         self.actor.eval()
         rollout = self.collector.collect()
         # the environment's own NaN/Inf, named as such before GAE sees it
-        check_rollout_finite(rollout, env=self.cfg.env, iteration=self.iteration,
-                             first_env_step=self.env_steps, world_size=self.world.world_size)
+        check_rollout_finite(
+            rollout,
+            env=self.cfg.env,
+            iteration=self.iteration,
+            first_env_step=self.env_steps,
+            world_size=self.world.world_size,
+        )
         self.env_steps += self.cfg.batch_size * self.world.world_size
         if self.world.is_distributed and (self.cfg.obs_norm or self.cfg.reward_scale):
             for merger in self._stat_mergers:  # every rank: the statistics of all ranks' data
@@ -246,23 +296,28 @@ class PPOTrainer:
             for minibatch in flat[perm].split(cfg.minibatch_size):
                 if self.world.is_distributed and cfg.normalize_advantage:
                     # mean/std of the global minibatch (all ranks'), as one process would see
-                    minibatch = minibatch.set("advantage", global_standardize(
-                        minibatch.get("advantage"), self.world))
+                    minibatch = minibatch.set(
+                        "advantage", global_standardize(minibatch.get("advantage"), self.world)
+                    )
                 out, grad_norm, applied = self.update_step(minibatch, target_kl=cfg.target_kl)
                 if not applied:  # the KL exceeded target_kl: nothing was changed
                     stopped_early = True
                     break
                 # kept as tensors and stacked once per iteration: no per-minibatch stack/sync
-                records.append((out["loss_objective"].detach(), out["loss_critic"].detach(),
-                                out["loss_entropy"].detach(),
-                                *(out.get(k, None) for k in _LOSS_DIAGNOSTICS), grad_norm))
+                records.append(
+                    (
+                        out["loss_objective"].detach(),
+                        out["loss_critic"].detach(),
+                        out["loss_entropy"].detach(),
+                        *(out.get(k, None) for k in _LOSS_DIAGNOSTICS),
+                        grad_norm,
+                    )
+                )
             if stopped_early:
                 break
             epochs_done += 1
-        names = ["loss_objective", "loss_critic", "loss_entropy", *_LOSS_DIAGNOSTICS,
-                 "grad_norm"]
-        metrics = dict(zip(names, column_means(records, len(names),
-                                                self.world.all_reduce_mean)))
+        names = ["loss_objective", "loss_critic", "loss_entropy", *_LOSS_DIAGNOSTICS, "grad_norm"]
+        metrics = dict(zip(names, column_means(records, len(names), self.world.all_reduce_mean)))
         metrics["epochs_completed"] = float(epochs_done)
         metrics["minibatch_updates"] = float(len(records))
         metrics["value_mean"] = float(rollout.get("state_value").mean())
@@ -327,8 +382,9 @@ class PPOTrainer:
         # Episodes in flight at the checkpoint cannot be restored from a Gymnasium env: the
         # envs restart with a seed derived from (seed, rank, iteration), so a resumed run is
         # deterministic given the checkpoint, but not bit-identical to an uninterrupted run.
-        self.collector.reset(seed=rank_seed(self.cfg.seed, self.world.rank)
-                             + 100_003 * self.iteration)
+        self.collector.reset(
+            seed=rank_seed(self.cfg.seed, self.world.rank) + 100_003 * self.iteration
+        )
 
     def save(self, name: str = "latest.pt", *, wall_seconds: float | None = None) -> Path:
         """Write a checkpoint to ``run_dir/checkpoints/name`` atomically (and list it in the
@@ -338,8 +394,14 @@ class PPOTrainer:
         return save_checkpoint(self.state_dict(wall_seconds=wall_seconds), self.ckpt_dir / name)
 
 
-def train(env: EnvSource, *, actor: nn.Module | None = None, critic: nn.Module | None = None,
-          run_dir: str | Path | None = None, **config: Any) -> TrainResult:
+def train(
+    env: EnvSource,
+    *,
+    actor: nn.Module | None = None,
+    critic: nn.Module | None = None,
+    run_dir: str | Path | None = None,
+    **config: Any,
+) -> TrainResult:
     """Train PPO on ``env`` in one call: ``PPOTrainer(env=env, ...).train()``.
 
     ``config``: any :class:`TrainConfig` field, over the preset of ``env`` (an id) or the

@@ -38,27 +38,39 @@ Suggest = Callable[[AnyTrial], dict[str, Any]]
 #: every num_minibatches whatever num_envs is.
 SEARCH_SPACE: dict[str, Suggest] = {
     "lr": lambda t: {"lr": t.suggest_float("lr", 1e-5, 3e-3, log=True)},
-    "num_steps": lambda t: {"num_steps": t.suggest_categorical("num_steps",
-                                                               [16, 32, 64, 128, 256])},
-    "num_minibatches": lambda t: {"num_minibatches": t.suggest_categorical(
-        "num_minibatches", [1, 2, 4, 8])},
+    "num_steps": lambda t: {
+        "num_steps": t.suggest_categorical("num_steps", [16, 32, 64, 128, 256])
+    },
+    "num_minibatches": lambda t: {
+        "num_minibatches": t.suggest_categorical("num_minibatches", [1, 2, 4, 8])
+    },
     "num_epochs": lambda t: {"num_epochs": t.suggest_int("num_epochs", 2, 20)},
-    "gamma": lambda t: {"gamma": t.suggest_categorical("gamma",
-                                                       [0.95, 0.98, 0.99, 0.995, 0.999])},
-    "gae_lambda": lambda t: {"gae_lambda": t.suggest_categorical(
-        "gae_lambda", [0.8, 0.9, 0.95, 0.98, 1.0])},
-    "clip_epsilon": lambda t: {"clip_epsilon": t.suggest_categorical("clip_epsilon",
-                                                                     [0.1, 0.2, 0.3])},
-    "entropy_coef": lambda t: {"entropy_coef": t.suggest_float("entropy_coef", 1e-6, 0.1,
-                                                               log=True)},
+    "gamma": lambda t: {"gamma": t.suggest_categorical("gamma", [0.95, 0.98, 0.99, 0.995, 0.999])},
+    "gae_lambda": lambda t: {
+        "gae_lambda": t.suggest_categorical("gae_lambda", [0.8, 0.9, 0.95, 0.98, 1.0])
+    },
+    "clip_epsilon": lambda t: {
+        "clip_epsilon": t.suggest_categorical("clip_epsilon", [0.1, 0.2, 0.3])
+    },
+    "entropy_coef": lambda t: {
+        "entropy_coef": t.suggest_float("entropy_coef", 1e-6, 0.1, log=True)
+    },
     "critic_coef": lambda t: {"critic_coef": t.suggest_float("critic_coef", 0.25, 1.0)},
-    "width": lambda t: {"hidden_sizes": (w := t.suggest_categorical("width",
-                                                                     [32, 64, 128, 256]),
-                                         w)},
+    "width": lambda t: {
+        "hidden_sizes": (w := t.suggest_categorical("width", [32, 64, 128, 256]), w)
+    },
 }
 #: what a written config leaves out: where and how a run is shown, not what it learns
-_NOT_WRITTEN = ("run_dir", "overwrite", "progress", "track", "wandb_project", "wandb_entity",
-                "wandb_group", "wandb_tags")
+_NOT_WRITTEN = (
+    "run_dir",
+    "overwrite",
+    "progress",
+    "track",
+    "wandb_project",
+    "wandb_entity",
+    "wandb_group",
+    "wandb_tags",
+)
 
 
 def suggest_config(trial: AnyTrial, base: TrainConfig, names: Sequence[str]) -> TrainConfig:
@@ -85,23 +97,34 @@ def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.create_study(
-            storage=storage, study_name=study_name, direction="maximize",
-            load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=0),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+            storage=storage,
+            study_name=study_name,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=0),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+        )
     except Exception as err:  # SQLAlchemy's and optuna's errors have no common base
-        raise ValueError(f"--storage {storage!r} cannot be opened: {type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''} (expected a "
-                         "database URL such as sqlite:///study.db in a writable directory)."
-                         ) from None
+        raise ValueError(
+            f"--storage {storage!r} cannot be opened: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''} (expected a "
+            "database URL such as sqlite:///study.db in a writable directory)."
+        ) from None
 
 
 def _counted(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False,
-                                states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def run_study(study: optuna.Study, base: TrainConfig, *, trials: int, names: Sequence[str],
-              runs_dir: Path, report: Callable[[str], None] = print) -> int:
+def run_study(
+    study: optuna.Study,
+    base: TrainConfig,
+    *,
+    trials: int,
+    names: Sequence[str],
+    runs_dir: Path,
+    report: Callable[[str], None] = print,
+) -> int:
     """Run trials until the study holds ``trials`` finished ones; returns how many ran now."""
     from ppokit.train.trainer import PPOTrainer
 
@@ -136,8 +159,9 @@ def run_study(study: optuna.Study, base: TrainConfig, *, trials: int, names: Seq
     return todo
 
 
-def best_config_dict(study: optuna.Study, base: TrainConfig, names: Sequence[str]
-                     ) -> dict[str, Any]:
+def best_config_dict(
+    study: optuna.Study, base: TrainConfig, names: Sequence[str]
+) -> dict[str, Any]:
     """The best trial's configuration as ``ppokit train --config`` values.
 
     Example:
@@ -155,8 +179,9 @@ def best_config_dict(study: optuna.Study, base: TrainConfig, names: Sequence[str
     return values
 
 
-def write_best_config(study: optuna.Study, base: TrainConfig, names: Sequence[str],
-                      out: Path) -> Path:
+def write_best_config(
+    study: optuna.Study, base: TrainConfig, names: Sequence[str], out: Path
+) -> Path:
     """Write :func:`best_config_dict` as JSON to ``out`` (atomically)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(best_config_dict(study, base, names), indent=2) + "\n")

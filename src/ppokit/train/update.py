@@ -19,15 +19,22 @@ from torch import nn
 
 from ppokit.objectives.step import UpdateResult, eager_update
 
-__all__ = ["EagerUpdate", "UpdateResult", "UpdateStep", "eager_update", "make_update_step",
-           "update_kind"]
+__all__ = [
+    "EagerUpdate",
+    "UpdateResult",
+    "UpdateStep",
+    "eager_update",
+    "make_update_step",
+    "update_kind",
+]
 
 
 class UpdateStep(Protocol):
     """A minibatch update: ``step(minibatch, target_kl=...) -> UpdateResult``."""
 
-    def __call__(self, minibatch: TensorDictBase, /, *, target_kl: float | None = None
-                 ) -> UpdateResult: ...
+    def __call__(
+        self, minibatch: TensorDictBase, /, *, target_kl: float | None = None
+    ) -> UpdateResult: ...
 
 
 class EagerUpdate:
@@ -60,27 +67,44 @@ class EagerUpdate:
 
     kind: Literal["eager"] = "eager"
 
-    def __init__(self, loss: nn.Module, optimizer: torch.optim.Optimizer,
-                 params: list[nn.Parameter], *, max_grad_norm: float | None = None,
-                 kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        loss: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        params: list[nn.Parameter],
+        *,
+        max_grad_norm: float | None = None,
+        kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.loss = loss
         self.optimizer = optimizer
         self.params = params
         self.max_grad_norm = max_grad_norm
         self.kl_mean = kl_mean
 
-    def __call__(self, minibatch: TensorDictBase, *, target_kl: float | None = None
-                 ) -> UpdateResult:
-        return eager_update(self.loss, self.params, self.optimizer, minibatch,
-                            max_grad_norm=self.max_grad_norm, target_kl=target_kl,
-                            kl_mean=self.kl_mean)
+    def __call__(
+        self, minibatch: TensorDictBase, *, target_kl: float | None = None
+    ) -> UpdateResult:
+        return eager_update(
+            self.loss,
+            self.params,
+            self.optimizer,
+            minibatch,
+            max_grad_norm=self.max_grad_norm,
+            target_kl=target_kl,
+            kl_mean=self.kl_mean,
+        )
 
 
-def make_update_step(loss: nn.Module, optimizer: torch.optim.Optimizer,
-                     params: list[nn.Parameter], *, compile: bool,
-                     max_grad_norm: float | None = None,
-                     kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                     ) -> UpdateStep:
+def make_update_step(
+    loss: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: list[nn.Parameter],
+    *,
+    compile: bool,
+    max_grad_norm: float | None = None,
+    kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> UpdateStep:
     """The run's update step: :class:`EagerUpdate`, or the fused graph with ``compile=True``.
 
     Raises:
@@ -99,16 +123,20 @@ def make_update_step(loss: nn.Module, optimizer: torch.optim.Optimizer,
         ValueError: compile=True cannot be honoured: FusedPPOUpdate runs Adam's update rule ...
     """
     if not compile:
-        return EagerUpdate(loss, optimizer, params, max_grad_norm=max_grad_norm,
-                           kl_mean=kl_mean)
+        return EagerUpdate(loss, optimizer, params, max_grad_norm=max_grad_norm, kl_mean=kl_mean)
     from ppokit.fast.update import FusedPPOUpdate
 
     try:
-        fused: UpdateStep = FusedPPOUpdate(loss, optimizer,  # type: ignore[arg-type]
-                                           max_grad_norm=max_grad_norm)
+        fused: UpdateStep = FusedPPOUpdate(
+            loss,
+            optimizer,  # type: ignore[arg-type]
+            max_grad_norm=max_grad_norm,
+        )
     except (TypeError, ValueError) as err:
-        raise ValueError(f"compile=True cannot be honoured: {err} Train with compile=False "
-                         "(drop --compile): the eager update computes the same.") from err
+        raise ValueError(
+            f"compile=True cannot be honoured: {err} Train with compile=False "
+            "(drop --compile): the eager update computes the same."
+        ) from err
     return fused
 
 

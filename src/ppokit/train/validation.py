@@ -52,12 +52,10 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "entropy_coef": (">= 0 and finite", lambda v: v >= 0 and _finite(v)),
     "critic_coef": (">= 0 and finite", lambda v: v >= 0 and _finite(v)),
     "max_grad_norm": ("a positive finite number", lambda v: v > 0 and _finite(v)),
-    "target_kl": ("positive and finite, or omitted",
-                  lambda v: v is None or (v > 0 and _finite(v))),
+    "target_kl": ("positive and finite, or omitted", lambda v: v is None or (v > 0 and _finite(v))),
     "obs_clip": ("a positive finite number", lambda v: v > 0 and _finite(v)),
     "reward_clip": ("a positive finite number", lambda v: v > 0 and _finite(v)),
-    "hidden_sizes": ("one or more positive widths", lambda v: len(v) > 0
-                     and all(h > 0 for h in v)),
+    "hidden_sizes": ("one or more positive widths", lambda v: len(v) > 0 and all(h > 0 for h in v)),
     "init_log_std": ("a number in [-20, 5]", lambda v: -20 <= v <= 5),
     "torch_threads": ("a positive integer", lambda v: v > 0),
     "eval_episodes": ("an integer >= 0", lambda v: v >= 0),
@@ -97,7 +95,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(
             f"--eval-every {cfg.eval_every} evaluates eval_episodes episodes, but "
             "--eval-episodes is 0; set --eval-episodes to a positive count (e.g. 10) or "
-            "--eval-every 0.")
+            "--eval-every 0."
+        )
     if cfg.batch_size % cfg.num_minibatches:
         raise ValueError(
             f"The batch num_envs * num_steps = {cfg.num_envs} * {cfg.num_steps} = "
@@ -124,7 +123,8 @@ def check_resumable(saved: TrainConfig, cfg: TrainConfig) -> None:
                 f"{getattr(saved, name)!r} but this run has {name}="
                 f"{getattr(cfg, name)!r}. Drop the override of --{_flag(name)} (it cannot "
                 "change within a run); if the checkpoint was copied from another run, put "
-                "this run's own back; or start a new run with another --run-dir.")
+                "this run's own back; or start a new run with another --run-dir."
+            )
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
@@ -141,22 +141,27 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
     elif hint is float or (float in args and type(None) in args):
         ok = (value is None and type(None) in args) or (
-            isinstance(value, (int, float)) and not isinstance(value, bool))
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
         kind = "a number"
     elif hint is str:
         ok, kind = isinstance(value, str), "a string"
     elif origin is tuple:
         ok = isinstance(value, tuple) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value)
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        )
         kind = "a tuple of integers"
     elif origin is dict:
-        ok, kind = isinstance(value, dict) and all(isinstance(k, str) for k in value), \
-            "a dict with string keys"
+        ok, kind = (
+            isinstance(value, dict) and all(isinstance(k, str) for k in value),
+            "a dict with string keys",
+        )
     else:  # run_dir: a path or None
         return
     if not ok:
-        raise TypeError(f"Config field {name!r} expects {kind}, got {value!r} "
-                        f"({type(value).__name__}).")
+        raise TypeError(
+            f"Config field {name!r} expects {kind}, got {value!r} ({type(value).__name__})."
+        )
 
 
 def _flag(name: str) -> str:

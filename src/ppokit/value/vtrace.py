@@ -135,8 +135,9 @@ class VTrace(ValueEstimatorBase):
             # written into the caller's rollout
             dist = actor.get_dist(tensordict.select(*actor.in_keys, strict=False))
             # a composite policy: the heads' log-probs summed per step, as the loss does
-            log_pi = action_log_prob(dist, tensordict, self._tensor_keys.action,
-                                     batch_shape=tensordict.batch_size)
+            log_pi = action_log_prob(
+                dist, tensordict, self._tensor_keys.action, batch_shape=tensordict.batch_size
+            )
         if log_pi.numel() != like.numel():
             raise ValueError(
                 f"the actor's log_prob of the stored action has shape {tuple(log_pi.shape)}; "

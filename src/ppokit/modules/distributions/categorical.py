@@ -30,8 +30,9 @@ __all__ = [
 ]
 
 
-def categorical_sample(probs: torch.Tensor,
-                       sample_shape: torch.Size | Sequence[int] = NO_SAMPLE) -> torch.Tensor:
+def categorical_sample(
+    probs: torch.Tensor, sample_shape: torch.Size | Sequence[int] = NO_SAMPLE
+) -> torch.Tensor:
     """Draw action indices from ``probs`` ``[*B, n]`` (with replacement).
 
     Args:
@@ -135,7 +136,8 @@ def check_categorical_params(
                 "a NaN observation; check the inputs and lower the learning rate."
             )
     elif probs is not None and not (
-            torch.isfinite(probs).all() and (probs >= 0).all() and (probs.sum(-1) > 0).all()):
+        torch.isfinite(probs).all() and (probs >= 0).all() and (probs.sum(-1) > 0).all()
+    ):
         raise ValueError(
             f"{cls}: probs must be finite, >= 0 and have a positive sum over the last dim."
         )

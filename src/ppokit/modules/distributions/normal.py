@@ -38,9 +38,13 @@ __all__ = [
 LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 
 
-def normal_rsample(loc: torch.Tensor, scale: torch.Tensor,
-                   sample_shape: torch.Size | Sequence[int] = NO_SAMPLE, *,
-                   noise: torch.Tensor | None = None) -> torch.Tensor:
+def normal_rsample(
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    sample_shape: torch.Size | Sequence[int] = NO_SAMPLE,
+    *,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Reparameterised Gaussian draw ``loc + noise * scale``, ``noise ~ N(0, 1)``.
 
     The noise is drawn with ``torch.randn`` (torch's ``Normal.rsample`` stream: the same seed
@@ -60,13 +64,15 @@ def normal_rsample(loc: torch.Tensor, scale: torch.Tensor,
         tensor([2.])
     """
     if noise is None:
-        noise = torch.randn(torch.Size(sample_shape) + loc.shape, dtype=loc.dtype,
-                            device=loc.device)
+        noise = torch.randn(
+            torch.Size(sample_shape) + loc.shape, dtype=loc.dtype, device=loc.device
+        )
     return loc + noise * scale
 
 
-def normal_log_prob(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
-                    event_dims: int) -> torch.Tensor:
+def normal_log_prob(
+    value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, event_dims: int
+) -> torch.Tensor:
     """Gaussian log-density ``-(x - m)^2 / (2 s^2) - log s - log sqrt(2 pi)``, summed over events.
 
     Args:
@@ -88,9 +94,9 @@ def normal_log_prob(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
     return lp
 
 
-def normal_sample_and_log_prob(loc: torch.Tensor, scale: torch.Tensor, event_dims: int, *,
-                               noise: torch.Tensor | None = None
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
+def normal_sample_and_log_prob(
+    loc: torch.Tensor, scale: torch.Tensor, event_dims: int, *, noise: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``IndependentNormal(loc, scale, event_dims)``'s ``rsample()`` and its ``log_prob``.
 
     The unchecked acting step (no distribution object, no parameter checks): a NaN or
