@@ -190,7 +190,7 @@ class LossProtocol:
             return list(self._in_keys_set)
         keys = self.tensor_keys  # type: ignore[attr-defined]
         return loss_in_keys(
-            self.actor_network,
+            self.actor_network,  # type: ignore[attr-defined]
             self.critic_network,  # type: ignore[attr-defined]
             action=keys.action,
             sample_log_prob=keys.sample_log_prob,

@@ -135,8 +135,8 @@ class TrainConfig:
     torch_threads: int = 1
     """torch.set_num_threads: small MLPs run fastest on one thread. [a positive integer]"""
     eval_episodes: int = 20
-    """Deterministic evaluation episodes at the end of training and at every --eval-every
-    (0 skips it). [an integer >= 0]"""
+    """Deterministic evaluation episodes at the end of training and at each evaluation during
+    training (see eval_every); 0 skips them. [an integer >= 0]"""
     eval_every: int = 0
     """Iterations between deterministic evaluations during training (eval_episodes episodes on
     separate envs, normalisation frozen), logged as eval/*; the best one is kept as

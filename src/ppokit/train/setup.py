@@ -52,8 +52,8 @@ def resolve_config(
         if given is not None and given != env.num_envs:  # type: ignore[union-attr]
             raise ValueError(
                 f"num_envs={given} disagrees with the VectorEnv given, which has "
-                f"{env.num_envs}; drop num_envs."
-            )  # type: ignore[union-attr]
+                f"{env.num_envs}; drop num_envs."  # type: ignore[union-attr]
+            )
         values["num_envs"] = env.num_envs  # type: ignore[union-attr]
     return config_from_dict(values, base=cfg) if values else cfg
 

@@ -128,8 +128,8 @@ def make_update_step(
 
     try:
         fused: UpdateStep = FusedPPOUpdate(
-            loss,
-            optimizer,  # type: ignore[arg-type]
+            loss,  # type: ignore[arg-type]
+            optimizer,
             max_grad_norm=max_grad_norm,
         )
     except (TypeError, ValueError) as err:
