@@ -24,18 +24,20 @@ from torch import nn
 from torch.testing import assert_close
 
 from ppokit.objectives.composite import (
-    EntropyTerms,
     action_log_prob,
-    composite_entropy_td,
     entropy_key,
+    log_prob_key,
+    policy_keys,
+    stored_log_prob,
+)
+from ppokit.objectives.entropy import (
+    EntropyTerms,
+    composite_entropy_td,
     entropy_loss,
     entropy_terms,
     has_closed_form_entropy,
-    log_prob_key,
-    policy_keys,
     resolve_entropy_coeff,
     sample_and_score,
-    stored_log_prob,
 )
 
 torchrl_modules = pytest.importorskip("torchrl.modules")

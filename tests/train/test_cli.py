@@ -9,7 +9,8 @@ import re
 import pytest
 
 from ppokit.train.cli import main
-from ppokit.train.config import TrainConfig, config_from_dict, load_config_file, validate_config
+from ppokit.train.config import TrainConfig, config_from_dict, validate_config
+from ppokit.train.config_files import load_config_file
 
 FAST = ["--total-steps", "256", "--eval-episodes", "2", "--no-progress"]
 

@@ -9,7 +9,7 @@ then the one pure function :func:`ppokit.objectives.objective.ppo_objective`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -21,23 +21,21 @@ from torch import nn
 from ppokit.internals.direct import TensorReader
 from ppokit.objectives.advantage import AdvantageEstimation
 from ppokit.objectives.coefficients import ScheduledCoefficients
-from ppokit.objectives.composite import (
-    composite_entropy_td,
-    entropy_loss,
-    policy_keys,
-    resolve_entropy_coeff,
-)
-from ppokit.objectives.functional import explained_variance, masked_mean
-from ppokit.objectives.inputs import LossInputs, check_finite, read_critic_inputs, read_inputs
+from ppokit.objectives.critic import CriticLoss
+from ppokit.objectives.entropy import composite_entropy_td, entropy_loss
+from ppokit.objectives.functional import masked_mean
+from ppokit.objectives.inputs import LossInputs, check_finite, read_inputs
 from ppokit.objectives.keys import LossKeys, PPOKeys
 from ppokit.objectives.keywords import LossKeywords
 from ppokit.objectives.networks import LossNetworks
-from ppokit.objectives.objective import critic_term, outputs_finite, ppo_objective, to_output
+from ppokit.objectives.objective import outputs_finite, ppo_objective, to_output
 from ppokit.objectives.options import (
     check_clip_value,
     check_exclude_dims,
     check_options,
     check_unsupported,
+    default_device,
+    per_head_entropy_coeff,
     resolve_alias,
 )
 from ppokit.objectives.protocol import LossProtocol
@@ -49,7 +47,13 @@ Compute = Callable[[LossInputs], tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 
 class PPOLoss(
-    LossProtocol, LossNetworks, ScheduledCoefficients, LossKeywords, AdvantageEstimation, LossKeys
+    LossProtocol,
+    CriticLoss,
+    LossNetworks,
+    ScheduledCoefficients,
+    LossKeywords,
+    AdvantageEstimation,
+    LossKeys,
 ):
     """Unclipped PPO loss: ``-ratio * advantage`` plus critic and entropy terms.
 
@@ -117,7 +121,7 @@ class PPOLoss(
         entropy_coef = resolve_alias(
             "entropy_coef", entropy_coef, "entropy_coeff", entropy_coeff, 0.01
         )
-        self._entropy_coeff_map = self._per_head_coeff(entropy_coef, actor_network)
+        self._entropy_coeff_map = per_head_entropy_coeff(entropy_coef, actor_network)
         if self._entropy_coeff_map is not None:
             entropy_coef = 0.0  # unused: the mapping weighs each head
         # TorchRL's default: a critic is trained with weight 1 when there is one
@@ -143,7 +147,7 @@ class PPOLoss(
         device = (
             torch.device(device)
             if device is not None
-            else self._default_device(actor_network, critic_network)
+            else default_device(actor_network, critic_network)
         )
         self.register_coefficient("entropy_coeff", entropy_coef, device=device)
         self.register_coefficient("critic_coeff", critic_coef, device=device)
@@ -181,26 +185,6 @@ class PPOLoss(
         self._set_deprecated_keys(
             advantage=advantage_key, value_target=value_target_key, value=value_key
         )
-
-    @staticmethod
-    def _per_head_coeff(coeff: Any, actor: Any) -> dict[NestedKey, float] | None:
-        """A per-head ``entropy_coeff`` mapping (composite policy), checked now where the
-        actor lists its heads; None for a scalar coefficient."""
-        if not isinstance(coeff, Mapping):
-            return None
-        heads = policy_keys(actor)
-        if heads is not None and isinstance(heads[0], list):
-            resolve_entropy_coeff(coeff, heads[0])  # unknown or missing heads raise here
-        return dict(coeff)
-
-    @staticmethod
-    def _default_device(*networks: nn.Module | None) -> torch.device:
-        # the coefficients live where the networks' parameters do (TorchRL's rule)
-        for net in networks:
-            if net is not None:
-                for p in net.parameters():
-                    return p.device
-        return torch.get_default_device()
 
     def _optional_keyword_keys(self) -> list[NestedKey]:
         # a keyword call may bring the advantage and targets (then no estimator runs)
@@ -347,38 +331,6 @@ class PPOLoss(
                 )
             out["composite_entropy"] = composite_entropy_td(terms)
         return out, extras
-
-    def loss_critic(
-        self, tensordict: TensorDictBase
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """The critic term alone, as TorchRL's ``loss_critic``.
-
-        Args:
-            tensordict: batch ``[*B]`` with what the critic reads, ``value_target``
-                ``[*B, 1]`` and, with ``clip_value``, the stored value ``[*B, 1]``.
-
-        Returns:
-            ``critic_coeff *`` the per-sample critic loss ``[*B, 1]`` (not reduced), the
-            fraction of clipped values (None without ``clip_value``) and the explained
-            variance (None with ``log_explained_variance=False``).
-        """
-        if self.critic_network is None:
-            raise ValueError("loss_critic() needs a critic: this loss was built without one.")
-        keys = self.tensor_keys
-        clip_value = self._coefficient("clip_value", traced=False)
-        inp = read_critic_inputs(tensordict, keys, clip_value=clip_value)
-        value = self._critic_value(inp, {}, keys.value, traced=False)
-        loss, clipped = critic_term(
-            value, inp.value_target, inp.old_value, clip_value, self.loss_critic_type
-        )
-        fraction = None if clipped is None else clipped.to(value.dtype).mean()
-        variance = (
-            explained_variance(inp.value_target, value.detach())
-            if self.log_explained_variance
-            else None
-        )
-        coeff = self._coefficient("critic_coeff", traced=False) if self._has_critic else 1.0
-        return coeff * loss, fraction, variance
 
     def _clip_epsilon(self, *, traced: bool = False) -> Any:
         """The ratio clip range of the surrogate term; None for plain PPO."""

@@ -19,7 +19,7 @@ The returned loss values agree with TorchRL's; the gradients of the KL term diff
 factor ``beta_new / beta_old`` when beta changed.
 
 Random draws: TorchRL computes the KL before the entropy bonus, so a seeded run agrees when
-the caller calls :func:`kl_term` before :func:`ppokit.objectives.composite.entropy_terms`.
+the caller calls :func:`kl_term` before :func:`ppokit.objectives.entropy.entropy_terms`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import CompositeDistribution, ProbabilisticTensorDictModule
 from torch import distributions as D
 
-from ppokit.objectives.composite import sample_and_score
+from ppokit.objectives.entropy import sample_and_score
 
 __all__ = [
     "kl_penalty",

@@ -24,7 +24,8 @@ from ppokit.internals.direct import ModulePlan, TensorReader
 from ppokit.internals.slots import ParamSlots
 from ppokit.internals.versions import direct_path_supported
 from ppokit.modules.distributions import deferred_param_checks
-from ppokit.objectives.composite import EntropyTerms, action_log_prob, entropy_terms
+from ppokit.objectives.composite import action_log_prob
+from ppokit.objectives.entropy import EntropyTerms, entropy_terms
 from ppokit.objectives.inputs import CriticInputs, LossInputs
 from ppokit.objectives.keys import PPOKeys, key_str
 from ppokit.objectives.network_inputs import explain_input_error

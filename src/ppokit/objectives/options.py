@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
+from tensordict.utils import NestedKey
 from torch import nn
 
 from ppokit.objectives import functional as PF
+from ppokit.objectives.composite import policy_keys
+from ppokit.objectives.entropy import resolve_entropy_coeff
 
 __all__ = [
     "check_clip_epsilon",
@@ -16,6 +20,8 @@ __all__ = [
     "check_exclude_dims",
     "check_options",
     "check_unsupported",
+    "default_device",
+    "per_head_entropy_coeff",
     "resolve_alias",
 ]
 
@@ -237,3 +243,33 @@ def check_unsupported(*, gamma: Any) -> None:
             f"gamma is not a loss option: the discount belongs to the value estimator. Call "
             f"loss.make_value_estimator('gae', gamma={gamma!r}) instead."
         )
+
+
+def per_head_entropy_coeff(coeff: Any, actor: Any) -> dict[NestedKey, float] | None:
+    """A per-head ``entropy_coeff`` mapping (composite policy), checked now where the actor
+    lists its heads; None for a scalar coefficient.
+
+    Example:
+        >>> per_head_entropy_coeff(0.01, None) is None
+        True
+    """
+    if not isinstance(coeff, Mapping):
+        return None
+    heads = policy_keys(actor)
+    if heads is not None and isinstance(heads[0], list):
+        resolve_entropy_coeff(coeff, heads[0])  # unknown or missing heads raise here
+    return dict(coeff)
+
+
+def default_device(*networks: nn.Module | None) -> torch.device:
+    """Where the loss's coefficients live: on the first parameter's device (TorchRL's rule).
+
+    Example:
+        >>> default_device(nn.Linear(2, 1))
+        device(type='cpu')
+    """
+    for net in networks:
+        if net is not None:
+            for p in net.parameters():
+                return p.device
+    return torch.get_default_device()

@@ -1,11 +1,13 @@
 """Training on Gymnasium tasks: configuration, the loop and what it is made of.
 
 - :mod:`~ppokit.train.config` the run's configuration and the iteration count;
+  :mod:`~ppokit.train.config_files` reading ``--config`` files;
   :mod:`~ppokit.train.validation` every field's allowed range (quoted by ``--help``);
   :mod:`~ppokit.train.presets` the published settings per task family
 - :mod:`~ppokit.train.setup` config, env sources and networks checked before any work;
   :mod:`~ppokit.train.build` networks, loss and optimizer from the config
-- :mod:`~ppokit.train.trainer` ``PPOTrainer`` (collect, advantages, update) and ``train()``;
+- :mod:`~ppokit.train.trainer` ``PPOTrainer`` (collect, advantages, update);
+  :mod:`~ppokit.train.api` ``train()`` in one call;
   :mod:`~ppokit.train.loop` the loop around them; :mod:`~ppokit.train.update` the update step
 - :mod:`~ppokit.train.collector` acting; :mod:`~ppokit.train.guards` the environment's
   NaN/Inf named before GAE; :mod:`~ppokit.train.normalization` running statistics

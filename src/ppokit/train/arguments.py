@@ -23,9 +23,9 @@ from ppokit.train.config import (
     TrainConfig,
     config_from_dict,
     default_run_dir,
-    load_config_file,
     validate_config,
 )
+from ppokit.train.config_files import load_config_file
 from ppokit.train.presets import preset_config
 from ppokit.train.rundir import (
     RunDirError,

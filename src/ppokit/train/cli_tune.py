@@ -14,7 +14,8 @@ from pathlib import Path
 import tyro
 
 from ppokit.train.arguments import UsageError
-from ppokit.train.config import config_from_dict, load_config_file, validate_config
+from ppokit.train.config import config_from_dict, validate_config
+from ppokit.train.config_files import load_config_file
 from ppokit.train.presets import preset_config
 
 __all__ = ["SPACE_NAMES", "TuneArgs", "run_tune"]

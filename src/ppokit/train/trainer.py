@@ -76,7 +76,6 @@ __all__ = [
     "check_world_support",
     "load_policy",
     "seed_everything",
-    "train",
 ]
 
 LOG_PROB_KEY = "action_log_prob"
@@ -392,25 +391,3 @@ class PPOTrainer:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         record_written(self.run_dir, f"checkpoints/{name}")
         return save_checkpoint(self.state_dict(wall_seconds=wall_seconds), self.ckpt_dir / name)
-
-
-def train(
-    env: EnvSource,
-    *,
-    actor: nn.Module | None = None,
-    critic: nn.Module | None = None,
-    run_dir: str | Path | None = None,
-    **config: Any,
-) -> TrainResult:
-    """Train PPO on ``env`` in one call: ``PPOTrainer(env=env, ...).train()``.
-
-    ``config``: any :class:`TrainConfig` field, over the preset of ``env`` (an id) or the
-    dataclass defaults (a callable or VectorEnv).
-
-    Example:
-        >>> import tempfile
-        >>> train("CartPole-v1", run_dir=tempfile.mkdtemp(), total_steps=256,
-        ...       eval_episodes=0, progress=False).env_steps
-        256
-    """
-    return PPOTrainer(env=env, actor=actor, critic=critic, run_dir=run_dir, **config).train()
