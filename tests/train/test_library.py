@@ -18,10 +18,11 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from torch import nn
 
 from ppokit import Categorical, ProbabilisticActor, ValueOperator
+from ppokit.train.api import train
 from ppokit.train.cli import main
 from ppokit.train.config import TrainConfig, config_from_dict, num_iterations
 from ppokit.train.policy import load_policy
-from ppokit.train.trainer import PPOTrainer, train
+from ppokit.train.trainer import PPOTrainer
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "guide" / "library.md"
 
