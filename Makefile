@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Installed before the project: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
+# pytest-xdist workers: the suite is mostly single-threaded Python, so one worker per core.
+TEST_WORKERS ?= 2
 
 .PHONY: setup test test-slow test-td015 lint typecheck docs train bench clean
 
@@ -25,7 +27,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 test: setup lint typecheck
-	$(BIN)/pytest -q -m "not slow" -x --timeout=600
+	$(BIN)/pytest -q -m "not slow" -x --timeout=600 -n $(TEST_WORKERS)
 
 test-slow: setup
 	$(BIN)/pytest -q -m slow --timeout=3600
@@ -35,8 +37,8 @@ test-td015:
 	$(PYTHON) -m venv .venv-td015
 	.venv-td015/bin/pip install -q --upgrade pip
 	.venv-td015/bin/pip install -q "$(TORCH_PIN)"
-	.venv-td015/bin/pip install -q -e ".[gym]" "tensordict>=0.15,<0.16" pytest pytest-timeout hypothesis
-	.venv-td015/bin/pytest -q -m "not slow and not distributed" --timeout=600 tests/objectives tests/value tests/modules
+	.venv-td015/bin/pip install -q -e ".[gym]" "tensordict>=0.15,<0.16" pytest pytest-timeout pytest-xdist hypothesis
+	.venv-td015/bin/pytest -q -m "not slow and not distributed" --timeout=600 -n $(TEST_WORKERS) tests/objectives tests/value tests/modules
 
 # The documentation site (mkdocs.yml, docs/); --strict turns every warning (a broken link, a
 # reference that does not resolve) into an error. Output in site/.
