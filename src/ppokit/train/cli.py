@@ -85,7 +85,7 @@ class PlotArgs:
     """Plot learning curves (return vs env steps) of one or more runs to a PNG."""
 
     run_dirs: tyro.conf.Positional[tuple[Path, ...]]
-    """Run directories (several seeds of one env are drawn as mean and spread)."""
+    """Run directories or sweep dirs (several seeds of one env: their mean with a 95% CI band)."""
     out: Path | None = None
     """Output PNG (default: <first run_dir>/learning_curve.png)."""
     metric: str = "episode_return_mean"

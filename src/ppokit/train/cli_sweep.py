@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Train one run per seed (as `ppokit train` subprocesses, single-threaded, N at a "
             "time) into DIR/seed-<k>, then write DIR/aggregate.json, DIR/aggregate.md (per-seed "
-            "final eval, mean ± std, interquartile mean with a bootstrap 95%% CI, worst seed) "
+            "final eval, mean ± std, interquartile mean with a bootstrap 95% CI, worst seed) "
             "and DIR/learning_curve.png. Rerun the same command to resume: finished seeds are "
             "skipped, interrupted ones resumed."
         ),
