@@ -150,6 +150,9 @@ def test_aggregate_files_hold_every_seed_and_name_the_missing(tmp_path):
     assert "| 2 | 880.0 ± 2.0 | 20 | 1,000 |" in md
     assert "interquartile mean: 3100.0, 95% CI [" in md and "worst seed: 2 (880.0)" in md
     assert "| 6 | missing: no summary.json" in md
+    (tmp_path / "aggregate.json").unlink()
+    assert main(["sweep", "--aggregate-only", "--sweep-dir", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "aggregate.json").read_text()) == agg  # recomputed the same
 
 
 def test_aggregate_command_refuses_a_dir_that_is_no_sweep(tmp_path, capsys):
@@ -172,6 +175,8 @@ def test_plot_of_a_sweep_dir_draws_its_seeds_with_a_band(tmp_path):
         _curve(tmp_path / f"seed-{seed}", [float(v) for v in values])
     out = plot_runs([tmp_path])  # seed 4 has no progress.csv yet: drawn without it
     assert out == tmp_path / "learning_curve.png" and out.stat().st_size > 1000
+    out.unlink()
+    assert main(["plot", str(tmp_path)]) == 0 and out.is_file()  # `ppokit plot SWEEP_DIR`
     curves = np.array([[10.0, 20.0, 30.0], [12.0, 25.0, 28.0], [8.0, 15.0, 40.0]])
     mean, low, high = mean_band(curves)
     assert mean.tolist() == pytest.approx([10.0, 20.0, 98.0 / 3])
