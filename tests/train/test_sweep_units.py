@@ -204,3 +204,11 @@ def test_bad_sweep_input_is_refused_before_anything_starts(tmp_path, capsys, arg
     assert code == 2
     assert message in err
     assert not sweep_dir.exists()  # nothing launched, nothing created
+
+
+def test_progress_reads_the_last_complete_row_only(tmp_path):
+    from ppokit.train.sweep_runner import _last_env_steps
+
+    (tmp_path / "progress.csv").write_text("env_steps,iteration\n256,1\n512,2\n76")  # mid-write
+    assert _last_env_steps(tmp_path) == 512
+    assert _last_env_steps(tmp_path / "absent") == 0

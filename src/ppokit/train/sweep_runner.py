@@ -72,10 +72,11 @@ def _last_env_steps(run_dir: Path) -> int:
     try:
         with open(path, "rb") as fh:
             fh.seek(max(0, path.stat().st_size - 4096))
-            lines = fh.read().decode(errors="replace").splitlines()
+            text = fh.read().decode(errors="replace")
     except OSError:
         return 0
-    for line in reversed(lines[:-1] if lines and not lines[-1] else lines):
+    lines = text.split("\n")[:-1]  # the piece after the last newline may be half-written
+    for line in reversed(lines):
         head = line.split(",", 1)[0]
         if head.isdigit():
             return int(head)
@@ -154,7 +155,7 @@ def run_seed_jobs(
             )
         stop.append(signum)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: _install(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while pending or running:
             if stop:
@@ -184,13 +185,23 @@ def run_seed_jobs(
                 time.sleep(_POLL_SECONDS)
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if handler is not None:
+                signal.signal(sig, handler)
         for r in running.values():  # only on an error of the sweep itself
             r.proc.terminate()
             r.proc.wait()
             r.log.close()
         bar.close()
     return [outcomes[j.seed] for j in jobs if j.seed in outcomes]
+
+
+def _install(sig: int, handler: Callable[[int, FrameType | None], None]) -> Any:
+    """Install ``handler`` for ``sig``; returns the previous one (``None`` off the main
+    thread, where signals cannot be changed: the sweep then runs without handlers)."""
+    try:
+        return signal.signal(sig, handler)
+    except ValueError:
+        return None
 
 
 def _describe(outcome: SeedOutcome, seconds: float) -> str:
