@@ -1,4 +1,4 @@
-"""``ppokit train | eval | plot | export | tune``: the command line (also ``python -m ppokit``).
+"""``ppokit train | eval | plot | export | tune | sweep``: the command line (``python -m ppokit``).
 
 ``train`` resolves its configuration in layers (dataclass defaults, the preset of ``--env``'s
 task family, a ``--config`` JSON/TOML file, then ``--<field>`` flags), checks everything that
@@ -26,6 +26,7 @@ from ppokit.train.arguments import (
     take_run_dir,
 )
 from ppokit.train.cli_export import run_export
+from ppokit.train.cli_sweep import run_sweep, run_sweep_aggregate
 from ppokit.train.cli_tune import run_tune
 from ppokit.train.config import TrainConfig
 from ppokit.train.presets import preset_name
@@ -44,7 +45,7 @@ __all__ = [
     "resolve_train_config",
 ]
 
-_USAGE = """usage: ppokit {train,eval,plot,export,tune} ...
+_USAGE = """usage: ppokit {train,eval,plot,export,tune,sweep,sweep-aggregate} ...
 
 Clipped PPO on Gymnasium tasks.
 
@@ -54,6 +55,8 @@ commands:
   plot    learning curves:    ppokit plot RUN_DIR [RUN_DIR ...] [--out FILE]
   export  deploy a policy:    ppokit export RUN_DIR --format {onnx,torchscript,exported-program}
   tune    search settings:    ppokit tune --env ID --trials N [--storage sqlite:///study.db]
+  sweep   one run per seed:   ppokit sweep --env ID --seeds 1-5 [--jobs N] [train flags ...]
+  sweep-aggregate             ppokit sweep-aggregate SWEEP_DIR (recompute the aggregate)
 
 `ppokit <command> --help` documents every option.
 """
@@ -82,7 +85,7 @@ class PlotArgs:
     """Plot learning curves (return vs env steps) of one or more runs to a PNG."""
 
     run_dirs: tyro.conf.Positional[tuple[Path, ...]]
-    """Run directories (several seeds of one env are drawn as mean and spread)."""
+    """Run directories or sweep dirs (several seeds of one env: their mean with a 95% CI band)."""
     out: Path | None = None
     """Output PNG (default: <first run_dir>/learning_curve.png)."""
     metric: str = "episode_return_mean"
@@ -102,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         "plot": _plot,
         "export": run_export,
         "tune": run_tune,
+        "sweep": run_sweep,
+        "sweep-aggregate": run_sweep_aggregate,
     }
     if command not in handlers:
         import difflib

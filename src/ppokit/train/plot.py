@@ -1,8 +1,10 @@
 """Learning curves of one or more runs (``progress.csv``) to a PNG, headless (Agg).
 
-Runs are grouped by environment id (from each run's ``config.json``). Every run is drawn as
-a thin line; a group of several runs (seeds) adds its mean, interpolated on a common step
-grid, with a band of one standard deviation.
+Runs are grouped by environment id (from each run's ``config.json``); a sweep dir (made by
+``ppokit sweep``, with a ``sweep.json``) stands for its seeds' run dirs and is a group of its
+own. Every run is drawn as a thin line; a group of several runs (seeds) adds their mean,
+interpolated on a common step grid, with a percentile-bootstrap 95% confidence band of that
+mean over the seeds (:func:`ppokit.train.sweep_stats.bootstrap_ci`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import numpy as np
 
 from ppokit.train.metrics import read_progress_csv
 from ppokit.train.rundir import holds_run, record_written
+from ppokit.train.sweep_plan import SWEEP_FILE, read_sweep_record, seed_run_dir
+from ppokit.train.sweep_stats import bootstrap_ci, mean_over_axis
 
-__all__ = ["load_curve", "plot_runs"]
+__all__ = ["load_curve", "mean_band", "plot_runs"]
 
 
 def load_curve(
@@ -50,6 +54,33 @@ def _env_of(run_dir: Path) -> str:
     return run_dir.name
 
 
+def _runs_of(path: Path) -> tuple[str | None, list[Path]]:
+    """``(group label, run dirs)``: a sweep dir's seeds that have a log, or the run itself."""
+    record = read_sweep_record(path) if (path / SWEEP_FILE).is_file() else None
+    if record is None:
+        return None, [path]
+    runs = [seed_run_dir(path, s) for s in record.seeds]
+    runs = [r for r in runs if (r / "progress.csv").is_file()]
+    if not runs:
+        raise FileNotFoundError(
+            f"Sweep dir {str(path)!r} has no seed with a progress.csv yet; run the sweep first."
+        )
+    return f"{record.env} ({path.name}, {len(runs)} seeds)", runs
+
+
+def mean_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds of ``curves`` ``[seeds, points]`` and its bootstrap 95% CI ``(low, high)``.
+
+    Example:
+        >>> curves = np.array([[0.0, 10.0], [2.0, 14.0], [1.0, 12.0]])
+        >>> mean, low, high = mean_band(curves)
+        >>> mean.tolist(), bool(np.all(low <= mean) and np.all(mean <= high))
+        ([1.0, 12.0], True)
+    """
+    low, high = bootstrap_ci(curves, mean_over_axis, axis=0)
+    return curves.mean(0), np.asarray(low), np.asarray(high)
+
+
 def plot_runs(
     run_dirs: list[str | Path],
     *,
@@ -57,6 +88,9 @@ def plot_runs(
     metric: str = "episode_return_mean",
 ) -> Path:
     """Write a PNG of ``metric`` vs env steps for ``run_dirs``; returns its path.
+
+    A sweep dir among ``run_dirs`` is drawn as its seeds' runs with their mean and its 95%
+    confidence band; the PNG goes to ``<first dir>/learning_curve.png`` unless ``out`` says.
 
     Example:
         >>> import tempfile
@@ -78,9 +112,11 @@ def plot_runs(
 
     dirs = [Path(d) for d in run_dirs]
     groups: dict[str, list[tuple[Path, np.ndarray, np.ndarray]]] = defaultdict(list)
-    for d in dirs:
-        steps, values = load_curve(d, metric)
-        groups[_env_of(d)].append((d, steps, values))
+    for path in dirs:
+        label, members = _runs_of(path)
+        for d in members:
+            steps, values = load_curve(d, metric)
+            groups[label or _env_of(d)].append((d, steps, values))
     if all(len(s) == 0 for runs in groups.values() for _, s, _ in runs):
         raise ValueError(
             f"Nothing to plot: the progress.csv of {', '.join(repr(str(d)) for d in dirs)} "
@@ -108,11 +144,9 @@ def plot_runs(
             if hi > lo:
                 grid = np.linspace(lo, hi, 200)
                 curves = np.stack([np.interp(grid, s, v) for s, v in usable])
-                mean, std = curves.mean(0), curves.std(0)
+                mean, low, high = mean_band(curves)
                 ax.plot(grid, mean, color="k", lw=2, label=f"mean of {len(usable)} runs")
-                ax.fill_between(
-                    grid, mean - std, mean + std, color="k", alpha=0.15, label="± 1 std"
-                )
+                ax.fill_between(grid, low, high, color="k", alpha=0.15, label="95% CI of the mean")
         ax.set_title(env)
         ax.set_xlabel("environment steps")
         ax.set_ylabel(metric.replace("_", " "))
