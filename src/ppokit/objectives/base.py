@@ -323,6 +323,7 @@ class PPOLoss(
             normalize_advantage=self.normalize_advantage,
             normalize_advantage_exclude_dims=self.normalize_advantage_exclude_dims,
             log_explained_variance=self.log_explained_variance,
+            batch_ndim=len(inp.batch),
         )
         if terms is not None and terms.per_head is not None:
             if "entropy_total" in extras:  # report the entropy itself, not the weighted sum

@@ -279,6 +279,13 @@ class LossNetworks(nn.Module):
         )
         return terms.total, terms.closed_form, terms
 
+    def _critic_output(self, work: TensorDictBase) -> TensorDictBase:
+        """The critic run through tensordict on ``work`` (its own parameters, detached
+        input with ``separate_losses``); returns what it wrote."""
+        critic: Any = self.critic_network
+        with self._run_critic():
+            return critic(work.detach() if self.separate_losses else work)
+
     def _critic_value(
         self, inp: LossInputs | CriticInputs, actor_env: dict, value_key: object, *, traced: bool
     ) -> torch.Tensor:
@@ -300,10 +307,7 @@ class LossNetworks(nn.Module):
                 if value is None:
                     value = reader.get(value_key)
             else:
-                critic_input = inp.work.detach() if self.separate_losses else inp.work
-                critic: Any = self.critic_network
-                with self._run_critic():
-                    value = critic(critic_input).get(value_key, None)
+                value = self._critic_output(inp.work).get(value_key, None)
         except (RuntimeError, TypeError) as error:  # diagnosed only on failure
             explain_input_error(self.critic_network, inp.work, role="critic", error=error)
             raise
@@ -313,9 +317,12 @@ class LossNetworks(nn.Module):
                 f"{list(getattr(self.critic_network, 'out_keys', []))}. Call "
                 "loss.set_keys(value=<the critic's output key>)."
             )
-        if tuple(value.shape) != (*inp.batch, 1):
+        # one value per sample: [*B, 1], or the value target's [*B, *T, 1] (per agent/token)
+        target = inp.value_target
+        expected = (*inp.batch, 1) if target is None else tuple(target.shape)
+        if tuple(value.shape) != expected:
             raise ValueError(
                 f"The critic's output {key_str(value_key)} has shape {tuple(value.shape)}, "
-                f"expected {(*inp.batch, 1)} (one value per sample)."
+                f"expected {expected} (one value per sample, the value target's shape)."
             )
         return value

@@ -15,6 +15,7 @@ import math
 import torch
 
 from ppokit.internals.tensordicts import scalar_tensordict
+from ppokit.objectives import diagnostics as PD
 from ppokit.objectives import functional as PF
 from ppokit.objectives.degenerate import check_not_empty, nan_without_samples
 
@@ -61,6 +62,8 @@ def capped_surrogate_term(
     max_importance_ratio: float | torch.Tensor | None,
     mask: torch.Tensor | None,
     log_is_weight: torch.Tensor | None = None,
+    *,
+    batch_ndim: int | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """:func:`surrogate_term` with a gradient-free correction of the ratio weighting the
     advantage, and its diagnostics.
@@ -101,8 +104,8 @@ def capped_surrogate_term(
         ]
         clipped = log_weight.clamp(bounds[0].log1p(), bounds[1].log1p()) + correction
         loss = -torch.minimum(capped.exp() * advantage, clipped.exp() * advantage)
-    diagnostics = PF.ratio_diagnostics(log_weight, clip_epsilon, mask)
-    weighted = PF.ratio_diagnostics(capped, None, mask)
+    diagnostics = PD.ratio_diagnostics(log_weight, clip_epsilon, mask, batch_ndim=batch_ndim)
+    weighted = PD.ratio_diagnostics(capped, None, mask, batch_ndim=batch_ndim)
     for key in ("ESS", "max_ratio", "mean_ratio"):
         diagnostics[key] = weighted[key]
     return loss, diagnostics
@@ -152,6 +155,7 @@ def ppo_objective(
     normalize_advantage: bool = False,
     normalize_advantage_exclude_dims: tuple[int, ...] = (),
     log_explained_variance: bool = True,
+    batch_ndim: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """The PPO losses and their diagnostics from log-probs, entropies and values.
 
@@ -188,6 +192,9 @@ def ppo_objective(
         normalize_advantage_exclude_dims: dims of the advantage kept apart in that
             standardisation (e.g. the agent dim).
         log_explained_variance: add the critic's ``explained_variance``.
+        batch_ndim: how many leading dims of ``log_prob`` are the data's batch; with
+            per-token (or per-agent) dims after them the ``ESS`` and ``explained_variance``
+            keep those dims, one per token (TorchRL's layout). None: all are batch dims.
 
     Returns:
         ``loss_objective`` and the detached ``kl_approx``, ``ESS``, ``max_ratio``,
@@ -221,10 +228,16 @@ def ppo_objective(
         log_is_weight = (prox_log_prob - old_log_prob).unsqueeze(-1)
     if max_importance_ratio is None and log_is_weight is None:
         policy_loss = surrogate_term(log_weight, advantage, clip_epsilon)
-        diagnostics = PF.ratio_diagnostics(log_weight, clip_epsilon, mask)
+        diagnostics = PD.ratio_diagnostics(log_weight, clip_epsilon, mask, batch_ndim=batch_ndim)
     else:
         policy_loss, diagnostics = capped_surrogate_term(
-            log_weight, advantage, clip_epsilon, max_importance_ratio, mask, log_is_weight
+            log_weight,
+            advantage,
+            clip_epsilon,
+            max_importance_ratio,
+            mask,
+            log_is_weight,
+            batch_ndim=batch_ndim,
         )
     if penalty is not None:
         policy_loss = policy_loss + penalty
@@ -251,7 +264,9 @@ def ppo_objective(
         else:
             out["loss_critic"] = PF.reduce_loss(critic_coeff * loss, reduction, mask)
         if log_explained_variance:
-            out["explained_variance"] = PF.explained_variance(value_target, value, mask)
+            out["explained_variance"] = PD.explained_variance(
+                value_target, value, mask, batch_ndim=batch_ndim
+            )
     # a mask with no valid sample: losses 0, statistics NaN (ppokit.objectives.degenerate)
     return nan_without_samples(out, mask, ("entropy", "value_clip_fraction", "explained_variance"))
 
