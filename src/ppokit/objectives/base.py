@@ -232,7 +232,18 @@ class PPOLoss(
         out, extras = compute(inputs)
         if not outputs_finite(out, extras):
             out = self._explain_non_finite(inputs, out, extras)
-        return to_output(out)
+        result = to_output(out)
+        self.after_call(result)
+        return result
+
+    def after_call(self, out: TensorDictBase) -> None:
+        """State updated from a call's output, after the loss is built (KLPEN's beta);
+        every way of running the loss (eager, compiled, fused update) calls it once."""
+
+    def compile_ready(self) -> bool:
+        """Whether the eager calls so far showed that a compiled graph reproduces the loss
+        (``ppokit.fast``; KLPEN: its KL has a traceable form)."""
+        return True
 
     def read_inputs(self, tensordict: TensorDictBase) -> LossInputs:
         """Read and check everything the loss needs from the data (no network runs here)."""
@@ -262,7 +273,7 @@ class PPOLoss(
         Python branches on the direct path, so that ``torch.compile`` can trace it.
         """
         actor_env: dict = {}
-        before = self._before_actor(inp)  # KLPEN: pi_old, before the actor overwrites it
+        before = self._before_actor(inp, traced=traced)  # KLPEN: pi_old, before the actor
         dist = self._policy_dist(inp, actor_env, traced=traced)
         # one log-prob per sample [*B], or per token [*B, T] (see inputs.read_inputs)
         sample_shape = inp.old_log_prob.shape
@@ -337,7 +348,7 @@ class PPOLoss(
         """The ratio clip range of the surrogate term; None for plain PPO."""
         return None
 
-    def _before_actor(self, inp: LossInputs) -> Any:
+    def _before_actor(self, inp: LossInputs, *, traced: bool) -> Any:
         """What the penalty needs from the data before the actor runs (none here)."""
         return None
 
