@@ -101,7 +101,7 @@ class CriticLoss:
         shapes must be equal: nothing is broadcast)."""
         keys = self.tensor_keys
         targets = tensordict.get(keys.value_target)
-        old_values = read_old_value(tensordict, keys.value, clip_value)
+        old_values: Any = read_old_value(tensordict, keys.value, clip_value)
         values = self._critic_output(tensordict.copy()).get(keys.value, None)
         if not is_tensor_collection(values):
             raise TypeError(
@@ -112,23 +112,9 @@ class CriticLoss:
             )
         terms: list[dict[Any, Any]] = [{}, {}, {}]
         for head in targets.keys(include_nested=True, leaves_only=True):
-            value, target = values.get(head, None), targets.get(head)
-            old = None if old_values is None else old_values.get(head, None)
-            for name, entry in (("critic's output", value), ("stored value", old)):
-                if (entry is None and name != "stored value") or (
-                    entry is not None and entry.shape != target.shape
-                ):
-                    shape = None if entry is None else tuple(entry.shape)
-                    raise ValueError(
-                        f"Value head {head!r}: the value target has shape "
-                        f"{tuple(target.shape)} but the {name} has {shape}; each head's "
-                        "value, target and stored value must have one shape."
-                    )
-            if clip_value is not None and old is None:
-                raise KeyError(
-                    f"clip_value is set but the stored value has no head {head!r}; store "
-                    f"the critic's output for every head under {key_str(keys.value)}."
-                )
+            target = targets.get(head)
+            value = _head_entry(values, head, target, "the critic's output")
+            old = None if old_values is None else _head_entry(old_values, head, target, "V_old")
             for store, part in zip(terms, self._critic_terms(value, target, old, clip_value)):
                 if part is not None:
                     store[head] = part
@@ -136,3 +122,16 @@ class CriticLoss:
             TensorDict(parts, batch_size=tensordict.batch_size if i == 0 else []) if parts else None
             for i, parts in enumerate(terms)
         )
+
+
+def _head_entry(entries: Any, head: Any, target: torch.Tensor, what: str) -> torch.Tensor:
+    """One value head's entry of ``entries``, of the target's shape (never broadcast)."""
+    entry = entries.get(head, None)
+    if entry is None or entry.shape != target.shape:
+        shape = None if entry is None else tuple(entry.shape)
+        raise ValueError(
+            f"Value head {head!r}: the value target has shape {tuple(target.shape)} but "
+            f"{what} has {'no such entry' if shape is None else shape}; each head's value, "
+            "target and stored value must have one shape."
+        )
+    return entry

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import tensordict
@@ -25,11 +26,10 @@ from ppokit.internals.slots import ParamSlots
 from ppokit.internals.versions import direct_path_supported
 from ppokit.modules.distributions import deferred_param_checks
 from ppokit.objectives.composite import action_log_prob
-from ppokit.objectives.entropy import EntropyTerms, entropy_terms
 from ppokit.objectives.inputs import CriticInputs, LossInputs
 from ppokit.objectives.keys import PPOKeys, key_str
 from ppokit.objectives.network_inputs import explain_input_error
-from ppokit.objectives.scoring import policy_entropy, policy_log_prob
+from ppokit.objectives.scoring import policy_log_prob
 
 __all__ = ["EXECUTION_PATHS", "LossNetworks"]
 
@@ -266,18 +266,11 @@ class LossNetworks(nn.Module):
             )
         return log_prob
 
-    def _entropy(
-        self, dist: D.Distribution, batch: torch.Size, *, mc: bool = False
-    ) -> tuple[torch.Tensor, bool, EntropyTerms | None]:
-        """Per-sample entropy ``[*B]``, whether it is the closed form, and (composite policy
-        only) the per-head terms."""
-        if not isinstance(dist, CompositeDistribution):
-            entropy, closed = policy_entropy(dist, batch, samples_mc=self.samples_mc_entropy, mc=mc)
-            return entropy, closed, None
-        terms = entropy_terms(
-            dist, batch_shape=batch, samples_mc_entropy=self.samples_mc_entropy, force_mc=mc
-        )
-        return terms.total, terms.closed_form, terms
+    def networks(self) -> Iterator[nn.Module]:
+        """The actor and (if any) critic networks, as passed in."""
+        yield self.actor_network
+        if self.critic_network is not None:
+            yield self.critic_network
 
     def _critic_output(self, work: TensorDictBase) -> TensorDictBase:
         """The critic run through tensordict on ``work`` (its own parameters, detached

@@ -23,6 +23,7 @@ __all__ = [
     "PROBED_KEYS",
     "capped_surrogate_term",
     "critic_term",
+    "objective_keys",
     "outputs_finite",
     "ppo_objective",
     "probe",
@@ -269,6 +270,30 @@ def ppo_objective(
             )
     # a mask with no valid sample: losses 0, statistics NaN (ppokit.objectives.degenerate)
     return nan_without_samples(out, mask, ("entropy", "value_clip_fraction", "explained_variance"))
+
+
+def objective_keys(
+    *, clipped: bool, entropy: bool, critic: bool, explained_variance: bool, value_clip: bool
+) -> list[str]:
+    """The entries :func:`ppo_objective` returns with these options, in a stable order.
+
+    Example:
+        >>> objective_keys(clipped=True, entropy=False, critic=False,
+        ...                explained_variance=True, value_clip=False)
+        ['loss_objective', 'kl_approx', 'ESS', 'max_ratio', 'mean_ratio', 'clip_fraction']
+    """
+    keys = ["loss_objective", "kl_approx", "ESS", "max_ratio", "mean_ratio"]
+    if clipped:
+        keys.append("clip_fraction")
+    if entropy:
+        keys += ["entropy", "loss_entropy"]
+    if critic:
+        keys.append("loss_critic")
+        if explained_variance:
+            keys.append("explained_variance")
+        if value_clip:
+            keys.append("value_clip_fraction")
+    return keys
 
 
 def probe(

@@ -199,7 +199,11 @@ def make_value_estimator(
         if getattr(value_type, "value_network", None) is None and value_network is not None:
             value_type.value_network = value_network
         return value_type
-    torchrl_cls = _torchrl_class(value_type) if _is_torchrl_member(value_type) else None
+    torchrl_cls = (
+        _torchrl_class(value_type)
+        if isinstance(value_type, Enum) and _is_torchrl_member(value_type)
+        else None
+    )
     if isinstance(value_type, type) and issubclass(value_type, nn.Module):
         cls: type[nn.Module] = value_type
     elif torchrl_cls is not None:
