@@ -2,9 +2,11 @@
 
 Names, keys and outputs follow TorchRL's ``torchrl.objectives`` so that TorchRL users and
 modules feel at home; TorchRL 0.14.1 is the numeric reference (see
-``tests/objectives/test_loss_parity_torchrl.py``). A call is: read and check the data
-(:mod:`ppokit.objectives.inputs`), run the networks (:mod:`ppokit.objectives.networks`),
-then the one pure function :func:`ppokit.objectives.objective.ppo_objective`.
+``tests/objectives/test_loss_parity_torchrl.py``). A call (:mod:`ppokit.objectives.running`)
+is: read and check the data (:mod:`ppokit.objectives.inputs`), run the networks
+(:mod:`ppokit.objectives.networks`), take the entropy (:mod:`ppokit.objectives.bonus`), then
+the one pure function :func:`ppokit.objectives.objective.ppo_objective`; the class itself
+holds the options and :meth:`PPOLoss.compute`, which wires those parts together.
 """
 
 from __future__ import annotations
