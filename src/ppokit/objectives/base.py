@@ -4,7 +4,7 @@ Names, keys and outputs follow TorchRL's ``torchrl.objectives`` so that TorchRL 
 modules feel at home; TorchRL 0.14.1 is the numeric reference (see
 ``tests/objectives/test_loss_parity_torchrl.py``). A call (:mod:`ppokit.objectives.running`)
 is: read and check the data (:mod:`ppokit.objectives.inputs`), run the networks
-(:mod:`ppokit.objectives.networks`), take the entropy (:mod:`ppokit.objectives.bonus`), then
+(:mod:`ppokit.objectives.networks`), score the policy (:mod:`ppokit.objectives.policy_terms`), then
 the one pure function :func:`ppokit.objectives.objective.ppo_objective`; the class itself
 holds the options and :meth:`PPOLoss.compute`, which wires those parts together.
 """
@@ -20,7 +20,6 @@ from tensordict.utils import NestedKey
 from torch import nn
 
 from ppokit.objectives.advantage import AdvantageEstimation
-from ppokit.objectives.bonus import EntropyBonus
 from ppokit.objectives.coefficients import ScheduledCoefficients
 from ppokit.objectives.critic import CriticLoss
 from ppokit.objectives.inputs import LossInputs
@@ -37,6 +36,7 @@ from ppokit.objectives.options import (
     resolve_alias,
     resolve_coefficients,
 )
+from ppokit.objectives.policy_terms import PolicyTerms
 from ppokit.objectives.protocol import LossProtocol
 from ppokit.objectives.running import Compute, LossRunner
 
@@ -45,7 +45,7 @@ __all__ = ["Compute", "PPOKeys", "PPOLoss"]
 
 class PPOLoss(
     LossRunner,
-    EntropyBonus,
+    PolicyTerms,
     LossProtocol,
     CriticLoss,
     LossNetworks,

@@ -17,7 +17,7 @@ from typing import Any
 import tensordict
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import CompositeDistribution, TensorDictModuleBase, TensorDictParams
+from tensordict.nn import TensorDictModuleBase, TensorDictParams
 from torch import distributions as D
 from torch import nn
 
@@ -25,11 +25,9 @@ from ppokit.internals.direct import ModulePlan, TensorReader
 from ppokit.internals.slots import ParamSlots
 from ppokit.internals.versions import direct_path_supported
 from ppokit.modules.distributions import deferred_param_checks
-from ppokit.objectives.composite import action_log_prob
 from ppokit.objectives.inputs import CriticInputs, LossInputs
 from ppokit.objectives.keys import PPOKeys, key_str
 from ppokit.objectives.network_inputs import explain_input_error
-from ppokit.objectives.scoring import policy_log_prob
 
 __all__ = ["EXECUTION_PATHS", "LossNetworks"]
 
@@ -243,28 +241,6 @@ class LossNetworks(nn.Module):
         except (RuntimeError, TypeError) as error:  # diagnosed only on failure: free otherwise
             explain_input_error(self.actor_network, inp.work, role="actor", error=error)
             raise
-
-    def _log_prob(self, dist: D.Distribution, action: Any, batch: torch.Size) -> torch.Tensor:
-        """``log pi(a|s)`` of the stored action ``[*B]`` (the one place the loss scores).
-
-        A composite policy scores every head's stored action (``action`` is then a tensor
-        for one head, or a TensorDict of the heads' actions) and sums them per sample.
-        """
-        if not isinstance(dist, CompositeDistribution):
-            return policy_log_prob(dist, action, batch)
-        key = self.tensor_keys.action
-        actions = (
-            action
-            if isinstance(action, TensorDictBase)
-            else TensorDict({key: action}, batch_size=action.shape[: len(batch)])
-        )
-        log_prob = action_log_prob(dist, actions, key, batch_shape=batch)
-        if log_prob.shape != batch:
-            raise ValueError(
-                f"The composite policy's log-prob has shape {tuple(log_prob.shape)}, expected "
-                f"the shape of the stored log-prob {tuple(batch)}."
-            )
-        return log_prob
 
     def networks(self) -> Iterator[nn.Module]:
         """The actor and (if any) critic networks, as passed in."""

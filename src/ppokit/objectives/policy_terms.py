@@ -1,9 +1,10 @@
-"""The entropy bonus of a PPO loss: which entropy, with which weight, reported how.
+"""What a PPO loss takes from its policy's distribution in one call.
 
-:class:`EntropyBonus` is the part of :class:`ppokit.PPOLoss` that turns the policy's
-distribution into the entropy term :func:`ppokit.objectives.objective.ppo_objective` scales:
-the closed form or a Monte-Carlo estimate (:mod:`ppokit.objectives.scoring`), per head for a
-composite policy (:mod:`ppokit.objectives.entropy`), weighted by one coefficient or by a
+:class:`PolicyTerms` is the part of :class:`ppokit.PPOLoss` that turns the distribution into
+the inputs of :func:`ppokit.objectives.objective.ppo_objective`: the log-prob of the stored
+action (:mod:`ppokit.objectives.scoring`, per head for a composite policy:
+:mod:`ppokit.objectives.composite`) and the entropy term, the closed form or a Monte-Carlo
+estimate (per head: :mod:`ppokit.objectives.entropy`), weighted by one coefficient or by a
 per-head mapping.
 """
 
@@ -12,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import CompositeDistribution
 from torch import distributions as D
 
+from ppokit.objectives.composite import action_log_prob
 from ppokit.objectives.entropy import (
     EntropyTerms,
     composite_entropy_td,
@@ -22,19 +25,42 @@ from ppokit.objectives.entropy import (
     entropy_terms,
 )
 from ppokit.objectives.functional import masked_mean
-from ppokit.objectives.scoring import policy_entropy
+from ppokit.objectives.scoring import policy_entropy, policy_log_prob
 
-__all__ = ["EntropyBonus"]
+__all__ = ["PolicyTerms"]
 
 
-class EntropyBonus:
-    """Mixin of :class:`~ppokit.PPOLoss`: the entropy term of one call."""
+class PolicyTerms:
+    """Mixin of :class:`~ppokit.PPOLoss`: the log-prob and entropy terms of one call."""
 
     # provided by PPOLoss
+    tensor_keys: Any
     entropy_bonus: bool
     samples_mc_entropy: int
     _entropy_coeff_map: Any
     _closed_form_entropy: bool | None
+
+    def _log_prob(self, dist: D.Distribution, action: Any, batch: torch.Size) -> torch.Tensor:
+        """``log pi(a|s)`` of the stored action ``[*B]`` (the one place the loss scores).
+
+        A composite policy scores every head's stored action (``action`` is then a tensor
+        for one head, or a TensorDict of the heads' actions) and sums them per sample.
+        """
+        if not isinstance(dist, CompositeDistribution):
+            return policy_log_prob(dist, action, batch)
+        key = self.tensor_keys.action
+        actions = (
+            action
+            if isinstance(action, TensorDictBase)
+            else TensorDict({key: action}, batch_size=action.shape[: len(batch)])
+        )
+        log_prob = action_log_prob(dist, actions, key, batch_shape=batch)
+        if log_prob.shape != batch:
+            raise ValueError(
+                f"The composite policy's log-prob has shape {tuple(log_prob.shape)}, expected "
+                f"the shape of the stored log-prob {tuple(batch)}."
+            )
+        return log_prob
 
     def _entropy(
         self, dist: D.Distribution, batch: torch.Size, *, mc: bool = False
