@@ -138,7 +138,7 @@ def test_compiled_loss_follows_a_schedule_without_recompiling():
 
 
 # --------------------------------------------------------------------------- value estimator
-def test_make_value_estimator_takes_another_value_network_and_torchrl_enum():
+def test_make_value_estimator_takes_another_value_network_and_a_member_name():
     # The loss only forwards to ppokit.value.estimators.make_value_estimator, whose defaults
     # (gamma 0.99, lambda 0.95) apply; value_network= replaces the critic it runs.
     from ppokit.value.estimators import make_value_estimator
@@ -146,7 +146,8 @@ def test_make_value_estimator_takes_another_value_network_and_torchrl_enum():
     actor, value = normal_actor(), critic()
     other = critic()
     loss = ClipPPOLoss(actor, value)
-    loss.make_value_estimator(torchrl_objectives.ValueEstimators.TDLambda, value_network=other)
+    # (TorchRL's enum member would build TorchRL's estimator: tests/value/test_estimators.py)
+    loss.make_value_estimator("TDLambda", value_network=other)
     reference = make_value_estimator("td_lambda", value_network=other)
     assert type(loss.value_estimator) is type(reference)
     assert (loss.value_estimator.gamma, loss.value_estimator.lmbda) == (

@@ -6,17 +6,27 @@ network; the slow case adds the value clip, a mask and TanhNormal's Monte-Carlo 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from loss_builders import make_batch
 from tensordict import TensorDict
-from tensordict.nn import ProbabilisticTensorDictModule, TensorDictModule
+from tensordict.nn import (
+    CompositeDistribution,
+    ProbabilisticTensorDictModule,
+    ProbabilisticTensorDictSequential,
+    TensorDictModule,
+)
 from torch import nn
 from torch.testing import assert_close
 
 from ppokit import (
+    Categorical,
     ClipPPOLoss,
+    FusedPPOUpdate,
     IndependentNormal,
+    KLPENPPOLoss,
     NormalParamExtractor,
     ProbabilisticActor,
     TanhNormal,
@@ -213,3 +223,113 @@ def test_probabilistic_module_with_custom_dist_falls_back():
     assert loss._actor_plan is None
     out = loss(make_batch(actor, (5,)))
     assert torch.isfinite(out["loss_objective"])
+
+
+# --------------------------------------------------------------------------- KL penalty
+def _klpen_setup(dist):
+    torch.manual_seed(0)
+    if dist is Categorical:
+        actor = ProbabilisticActor(
+            TensorDictModule(nn.Linear(OBS, 4), ["observation"], ["logits"]),
+            in_keys=["logits"],
+            distribution_class=Categorical,
+            return_log_prob=True,
+        )
+    else:
+        actor = _actor(dist)
+    critic = ValueOperator(nn.Linear(OBS, 1))
+    td = TensorDict({"observation": torch.randn(16, OBS)}, [16])
+    with torch.no_grad():
+        actor(td)  # keeps the distribution parameters pi_old is rebuilt from
+        for p in actor.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    td["advantage"], td["value_target"] = torch.randn(16, 1), torch.randn(16, 1)
+    twins = [copy.deepcopy(actor), copy.deepcopy(critic)]
+    # dtarg small: the KL is above 1.5 * dtarg, so beta doubles on every call
+    eager = KLPENPPOLoss(actor, critic, beta=0.5, dtarg=1e-4)
+    traced = KLPENPPOLoss(*twins, beta=0.5, dtarg=1e-4)
+    return eager, traced, td
+
+
+@pytest.mark.parametrize("dist", [Categorical, IndependentNormal, TanhNormal])
+def test_klpen_runs_in_the_graph_with_eager_numbers_gradients_and_beta(dist):
+    # closed-form KL (ppokit's traceable formulas) or, for TanhNormal, the sampled KL; the
+    # aot_eager backend traces as inductor does and draws the same random numbers as eager
+    eager, traced, td = _klpen_setup(dist)
+    compiled = compile_loss(traced, backend="aot_eager")
+    for seed in range(3):
+        torch.manual_seed(seed)
+        want = eager(td)
+        torch.manual_seed(seed)
+        got = compiled(td)
+        assert set(got.keys()) == set(want.keys())
+        for key in want.keys():
+            assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=key)
+        for a, b in zip(
+            _grads(got, list(traced.parameters())), _grads(want, list(eager.parameters()))
+        ):
+            assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert_close(traced.beta, eager.beta)
+    assert float(eager.beta) == 0.5 * 2**3  # the update really ran, in both
+    assert (compiled.eager_calls, compiled.compiled_calls) == (1, 2)
+
+
+def test_klpen_with_a_kl_only_torch_knows_runs_eagerly():
+    # a Beta policy: torch's kl_divergence has its closed form, ppokit's formulas do not, and
+    # that lookup cannot be traced, so every call runs the eager loss (same numbers)
+    class Conc(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(OBS, 2)
+
+        def forward(self, obs):
+            c = nn.functional.softplus(self.lin(obs)) + 0.5
+            return c[..., 0], c[..., 1]
+
+    actor = ProbabilisticActor(
+        TensorDictModule(Conc(), ["observation"], ["concentration1", "concentration0"]),
+        in_keys=["concentration1", "concentration0"],
+        distribution_class=torch.distributions.Beta,
+        return_log_prob=True,
+    )
+    td = TensorDict({"observation": torch.randn(8, OBS)}, [8])
+    with torch.no_grad():
+        actor(td)
+    td["advantage"] = torch.randn(8, 1)
+    compiled = compile_loss(KLPENPPOLoss(actor, None), backend="aot_eager")
+    for _ in range(3):
+        compiled(td)
+    assert (compiled.eager_calls, compiled.compiled_calls) == (3, 0)
+    assert compiled.loss._kl_form == "torch"
+
+
+def test_composite_policies_are_refused_at_construction():
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(OBS, 5)
+
+        def forward(self, obs):
+            out = self.lin(obs)
+            return out[..., :2], out[..., 2:]
+
+    net = TensorDictModule(
+        TwoHeads(), ["observation"], [("params", "move", "logits"), ("params", "grip", "logits")]
+    )
+    heads = ProbabilisticTensorDictModule(
+        in_keys=["params"],
+        out_keys=["move", "grip"],
+        distribution_class=CompositeDistribution,
+        distribution_kwargs={
+            "distribution_map": {"move": torch.distributions.Categorical, "grip": Categorical}
+        },
+        return_log_prob=True,
+    )
+    loss = ClipPPOLoss(
+        ProbabilisticTensorDictSequential(net, heads), ValueOperator(nn.Linear(OBS, 1))
+    )
+    with pytest.raises(TypeError, match=r"compile_loss cannot compile .*several action heads"):
+        compile_loss(loss)
+    opt = torch.optim.Adam(loss.parameters())
+    with pytest.raises(TypeError, match=r"FusedPPOUpdate cannot compile .*eager update"):
+        FusedPPOUpdate(loss, opt)

@@ -19,6 +19,7 @@ from ppokit import (
     ClipPPOLoss,
     FusedPPOUpdate,
     IndependentNormal,
+    KLPENPPOLoss,
     ProbabilisticActor,
     ValueOperator,
 )
@@ -37,7 +38,7 @@ class _Gaussian(nn.Module):
         return loc, self.log_std.exp().expand_as(loc)
 
 
-def _setup(kind: str, *, lr: float = 0.05, seed: int = 0, **loss_kw):
+def _setup(kind: str, *, lr: float = 0.05, seed: int = 0, loss_cls=ClipPPOLoss, **loss_kw):
     torch.manual_seed(seed)
     if kind == "gaussian":
         params = TensorDictModule(_Gaussian(), in_keys=["observation"], out_keys=["loc", "scale"])
@@ -59,7 +60,7 @@ def _setup(kind: str, *, lr: float = 0.05, seed: int = 0, **loss_kw):
     critic = ValueOperator(
         nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, 1)), in_keys=["observation"]
     )
-    loss = ClipPPOLoss(actor, critic, entropy_coef=0.01, **loss_kw)
+    loss = loss_cls(actor, critic, entropy_coef=0.01, **loss_kw)
     opt = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=lr, eps=1e-5)
     return loss, opt
 
@@ -134,6 +135,31 @@ def test_fused_steps_match_the_eager_update(kind, max_grad_norm):
     # the parameters moved: the comparison is not between two untouched networks
     fresh, _ = _setup(kind)
     assert any(not torch.equal(p, q) for p, q in zip(loss_f.parameters(), fresh.parameters()))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+def test_klpen_fused_steps_match_the_eager_update(kind):
+    # the KL penalty's closed form runs in the graph; beta adapts after each minibatch as
+    # the eager loss's call does
+    options = {"loss_cls": KLPENPPOLoss, "beta": 0.5, "dtarg": 1e-4}
+    loss_f, opt_f = _setup(kind, lr=0.01, **options)
+    loss_e, opt_e = _setup(kind, lr=0.01, **options)
+    update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=0.5, backend="aot_eager")
+    betas = []
+    for i, td in enumerate(_batches(loss_f, 4)):
+        out_f, _, applied = update(td.clone())
+        out_e, _ = _reference_step(loss_e, opt_e, td.clone(), 0.5)
+        assert applied
+        for key in ("loss_objective", "loss_critic", "kl", "kl_approx"):
+            torch.testing.assert_close(
+                out_f[key], out_e[key].detach(), rtol=1e-4, atol=1e-6, msg=f"step {i}: {key}"
+            )
+        torch.testing.assert_close(loss_f.beta, loss_e.beta)
+        betas.append(float(loss_e.beta))
+    assert (update.eager_calls, update.fused_calls) == (1, 3)
+    assert len(set(betas)) > 1  # beta really adapted (no KL at first, then above 1.5 dtarg)
+    for p_f, p_e in zip(opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"]):
+        torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
 
 
 def test_a_changed_learning_rate_is_used_without_a_new_graph():

@@ -15,7 +15,7 @@ import torch
 from loss_builders import critic, make_batch, normal_actor
 
 from ppokit import ClipPPOLoss, PPOLoss
-from ppokit.objectives import functional as PF
+from ppokit.objectives import diagnostics as PD
 from ppokit.objectives.objective import ppo_objective
 
 DIAGNOSTICS = [
@@ -98,11 +98,11 @@ def test_one_valid_sample_equals_the_loss_on_that_sample_alone():
 
 def test_ratio_diagnostics_without_valid_samples_are_nan_not_inf():
     log_weight = torch.tensor([[0.1], [-0.3]])
-    stats = PF.ratio_diagnostics(log_weight, 0.2, torch.tensor([[False], [False]]))
+    stats = PD.ratio_diagnostics(log_weight, 0.2, torch.tensor([[False], [False]]))
     assert sorted(stats) == ["ESS", "clip_fraction", "kl_approx", "max_ratio", "mean_ratio"]
     assert all(math.isnan(float(v)) for v in stats.values()), stats
     # with one valid sample, r = exp(0.1): max = mean = 1.10517, ESS = 1, kl = -0.1, clip 0
-    one = PF.ratio_diagnostics(log_weight, 0.2, torch.tensor([[True], [False]]))
+    one = PD.ratio_diagnostics(log_weight, 0.2, torch.tensor([[True], [False]]))
     torch.testing.assert_close(one["max_ratio"], torch.tensor(1.1051709))
     torch.testing.assert_close(one["mean_ratio"], torch.tensor(1.1051709))
     torch.testing.assert_close(one["ESS"], torch.tensor(1.0))

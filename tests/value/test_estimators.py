@@ -287,10 +287,32 @@ def test_make_value_estimator():
         make_value_estimator("retrace", value_network=critic)
 
 
-def test_make_value_estimator_accepts_torchrl_enum():
-    utils = pytest.importorskip("torchrl.objectives.utils")
-    est = make_value_estimator(utils.ValueEstimators.TDLambda, value_network=None)
-    assert isinstance(est, TDLambdaEstimate)
+def test_torchrl_enum_builds_torchrl_estimator_and_ppokit_names_build_ppokit_ones():
+    # TorchRL's enum member names TorchRL's estimator class (what TorchRL's losses build and
+    # its users check with isinstance); a string or ppokit's member builds ppokit's class.
+    pytest.importorskip("torchrl")
+    from torchrl.objectives import ValueEstimators as TorchRLEstimators
+    from torchrl.objectives import value as torchrl_value
+
+    expected = {
+        "TD0": torchrl_value.TD0Estimator,
+        "TD1": torchrl_value.TD1Estimator,
+        "TDLambda": torchrl_value.TDLambdaEstimator,
+        "GAE": torchrl_value.GAE,
+        "MAGAE": torchrl_value.MultiAgentGAE,
+        "VTrace": torchrl_value.VTrace,
+    }
+    actor = TensorDictModule(nn.Linear(1, 1), ["observation"], ["loc"])
+    for member in TorchRLEstimators:
+        est = make_value_estimator(member, value_network=None, actor_network=actor)
+        assert type(est) is expected[member.name], member
+        assert float(est.gamma) == pytest.approx(0.99)  # the defaults are TorchRL's
+        if member.name in ("GAE", "TDLambda", "MAGAE"):
+            assert float(est.lmbda) == pytest.approx(0.95)
+    assert isinstance(make_value_estimator("TDLambda", value_network=None), TDLambdaEstimate)
+    assert isinstance(
+        make_value_estimator(ValueEstimators.TDLambda, value_network=None), TDLambdaEstimate
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from ppokit.objectives.inputs import LossInputs
 
 __all__ = [
     "CompiledLoss",
+    "check_compilable",
     "compile_loss",
     "network_keys",
     "traceable",
@@ -46,7 +47,8 @@ class CompiledLoss(nn.Module):
     output. ``compiled.loss`` is the wrapped loss (its parameters are this module's).
 
     Args:
-        loss: a ppokit ``PPOLoss`` / ``ClipPPOLoss``.
+        loss: a ppokit ``PPOLoss`` / ``ClipPPOLoss`` / ``KLPENPPOLoss`` (single-head
+            policy; see :func:`check_compilable`).
 
     Keyword Args:
         fullgraph: fail rather than split the graph (default True: the loss has no
@@ -67,10 +69,7 @@ class CompiledLoss(nn.Module):
         backend: str = "inductor",
     ) -> None:
         super().__init__()
-        if not isinstance(loss, PPOLoss):
-            raise TypeError(
-                f"compile_loss expects a ppokit PPOLoss/ClipPPOLoss, got {type(loss).__name__}."
-            )
+        check_compilable(loss, "compile_loss")
         self.loss = loss
         self._warm = False
         self.eager_calls = 0  #: calls that ran eagerly (first call, fallbacks)
@@ -132,6 +131,29 @@ class CompiledLoss(nn.Module):
         return out, extras
 
 
+def check_compilable(loss: object, caller: str) -> None:
+    """Refuse, with the reason, a loss ``ppokit.fast`` cannot run as a graph.
+
+    A composite (multi-head) policy builds tensordict's ``CompositeDistribution`` from a
+    sub-TensorDict of parameters, which the direct path (:mod:`ppokit.internals.direct`)
+    that the graph is traced through does not reproduce: such a loss would only ever run
+    eagerly, so it is refused here rather than slowed down by a compiler that never runs.
+    """
+    if not isinstance(loss, PPOLoss):
+        raise TypeError(
+            f"{caller} expects a ppokit PPOLoss/ClipPPOLoss/KLPENPPOLoss, got "
+            f"{type(loss).__name__}."
+        )
+    action = loss.tensor_keys.action
+    if isinstance(action, list):
+        raise TypeError(
+            f"{caller} cannot compile a loss whose policy has several action heads "
+            f"({action}, a CompositeDistribution): its distribution is built from a "
+            "sub-TensorDict of parameters, which the compiled path does not trace. Use the "
+            "eager loss (loss(td)) and the eager update for composite actions."
+        )
+
+
 def with_own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` (a function or bound method) with a code object of its own, for ``torch.compile``.
 
@@ -166,7 +188,7 @@ def traceable(loss: PPOLoss, inp: LossInputs) -> bool:
     parameters the policy uses, the entropy form), on the fast path (plain chains of
     TensorDict modules), and while the networks run on their own parameters.
     """
-    if not (inp.fast and loss._overlap_resolved):
+    if not (inp.fast and loss._overlap_resolved and loss.compile_ready()):
         return False
     if loss.entropy_bonus and loss._closed_form_entropy is None:
         return False
@@ -214,12 +236,13 @@ def traced_args(loss: PPOLoss, inp: LossInputs, keys: list) -> tuple:
 
 
 def network_keys(loss: PPOLoss) -> list:
-    """The data keys the loss's networks read (the tensors a traced call is given)."""
+    """The data keys the loss's networks read (the tensors a traced call is given), and
+    those it reads beyond them (KLPEN: the stored distribution parameters)."""
     keys = loss.actor_plan().external_keys()
     if loss._has_critic:
         produced = loss.actor_plan().written_keys()
         keys += [k for k in loss.critic_plan().external_keys(produced) if k not in keys]
-    return keys
+    return keys + [k for k in loss._extra_in_keys() if k not in keys]
 
 
 def compile_loss(

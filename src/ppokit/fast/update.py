@@ -19,7 +19,13 @@ from tensordict import TensorDictBase
 from tensordict.nn import set_interaction_type
 from torch import nn
 
-from ppokit.fast.compile import network_keys, traceable, traced_args, with_own_code
+from ppokit.fast.compile import (
+    check_compilable,
+    network_keys,
+    traceable,
+    traced_args,
+    with_own_code,
+)
 from ppokit.objectives.base import PPOLoss
 from ppokit.objectives.inputs import LossInputs
 from ppokit.objectives.objective import probe, to_output
@@ -86,7 +92,8 @@ class FusedPPOUpdate:
     minibatch, so the loss's own checks say which input is to blame, as without fusion.
 
     Args:
-        loss: a ppokit ``ClipPPOLoss`` / ``PPOLoss`` with separate actor and critic networks.
+        loss: a ppokit ``ClipPPOLoss`` / ``PPOLoss`` / ``KLPENPPOLoss`` with separate actor
+            and critic networks and a single-head policy.
         optimizer: a ``torch.optim.Adam`` over exactly the parameters those networks use, in
             one parameter group, without ``amsgrad``, ``maximize``, ``weight_decay`` or
             ``differentiable``.
@@ -132,10 +139,7 @@ class FusedPPOUpdate:
         backend: str = "inductor",
         eager_step: EagerStep = eager_update,
     ) -> None:
-        if not isinstance(loss, PPOLoss):
-            raise TypeError(
-                f"FusedPPOUpdate expects a ppokit PPOLoss/ClipPPOLoss, got {type(loss).__name__}."
-            )
+        check_compilable(loss, "FusedPPOUpdate")
         if type(optimizer) is not torch.optim.Adam:
             raise TypeError(
                 f"FusedPPOUpdate runs Adam's update rule in its graph, so it needs "
@@ -287,15 +291,15 @@ class FusedPPOUpdate:
                 tuple(group["betas"]),
                 group["eps"],
             )
-        if bool(apply):
-            self.fused_calls += 1
-            out.pop("entropy_all", None)
-            return UpdateResult(to_output(out), norm, True)
         if not bool(finite):
             return self._eager(tensordict, target_kl)  # the loss's checks name the culprit
         self.fused_calls += 1
         out.pop("entropy_all", None)
-        return UpdateResult(to_output(out), None, False)  # KL over target: nothing applied
+        result = to_output(out)
+        loss.after_call(result)  # as the eager loss's call does (KLPEN: beta's update)
+        if bool(apply):
+            return UpdateResult(result, norm, True)
+        return UpdateResult(result, None, False)  # KL over target: nothing applied
 
     def _eager(self, tensordict: TensorDictBase, target_kl: float | None) -> UpdateResult:
         self._warm = True

@@ -341,6 +341,11 @@ class ModulePlan:
                 self.run(reader, batch)
         else:
             self.run(reader, batch)
+        return self.build_dist(reader)
+
+    def build_dist(self, reader: TensorReader) -> D.Distribution:
+        """The actor's distribution from the parameters ``reader`` holds (no network runs;
+        e.g. the behaviour policy from the parameters stored with the data)."""
         if self.dist_module is None:
-            raise TypeError("get_dist() needs an actor's plan (ModulePlan.for_actor).")
+            raise TypeError("build_dist() needs an actor's plan (ModulePlan.for_actor).")
         return self.dist_module.get_dist(reader)

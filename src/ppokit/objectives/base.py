@@ -2,14 +2,15 @@
 
 Names, keys and outputs follow TorchRL's ``torchrl.objectives`` so that TorchRL users and
 modules feel at home; TorchRL 0.14.1 is the numeric reference (see
-``tests/objectives/test_loss_parity_torchrl.py``). A call is: read and check the data
-(:mod:`ppokit.objectives.inputs`), run the networks (:mod:`ppokit.objectives.networks`),
-then the one pure function :func:`ppokit.objectives.objective.ppo_objective`.
+``tests/objectives/test_loss_parity_torchrl.py``). A call (:mod:`ppokit.objectives.running`)
+is: read and check the data (:mod:`ppokit.objectives.inputs`), run the networks
+(:mod:`ppokit.objectives.networks`), score the policy (:mod:`ppokit.objectives.policy_terms`), then
+the one pure function :func:`ppokit.objectives.objective.ppo_objective`; the class itself
+holds the options and :meth:`PPOLoss.compute`, which wires those parts together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -18,35 +19,33 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
 
-from ppokit.internals.direct import TensorReader
 from ppokit.objectives.advantage import AdvantageEstimation
 from ppokit.objectives.coefficients import ScheduledCoefficients
 from ppokit.objectives.critic import CriticLoss
-from ppokit.objectives.entropy import composite_entropy_td, entropy_loss
-from ppokit.objectives.functional import masked_mean
-from ppokit.objectives.inputs import LossInputs, check_finite, read_inputs
+from ppokit.objectives.inputs import LossInputs
 from ppokit.objectives.keys import LossKeys, PPOKeys
 from ppokit.objectives.keywords import LossKeywords
 from ppokit.objectives.networks import LossNetworks
-from ppokit.objectives.objective import outputs_finite, ppo_objective, to_output
+from ppokit.objectives.objective import objective_keys, ppo_objective
 from ppokit.objectives.options import (
     check_clip_value,
     check_exclude_dims,
     check_options,
     check_unsupported,
     default_device,
-    per_head_entropy_coeff,
     resolve_alias,
+    resolve_coefficients,
 )
+from ppokit.objectives.policy_terms import PolicyTerms
 from ppokit.objectives.protocol import LossProtocol
+from ppokit.objectives.running import Compute, LossRunner
 
 __all__ = ["Compute", "PPOKeys", "PPOLoss"]
 
-#: ``compute(inputs) -> (out, extras)``: how :meth:`PPOLoss.run` evaluates read inputs
-Compute = Callable[[LossInputs], tuple[dict[str, torch.Tensor], dict[str, Any]]]
-
 
 class PPOLoss(
+    LossRunner,
+    PolicyTerms,
     LossProtocol,
     CriticLoss,
     LossNetworks,
@@ -118,19 +117,11 @@ class PPOLoss(
         actor_network = resolve_alias("actor_network", actor_network, "actor", actor, None)
         critic_network = resolve_alias("critic_network", critic_network, "critic", critic, None)
         check_unsupported(gamma=gamma)
-        entropy_coef = resolve_alias(
-            "entropy_coef", entropy_coef, "entropy_coeff", entropy_coeff, 0.01
-        )
-        self._entropy_coeff_map = per_head_entropy_coeff(entropy_coef, actor_network)
-        if self._entropy_coeff_map is not None:
-            entropy_coef = 0.0  # unused: the mapping weighs each head
-        # TorchRL's default: a critic is trained with weight 1 when there is one
-        critic_coef = resolve_alias(
-            "critic_coef",
-            critic_coef,
-            "critic_coeff",
-            critic_coeff,
-            1.0 if critic_network is not None else 0.0,
+        entropy_coef, self._entropy_coeff_map, critic_coef = resolve_coefficients(
+            (entropy_coef, entropy_coeff),
+            (critic_coef, critic_coeff),
+            actor_network,
+            critic_network,
         )
         reduction = "mean" if reduction is None else reduction
         check_options(
@@ -162,14 +153,11 @@ class PPOLoss(
             self._clip_epsilon_for_value,
             asymmetric=getattr(self, "_asymmetric_clip", False),
         )
-        if clip_value is None:
-            self.clip_value = None
-        else:
-            self.register_coefficient("clip_value", clip_value, device=device)
-        if max_importance_ratio is None:
-            self.max_importance_ratio = None
-        else:  # a schedulable buffer, as in TorchRL
-            self.register_coefficient("max_importance_ratio", max_importance_ratio, device=device)
+        for name, value in (
+            ("clip_value", clip_value),
+            ("max_importance_ratio", max_importance_ratio),
+        ):
+            self.register_optional_coefficient(name, value, device=device)  # off when None
         self.check_inputs = bool(check_inputs)
         self._has_critic = critic_network is not None and float(critic_coef) != 0.0
         self._init_networks(actor_network, critic_network, functional=bool(functional))
@@ -193,18 +181,13 @@ class PPOLoss(
 
     def _all_out_keys(self) -> list[str]:
         """Names of the entries :meth:`forward` returns with the current options."""
-        keys = ["loss_objective", "kl_approx", "ESS", "max_ratio", "mean_ratio"]
-        if self._clip_epsilon() is not None:
-            keys.append("clip_fraction")
-        if self.entropy_bonus:
-            keys += ["entropy", "loss_entropy"]
-        if self._has_critic:
-            keys += ["loss_critic"]
-            if self.log_explained_variance:
-                keys.append("explained_variance")
-            if self.clip_value is not None:
-                keys.append("value_clip_fraction")
-        return keys
+        return objective_keys(
+            clipped=self._clip_epsilon() is not None,
+            entropy=self.entropy_bonus,
+            critic=self._has_critic,
+            explained_variance=self.log_explained_variance,
+            value_clip=self.clip_value is not None,
+        )
 
     # ------------------------------------------------------------------ the loss
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -220,31 +203,6 @@ class PPOLoss(
             ``reduction="none"``) and detached diagnostics.
         """
         return self.run(tensordict, self.compute)
-
-    def run(self, tensordict: TensorDictBase, compute: Compute) -> TensorDictBase:
-        """:meth:`forward` with another evaluation of the read inputs (a compiled one).
-
-        Reads and checks the data, calls ``compute(inputs)`` (:meth:`compute` or a graph
-        that reproduces it), checks the outputs are finite (else names the culprit) and
-        builds the output TensorDict.
-        """
-        inputs = self.read_inputs(tensordict)
-        out, extras = compute(inputs)
-        if not outputs_finite(out, extras):
-            out = self._explain_non_finite(inputs, out, extras)
-        return to_output(out)
-
-    def read_inputs(self, tensordict: TensorDictBase) -> LossInputs:
-        """Read and check everything the loss needs from the data (no network runs here)."""
-        return read_inputs(
-            tensordict,
-            self.tensor_keys,
-            loss_name=type(self).__name__,
-            direct=self._choose_path(),
-            needs_value_target=self._has_critic,
-            clip_value=self.clip_value if self._has_critic else None,
-            estimate_advantage=self._estimate_advantage,
-        )
 
     def compute(
         self, inp: LossInputs, *, mc_entropy: bool = False, traced: bool = False
@@ -262,7 +220,7 @@ class PPOLoss(
         Python branches on the direct path, so that ``torch.compile`` can trace it.
         """
         actor_env: dict = {}
-        before = self._before_actor(inp)  # KLPEN: pi_old, before the actor overwrites it
+        before = self._before_actor(inp, traced=traced)  # KLPEN: pi_old, before the actor
         dist = self._policy_dist(inp, actor_env, traced=traced)
         # one log-prob per sample [*B], or per token [*B, T] (see inputs.read_inputs)
         sample_shape = inp.old_log_prob.shape
@@ -272,24 +230,9 @@ class PPOLoss(
         extras: dict[str, Any] = {}
         # the penalty's draws (a sampled KL) come before the entropy's, as in TorchRL
         penalty = self._penalty(before, dist, sample_shape, extras)
-        entropy = terms = None
-        entropy_coeff = self._entropy_coeff_map
-        if self.entropy_bonus:
-            entropy, extras["closed_form_entropy"], terms = self._entropy(
-                dist, sample_shape, mc=mc_entropy
-            )
-            if not traced and not mc_entropy:  # what a compiled call will do (compile_loss)
-                self._closed_form_entropy = extras["closed_form_entropy"]
-            if inp.mask is not None:
-                extras["entropy_all"] = entropy.detach().sum()
-            if entropy_coeff is not None:
-                if terms is None:
-                    raise TypeError(
-                        "entropy_coeff is a per-head mapping but the policy's distribution is "
-                        f"{type(dist).__name__}, not a CompositeDistribution; give a float."
-                    )
-                # the objective scales by 1: the coefficients are inside the weighted sum
-                extras["entropy_total"], entropy = entropy, -entropy_loss(terms, entropy_coeff)
+        entropy, terms = self._entropy_term(
+            dist, sample_shape, inp.mask, extras, mc=mc_entropy, traced=traced
+        )
         prox = self._proximal_dist(inp.work)  # delay_actor: the proximal policy (no grad)
         prox_log_prob = None if prox is None else self._log_prob(prox, inp.action, sample_shape)
         value = None
@@ -313,7 +256,7 @@ class PPOLoss(
             advantage_scale=self._advantage_scale(),
             entropy_coeff=(
                 1.0
-                if entropy_coeff is not None
+                if self._entropy_coeff_map is not None
                 else self._coefficient("entropy_coeff", traced=traced)
             ),
             critic_coeff=self._coefficient("critic_coeff", traced=traced),
@@ -323,20 +266,16 @@ class PPOLoss(
             normalize_advantage=self.normalize_advantage,
             normalize_advantage_exclude_dims=self.normalize_advantage_exclude_dims,
             log_explained_variance=self.log_explained_variance,
+            batch_ndim=len(inp.batch),
         )
-        if terms is not None and terms.per_head is not None:
-            if "entropy_total" in extras:  # report the entropy itself, not the weighted sum
-                out["entropy"] = masked_mean(
-                    extras["entropy_total"].detach().unsqueeze(-1), inp.mask
-                )
-            out["composite_entropy"] = composite_entropy_td(terms)
+        self._report_heads(out, terms, extras, inp.mask)
         return out, extras
 
     def _clip_epsilon(self, *, traced: bool = False) -> Any:
         """The ratio clip range of the surrogate term; None for plain PPO."""
         return None
 
-    def _before_actor(self, inp: LossInputs) -> Any:
+    def _before_actor(self, inp: LossInputs, *, traced: bool) -> Any:
         """What the penalty needs from the data before the actor runs (none here)."""
         return None
 
@@ -345,36 +284,6 @@ class PPOLoss(
     ) -> torch.Tensor | None:
         """A per-sample term ``[*B, 1]`` added to the surrogate (KLPEN's); None here."""
         return None
-
-    def _explain_non_finite(
-        self, inp: LossInputs, out: dict[str, torch.Tensor], extras: dict[str, Any]
-    ) -> dict[str, torch.Tensor]:
-        keys = self.tensor_keys
-        if inp.fast:
-            # the checks the direct path deferred (NaN/Inf loc or logits, scale <= 0), first,
-            # as they would have run first: the distribution is built before any loss math
-            with torch.no_grad(), self._run_actor():
-                self.actor_plan().get_dist(TensorReader({}, inp.work), inp.batch)
-        if self.check_inputs:
-            check_finite(
-                (inp.advantage, keys.advantage),
-                (inp.old_log_prob, keys.sample_log_prob),
-                (inp.value_target, keys.value_target),
-                (inp.old_value, keys.value),
-                mask=inp.mask,
-            )
-            if extras.get("value") is not None:
-                check_finite((extras["value"], keys.value), mask=inp.mask)
-        entropy = extras.get("entropy_all", out.get("entropy"))
-        if (
-            entropy is not None
-            and extras.get("closed_form_entropy")
-            and not bool(torch.isfinite(entropy))
-        ):
-            # No finite closed form (e.g. a distribution whose entropy() is inf): run again
-            # with the Monte-Carlo estimate -E[log pi(a)], which keeps a useful gradient.
-            out, _ = self.compute(inp, mc_entropy=True)
-        return out
 
     # ------------------------------------------------------------------ misc
     def extra_repr(self) -> str:
@@ -386,9 +295,3 @@ class PPOLoss(
             f"loss_critic_type={self.loss_critic_type!r}, reduction={self.reduction!r}, "
             f"functional={self._functional}"
         )
-
-    def networks(self) -> Iterator[nn.Module]:
-        """The actor and (if any) critic networks, as passed in."""
-        yield self.actor_network
-        if self.critic_network is not None:
-            yield self.critic_network

@@ -78,6 +78,16 @@ class ScheduledCoefficients(nn.Module):
             name, torch.tensor(value, dtype=torch.get_default_dtype(), device=device)
         )
 
+    def register_optional_coefficient(
+        self, name: str, value: Any, *, device: torch.device | str | None = None
+    ) -> None:
+        """:meth:`register_coefficient`, or the plain attribute None for an option that is
+        off (``value`` None)."""
+        if value is None:
+            setattr(self, name, None)
+        else:
+            self.register_coefficient(name, value, device=device)
+
     def __setattr__(self, name: str, value: Any) -> None:
         buffers = self.__dict__.get("_buffers")
         if (

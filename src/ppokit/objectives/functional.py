@@ -1,4 +1,4 @@
-"""Pure tensor math of the PPO objective.
+"""Pure tensor math of the PPO objective (its statistics: :mod:`.diagnostics`).
 
 Every function here takes and returns plain tensors, so each piece can be tested alone and
 reused outside :class:`~ppokit.ClipPPOLoss`. Shapes follow the data contract: a batch of
@@ -17,16 +17,12 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from ppokit.objectives.degenerate import nan_without_samples
-
 __all__ = [
     "clip_fraction",
     "clipped_surrogate",
     "clipped_value_loss",
-    "effective_sample_size",
-    "explained_variance",
+    "log_clip_bounds",
     "masked_mean",
-    "ratio_diagnostics",
     "reduce_loss",
     "standardize",
     "standardize_with",
@@ -207,7 +203,13 @@ def clipped_surrogate(
     return -torch.minimum(gain_unclipped, gain_clipped)
 
 
-def _log_clip_bounds(clip_epsilon: ClipRange) -> tuple[Any, Any]:
+def log_clip_bounds(clip_epsilon: ClipRange) -> tuple[Any, Any]:
+    """The clip range in log-ratio space: ``(log(1 - eps_low), log(1 + eps_high))``.
+
+    Example:
+        >>> [round(b, 4) for b in log_clip_bounds(0.2)]
+        [-0.2231, 0.1823]
+    """
     low, high = _eps_pair(clip_epsilon)
     if isinstance(low, torch.Tensor):
         return torch.log1p(-low), torch.log1p(high)
@@ -225,7 +227,7 @@ def clip_fraction(
         >>> clip_fraction(torch.tensor([[0.0], [0.5]]), 0.2)
         tensor(0.5000)
     """
-    low, high = _log_clip_bounds(clip_epsilon)
+    low, high = log_clip_bounds(clip_epsilon)
     outside = (log_weight < low) | (log_weight > high)
     return masked_mean(outside.to(log_weight.dtype), mask)
 
@@ -282,116 +284,3 @@ def clipped_value_loss(
     with torch.no_grad():
         was_clipped = delta != delta_clipped
     return torch.maximum(plain, clipped), was_clipped
-
-
-def explained_variance(
-    target: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``1 - Var[target - prediction] / Var[target]`` over valid samples (biased variances).
-
-    1 is a perfect critic, 0 predicts no better than the mean, negative is worse.
-
-    Example:
-        >>> explained_variance(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 2.0]))
-        tensor(0.6667)
-    """
-    target = target.detach()
-    prediction = prediction.detach()
-    eps = torch.finfo(target.dtype).eps
-    if mask is None:
-        # both variances in one reduction (one torch call costs microseconds on a minibatch)
-        var_target, var_residual = (
-            torch.stack([target, target - prediction])
-            .reshape(2, -1)
-            .var(1, unbiased=False)
-            .unbind()
-        )
-        return 1.0 - var_residual / (var_target + eps)
-
-    def var(x: torch.Tensor) -> torch.Tensor:
-        mean = masked_mean(x, mask)
-        return masked_mean((x - mean).pow(2), mask)
-
-    return 1.0 - var(target - prediction) / (var(target) + eps)
-
-
-def ratio_diagnostics(
-    log_weight: torch.Tensor,
-    clip_epsilon: ClipRange | None = None,
-    mask: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """Detached statistics of the importance weights ``r = exp(log_weight)``.
-
-    ``kl_approx`` (mean ``-log r``, the ``k1`` estimator of KL(old || new)), ``ESS``
-    (:func:`effective_sample_size`), ``max_ratio``, ``mean_ratio`` and, with
-    ``clip_epsilon``, ``clip_fraction`` (:func:`clip_fraction`), all over valid samples;
-    all NaN when the mask has no valid sample (see :mod:`ppokit.objectives.degenerate`).
-
-    Without a mask the per-sample columns are reduced in one call, and the ESS is computed
-    from ``w = exp(log r - max log r)`` (in ``(0, 1]``, so neither ``r`` nor ``r^2``
-    overflows): ``ESS = mean(w)^2 / mean(w^2)``, equal to the log-space formula.
-
-    Args:
-        log_weight: ``[*B, 1]`` log importance weights.
-        clip_epsilon: the PPO clip range, or None for no ``clip_fraction``.
-        mask: optional validity mask broadcastable to ``log_weight``.
-
-    Example:
-        >>> stats = ratio_diagnostics(torch.tensor([[0.0], [0.5]]), 0.2)
-        >>> round(float(stats["clip_fraction"]), 4), round(float(stats["max_ratio"]), 4)
-        (0.5, 1.6487)
-    """
-    lw = log_weight.detach()
-    if mask is not None:
-        ratio = lw.exp()
-        valid = mask.expand_as(ratio)
-        out = {
-            "kl_approx": masked_mean(-lw, mask),
-            "ESS": effective_sample_size(lw, mask),
-            # where(), not ratio[valid]: no data-dependent shape (torch.compile-friendly)
-            "max_ratio": torch.where(valid, ratio, torch.full_like(ratio, -math.inf)).max(),
-            "mean_ratio": masked_mean(ratio, mask),
-        }
-        if clip_epsilon is not None:
-            out["clip_fraction"] = clip_fraction(lw, clip_epsilon, mask)
-        return nan_without_samples(out, mask, list(out))  # no valid sample: NaN, not -inf
-    top = lw.max()
-    w = (lw - top).exp()
-    columns = [lw, w, w * w]
-    if clip_epsilon is not None:
-        low, high = _log_clip_bounds(clip_epsilon)
-        columns.append(lw.clamp(low, high).ne(lw).to(lw.dtype))
-    means = torch.stack(columns).reshape(len(columns), -1).mean(1).unbind()
-    max_ratio = top.exp()
-    out = {
-        "kl_approx": -means[0],
-        "ESS": means[1] * means[1] / means[2],
-        "max_ratio": max_ratio,
-        "mean_ratio": means[1] * max_ratio,
-    }
-    if clip_epsilon is not None:
-        out["clip_fraction"] = means[3]
-    return out
-
-
-def effective_sample_size(
-    log_weight: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Normalised effective sample size of the importance weights, in (0, 1].
-
-    ``ESS = (sum w)^2 / sum w^2`` computed in log space, divided by the number of valid
-    samples: 1 when the policy has not moved, small when a few samples dominate.
-
-    Example:
-        >>> effective_sample_size(torch.zeros(4, 1))
-        tensor(1.)
-    """
-    lw = log_weight.detach().reshape(-1)
-    count: int | torch.Tensor
-    if mask is None:
-        count = lw.numel()
-    else:
-        flat_mask = mask.expand_as(log_weight).reshape(-1)
-        lw = torch.where(flat_mask, lw, torch.full_like(lw, -math.inf))
-        count = flat_mask.sum().clamp_min(1)
-    return (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp() / count

@@ -90,8 +90,10 @@ def read_inputs(
     # on its way (a full actor-critic operator as the actor) would overwrite the stored
     # action, log-prob and value in the data it runs on.
     action = read_action(tensordict, keys.action)
-    old_log_prob = read_log_prob(tensordict, keys.sample_log_prob)
     advantage = tensordict.get(keys.advantage, None)
+    old_log_prob = read_log_prob(
+        tensordict, keys.sample_log_prob, sample_shape=_head_shape(tensordict, keys, advantage)
+    )
     if old_log_prob.shape != batch and not _per_token(old_log_prob, advantage, batch, mask):
         raise ValueError(
             f"The log-prob at {key_str(keys.sample_log_prob)} has shape "
@@ -120,10 +122,14 @@ def read_inputs(
         else None
     )
     check_target_shape(advantage, keys.advantage, old_log_prob.shape)
+    # per-token / per-agent samples may have one value each, or one per batch entry
+    samples = old_log_prob.shape
+    per_sample = value_target is not None and tuple(value_target.shape) == (*samples, 1)
+    values_shape = samples if per_sample else batch
     if value_target is not None:
-        check_target_shape(value_target, keys.value_target, batch)
+        check_target_shape(value_target, keys.value_target, values_shape)
     if old_value is not None:
-        check_target_shape(old_value, keys.value, batch)
+        check_target_shape(old_value, keys.value, values_shape)
     return LossInputs(
         work, batch, action, old_log_prob, advantage, value_target, old_value, mask, direct
     )
@@ -197,8 +203,13 @@ def read_action(tensordict: TensorDictBase, key: ActionKeys) -> Any:
     return TensorDict(heads, batch_size=tensordict.batch_size)
 
 
-def read_log_prob(tensordict: TensorDictBase, key: ActionKeys) -> torch.Tensor:
-    """The behaviour log-prob; for one key per head, the heads' log-probs summed ``[*B]``.
+def read_log_prob(
+    tensordict: TensorDictBase, key: ActionKeys, *, sample_shape: torch.Size | None = None
+) -> torch.Tensor:
+    """The behaviour log-prob; for one key per head, the heads' log-probs summed ``[*S]``.
+
+    ``S`` is ``sample_shape`` (default: the batch shape): each head's log-prob is summed
+    over its dims after ``S``.
 
     Example:
         >>> from tensordict import TensorDict
@@ -213,7 +224,28 @@ def read_log_prob(tensordict: TensorDictBase, key: ActionKeys) -> torch.Tensor:
         return value
     for k in key:
         check_no_grad(get_entry(tensordict, k, "sample_log_prob"), k)
-    return stored_log_prob(tensordict, key, batch_shape=tensordict.batch_size)
+    shape = tensordict.batch_size if sample_shape is None else sample_shape
+    return stored_log_prob(tensordict, key, batch_shape=shape)
+
+
+def _head_shape(
+    tensordict: TensorDictBase, keys: PPOKeys, advantage: torch.Tensor | None
+) -> torch.Size | None:
+    """The sample shape of a composite policy's log-probs: the advantage's ``[*B, *T]``
+    when every head's stored log-prob starts with it (per-agent heads next to a per-agent
+    advantage, as TorchRL sums each head down to the advantage's shape), else None (the
+    batch shape)."""
+    batch = tensordict.batch_size
+    if not isinstance(keys.sample_log_prob, list) or advantage is None:
+        return None
+    shape = advantage.shape[:-1]
+    if len(shape) <= len(batch) or shape[: len(batch)] != batch:
+        return None
+    for key in keys.sample_log_prob:
+        value = tensordict.get(key, None)
+        if not isinstance(value, torch.Tensor) or value.shape[: len(shape)] != shape:
+            return None
+    return shape
 
 
 def _per_token(

@@ -20,11 +20,12 @@ from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 
+from ppokit.internals.direct import TensorReader
 from ppokit.objectives.base import PPOLoss
 from ppokit.objectives.inputs import LossInputs
 from ppokit.objectives.klpen_math import (
     kl_penalty,
-    kl_term,
+    kl_with_form,
     next_beta,
     previous_distribution,
     validate_klpen_options,
@@ -84,6 +85,7 @@ class KLPENPPOLoss(PPOLoss):
     """
 
     beta: torch.Tensor
+    _kl_form: str | None = None  # how the last eager call found the KL (kl_with_form)
 
     def __init__(
         self,
@@ -116,20 +118,25 @@ class KLPENPPOLoss(PPOLoss):
             ),
         )
 
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """The losses (see :meth:`ppokit.PPOLoss.forward`), then beta's update."""
-        out = self.run(tensordict, self.compute)
+    def after_call(self, out: TensorDictBase) -> None:
+        """Beta's update from the call's mean KL (after the loss was built).
+
+        The buffer is replaced, not written in place: the beta the returned loss used stays
+        as it was for its backward pass, also when a compiled graph saved it (the gradient
+        is that of the returned loss, see the module docstring).
+        """
         with torch.no_grad():
-            self.beta.copy_(
-                next_beta(
-                    self.beta,
-                    out["kl"].mean(),
-                    dtarg=self.dtarg,
-                    increment=self.increment,
-                    decrement=self.decrement,
-                )
+            self.beta = next_beta(
+                self.beta,
+                out["kl"].mean(),
+                dtarg=self.dtarg,
+                increment=self.increment,
+                decrement=self.decrement,
             )
-        return out
+
+    def compile_ready(self) -> bool:
+        # torch's kl_divergence (a pair without ppokit's formula) cannot be traced
+        return self._kl_form in ("pure", "sampled")
 
     def compute(
         self, inp: LossInputs, *, mc_entropy: bool = False, traced: bool = False
@@ -137,20 +144,26 @@ class KLPENPPOLoss(PPOLoss):
         """:meth:`ppokit.PPOLoss.compute` with the KL penalty; adds ``kl`` ``[*B, 1]``."""
         out, extras = super().compute(inp, mc_entropy=mc_entropy, traced=traced)
         out["kl"] = extras["kl"].detach().unsqueeze(-1)
+        if not traced:  # what a compiled call will do
+            self._kl_form = extras["kl_form"]
         return out, extras
 
-    def _before_actor(self, inp: LossInputs) -> Any:
+    def _before_actor(self, inp: LossInputs, *, traced: bool) -> Any:
         if self.delay_actor:
             # the penalty pulls towards the proximal policy (the target copy of the actor),
             # not towards the behaviour policy whose parameters the data stores (TorchRL)
             return self._proximal_dist(inp.work)
+        if traced:  # the stored parameters, as a plain dict (checked by the eager call)
+            return self.actor_plan().build_dist(TensorReader({}, inp.work))
         # pi_old from the stored parameters, before the actor writes its new ones there
         return previous_distribution(self.actor_network, inp.work)
 
     def _penalty(
         self, before: Any, dist: Any, sample_shape: torch.Size, extras: dict[str, Any]
     ) -> torch.Tensor:
-        kl = kl_term(before, dist, samples_mc_kl=self.samples_mc_kl, batch_shape=sample_shape)
+        kl, extras["kl_form"] = kl_with_form(
+            before, dist, samples_mc_kl=self.samples_mc_kl, batch_shape=sample_shape
+        )
         extras["kl"] = kl
         return kl_penalty(kl, self.beta)
 

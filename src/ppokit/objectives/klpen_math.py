@@ -33,10 +33,12 @@ from tensordict.nn import CompositeDistribution, ProbabilisticTensorDictModule
 from torch import distributions as D
 
 from ppokit.objectives.entropy import sample_and_score
+from ppokit.objectives.kl import KLForm, closed_form_kl
 
 __all__ = [
     "kl_penalty",
     "kl_term",
+    "kl_with_form",
     "klpen_objective",
     "next_beta",
     "previous_distribution",
@@ -143,16 +145,6 @@ def previous_distribution(actor: Any, tensordict: TensorDictBase) -> D.Distribut
     return build(tensordict)
 
 
-def _closed_form_kl(p: D.Distribution, q: D.Distribution) -> torch.Tensor | None:
-    """torch's registered closed form of ``KL(p || q)``, or ``None`` when it has none."""
-    if isinstance(p, CompositeDistribution) or isinstance(q, CompositeDistribution):
-        return None  # no registered pair: TorchRL estimates composites by sampling
-    try:
-        return D.kl_divergence(p, q)
-    except NotImplementedError:  # also raised by Independent/Transformed pairs it cannot do
-        return None
-
-
 def kl_term(
     previous: D.Distribution,
     current: D.Distribution,
@@ -165,9 +157,9 @@ def kl_term(
     The Monte-Carlo estimate is ``mean_i [log pi_old(x_i) - log pi_theta(x_i)]`` over
     ``samples_mc_kl`` draws ``x_i ~ pi_old`` (plain draws, as TorchRL's); a composite's heads
     are drawn in the composite's order and each head's log-probs are summed over its event
-    dims, then over heads. The closed form goes through torch's ``kl_divergence``, whose
-    type dispatch ``torch.compile(fullgraph=True)`` cannot trace (torch 2.13): call it
-    eagerly or let the compiled graph break there.
+    dims, then over heads. The closed form is :func:`ppokit.objectives.kl.closed_form_kl`
+    (ppokit's traceable formulas for categorical and Gaussian pairs, else torch's
+    ``kl_divergence``).
 
     Args:
         previous: ``pi_old`` (:func:`previous_distribution`), no gradient needed.
@@ -185,7 +177,26 @@ def kl_term(
         >>> kl_term(p, q, batch_shape=torch.Size([1]))
         tensor([0.1438])
     """
-    kl = _closed_form_kl(previous, current)
+    return kl_with_form(previous, current, samples_mc_kl=samples_mc_kl, batch_shape=batch_shape)[0]
+
+
+def kl_with_form(
+    previous: D.Distribution,
+    current: D.Distribution,
+    *,
+    samples_mc_kl: int = 1,
+    batch_shape: torch.Size,
+) -> tuple[torch.Tensor, KLForm]:
+    """:func:`kl_term` and how the KL was found: ``"pure"`` (ppokit's closed form, which a
+    compiled graph can run), ``"torch"`` (torch's ``kl_divergence``: eager only) or
+    ``"sampled"``.
+
+    Example:
+        >>> p = D.Normal(torch.zeros(2), torch.ones(2))
+        >>> kl_with_form(p, p, batch_shape=torch.Size([2]))
+        (tensor([0., 0.]), 'pure')
+    """
+    kl, form = closed_form_kl(previous, current)
     if kl is None:
         kl = _sampled_kl(previous, current, samples_mc_kl, batch_shape)
     if kl.shape[: len(batch_shape)] != batch_shape:
@@ -193,7 +204,7 @@ def kl_term(
             f"The KL of {type(previous).__name__} pairs has shape "
             f"{tuple(kl.shape)}, expected the batch shape {tuple(batch_shape)}."
         )
-    return kl
+    return kl, form
 
 
 def _sampled_kl(

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import tensordict
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import CompositeDistribution, TensorDictModuleBase, TensorDictParams
+from tensordict.nn import TensorDictModuleBase, TensorDictParams
 from torch import distributions as D
 from torch import nn
 
@@ -24,12 +25,9 @@ from ppokit.internals.direct import ModulePlan, TensorReader
 from ppokit.internals.slots import ParamSlots
 from ppokit.internals.versions import direct_path_supported
 from ppokit.modules.distributions import deferred_param_checks
-from ppokit.objectives.composite import action_log_prob
-from ppokit.objectives.entropy import EntropyTerms, entropy_terms
 from ppokit.objectives.inputs import CriticInputs, LossInputs
 from ppokit.objectives.keys import PPOKeys, key_str
 from ppokit.objectives.network_inputs import explain_input_error
-from ppokit.objectives.scoring import policy_entropy, policy_log_prob
 
 __all__ = ["EXECUTION_PATHS", "LossNetworks"]
 
@@ -244,40 +242,18 @@ class LossNetworks(nn.Module):
             explain_input_error(self.actor_network, inp.work, role="actor", error=error)
             raise
 
-    def _log_prob(self, dist: D.Distribution, action: Any, batch: torch.Size) -> torch.Tensor:
-        """``log pi(a|s)`` of the stored action ``[*B]`` (the one place the loss scores).
+    def networks(self) -> Iterator[nn.Module]:
+        """The actor and (if any) critic networks, as passed in."""
+        yield self.actor_network
+        if self.critic_network is not None:
+            yield self.critic_network
 
-        A composite policy scores every head's stored action (``action`` is then a tensor
-        for one head, or a TensorDict of the heads' actions) and sums them per sample.
-        """
-        if not isinstance(dist, CompositeDistribution):
-            return policy_log_prob(dist, action, batch)
-        key = self.tensor_keys.action
-        actions = (
-            action
-            if isinstance(action, TensorDictBase)
-            else TensorDict({key: action}, batch_size=action.shape[: len(batch)])
-        )
-        log_prob = action_log_prob(dist, actions, key, batch_shape=batch)
-        if log_prob.shape != batch:
-            raise ValueError(
-                f"The composite policy's log-prob has shape {tuple(log_prob.shape)}, expected "
-                f"the shape of the stored log-prob {tuple(batch)}."
-            )
-        return log_prob
-
-    def _entropy(
-        self, dist: D.Distribution, batch: torch.Size, *, mc: bool = False
-    ) -> tuple[torch.Tensor, bool, EntropyTerms | None]:
-        """Per-sample entropy ``[*B]``, whether it is the closed form, and (composite policy
-        only) the per-head terms."""
-        if not isinstance(dist, CompositeDistribution):
-            entropy, closed = policy_entropy(dist, batch, samples_mc=self.samples_mc_entropy, mc=mc)
-            return entropy, closed, None
-        terms = entropy_terms(
-            dist, batch_shape=batch, samples_mc_entropy=self.samples_mc_entropy, force_mc=mc
-        )
-        return terms.total, terms.closed_form, terms
+    def _critic_output(self, work: TensorDictBase) -> TensorDictBase:
+        """The critic run through tensordict on ``work`` (its own parameters, detached
+        input with ``separate_losses``); returns what it wrote."""
+        critic: Any = self.critic_network
+        with self._run_critic():
+            return critic(work.detach() if self.separate_losses else work)
 
     def _critic_value(
         self, inp: LossInputs | CriticInputs, actor_env: dict, value_key: object, *, traced: bool
@@ -300,10 +276,7 @@ class LossNetworks(nn.Module):
                 if value is None:
                     value = reader.get(value_key)
             else:
-                critic_input = inp.work.detach() if self.separate_losses else inp.work
-                critic: Any = self.critic_network
-                with self._run_critic():
-                    value = critic(critic_input).get(value_key, None)
+                value = self._critic_output(inp.work).get(value_key, None)
         except (RuntimeError, TypeError) as error:  # diagnosed only on failure
             explain_input_error(self.critic_network, inp.work, role="critic", error=error)
             raise
@@ -313,9 +286,12 @@ class LossNetworks(nn.Module):
                 f"{list(getattr(self.critic_network, 'out_keys', []))}. Call "
                 "loss.set_keys(value=<the critic's output key>)."
             )
-        if tuple(value.shape) != (*inp.batch, 1):
+        # one value per sample: [*B, 1], or the value target's [*B, *T, 1] (per agent/token)
+        target = inp.value_target
+        expected = (*inp.batch, 1) if target is None else tuple(target.shape)
+        if tuple(value.shape) != expected:
             raise ValueError(
                 f"The critic's output {key_str(value_key)} has shape {tuple(value.shape)}, "
-                f"expected {(*inp.batch, 1)} (one value per sample)."
+                f"expected {expected} (one value per sample, the value target's shape)."
             )
         return value

@@ -15,6 +15,7 @@ import math
 import torch
 
 from ppokit.internals.tensordicts import scalar_tensordict
+from ppokit.objectives import diagnostics as PD
 from ppokit.objectives import functional as PF
 from ppokit.objectives.degenerate import check_not_empty, nan_without_samples
 
@@ -22,6 +23,7 @@ __all__ = [
     "PROBED_KEYS",
     "capped_surrogate_term",
     "critic_term",
+    "objective_keys",
     "outputs_finite",
     "ppo_objective",
     "probe",
@@ -61,6 +63,8 @@ def capped_surrogate_term(
     max_importance_ratio: float | torch.Tensor | None,
     mask: torch.Tensor | None,
     log_is_weight: torch.Tensor | None = None,
+    *,
+    batch_ndim: int | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """:func:`surrogate_term` with a gradient-free correction of the ratio weighting the
     advantage, and its diagnostics.
@@ -101,8 +105,8 @@ def capped_surrogate_term(
         ]
         clipped = log_weight.clamp(bounds[0].log1p(), bounds[1].log1p()) + correction
         loss = -torch.minimum(capped.exp() * advantage, clipped.exp() * advantage)
-    diagnostics = PF.ratio_diagnostics(log_weight, clip_epsilon, mask)
-    weighted = PF.ratio_diagnostics(capped, None, mask)
+    diagnostics = PD.ratio_diagnostics(log_weight, clip_epsilon, mask, batch_ndim=batch_ndim)
+    weighted = PD.ratio_diagnostics(capped, None, mask, batch_ndim=batch_ndim)
     for key in ("ESS", "max_ratio", "mean_ratio"):
         diagnostics[key] = weighted[key]
     return loss, diagnostics
@@ -152,6 +156,7 @@ def ppo_objective(
     normalize_advantage: bool = False,
     normalize_advantage_exclude_dims: tuple[int, ...] = (),
     log_explained_variance: bool = True,
+    batch_ndim: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """The PPO losses and their diagnostics from log-probs, entropies and values.
 
@@ -188,6 +193,9 @@ def ppo_objective(
         normalize_advantage_exclude_dims: dims of the advantage kept apart in that
             standardisation (e.g. the agent dim).
         log_explained_variance: add the critic's ``explained_variance``.
+        batch_ndim: how many leading dims of ``log_prob`` are the data's batch; with
+            per-token (or per-agent) dims after them the ``ESS`` and ``explained_variance``
+            keep those dims, one per token (TorchRL's layout). None: all are batch dims.
 
     Returns:
         ``loss_objective`` and the detached ``kl_approx``, ``ESS``, ``max_ratio``,
@@ -221,10 +229,16 @@ def ppo_objective(
         log_is_weight = (prox_log_prob - old_log_prob).unsqueeze(-1)
     if max_importance_ratio is None and log_is_weight is None:
         policy_loss = surrogate_term(log_weight, advantage, clip_epsilon)
-        diagnostics = PF.ratio_diagnostics(log_weight, clip_epsilon, mask)
+        diagnostics = PD.ratio_diagnostics(log_weight, clip_epsilon, mask, batch_ndim=batch_ndim)
     else:
         policy_loss, diagnostics = capped_surrogate_term(
-            log_weight, advantage, clip_epsilon, max_importance_ratio, mask, log_is_weight
+            log_weight,
+            advantage,
+            clip_epsilon,
+            max_importance_ratio,
+            mask,
+            log_is_weight,
+            batch_ndim=batch_ndim,
         )
     if penalty is not None:
         policy_loss = policy_loss + penalty
@@ -251,9 +265,35 @@ def ppo_objective(
         else:
             out["loss_critic"] = PF.reduce_loss(critic_coeff * loss, reduction, mask)
         if log_explained_variance:
-            out["explained_variance"] = PF.explained_variance(value_target, value, mask)
+            out["explained_variance"] = PD.explained_variance(
+                value_target, value, mask, batch_ndim=batch_ndim
+            )
     # a mask with no valid sample: losses 0, statistics NaN (ppokit.objectives.degenerate)
     return nan_without_samples(out, mask, ("entropy", "value_clip_fraction", "explained_variance"))
+
+
+def objective_keys(
+    *, clipped: bool, entropy: bool, critic: bool, explained_variance: bool, value_clip: bool
+) -> list[str]:
+    """The entries :func:`ppo_objective` returns with these options, in a stable order.
+
+    Example:
+        >>> objective_keys(clipped=True, entropy=False, critic=False,
+        ...                explained_variance=True, value_clip=False)
+        ['loss_objective', 'kl_approx', 'ESS', 'max_ratio', 'mean_ratio', 'clip_fraction']
+    """
+    keys = ["loss_objective", "kl_approx", "ESS", "max_ratio", "mean_ratio"]
+    if clipped:
+        keys.append("clip_fraction")
+    if entropy:
+        keys += ["entropy", "loss_entropy"]
+    if critic:
+        keys.append("loss_critic")
+        if explained_variance:
+            keys.append("explained_variance")
+        if value_clip:
+            keys.append("value_clip_fraction")
+    return keys
 
 
 def probe(

@@ -46,6 +46,26 @@ def resolve_alias(name: str, value: Any, alias: str, alias_value: Any, default: 
     return default if chosen is None else chosen
 
 
+def resolve_coefficients(
+    entropy: tuple[Any, Any], critic: tuple[Any, Any], actor: Any, critic_network: Any
+) -> tuple[Any, dict[NestedKey, float] | None, Any]:
+    """``(entropy_coef, per-head entropy mapping or None, critic_coef)`` from the two
+    spellings of each (``(entropy_coef, entropy_coeff)``, ``(critic_coef, critic_coeff)``),
+    with TorchRL's defaults: entropy 0.01; critic 1 when there is a critic, else 0.
+
+    Example:
+        >>> resolve_coefficients((None, 0.1), (None, None), None, None)
+        (0.1, None, 0.0)
+    """
+    entropy_coef = resolve_alias("entropy_coef", entropy[0], "entropy_coeff", entropy[1], 0.01)
+    per_head = per_head_entropy_coeff(entropy_coef, actor)
+    if per_head is not None:
+        entropy_coef = 0.0  # unused: the mapping weighs each head
+    default = 1.0 if critic_network is not None else 0.0
+    critic_coef = resolve_alias("critic_coef", critic[0], "critic_coeff", critic[1], default)
+    return entropy_coef, per_head, critic_coef
+
+
 def _shown(value: Any) -> str:
     return f"<{type(value).__name__}>" if isinstance(value, nn.Module) else repr(value)
 

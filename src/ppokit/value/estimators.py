@@ -1,10 +1,11 @@
 """The value-estimator names and THE factory that turns a name into an estimator.
 
-:func:`make_value_estimator` is the one place that resolves a ``value_type`` (a string, a
-:class:`ValueEstimators` member, TorchRL's ``ValueEstimators`` member, an estimator class or
-an instance) and holds the default hyperparameters. Loss modules call it; they do not keep
-their own table. The estimator classes live in :mod:`ppokit.value.gae`,
-:mod:`ppokit.value.td` and :mod:`ppokit.value.vtrace` and are re-exported here.
+:func:`make_value_estimator` is the one place that resolves a ``value_type`` (a string or a
+:class:`ValueEstimators` member: ppokit's estimator; TorchRL's ``ValueEstimators`` member:
+TorchRL's estimator; an estimator class or an instance) and holds the default
+hyperparameters. Loss modules call it; they do not keep their own table. The estimator
+classes live in :mod:`ppokit.value.gae`, :mod:`ppokit.value.td` and :mod:`ppokit.value.vtrace`
+and are re-exported here.
 """
 
 from __future__ import annotations
@@ -77,16 +78,48 @@ def _accepted() -> str:
     )
 
 
+# TorchRL's estimator class for each member name of TorchRL's enum (torchrl.objectives.value)
+_TORCHRL_CLASSES = {
+    "GAE": "GAE",
+    "TDLambda": "TDLambdaEstimator",
+    "TD0": "TD0Estimator",
+    "TD1": "TD1Estimator",
+    "MAGAE": "MultiAgentGAE",
+    "VTrace": "VTrace",
+}
+
+
+def _is_torchrl_member(value_type: object) -> bool:
+    enum_cls = type(value_type)
+    return (
+        isinstance(value_type, Enum)
+        and enum_cls.__name__ == "ValueEstimators"
+        and enum_cls.__module__.startswith("torchrl")
+    )
+
+
+def _torchrl_class(value_type: Enum) -> type[nn.Module] | None:
+    """TorchRL's own estimator class for a member of TorchRL's ``ValueEstimators``.
+
+    A TorchRL member names TorchRL's estimator (that is what TorchRL's losses build, and
+    what its users check with ``isinstance``); TorchRL is importable, since the member came
+    from it. ppokit's own estimators, equal in numbers, are chosen by a string or a member
+    of ppokit's :class:`ValueEstimators`.
+    """
+    import importlib
+
+    name = _TORCHRL_CLASSES.get(value_type.name)
+    if name is None:
+        return None
+    cls: type[nn.Module] = getattr(importlib.import_module("torchrl.objectives.value"), name)
+    return cls
+
+
 def _member(value_type: object) -> ValueEstimators | None:
-    """The member ``value_type`` names, or ``None``; TorchRL's enum is matched by name."""
+    """The member of ppokit's enum ``value_type`` names, or ``None``."""
     if isinstance(value_type, ValueEstimators):
         return value_type
     if isinstance(value_type, Enum):
-        # TorchRL's members have descriptive values ("Generalized advantage estimate"):
-        # match on the class name and the member name, without importing torchrl.
-        enum_cls = type(value_type)
-        if enum_cls.__name__ == "ValueEstimators" and enum_cls.__module__.startswith("torchrl"):
-            return ValueEstimators.__members__.get(value_type.name)
         return None
     if isinstance(value_type, str):
         key = value_type.lower()
@@ -108,7 +141,17 @@ def _defaults(cls: type[nn.Module]) -> dict[str, float]:
     """The default hyperparameters ``cls`` takes (by its constructor's keywords)."""
     accepted = _keywords(cls)
     defaults = {"gamma": DEFAULT_GAMMA, "lmbda": DEFAULT_LMBDA}
+    if _takes_any_keyword(cls):  # e.g. TorchRL's MultiAgentGAE(**kwargs) -> its GAE
+        return defaults
     return {name: value for name, value in defaults.items() if name in accepted}
+
+
+def _takes_any_keyword(cls: type[nn.Module]) -> bool:
+    try:
+        params = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 def make_value_estimator(
@@ -122,8 +165,9 @@ def make_value_estimator(
 
     Args:
         value_type: ``"gae" | "td_lambda" | "td0" | "td1" | "magae" | "vtrace"`` (or a member
-            name such as ``"TDLambda"``), a :class:`ValueEstimators` member, TorchRL's
-            ``torchrl.objectives.ValueEstimators`` member, an estimator class (ppokit's or a
+            name such as ``"TDLambda"``) or a :class:`ValueEstimators` member (ppokit's
+            estimators), TorchRL's ``torchrl.objectives.ValueEstimators`` member (TorchRL's
+            estimator of that name, as TorchRL's losses build), an estimator class (ppokit's or a
             compatible one such as TorchRL's, built with the defaults its constructor takes
             and ``hyperparams``), or an estimator instance (returned as it is; its
             ``value_network`` is set when it has none).
@@ -155,8 +199,15 @@ def make_value_estimator(
         if getattr(value_type, "value_network", None) is None and value_network is not None:
             value_type.value_network = value_network
         return value_type
+    torchrl_cls = (
+        _torchrl_class(value_type)
+        if isinstance(value_type, Enum) and _is_torchrl_member(value_type)
+        else None
+    )
     if isinstance(value_type, type) and issubclass(value_type, nn.Module):
         cls: type[nn.Module] = value_type
+    elif torchrl_cls is not None:
+        cls = torchrl_cls
     else:
         member = _member(value_type)
         if member is None:
