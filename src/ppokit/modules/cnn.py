@@ -1,0 +1,102 @@
+"""The Nature DQN convolutional encoder for image observations, with PPO's initialisation.
+
+Mnih et al. (2015) "Human-level control through deep reinforcement learning": three
+convolutions (32 filters 8x8 stride 4, 64 4x4 stride 2, 64 3x3 stride 1) and a 512-unit fully
+connected layer, ReLU after each. The PPO reference implementations (OpenAI baselines, CleanRL's
+``ppo_atari.py``; Huang et al. 2022, "The 37 Implementation Details of PPO", details 2 and 5 of
+the Atari list) initialise every layer orthogonally with gain sqrt(2) and zero biases, the
+policy head with gain 0.01 and the value head with gain 1, and feed the network ``uint8``
+pixels divided by 255: the rollout keeps the bytes (4x smaller than float32) and the scaling
+happens here, on whatever device the network lives on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = ["NatureCNN", "orthogonal_linear"]
+
+
+def orthogonal_linear(in_features: int, out_features: int, *, gain: float) -> nn.Linear:
+    """``nn.Linear`` with orthogonal weights of ``gain`` and zero bias.
+
+    Example:
+        >>> layer = orthogonal_linear(512, 4, gain=0.01)
+        >>> float(layer.bias.abs().sum()), layer.weight.shape
+        (0.0, torch.Size([4, 512]))
+    """
+    layer = nn.Linear(in_features, out_features)
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class NatureCNN(nn.Module):
+    """``uint8`` images ``[*B, C, H, W]`` (or ``[*B, H, W, C]``) -> features ``[*B, 512]``.
+
+    Args:
+        image_shape: one observation's shape, in ``layout`` order (e.g. ``(4, 84, 84)``).
+
+    Keyword Args:
+        layout: ``"CHW"`` (channels first) or ``"HWC"`` (channels last: permuted here).
+        features: width of the fully connected layer (512 in the Nature network).
+        scale: what the pixels are multiplied by before the first convolution (1/255 maps
+            bytes to ``[0, 1]``).
+
+    Any number of leading batch dimensions is accepted (``[N, T, C, H, W]`` from a rollout).
+
+    Example:
+        >>> cnn = NatureCNN((4, 84, 84))
+        >>> cnn(torch.zeros(2, 3, 4, 84, 84, dtype=torch.uint8)).shape
+        torch.Size([2, 3, 512])
+        >>> NatureCNN((84, 84, 3), layout="HWC")(torch.zeros(5, 84, 84, 3)).shape
+        torch.Size([5, 512])
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        *,
+        layout: Literal["CHW", "HWC"] = "CHW",
+        features: int = 512,
+        scale: float = 1.0 / 255.0,
+    ) -> None:
+        super().__init__()
+        if layout not in ("CHW", "HWC") or len(image_shape) != 3:
+            raise ValueError(
+                f"NatureCNN needs a rank-3 image_shape with layout 'CHW' or 'HWC', got "
+                f"image_shape={tuple(image_shape)}, layout={layout!r}."
+            )
+        c, h, w = image_shape if layout == "CHW" else (image_shape[2], *image_shape[:2])
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.layout = layout
+        self.scale = float(scale)
+        gain = math.sqrt(2.0)  # ReLU's gain
+        convs = [nn.Conv2d(c, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2)]
+        convs.append(nn.Conv2d(64, 64, 3, stride=1))
+        for conv in convs:
+            nn.init.orthogonal_(conv.weight, gain)
+            nn.init.zeros_(conv.bias)
+        self.convs = nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU())
+        with torch.no_grad():
+            flat = int(self.convs(torch.zeros(1, c, h, w)).numel())
+        self.fc = orthogonal_linear(flat, features, gain=gain)
+        self.out_features = features
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if tuple(obs.shape[-3:]) != self.image_shape:
+            raise ValueError(
+                f"NatureCNN built for images {self.image_shape} ({self.layout}) got a batch "
+                f"of shape {tuple(obs.shape)}; expected [*batch, "
+                f"{', '.join(map(str, self.image_shape))}]."
+            )
+        batch = obs.shape[:-3]
+        x = obs.reshape(-1, *self.image_shape).float() * self.scale
+        if self.layout == "HWC":
+            x = x.permute(0, 3, 1, 2)
+        x = self.convs(x).flatten(1)
+        return torch.relu(self.fc(x)).reshape(*batch, self.out_features)
