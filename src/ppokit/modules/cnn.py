@@ -18,7 +18,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["NatureCNN", "orthogonal_linear"]
+from ppokit.internals.versions_of import tensor_versions
+
+__all__ = ["NatureCNN", "SharedTrunk", "orthogonal_linear"]
 
 
 def orthogonal_linear(in_features: int, out_features: int, *, gain: float) -> nn.Linear:
@@ -100,3 +102,55 @@ class NatureCNN(nn.Module):
             x = x.permute(0, 3, 1, 2)
         x = self.convs(x).flatten(1)
         return torch.relu(self.fc(x)).reshape(*batch, self.out_features)
+
+
+class SharedTrunk(nn.Module):
+    """A trunk used by both the actor and the critic, run once when both read the same batch.
+
+    A PPO loss calls the actor and then the critic on the same minibatch; with one shared
+    trunk that would run the CNN (most of the cost) twice. While gradients are on, this keeps
+    the last output for one more call with the same input: same memory, shape, strides and
+    dtype, and neither the input nor any trunk parameter written in place since (their version
+    counters, which an optimizer step increments). The second call returns that output, so the
+    two heads' losses flow back through one graph, as in SB3's and CleanRL's shared networks.
+    The memo is dropped after its one reuse, and never kept without gradients (acting, GAE).
+
+    Args:
+        trunk: the shared network, e.g. :class:`NatureCNN`.
+
+    Example:
+        >>> trunk = SharedTrunk(nn.Linear(3, 2))
+        >>> x = torch.ones(4, 3)
+        >>> first, second, third = trunk(x), trunk(x), trunk(x)
+        >>> second is first, third is first  # one reuse, then computed again
+        (True, False)
+    """
+
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.out_features = getattr(trunk, "out_features", None)
+        self._memo: tuple[tuple, torch.Tensor] | None = None
+
+    def _key(self, obs: torch.Tensor) -> tuple:
+        params = [obs, *self.trunk.parameters()]
+        return (
+            obs.data_ptr(),
+            tuple(obs.shape),
+            obs.stride(),
+            obs.dtype,
+            obs.device,
+            tensor_versions(params),
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() or obs.is_inference():
+            self._memo = None
+            return self.trunk(obs)
+        key = self._key(obs)
+        memo, self._memo = self._memo, None
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        out = self.trunk(obs)
+        self._memo = (key, out)
+        return out

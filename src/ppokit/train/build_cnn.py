@@ -14,7 +14,7 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 
 from ppokit.envs.images import image_layout
-from ppokit.modules.cnn import NatureCNN, orthogonal_linear
+from ppokit.modules.cnn import NatureCNN, SharedTrunk, orthogonal_linear
 
 if TYPE_CHECKING:
     from ppokit.train.build import SpacesLike
@@ -50,7 +50,7 @@ def build_cnn_actor_critic(
         >>> td = TensorDict({"observation": torch.zeros(3, 4, 84, 84, dtype=torch.uint8)}, [3])
         >>> actor(td)["action"].shape, critic(td)["state_value"].shape
         (torch.Size([3]), torch.Size([3, 1]))
-        >>> actor.module[0].module[0] is critic.module[0]  # the shared trunk
+        >>> actor.module[0].module[0] is critic.module[0]  # the shared trunk (a SharedTrunk)
         True
     """
     from ppokit.modules.actors import ProbabilisticActor, ValueOperator
@@ -60,9 +60,12 @@ def build_cnn_actor_critic(
     shape = tuple(env.obs_shape)
     layout = image_layout(shape)
     image_shape = (shape[0], shape[1], shape[2])
-    trunk = NatureCNN(image_shape, layout=layout)
-    critic_trunk = trunk if share_trunk else NatureCNN(image_shape, layout=layout)
-    features = trunk.out_features
+    features = 512
+    trunk: nn.Module = NatureCNN(image_shape, layout=layout, features=features)
+    if share_trunk:  # run once per minibatch for both heads (SharedTrunk's memo)
+        trunk = critic_trunk = SharedTrunk(trunk)
+    else:
+        critic_trunk = NatureCNN(image_shape, layout=layout, features=features)
     policy_net = nn.Sequential(trunk, orthogonal_linear(features, env.num_actions, gain=0.01))
     if env.discrete:
         params = TensorDictModule(policy_net, in_keys=["observation"], out_keys=["logits"])
