@@ -12,8 +12,8 @@ from typing import Any
 
 __all__ = ["video_env", "video_fps"]
 
-#: ale-py emulates at 60 frames per second; the preprocessed game shows every 4th frame
-_ATARI_FRAME_SKIP = 4
+#: the Atari 2600 draws 60 frames per second (NTSC); the preprocessed game shows every 4th
+_ATARI_HZ, _ATARI_FRAME_SKIP = 60, 4
 
 
 def video_env(env_id: str) -> Any:
@@ -41,7 +41,8 @@ def video_env(env_id: str) -> Any:
 
 
 def video_fps(env_id: str, env: Any) -> int:
-    """Frames per second of the video: the env's ``render_fps``, over the Atari frame skip.
+    """Frames per second of the video: the env's ``render_fps``; for Atari, the console's 60 Hz
+    over the frame skip (real time).
 
     Example:
         >>> from types import SimpleNamespace
@@ -50,5 +51,6 @@ def video_fps(env_id: str, env: Any) -> int:
     """
     from ppokit.envs.atari_ids import is_atari_id
 
-    fps = int(env.metadata.get("render_fps", 30))
-    return max(1, fps // _ATARI_FRAME_SKIP) if is_atari_id(env_id) else fps
+    if is_atari_id(env_id):
+        return _ATARI_HZ // _ATARI_FRAME_SKIP
+    return int(env.metadata.get("render_fps", 30))
