@@ -125,7 +125,7 @@ def test_ale_backend_preprocessing_on_a_real_game() -> None:
 def test_gymnasium_backend_matches_the_layout() -> None:
     pytest.importorskip("cv2")
     venv = make_atari_vector_env("PongNoFrameskip-v4", 2, backend="gymnasium")
-    obs, _ = venv.reset(seed=0)
+    obs, _ = venv.reset(seed=[0, 1])  # per-env seeds, as GymVecEnv passes them
     assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
     obs, reward, *_ = venv.step(np.zeros(2, np.int64))
     assert reward.dtype == np.float32

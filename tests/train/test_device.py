@@ -140,3 +140,26 @@ def test_pinned_copy_to_cuda() -> None:
     out = mover(arr)
     assert mover.pinned and out.device.type == "cuda" and out.dtype == torch.uint8
     np.testing.assert_array_equal(out.cpu().numpy(), arr)
+
+
+def test_the_device_branch_of_the_collector_collects_the_same_rollout() -> None:
+    # the branch a GPU run takes (observations through HostToDevice, the policy on the
+    # device, the rollout moved once), forced on the CPU: it must collect what the plain
+    # CPU path collects from the same seeds
+    from ppokit.envs.gym import GymVecEnv
+    from ppokit.train.build import build_actor_critic
+    from ppokit.train.collector import RolloutCollector
+
+    rollouts = []
+    for forced in (False, True):
+        torch.manual_seed(0)
+        env = GymVecEnv("CartPole-v1", 2)
+        actor, _ = build_actor_critic(env)
+        collector = RolloutCollector(env, actor, num_steps=16, seed=3)
+        if forced:
+            collector._device = torch.device("cpu")
+            collector._to_device = HostToDevice((2, 4), np.float32, torch.device("cpu"))
+        rollouts.append(collector.collect().clone())
+        env.close()
+    for key in rollouts[0].keys(True, True):
+        torch.testing.assert_close(rollouts[1].get(key), rollouts[0].get(key))

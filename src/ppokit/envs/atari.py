@@ -179,7 +179,8 @@ class AtariGames(gym.vector.VectorEnv):
         self._lengths: list[int] = []
 
     def reset(self, *, seed: Any = None, options: Any = None) -> tuple[np.ndarray, dict]:
-        if isinstance(seed, list):  # Gymnasium's per-env seed list; ale-py takes an array
+        if isinstance(seed, list) and not isinstance(self.env, gym.vector.SyncVectorEnv):
+            # Gymnasium's per-env seed list; ale-py's vector env takes an array instead
             seed = np.asarray(seed, dtype=np.int64) if seed[0] is not None else None
         obs, info = self.env.reset(seed=seed, options=options)
         self._score[:] = 0.0

@@ -13,7 +13,7 @@ happens here, on whatever device the network lives on.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -82,7 +82,7 @@ class NatureCNN(nn.Module):
         convs.append(nn.Conv2d(64, 64, 3, stride=1))
         for conv in convs:
             nn.init.orthogonal_(conv.weight, gain)
-            nn.init.zeros_(conv.bias)
+            nn.init.zeros_(cast(torch.Tensor, conv.bias))  # built with a bias
         self.convs = nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU())
         with torch.no_grad():
             flat = int(self.convs(torch.zeros(1, c, h, w)).numel())

@@ -62,6 +62,7 @@ def build_cnn_actor_critic(
     image_shape = (shape[0], shape[1], shape[2])
     features = 512
     trunk: nn.Module = NatureCNN(image_shape, layout=layout, features=features)
+    critic_trunk: nn.Module
     if share_trunk:  # run once per minibatch for both heads (SharedTrunk's memo)
         trunk = critic_trunk = SharedTrunk(trunk)
     else:
