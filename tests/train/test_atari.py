@@ -220,3 +220,23 @@ def test_video_env_renders_the_raw_screen() -> None:
     assert env.render().shape == (210, 160, 3)  # the game's RGB frame, not the network input
     assert video_fps("ALE/Pong-v5", env) == 15
     env.close()
+
+
+def test_eval_video_of_an_atari_policy(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("cv2")
+    import imageio.v2 as imageio
+
+    from ppokit.train import evaluate
+    from ppokit.train.build import build_actor_critic
+    from ppokit.train.video_env import video_env
+
+    # a game cut after 400 frames (100 agent steps) keeps the test short
+    monkeypatch.setattr(
+        evaluate, "video_env", lambda env_id: video_env(env_id, max_num_frames_per_episode=400)
+    )
+    with GymVecEnv("ALE/Breakout-v5", 1) as env:
+        actor, _ = build_actor_critic(env)
+    (path,) = evaluate.record_video(actor, "ALE/Breakout-v5", tmp_path, episodes=1)
+    frames = imageio.mimread(path)
+    assert frames[0].shape == (210, 160, 3)  # raw RGB screens of the game
+    assert 50 <= len(frames) <= 102

@@ -16,8 +16,8 @@ __all__ = ["video_env", "video_fps"]
 _ATARI_HZ, _ATARI_FRAME_SKIP = 60, 4
 
 
-def video_env(env_id: str) -> Any:
-    """The env to render ``env_id`` from (``render_mode="rgb_array"``).
+def video_env(env_id: str, **kwargs: Any) -> Any:
+    """The env to render ``env_id`` from (``render_mode="rgb_array"``; ``kwargs`` for the game).
 
     Example:
         >>> env = video_env("CartPole-v1")
@@ -35,9 +35,9 @@ def video_env(env_id: str) -> Any:
 
         _, sticky = atari_game(env_id)
         return make_preprocessed_game(
-            env_id, sticky=sticky, training=False, render_mode="rgb_array"
+            env_id, sticky=sticky, training=False, render_mode="rgb_array", **kwargs
         )
-    return gym.make(env_id, render_mode="rgb_array")
+    return gym.make(env_id, render_mode="rgb_array", **kwargs)
 
 
 def video_fps(env_id: str, env: Any) -> int:
