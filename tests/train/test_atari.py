@@ -240,3 +240,33 @@ def test_eval_video_of_an_atari_policy(tmp_path, monkeypatch) -> None:
     frames = imageio.mimread(path)
     assert frames[0].shape == (210, 160, 3)  # raw RGB screens of the game
     assert 50 <= len(frames) <= 102
+
+
+def test_gae_value_pass_reuses_frames_exactly(tmp_path) -> None:
+    from ppokit.train.trainer import PPOTrainer
+
+    trainer = PPOTrainer(
+        env="ALE/Breakout-v5",
+        run_dir=tmp_path,
+        num_envs=2,
+        num_steps=64,
+        total_steps=128,
+        eval_episodes=0,
+        progress=False,
+        device="cpu",
+    )
+    rollout = trainer.collect()
+    reuse = trainer.critic.module  # ReuseNextStep around trunk + value head
+    frames = []
+    reuse.net[0].register_forward_hook(lambda m, args, out: frames.append(args[0].shape[0]))
+    fast = trainer.estimate_advantage(rollout.clone())
+    # V(s_t) for all 2 x 64 frames, V(s_t+1) only where the next frame is not the next step's
+    # observation: after the last step, and at most after each episode end (a life lost
+    # mid-game may leave the frame as it is)
+    ends = int(rollout.get(("next", "done"))[:, :-1].sum())
+    assert 2 * 64 + 2 <= sum(frames) <= 2 * 64 + 2 + ends
+    reuse.forward = reuse.net.forward  # the reference: every frame through the network
+    slow = trainer.estimate_advantage(rollout.clone())
+    for key in ("state_value", ("next", "state_value"), "advantage", "value_target"):
+        torch.testing.assert_close(fast.get(key), slow.get(key), rtol=1e-5, atol=1e-6)
+    trainer.env.close()

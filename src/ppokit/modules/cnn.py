@@ -20,7 +20,7 @@ from torch import nn
 
 from ppokit.internals.versions_of import tensor_versions
 
-__all__ = ["NatureCNN", "SharedTrunk", "orthogonal_linear"]
+__all__ = ["NatureCNN", "ReuseNextStep", "SharedTrunk", "orthogonal_linear"]
 
 
 def orthogonal_linear(in_features: int, out_features: int, *, gain: float) -> nn.Linear:
@@ -156,3 +156,55 @@ class SharedTrunk(nn.Module):
         out = self.trunk(obs)
         self._memo = (key, out)
         return out
+
+
+class ReuseNextStep(nn.Module):
+    """Run ``net`` once per distinct frame of a ``[2, N, T, *obs]`` GAE batch (no gradient).
+
+    A value estimator asks for ``V(s_t)`` and ``V(s_{t+1})`` in one call on the observations
+    and the next observations stacked along a new leading dim. Within an episode the next
+    observation of step ``t`` *is* the observation of step ``t + 1``, so for images (where the
+    network is most of the cost) this compares the frames and runs ``net`` on the
+    ``N * T`` observations plus only those next observations that differ (episode ends and
+    the last step), copying the rest: half the work of a rollout's value pass. Exact: a value
+    is reused only for byte-identical inputs. Any other call (gradients on, another shape)
+    runs ``net`` as it is.
+
+    Args:
+        net: maps ``[B, *obs]`` to ``[B, out]``.
+        obs_dims: the number of observation dims (3 for images).
+
+    Example:
+        >>> net = ReuseNextStep(nn.Linear(3, 1), obs_dims=1)
+        >>> obs = torch.randn(2, 5, 3)          # N = 2 envs, T = 5 steps
+        >>> nxt = torch.roll(obs, -1, dims=1)   # next obs = obs at t + 1 ...
+        >>> nxt[:, -1] = torch.randn(2, 3)      # ... except after the last step
+        >>> with torch.no_grad():
+        ...     out = net(torch.stack([obs, nxt]))
+        ...     ref = net.net(torch.stack([obs, nxt]))
+        >>> out.shape, bool(torch.allclose(out, ref))
+        (torch.Size([2, 2, 5, 1]), True)
+    """
+
+    def __init__(self, net: nn.Module, *, obs_dims: int = 3) -> None:
+        super().__init__()
+        self.net = net
+        self.obs_dims = obs_dims
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        batch = obs.shape[: obs.dim() - self.obs_dims]
+        if torch.is_grad_enabled() or len(batch) != 3 or batch[0] != 2 or batch[2] < 2:
+            return self.net(obs)
+        root, nxt = obs[0], obs[1]  # [N, T, *obs]
+        n, t = batch[1], batch[2]
+        frame = obs.shape[len(batch) :]
+        # next obs at t equals obs at t + 1 (same episode): reuse V(obs[t + 1])
+        same = (nxt[:, :-1] == root[:, 1:]).flatten(2).all(-1)  # [N, T - 1]
+        value = self.net(root.reshape(n * t, *frame)).reshape(n, t, -1)
+        next_value = torch.empty_like(value)
+        next_value[:, :-1] = value[:, 1:]
+        fresh = torch.ones(n, t, dtype=torch.bool, device=obs.device)
+        fresh[:, :-1] = ~same
+        if bool(fresh.any()):
+            next_value[fresh] = self.net(nxt[fresh])
+        return torch.stack([value, next_value])

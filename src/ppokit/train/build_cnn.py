@@ -14,7 +14,7 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 
 from ppokit.envs.images import image_layout
-from ppokit.modules.cnn import NatureCNN, SharedTrunk, orthogonal_linear
+from ppokit.modules.cnn import NatureCNN, ReuseNextStep, SharedTrunk, orthogonal_linear
 
 if TYPE_CHECKING:
     from ppokit.train.build import SpacesLike
@@ -50,7 +50,7 @@ def build_cnn_actor_critic(
         >>> td = TensorDict({"observation": torch.zeros(3, 4, 84, 84, dtype=torch.uint8)}, [3])
         >>> actor(td)["action"].shape, critic(td)["state_value"].shape
         (torch.Size([3]), torch.Size([3, 1]))
-        >>> actor.module[0].module[0] is critic.module[0]  # the shared trunk (a SharedTrunk)
+        >>> actor.module[0].module[0] is critic.module.net[0]  # the shared trunk (a SharedTrunk)
         True
     """
     from ppokit.modules.actors import ProbabilisticActor, ValueOperator
@@ -82,6 +82,7 @@ def build_cnn_actor_critic(
             distribution_class=IndependentNormal,
             return_log_prob=True,
         )
-    value_net = nn.Sequential(critic_trunk, orthogonal_linear(features, 1, gain=1.0))
+    # GAE's value pass runs the CNN once per distinct frame (ReuseNextStep)
+    value_net = ReuseNextStep(nn.Sequential(critic_trunk, orthogonal_linear(features, 1, gain=1.0)))
     critic = ValueOperator(value_net, in_keys=["observation"])
     return actor, critic
