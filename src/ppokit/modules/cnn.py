@@ -20,6 +20,8 @@ from torch import nn
 
 from ppokit.internals.versions_of import tensor_versions
 
+CL = torch.channels_last
+
 __all__ = ["NatureCNN", "ReuseNextStep", "SharedTrunk", "orthogonal_linear"]
 
 
@@ -83,9 +85,9 @@ class NatureCNN(nn.Module):
         for conv in convs:
             nn.init.orthogonal_(conv.weight, gain)
             nn.init.zeros_(cast(torch.Tensor, conv.bias))  # built with a bias
+            # channels-last filters (and images, in forward): oneDNN's and cuDNN's faster layout
+            conv.weight = nn.Parameter(conv.weight.detach().contiguous(memory_format=CL))
         self.convs = nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU())
-        # channels-last filters and images: oneDNN's (and cuDNN's) faster convolution layout
-        self.convs.to(memory_format=torch.channels_last)
         with torch.no_grad():
             flat = int(self.convs(torch.zeros(1, c, h, w)).numel())
         self.fc = orthogonal_linear(flat, features, gain=gain)
@@ -102,7 +104,7 @@ class NatureCNN(nn.Module):
         x = obs.reshape(-1, *self.image_shape).float() * self.scale
         if self.layout == "HWC":
             x = x.permute(0, 3, 1, 2)  # an HWC batch already is channels-last in memory
-        x = self.convs(x.contiguous(memory_format=torch.channels_last)).flatten(1)
+        x = self.convs(x.contiguous(memory_format=CL)).flatten(1)
         return torch.relu(self.fc(x)).reshape(*batch, self.out_features)
 
 
