@@ -97,9 +97,10 @@ def check_config(cfg: TrainConfig) -> None:
             "--eval-episodes is 0; set --eval-episodes to a positive count (e.g. 10) or "
             "--eval-every 0."
         )
-    from ppokit.train.device import resolve_device
+    if cfg.device == "cuda":  # refused before any work where CUDA is missing (needs torch)
+        from ppokit.train.device import resolve_device
 
-    resolve_device(cfg.device)  # --device cuda without CUDA: refused before any work
+        resolve_device(cfg.device)
     if cfg.batch_size % cfg.num_minibatches:
         raise ValueError(
             f"The batch num_envs * num_steps = {cfg.num_envs} * {cfg.num_steps} = "
