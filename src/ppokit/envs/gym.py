@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from ppokit.envs.images import is_image_space
 from ppokit.envs.sources import EnvSource, check_env_id, env_label, make_vector_env
 from ppokit.envs.spaces import check_spaces
 
@@ -52,6 +53,11 @@ class GymVecEnv:
         num_envs: parallel environments ``N`` (None: a VectorEnv's own count).
         mode: ``"sync"`` (one process) or ``"async"`` (one subprocess per env).
         env_kwargs: keyword arguments for ``gymnasium.make`` (an id only).
+        training: for Atari ids, the training preprocessing (episodic life, clipped rewards);
+            False plays whole games with raw scores (evaluation). See :mod:`ppokit.envs.atari`.
+
+    Observations are float32, except images (rank-3 uint8 ``Box``), which stay uint8
+    (``obs_dtype``).
 
     Box actions are clipped to the action bounds only when sent to the environment; the caller
     keeps the sampled action. Discrete actions are sent as integers.
@@ -74,10 +80,13 @@ class GymVecEnv:
         *,
         mode: str = "sync",
         env_kwargs: dict[str, Any] | None = None,
+        training: bool = True,
     ) -> None:
         import gymnasium as gym
 
-        self.env = make_vector_env(env, num_envs, mode=mode, env_kwargs=env_kwargs)
+        self.env = make_vector_env(
+            env, num_envs, mode=mode, env_kwargs=env_kwargs, training=training
+        )
         self.env_id = env_label(env)
         self.num_envs: int = self.env.num_envs
         self.observation_space = self.env.single_observation_space
@@ -87,6 +96,10 @@ class GymVecEnv:
         action_space: Any = self.action_space
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.obs_shape: tuple[int, ...] = tuple(self.observation_space.shape or ())
+        # images stay bytes (a quarter of float32's memory); the CNN scales them
+        image = is_image_space(self.observation_space)
+        self._obs_np_dtype: Any = np.uint8 if image else np.float32
+        self.obs_dtype = torch.uint8 if image else torch.float32
         if self.discrete:
             self.action_shape: tuple[int, ...] = ()
             self.action_dtype = torch.int64
@@ -100,11 +113,11 @@ class GymVecEnv:
 
     # -- array API (the collector's hot path: numpy in, numpy out, nothing converted twice) --
     def reset_arrays(self, *, seed: int | None = None) -> np.ndarray:
-        """Reset every env; env ``i`` is seeded with ``seed + i``. Returns ``[N, *obs]`` float32."""
+        """Reset every env; env ``i`` is seeded with ``seed + i``. Returns ``[N, *obs]``."""
         # a list seeds each sub-env (Gymnasium accepts it; its annotation says int only)
         seeds: Any = None if seed is None else [seed + i for i in range(self.num_envs)]
         obs, _ = self.env.reset(seed=seeds)
-        return np.asarray(obs, dtype=np.float32)
+        return np.asarray(obs, dtype=self._obs_np_dtype)
 
     def step_arrays(self, action: np.ndarray) -> tuple[np.ndarray, ...]:
         """Step with a numpy ``action`` (``[N]`` ints or ``[N, A]`` floats, as sampled).
@@ -117,7 +130,7 @@ class GymVecEnv:
         if not self.discrete:
             action = np.clip(action, self._low, self._high)  # a copy: the caller keeps its own
         obs, reward, terminated, truncated, info = self.env.step(action)
-        obs = np.asarray(obs, dtype=np.float32)
+        obs = np.asarray(obs, dtype=self._obs_np_dtype)
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool)
         next_obs = obs
@@ -131,7 +144,7 @@ class GymVecEnv:
             next_obs = obs.copy()
             finals = info["final_obs"]
             for i in np.flatnonzero(mask):
-                next_obs[i] = np.asarray(finals[i], dtype=np.float32)
+                next_obs[i] = np.asarray(finals[i], dtype=self._obs_np_dtype)
         return next_obs, obs, np.asarray(reward, dtype=np.float32), terminated, truncated
 
     # -- tensor API ---------------------------------------------------------------------------

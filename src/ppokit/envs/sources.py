@@ -79,6 +79,11 @@ def check_env_id(env_id: str) -> None:
     """
     import gymnasium as gym
 
+    if _is_atari(env_id):  # ale-py's ids: known once it is imported, else the install hint
+        from ppokit.envs.atari import atari_game
+
+        atari_game(env_id)
+        return
     name = import_env_module(env_id)
     if name in gym.envs.registry:
         return
@@ -121,6 +126,7 @@ def make_vector_env(
     *,
     mode: str = "sync",
     env_kwargs: dict[str, Any] | None = None,
+    training: bool = True,
 ) -> gym.vector.VectorEnv:
     """The Gymnasium vector env of ``source``, resetting finished envs in the same step.
 
@@ -130,6 +136,8 @@ def make_vector_env(
             ``num_envs``.
         mode: ``"sync"`` (one process) or ``"async"`` (one subprocess per env).
         env_kwargs: keyword arguments for ``gymnasium.make`` (an id source only).
+        training: for an Atari id (:mod:`ppokit.envs.atari`), episodic life and clipped
+            rewards (True) or whole games with raw scores (False); other sources ignore it.
 
     Raises:
         ValueError: an unknown id, a bad ``num_envs``/``mode``, keyword arguments for a source
@@ -168,6 +176,10 @@ def make_vector_env(
         return source
     if num_envs is None:
         raise ValueError("num_envs is needed to build a vector env from an id or a callable.")
+    if isinstance(source, str) and _is_atari(source):
+        from ppokit.envs.atari import make_atari_vector_env
+
+        return make_atari_vector_env(source, num_envs, training=training, env_kwargs=env_kwargs)
     if isinstance(source, str):
         check_env_id(source)
         return gym.make_vec(
@@ -185,3 +197,9 @@ def make_vector_env(
         f"gymnasium.Env, or a gymnasium.vector.VectorEnv; got "
         f"{type(source).__name__}."
     )
+
+
+def _is_atari(env_id: str) -> bool:
+    from ppokit.envs.atari_ids import is_atari_id
+
+    return is_atari_id(env_id)

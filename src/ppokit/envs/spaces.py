@@ -12,7 +12,7 @@ __all__ = ["check_spaces"]
 
 
 def check_spaces(observation_space: Any, action_space: Any, *, env_id: str = "env") -> None:
-    """Accept a flat ``Box`` observation and a ``Discrete`` or 1-D ``Box`` action space.
+    """Accept a flat ``Box`` or uint8 image observation, a ``Discrete`` or 1-D ``Box`` action.
 
     Raises:
         ValueError: any other space, naming it.
@@ -26,10 +26,15 @@ def check_spaces(observation_space: Any, action_space: Any, *, env_id: str = "en
     """
     from gymnasium import spaces
 
-    if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
+    from ppokit.envs.images import image_layout, is_image_space
+
+    if is_image_space(observation_space):
+        image_layout(observation_space.shape)  # refuses a layout the CNN cannot read
+    elif not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
         raise ValueError(
             f"{env_id} has observation space {observation_space}; ppokit's MLP policies need a "
-            "flat Box observation. Wrap the env (e.g. gymnasium.wrappers.FlattenObservation)."
+            "flat Box observation, its CNN a uint8 image (C, H, W) or (H, W, C). Wrap the env "
+            "(e.g. gymnasium.wrappers.FlattenObservation)."
         )
     if isinstance(action_space, spaces.Discrete):
         if action_space.start != 0:

@@ -64,6 +64,7 @@ def build_actor_critic(
     activation: str = "tanh",
     init_log_std: float = 0.0,
     ortho_init: bool = True,
+    share_trunk: bool = True,
 ) -> tuple[Any, Any]:
     """Separate actor and critic MLPs for ``env`` (ppokit modules, TorchRL keys).
 
@@ -74,6 +75,10 @@ def build_actor_critic(
     settings use it). The actor reads ``"observation" [*B, obs]`` and writes ``"action"``
     (``[*B]`` or ``[*B, A]``) and ``"action_log_prob" [*B]``; the critic writes
     ``"state_value" [*B, 1]``.
+
+    Image observations (rank 3) get the Nature CNN instead
+    (:func:`~ppokit.train.build_cnn.build_cnn_actor_critic`; ``share_trunk``: one trunk for
+    both, the default); ``hidden_sizes``, ``activation`` and ``ortho_init`` are for the MLPs.
 
     Example:
         >>> from tensordict import TensorDict
@@ -89,6 +94,10 @@ def build_actor_critic(
     from ppokit.modules.distributions import Categorical, IndependentNormal
     from ppokit.modules.mlp import MLP
 
+    if len(env.obs_shape) == 3:  # images: the Nature CNN (ppokit.train.build_cnn)
+        from ppokit.train.build_cnn import build_cnn_actor_critic
+
+        return build_cnn_actor_critic(env, share_trunk=share_trunk, init_log_std=init_log_std)
     activations = {"tanh": nn.Tanh, "relu": nn.ReLU}
     if activation not in activations:
         raise ValueError(f"activation must be one of {sorted(activations)}, got {activation!r}.")

@@ -22,6 +22,7 @@ from tensordict.nn import InteractionType, set_interaction_type
 
 from ppokit.envs.gym import GymVecEnv
 from ppokit.train.acting import TensorPolicy, tensor_policy
+from ppokit.train.collect_device import policy_on_device, setup_device
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
 
 __all__ = ["EpisodeStats", "RolloutCollector", "TensorPolicy", "tensor_policy"]
@@ -51,6 +52,9 @@ class RolloutCollector:
         compile_policy: act through a :class:`TensorPolicy` compiled with ``torch.compile``
             (same random stream; float rounding may differ). Ignored for policies it does
             not reproduce.
+        device: where the policy runs (default: the CPU). Off the CPU each step's
+            observations cross once through a pinned buffer (:mod:`ppokit.train.device`) and
+            :meth:`collect` returns the rollout on the device (one copy per rollout).
 
     The rollout holds ``observation [N, T, *obs]``, ``action [N, T]`` (discrete, int64) or
     ``[N, T, A]`` (continuous, as sampled, never clipped), ``action_log_prob [N, T]`` and
@@ -81,6 +85,7 @@ class RolloutCollector:
         log_prob_key: str = "action_log_prob",
         seed: int | None = None,
         compile_policy: bool = False,
+        device: torch.device | None = None,
     ) -> None:
         if num_steps <= 0:
             raise ValueError(f"num_steps must be positive, got {num_steps}.")
@@ -92,14 +97,15 @@ class RolloutCollector:
         self.log_prob_key = log_prob_key
         n, t = env.num_envs, num_steps
         obs_shape, act_shape = env.obs_shape, env.action_shape
+        obs_dtype = getattr(env, "obs_dtype", torch.float32)  # uint8 for images
         self.rollout = TensorDict(
             {
-                "observation": torch.zeros(n, t, *obs_shape),
+                "observation": torch.zeros(n, t, *obs_shape, dtype=obs_dtype),
                 "action": torch.zeros(n, t, *act_shape, dtype=env.action_dtype),
                 log_prob_key: torch.zeros(n, t),
                 "next": TensorDict(
                     {
-                        "observation": torch.zeros(n, t, *obs_shape),
+                        "observation": torch.zeros(n, t, *obs_shape, dtype=obs_dtype),
                         "reward": torch.zeros(n, t, 1),
                         "terminated": torch.zeros(n, t, 1, dtype=torch.bool),
                         "truncated": torch.zeros(n, t, 1, dtype=torch.bool),
@@ -134,6 +140,7 @@ class RolloutCollector:
         self._act = TensorPolicy.for_actor(
             policy, log_prob_key=log_prob_key, compile=compile_policy
         )
+        self._device, self._to_device, self._games = setup_device(env, device)
 
     def reset(self, *, seed: int | None = None) -> None:
         """Reset the environments (the next :meth:`collect` starts fresh episodes)."""
@@ -167,8 +174,12 @@ class RolloutCollector:
         obs_b, act_b, logp_b, next_b = buf["obs"], buf["act"], buf["logp"], buf["next_obs"]
         rew_b, term_b, trunc_b, done_b = buf["rew"], buf["term"], buf["trunc"], buf["done"]
         ep_return, ep_length = self._ep_return, self._ep_length
+        to_device = self._to_device
         for t in range(self.num_steps):
-            if act is not None:
+            if to_device is not None:  # the policy on a GPU: one copy of the observations
+                obs_d = to_device(obs.numpy())
+                action, log_prob = policy_on_device(act, obs_d, self.policy, step_td, log_prob_key)
+            elif act is not None:
                 action, log_prob = act(obs)
             else:
                 step_td.set("observation", obs)
@@ -203,12 +214,19 @@ class RolloutCollector:
             done_b[:, t, 0] = done
             if any_done:
                 idx = np.flatnonzero(done)
-                self._stats.returns.extend(ep_return[idx].tolist())
-                self._stats.lengths.extend(ep_length[idx].tolist())
+                if self._games is not None:  # Atari: the raw score of each whole game
+                    scores, lengths = self._games()
+                    self._stats.returns.extend(scores)
+                    self._stats.lengths.extend(lengths)
+                else:
+                    self._stats.returns.extend(ep_return[idx].tolist())
+                    self._stats.lengths.extend(ep_length[idx].tolist())
                 ep_return[idx] = 0.0
                 ep_length[idx] = 0
         self._obs = obs
         self.env_steps += self.num_steps * self.env.num_envs
+        if self._device is not None:
+            return self.rollout.to(self._device, non_blocking=True)
         return self.rollout
 
     def pop_episode_stats(self) -> EpisodeStats:

@@ -161,6 +161,12 @@ class TrainConfig:
     """W&B group, e.g. one per sweep of seeds (empty: none)."""
     wandb_tags: str = ""
     """W&B tags, comma-separated (empty: none)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where networks, rollout, GAE and updates run: auto (CUDA when available), cpu or cuda
+    (refused up front where CUDA is not available). [auto, cpu or cuda]"""
+    share_trunk: bool = True
+    """Image observations: one CNN trunk for the actor and the critic (the PPO paper's Atari
+    network); --no-share-trunk builds two, which --compile and torchrun need."""
 
     @property
     def batch_size(self) -> int:

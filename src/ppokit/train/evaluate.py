@@ -21,7 +21,9 @@ from tensordict import TensorDict
 from ppokit.envs.gym import GymVecEnv
 from ppokit.envs.sources import EnvSource
 from ppokit.train.acting import TensorPolicy
+from ppokit.train.device import module_device
 from ppokit.train.normalization import ObservationNormalizer
+from ppokit.train.video_env import video_env, video_fps
 
 __all__ = ["EvalResult", "deterministic_action", "evaluate_policy", "record_video"]
 
@@ -101,8 +103,10 @@ def evaluate_policy(
     was_training = getattr(actor, "training", False)
     if hasattr(actor, "eval"):
         actor.eval()
-    venv = GymVecEnv(env, episodes, env_kwargs=env_kwargs)
+    # training=False: Atari plays whole games with raw scores (ppokit.envs.atari)
+    venv = GymVecEnv(env, episodes, env_kwargs=env_kwargs, training=False)
     policy = TensorPolicy.for_actor(actor, sampling=False)
+    device = module_device(actor)  # the env's CPU observations go where the actor is
     try:
         obs = venv.reset_tensors(seed=seed)
         returns = np.zeros(episodes)
@@ -111,7 +115,7 @@ def evaluate_policy(
         for _ in range(max_steps):
             if obs_normalizer is not None:
                 obs = obs_normalizer.normalize(obs, update=False)
-            action = deterministic_action(actor, obs, policy=policy)
+            action = deterministic_action(actor, obs.to(device), policy=policy)
             res = venv.step_tensors(action)
             returns[active] += res.reward.numpy()[active]
             lengths[active] += 1
@@ -149,14 +153,15 @@ def record_video(
     video_dir = Path(video_dir)
     video_dir.mkdir(parents=True, exist_ok=True)
     try:
-        env = gym.make(env_id, render_mode="rgb_array")
+        env = video_env(env_id)  # Atari: the preprocessed game, rendering raw RGB frames
     except gym.error.DependencyNotInstalled as err:
         raise RuntimeError(
             f"Rendering {env_id} needs an extra package: {err}. Install ppokit[gym]."
         ) from err
-    fps = int(env.metadata.get("render_fps", 30))
+    fps = video_fps(env_id, env)
     paths = []
     policy = TensorPolicy.for_actor(actor, sampling=False)
+    device = module_device(actor)
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
@@ -166,7 +171,7 @@ def record_video(
                 obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).unsqueeze(0)
                 if obs_normalizer is not None:
                     obs_t = obs_normalizer.normalize(obs_t, update=False)
-                raw = deterministic_action(actor, obs_t, policy=policy)[0].numpy()
+                raw = deterministic_action(actor, obs_t.to(device), policy=policy)[0].cpu().numpy()
                 space: Any = env.action_space
                 action: Any = (
                     np.clip(raw, space.low, space.high)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ppokit.envs.atari_ids import is_atari_id
 from ppokit.train.config import TrainConfig, config_from_dict
 
 __all__ = ["PRESETS", "preset_config", "preset_name"]
@@ -128,6 +129,27 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 716 in CleanRL's benchmark); rl-zoo's tuned Humanoid set is for 10M steps
     "Humanoid-v5": dict(_MUJOCO),
     "mujoco": _MUJOCO,
+    # PPO paper / CleanRL ppo_atari.py: 8 envs x 128 steps, 4 epochs x 4 minibatches, lr 2.5e-4
+    # annealed, clip 0.1, entropy 0.01 (images are never normalised; rewards clipped by the env)
+    "atari": dict(
+        total_steps=10_000_000,
+        num_envs=8,
+        num_steps=128,
+        num_epochs=4,
+        num_minibatches=4,
+        lr=2.5e-4,
+        anneal_lr=True,
+        clip_epsilon=0.1,
+        entropy_coef=0.01,
+        critic_coef=0.5,
+        gamma=0.99,
+        gae_lambda=0.95,
+        max_grad_norm=0.5,
+        clip_value=True,
+        eval_episodes=8,
+        checkpoint_every=50,
+        keep_checkpoint_every=500,
+    ),
     "classic_control": dict(
         total_steps=500_000,
         num_envs=8,
@@ -142,13 +164,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset_name(env_id: str) -> str:
-    """Name of the preset used for ``env_id`` (an env id, ``"mujoco"`` or ``"classic_control"``).
+    """Name of the preset used for ``env_id`` (an env id, ``"mujoco"``, ``"atari"`` or
+    ``"classic_control"``).
 
     A ``module:EnvId`` id is looked up by its ``EnvId`` (after importing ``module``).
 
     Example:
         >>> preset_name("Walker2d-v5"), preset_name("CartPole-v1"), preset_name("LunarLander-v3")
         ('mujoco', 'CartPole-v1', 'classic_control')
+        >>> preset_name("ALE/Breakout-v5")
+        'atari'
+
     """
     if env_id in PRESETS:
         return env_id
@@ -160,6 +186,8 @@ def preset_name(env_id: str) -> str:
         entry = ""
     if "mujoco" in entry:
         return "mujoco"
+    if "ale_py" in entry or is_atari_id(env_id):
+        return "atari"
     return "classic_control"
 
 

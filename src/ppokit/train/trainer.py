@@ -49,6 +49,7 @@ from ppokit.train.config import (
     num_iterations,
     validate_config,
 )
+from ppokit.train.device import float_obs, move_modules, resolve_device
 from ppokit.train.evaluate import EvalResult
 from ppokit.train.guards import check_rollout_finite
 from ppokit.train.loop import TrainResult, run_loop
@@ -147,6 +148,7 @@ class PPOTrainer:
         self.cfg = cfg = dataclasses.replace(cfg, run_dir=self.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         torch.set_num_threads(cfg.torch_threads)
+        self.device = resolve_device(cfg.device)  # networks, rollout, GAE and updates
         seed = rank_seed(cfg.seed, self.world.rank)
         seed_everything(seed)
 
@@ -166,20 +168,23 @@ class PPOTrainer:
                 activation=cfg.activation,
                 init_log_std=cfg.init_log_std,
                 ortho_init=cfg.ortho_init,
+                share_trunk=cfg.share_trunk,
             )
             actor = actor if actor is not None else built_actor
             critic = critic if critic is not None else built_critic
         self.actor, self.critic = checked_module(actor, "actor"), checked_module(critic, "critic")
+        move_modules(self.device, self.actor, self.critic)  # before DDP wraps them
         # DDP on the plain networks inside the TensorDict modules (ppokit.wrap_ddp):
         # the loss keeps the actor's get_dist, and backward() averages gradients over ranks
-        wrap_ddp(self.actor, self.critic, world=self.world)
+        if self.world.is_distributed:  # (wrap_ddp refuses a shared CNN trunk even alone)
+            wrap_ddp(self.actor, self.critic, world=self.world)
         # in DDP the advantage is standardised over all ranks' minibatch (in update())
         self.loss = build_loss(
             self.actor,
             self.critic,
             cfg,
             normalize_advantage=(cfg.normalize_advantage and not self.world.is_distributed),
-        )
+        ).to(self.device)
         self.params = unique_params(self.actor, self.critic)
         self.optimizer = build_optimizer(self.params, lr=cfg.lr, eps=cfg.adam_eps)
         # chosen once: eager, or (compile=True) loss, gradient, clip and Adam as one compiled
@@ -194,8 +199,8 @@ class PPOTrainer:
         )
         #: "eager" or "fused": the update step this run uses
         self.update_kind = update_kind(self.update_step)
-        self.obs_norm = ObservationNormalizer(
-            self.env.obs_shape, clip=cfg.obs_clip, enabled=cfg.obs_norm
+        self.obs_norm = ObservationNormalizer(  # never for images (uint8 observations)
+            self.env.obs_shape, clip=cfg.obs_clip, enabled=cfg.obs_norm and float_obs(self.env)
         )
         self.reward_scaler = RewardScaler(
             self.env.num_envs, gamma=cfg.gamma, clip=cfg.reward_clip, enabled=cfg.reward_scale
@@ -214,6 +219,7 @@ class PPOTrainer:
             log_prob_key=LOG_PROB_KEY,
             seed=seed,
             compile_policy=cfg.compile,
+            device=self.device,
         )
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.iteration = 0

@@ -28,7 +28,7 @@ __all__ = ["RANGES", "RESUME_FIXED", "check_config", "check_resumable"]
 
 _SEED_MAX = 2**32 - 1
 #: what a checkpoint fixes: the env and the shapes of the rollout and the networks
-RESUME_FIXED = ("env", "num_envs", "num_steps", "hidden_sizes", "activation")
+RESUME_FIXED = ("env", "num_envs", "num_steps", "hidden_sizes", "activation", "share_trunk")
 
 
 def _finite(v: float) -> bool:
@@ -97,6 +97,10 @@ def check_config(cfg: TrainConfig) -> None:
             "--eval-episodes is 0; set --eval-episodes to a positive count (e.g. 10) or "
             "--eval-every 0."
         )
+    if cfg.device == "cuda":  # refused before any work where CUDA is missing (needs torch)
+        from ppokit.train.device import resolve_device
+
+        resolve_device(cfg.device)
     if cfg.batch_size % cfg.num_minibatches:
         raise ValueError(
             f"The batch num_envs * num_steps = {cfg.num_envs} * {cfg.num_steps} = "
