@@ -161,6 +161,9 @@ class TrainConfig:
     """W&B group, e.g. one per sweep of seeds (empty: none)."""
     wandb_tags: str = ""
     """W&B tags, comma-separated (empty: none)."""
+    action_mask_key: str = "action_mask"
+    """Name of the env's action mask: a top-level Dict observation entry or an info entry
+    (bool or 0/1, one flag per action); masked actions get probability 0. [a non-empty name]"""
 
     @property
     def batch_size(self) -> int:
