@@ -26,17 +26,11 @@ from ppokit.envs.gym import GymVecEnv
 from ppokit.envs.masks import check_mask, split_mask
 from ppokit.envs.sources import EnvSource, env_label, make_vector_env
 from ppokit.envs.spaces import SpaceLeaf, action_heads, check_spaces, is_flat, observation_leaves
+from ppokit.modules.encoders import LEAF_DTYPES
 
 __all__ = ["StructuredVecEnv", "open_env"]
 
-_DTYPES = {
-    "vector": torch.float32,
-    "image": torch.uint8,
-    "discrete": torch.int64,
-    "multi_discrete": torch.int64,
-    "binary": torch.float32,
-    "mask": torch.bool,
-}
+_DTYPES = LEAF_DTYPES
 
 
 def open_env(
@@ -155,8 +149,8 @@ class StructuredVecEnv:
     def _obs_td(self, raw: Any, info: dict[str, Any]) -> TensorDict:
         data: dict[tuple[str, ...], torch.Tensor] = {}
         for leaf in self.obs_leaves:
-            value = np.asarray(self._pick(raw, leaf.path))
-            data[self.leaf_key(leaf)] = torch.as_tensor(value).to(_DTYPES[leaf.kind])
+            array = np.asarray(self._pick(raw, leaf.path))
+            data[self.leaf_key(leaf)] = torch.as_tensor(array).to(_DTYPES[leaf.kind])
         mask = self._read_mask(raw, info)
         if mask is not None:
             data[(self.mask_key,)] = torch.from_numpy(mask)
@@ -263,8 +257,8 @@ class StructuredVecEnv:
             for i in np.flatnonzero(flags):
                 final = info["final_obs"][i]
                 for leaf in self.obs_leaves:
-                    value = torch.as_tensor(np.asarray(self._pick(final, leaf.path)))
-                    next_obs.get(self.leaf_key(leaf))[i] = value.to(_DTYPES[leaf.kind])
+                    entry = torch.as_tensor(np.asarray(self._pick(final, leaf.path)))
+                    next_obs.get(self.leaf_key(leaf))[i] = entry.to(_DTYPES[leaf.kind])
         return next_obs, obs, np.asarray(reward, dtype=np.float32), terminated, truncated
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ __all__ = ["TicTacToeEnv"]
 ENV_ID = "ppokit/TicTacToe-v0"
 
 
-class TicTacToeEnv(gym.Env[dict[str, np.ndarray], np.int64]):
+class TicTacToeEnv(gym.Env[dict[str, np.ndarray], int]):
     """Tic-tac-toe vs a uniformly random opponent (see the module docstring).
 
     Keyword Args:
@@ -43,7 +43,7 @@ class TicTacToeEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             episode (None, the default).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium declares it so)
 
     def __init__(self, *, agent_first: bool | None = None) -> None:
         try:
@@ -54,13 +54,13 @@ class TicTacToeEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             ) from err
         self._game = raw_env()  # tictactoe_v3 without wrappers
         self.agent_first = agent_first
-        self.observation_space = spaces.Dict(
+        self.observation_space: spaces.Space[Any] = spaces.Dict(
             {
                 "action_mask": spaces.Box(0, 1, (9,), np.int8),
                 "observation": spaces.Box(0, 1, (3, 3, 2), np.int8),
             }
         )
-        self.action_space = spaces.Discrete(9)
+        self.action_space: spaces.Space[Any] = spaces.Discrete(9)
         self.illegal_moves = 0
         self._me = "player_1"
 
@@ -88,9 +88,7 @@ class TicTacToeEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self._opponent_moves()
         return self._obs(), {}
 
-    def step(
-        self, action: Any
-    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         action = int(action)
         if not 0 <= action < 9:
             raise ValueError(f"{ENV_ID}: action must be a square 0..8, got {action}.")
@@ -104,4 +102,4 @@ class TicTacToeEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         return self._obs(), reward, self._over(), False, {"illegal": False}
 
 
-gym.register(ENV_ID, entry_point=TicTacToeEnv, max_episode_steps=9)
+gym.register(ENV_ID, entry_point="ppokit.envs.tictactoe:TicTacToeEnv", max_episode_steps=9)

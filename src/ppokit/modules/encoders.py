@@ -18,6 +18,7 @@ from torch import nn
 
 __all__ = [
     "LEAF_DTYPES",
+    "FlattenEncoder",
     "ImageEncoder",
     "LeafLike",
     "MultiLeafEncoder",
@@ -51,32 +52,36 @@ class LeafLike(Protocol):
 
 
 class OneHotEncoder(nn.Module):
-    """Indices ``[B]`` (``sizes=(n,)``) or ``[B, k]`` (one size per entry) -> one-hot ``[B, sum]``.
+    """Indices ``[*B]`` (``multi=False``, one size) or ``[*B, k]`` (one size per entry) ->
+    one-hot ``[*B, sum(sizes)]``.
 
     Example:
         >>> OneHotEncoder((3,))(torch.tensor([2, 0]))
         tensor([[0., 0., 1.],
                 [1., 0., 0.]])
-        >>> OneHotEncoder((2, 3))(torch.tensor([[1, 2]]))
+        >>> OneHotEncoder((2, 3), multi=True)(torch.tensor([[1, 2]]))
         tensor([[0., 1., 0., 0., 1.]])
     """
 
-    def __init__(self, sizes: Sequence[int]) -> None:
+    def __init__(self, sizes: Sequence[int], *, multi: bool = False) -> None:
         super().__init__()
         self.sizes = tuple(int(n) for n in sizes)
+        self.multi = multi
         # offsets place entry i's one-hot block after the blocks of the entries before it
         offsets = torch.tensor([0, *self.sizes[:-1]]).cumsum(0)
+        self.offsets: torch.Tensor
         self.register_buffer("offsets", offsets, persistent=False)
         self.total = sum(self.sizes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        index = x.long().reshape(x.shape[0], -1) + self.offsets
-        out = torch.zeros(x.shape[0], self.total, device=x.device)
-        return out.scatter_(1, index, 1.0)
+        if not self.multi:
+            return nn.functional.one_hot(x.long(), self.total).float()
+        hot = nn.functional.one_hot(x.long() + self.offsets, self.total)
+        return hot.sum(-2).float()
 
 
 class ImageEncoder(nn.Module):
-    """uint8 images ``[B, H, W, C]`` -> ``[B, features]``: two strided convs, then a linear.
+    """uint8 images ``[*B, H, W, C]`` -> ``[*B, features]``: two strided convs, a linear.
 
     A small network for small images; for Atari-size frames use the Nature CNN.
 
@@ -100,12 +105,22 @@ class ImageEncoder(nn.Module):
         self.out = nn.Sequential(nn.Linear(flat, features), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.convs(x.permute(0, 3, 1, 2).float() / 255.0))
+        batch = x.shape[:-3]
+        images = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0
+        return self.out(self.convs(images)).reshape(*batch, -1)
 
 
-class _Flatten(nn.Module):
+class FlattenEncoder(nn.Module):
+    """``[*B, *shape]`` -> float ``[*B, prod(shape)]`` (a scalar leaf becomes ``[*B, 1]``)."""
+
+    def __init__(self, event_dims: int) -> None:
+        super().__init__()
+        self.event_dims = int(event_dims)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1).float()
+        if self.event_dims == 0:
+            return x.float().unsqueeze(-1)
+        return x.flatten(-self.event_dims).float()
 
 
 def leaf_encoder(leaf: LeafLike) -> nn.Module:
@@ -115,18 +130,18 @@ def leaf_encoder(leaf: LeafLike) -> nn.Module:
         ValueError: a mask leaf (masks are never encoded) or an unknown kind, naming the leaf.
     """
     if leaf.kind in ("vector", "binary"):
-        return _Flatten()
+        return FlattenEncoder(len(leaf.shape))
     if leaf.kind == "discrete":
         return OneHotEncoder(leaf.sizes)
     if leaf.kind == "multi_discrete":
-        return OneHotEncoder(leaf.sizes)
+        return OneHotEncoder(leaf.sizes, multi=True)
     if leaf.kind == "image":
         return ImageEncoder(leaf.shape)
     raise ValueError(f"Observation leaf {leaf.name!r} of kind {leaf.kind!r} has no encoder.")
 
 
 class MultiLeafEncoder(nn.Module):
-    """Encode each leaf with its encoder and concatenate: ``(*leaves) -> [B, out_features]``.
+    """Encode each leaf and concatenate: ``(*leaves [*B, *shape]) -> [*B, out_features]``.
 
     Args:
         encoders: one module per leaf, in the order the leaves are passed.
@@ -147,8 +162,9 @@ def build_encoder(
 ) -> MultiLeafEncoder:
     """One encoder per leaf (``encoders[leaf.name]`` where given), concatenated.
 
-    A user encoder takes the leaf ``[B, *shape]`` in its stored dtype (:data:`LEAF_DTYPES`)
-    and returns ``[B, F]``; ``F`` is measured with one zero input.
+    A user encoder takes the leaf ``[*B, *shape]`` in its stored dtype (:data:`LEAF_DTYPES`,
+    any number of batch dims ``*B``) and returns ``[*B, F]``; ``F`` is measured with one
+    zero input.
 
     Raises:
         ValueError: ``encoders`` names a leaf that does not exist, or an encoder does not

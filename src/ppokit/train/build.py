@@ -13,6 +13,8 @@ import torch
 from tensordict.nn import TensorDictModule
 from torch import nn
 
+from ppokit.envs.structured import StructuredVecEnv
+
 if TYPE_CHECKING:
     from ppokit.objectives.ppo import ClipPPOLoss
     from ppokit.train.config import TrainConfig
@@ -58,7 +60,7 @@ class GaussianHead(nn.Module):
 
 
 def build_actor_critic(
-    env: SpacesLike,
+    env: SpacesLike | StructuredVecEnv,
     *,
     hidden_sizes: tuple[int, ...] = (64, 64),
     activation: str = "tanh",
@@ -88,6 +90,17 @@ def build_actor_critic(
     from ppokit.modules.actors import ProbabilisticActor, ValueOperator
     from ppokit.modules.distributions import Categorical, IndependentNormal
     from ppokit.modules.mlp import MLP
+
+    if isinstance(env, StructuredVecEnv):  # Dict/Tuple/MultiDiscrete/masks: composite heads
+        from ppokit.train.structured import build_structured_actor_critic
+
+        return build_structured_actor_critic(
+            env,
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            init_log_std=init_log_std,
+            ortho_init=ortho_init,
+        )
 
     activations = {"tanh": nn.Tanh, "relu": nn.ReLU}
     if activation not in activations:

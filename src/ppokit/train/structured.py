@@ -19,15 +19,17 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import InteractionType, set_interaction_type
 from torch import nn
 
+from ppokit.envs.gym import GymVecEnv
 from ppokit.envs.structured import StructuredVecEnv
 from ppokit.modules.heads import structured_actor, structured_critic
-from ppokit.train.collector import EpisodeStats
+from ppokit.train.collector import EpisodeStats, RolloutCollector
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
 
 __all__ = [
     "StructuredCollector",
     "build_structured_actor_critic",
     "evaluate_structured",
+    "make_collector",
     "normalize_leaves",
 ]
 
@@ -188,9 +190,7 @@ class StructuredCollector:
             next_raw, obs_raw, reward, terminated, truncated = env.step(step)
             done = terminated | truncated
             obs = normalize_leaves(env, obs_raw, norm, update=True)
-            next_obs = (
-                normalize_leaves(env, next_raw, norm, update=False) if done.any() else obs
-            )
+            next_obs = normalize_leaves(env, next_raw, norm, update=False) if done.any() else obs
             self._ep_return += reward
             self._ep_length += 1
             if scaler is not None and scaler.enabled:
@@ -227,6 +227,17 @@ class StructuredCollector:
         """Episodes finished since the last call (returns are raw, unscaled)."""
         stats, self._stats = self._stats, EpisodeStats()
         return stats
+
+
+def make_collector(
+    env: GymVecEnv | StructuredVecEnv,
+    policy: Callable[[TensorDictBase], TensorDictBase],
+    **kwargs: Any,
+) -> RolloutCollector | StructuredCollector:
+    """The collector for ``env``: the flat fast path, or :class:`StructuredCollector`."""
+    if isinstance(env, StructuredVecEnv):
+        return StructuredCollector(env, policy, **kwargs)
+    return RolloutCollector(env, policy, **kwargs)
 
 
 def evaluate_structured(
