@@ -18,7 +18,7 @@ from ppokit.envs.spaces import action_heads, check_spaces, is_flat, observation_
 from ppokit.envs.structured import StructuredVecEnv, open_env
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
-from structured_toys import InfoMaskGame, MatchMultiDiscrete  # noqa: E402
+from structured_toys import InfoMaskGame, MatchMultiDiscrete
 
 
 def test_nested_leaves_and_heads():
@@ -72,10 +72,8 @@ def test_check_mask_errors_and_values():
     with pytest.raises(ValueError, match=r"holds \[2\]"):
         check_mask(np.array([[1, 2]]), num_envs=1, num_actions=2)
     with pytest.raises(ValueError, match="G: action_mask of env 1 at step 5 allows no action"):
-        check_mask(
-            np.array([[1, 0], [0, 0]]), num_envs=2, num_actions=2, env_id="G", step=5
-        )
-    with pytest.raises(ValueError, match="head 1 .* no legal choice in env 0"):
+        check_mask(np.array([[1, 0], [0, 0]]), num_envs=2, num_actions=2, env_id="G", step=5)
+    with pytest.raises(ValueError, match=r"head 1 .* no legal choice in env 0"):
         split_mask(np.array([[True, True, False, False]]), (2, 2))
 
 
@@ -93,7 +91,7 @@ def test_dict_obs_multidiscrete_action_round_trip():
         assert env.obs_shape == (2,)  # only the float leaf is normalised
         target = obs["target"]
         action = TensorDict({"action": {"0": target[:, 0], "1": target[:, 1]}}, [3])
-        next_obs, obs2, reward, terminated, truncated = env.step(action)
+        next_obs, _obs2, reward, terminated, _truncated = env.step(action)
         assert reward.tolist() == [1.0, 1.0, 1.0] and terminated.all()
         # the true final observation is kept: it shows the old target, not the reset one
         assert torch.equal(next_obs["target"], target)
@@ -105,9 +103,11 @@ def test_info_mask_is_read_and_checked():
         obs = env.reset(seed=1)
         assert obs["obs"].shape == (2, 3) and obs["action_mask"].dtype == torch.bool
         assert obs["action_mask"].sum(-1).tolist() == [2, 2]
-    with StructuredVecEnv(lambda: InfoMaskGame(mask_dtype=np.float32), 1) as env:
-        with pytest.raises(ValueError, match=r"info\['action_mask'\] has dtype float32"):
-            env.reset(seed=0)
+    with (
+        StructuredVecEnv(lambda: InfoMaskGame(mask_dtype=np.float32), 1) as env,
+        pytest.raises(ValueError, match=r"info\['action_mask'\] has dtype float32"),
+    ):
+        env.reset(seed=0)
     with StructuredVecEnv(lambda: InfoMaskGame(empty_at=1), 2) as env:
         obs = env.reset(seed=0)
         legal = obs["action_mask"].int().argmax(-1)

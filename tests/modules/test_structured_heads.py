@@ -60,7 +60,10 @@ def test_composite_log_prob_is_the_sum_of_the_heads():
     )
     dist = CompositeDistribution(
         params,
-        distribution_map={("action", "0"): MaskedCategorical, ("action", "1"): IndependentBernoulli},
+        distribution_map={
+            ("action", "0"): MaskedCategorical,
+            ("action", "1"): IndependentBernoulli,
+        },
     )
     data = TensorDict({"action": {"0": torch.tensor([0]), "1": torch.tensor([[0.0, 1.0]])}}, [1])
     lp = action_log_prob(

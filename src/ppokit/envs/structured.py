@@ -41,14 +41,17 @@ def open_env(
     env_kwargs: dict[str, Any] | None = None,
     mask_key: str = "action_mask",
 ) -> GymVecEnv | StructuredVecEnv:
-    """``GymVecEnv`` for flat spaces (the fast path), else ``StructuredVecEnv``.
+    """``GymVecEnv`` for flat spaces without an action mask (the fast path), else
+    ``StructuredVecEnv``.
 
     Example:
         >>> type(open_env("CartPole-v1", 1)).__name__
         'GymVecEnv'
     """
     vec = make_vector_env(env, num_envs, mode=mode, env_kwargs=env_kwargs)
-    if is_flat(vec.single_observation_space, vec.single_action_space):
+    flat = is_flat(vec.single_observation_space, vec.single_action_space)
+    # a mask in info is only seen at a reset: flat spaces with one take the structured path
+    if flat and mask_key not in vec.reset()[1]:
         out: GymVecEnv | StructuredVecEnv = GymVecEnv(vec)
     else:
         out = StructuredVecEnv(vec, mask_key=mask_key)
