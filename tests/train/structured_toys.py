@@ -92,3 +92,39 @@ class InfoMaskGame(gym.Env):
         self._t += 1
         obs = np.full(3, self._t / 10, np.float32)
         return obs, 1.0 if legal else -1.0, not legal or self._t >= 5, False, self._info()
+
+
+class ImageAndMixedAction(gym.Env):
+    """Dict observation ``{"img": uint8 (6, 6, 1), "vec": Box(3)}``; Dict action
+    ``{"pick": Discrete(3), "push": Box(-1, 1, (2,))}``; reward = [pick == 1] minus the mean
+    distance of ``push`` from 0.5 (optimum 1). Ten steps per episode."""
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (Gymnasium's own layout)
+
+    def __init__(self) -> None:
+        self.observation_space = spaces.Dict(
+            {
+                "img": spaces.Box(0, 255, (6, 6, 1), np.uint8),
+                "vec": spaces.Box(-1, 1, (3,), np.float32),
+            }
+        )
+        self.action_space = spaces.Dict(
+            {"pick": spaces.Discrete(3), "push": spaces.Box(-1, 1, (2,), np.float32)}
+        )
+        self._t = 0
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        img = self.np_random.integers(0, 256, (6, 6, 1)).astype(np.uint8)
+        return {"img": img, "vec": self.np_random.uniform(-1, 1, 3).astype(np.float32)}
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        assert self.action_space.contains(action), action  # the adapter's conversion
+        self._t += 1
+        push = np.asarray(action["push"])
+        reward = float(action["pick"] == 1) - float(np.abs(push - 0.5).mean())
+        return self._obs(), reward, False, self._t >= 10, {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from structured_toys import InfoMaskGame, InvertBits, MatchMultiDiscrete
+from structured_toys import ImageAndMixedAction, InfoMaskGame, InvertBits, MatchMultiDiscrete
 from torch.testing import assert_close
 
 from ppokit.envs.structured import StructuredVecEnv
@@ -101,3 +101,25 @@ def test_only_vector_leaves_are_normalised():
     assert_close(out["noise"], torch.tensor([[-1.0, -1.0], [1.0, 1.0]]), atol=1e-3, rtol=0)
     assert torch.equal(out["target"], obs["target"])  # one-hot leaves are left alone
     assert np.allclose(norm.rms.mean, [1.0, 3.0], atol=1e-3)
+
+
+def test_image_leaf_and_mixed_dict_action_train_and_evaluate(tmp_path):
+    trainer = PPOTrainer(
+        env=ImageAndMixedAction,
+        run_dir=tmp_path,
+        total_steps=128,
+        num_envs=2,
+        num_steps=32,
+        obs_norm=True,
+        eval_episodes=2,
+        progress=False,
+    )
+    rollout = trainer.collect()
+    assert rollout["observation", "img"].dtype == torch.uint8  # images are never normalised
+    assert rollout["action", "push"].shape == (2, 32, 2)
+    assert rollout["action", "pick"].dtype == torch.int64
+    heads = rollout["action", "pick_log_prob"] + rollout["action", "push_log_prob"]
+    assert_close(rollout["action_log_prob"], heads)  # the stored total is the heads' sum
+    assert trainer.obs_norm.rms.mean.shape == (3,)  # only "vec" is normalised
+    result = trainer.train()
+    assert len(result.summary["eval_returns"]) == 2
