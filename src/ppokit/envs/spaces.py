@@ -218,7 +218,10 @@ def action_heads(space: Any, *, env_id: str = "env") -> list[SpaceLeaf]:
                 visit(sub, (*path, str(i)))
         elif isinstance(sp, spaces.Discrete):
             if sp.start != 0:
-                raise ValueError(f"{where} is Discrete starting at {sp.start}; use start=0.")
+                raise ValueError(
+                    f"{where} is Discrete starting at {sp.start}; ppokit supports Discrete(n) "
+                    "starting at 0."
+                )
             out.append(SpaceLeaf(path, "categorical", (), (int(sp.n),)))
         elif isinstance(sp, spaces.MultiDiscrete) and len(sp.nvec.shape) == 1:
             if any(int(s) != 0 for s in sp.start):
