@@ -123,3 +123,15 @@ def test_image_leaf_and_mixed_dict_action_train_and_evaluate(tmp_path):
     assert trainer.obs_norm.rms.mean.shape == (3,)  # only "vec" is normalised
     result = trainer.train()
     assert len(result.summary["eval_returns"]) == 2
+
+
+@pytest.mark.slow
+def test_tictactoe_masked_policy_wins_or_draws_95_percent(tmp_path):
+    pytest.importorskip("pettingzoo")
+    trainer = PPOTrainer(env="ppokit/TicTacToe-v0", run_dir=tmp_path, progress=False)
+    trainer.train()
+    venv = StructuredVecEnv("ppokit/TicTacToe-v0", 1000)
+    result = evaluate_policy(trainer.actor, venv.env, episodes=1000, seed=10_000)
+    returns = np.array(result.returns)
+    assert sum(venv.env.get_attr("illegal_moves")) == 0
+    assert (returns >= 0).mean() >= 0.95, (returns == 1).mean()
