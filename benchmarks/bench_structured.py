@@ -81,6 +81,7 @@ def run_ppokit(steps: int, games: int, seed: int, *, mask: bool) -> dict[str, fl
         seed=seed,
         eval_episodes=0,
         progress=False,
+        obs_norm=False,  # raw 0/1 board and mask, as SB3's policy sees them
         action_mask_key="action_mask" if mask else "no_mask",
         **SETTINGS,
     )
