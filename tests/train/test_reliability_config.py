@@ -40,6 +40,7 @@ BAD = {
     "eval_every": [-1],
     "checkpoint_every": [0],
     "keep_checkpoint_every": [-1],
+    "action_mask_key": ["", "  "],
 }
 
 

@@ -8,6 +8,7 @@ from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 
 from ppokit.envs.gym import GymVecEnv, check_env_id, check_spaces
+from ppokit.envs.spaces import check_flat_spaces
 from ppokit.train.collector import RolloutCollector, tensor_policy
 from ppokit.train.normalization import ObservationNormalizer
 from ppokit.train.trainer import build_actor_critic
@@ -174,7 +175,7 @@ def test_unsupported_spaces_and_bad_arguments():
     from gymnasium import spaces
 
     with pytest.raises(ValueError, match="flat Box observation"):
-        check_spaces(spaces.Discrete(3), spaces.Discrete(2))
+        check_flat_spaces(spaces.Discrete(3), spaces.Discrete(2))
     with pytest.raises(ValueError, match="starting at 0"):
         check_spaces(spaces.Box(-1, 1, (2,)), spaces.Discrete(3, start=1))
     with pytest.raises(ValueError, match="mode must be 'sync' or 'async'"):

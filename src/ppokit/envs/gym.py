@@ -19,7 +19,7 @@ from tensordict import TensorDict
 
 from ppokit.envs.images import is_image_space
 from ppokit.envs.sources import EnvSource, check_env_id, env_label, make_vector_env
-from ppokit.envs.spaces import check_spaces
+from ppokit.envs.spaces import check_flat_spaces, check_spaces
 
 __all__ = ["GymVecEnv", "StepResult", "check_env_id", "check_spaces"]
 
@@ -91,8 +91,8 @@ class GymVecEnv:
         self.num_envs: int = self.env.num_envs
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
-        check_spaces(self.observation_space, self.action_space, env_id=self.env_id)
-        # check_spaces has accepted a flat Box observation and a Discrete or 1-D Box action
+        check_flat_spaces(self.observation_space, self.action_space, env_id=self.env_id)
+        # check_flat_spaces has accepted a flat Box observation and a Discrete or 1-D Box action
         action_space: Any = self.action_space
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.obs_shape: tuple[int, ...] = tuple(self.observation_space.shape or ())

@@ -30,6 +30,9 @@ __all__ = ["EnvSource", "check_env_id", "env_label", "import_env_module", "make_
 #: a Gymnasium id (``"module:EnvId"`` allowed), a callable returning an Env, or a VectorEnv
 EnvSource: TypeAlias = Union[str, Callable[[], "gym.Env"], "gym.vector.VectorEnv"]
 
+#: ppokit's own env ids -> the module that registers them
+_OWN_ENVS = {"ppokit/TicTacToe-v0": "ppokit.envs.tictactoe"}
+
 
 def import_env_module(env_id: str) -> str:
     """Import the module of a ``"module:EnvId"`` id; returns the bare ``EnvId``.
@@ -47,6 +50,8 @@ def import_env_module(env_id: str) -> str:
         ...
         ValueError: --env 'no_such_pkg_xyz:Env-v0' names the module 'no_such_pkg_xyz' to ...
     """
+    if env_id in _OWN_ENVS:  # ppokit's own envs register on import of their module
+        importlib.import_module(_OWN_ENVS[env_id])
     if ":" not in env_id:
         return env_id
     module, _, name = env_id.partition(":")

@@ -13,6 +13,8 @@ import torch
 from tensordict.nn import TensorDictModule
 from torch import nn
 
+from ppokit.envs.structured import StructuredVecEnv
+
 if TYPE_CHECKING:
     from ppokit.objectives.ppo import ClipPPOLoss
     from ppokit.train.config import TrainConfig
@@ -58,7 +60,7 @@ class GaussianHead(nn.Module):
 
 
 def build_actor_critic(
-    env: SpacesLike,
+    env: SpacesLike | StructuredVecEnv,
     *,
     hidden_sizes: tuple[int, ...] = (64, 64),
     activation: str = "tanh",
@@ -94,10 +96,22 @@ def build_actor_critic(
     from ppokit.modules.distributions import Categorical, IndependentNormal
     from ppokit.modules.mlp import MLP
 
+    if isinstance(env, StructuredVecEnv):  # Dict/Tuple/MultiDiscrete/masks: composite heads
+        from ppokit.train.structured import build_structured_actor_critic
+
+        return build_structured_actor_critic(
+            env,
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            init_log_std=init_log_std,
+            ortho_init=ortho_init,
+        )
+
     if len(env.obs_shape) == 3:  # images: the Nature CNN (ppokit.train.build_cnn)
         from ppokit.train.build_cnn import build_cnn_actor_critic
 
         return build_cnn_actor_critic(env, share_trunk=share_trunk, init_log_std=init_log_std)
+
     activations = {"tanh": nn.Tanh, "relu": nn.ReLU}
     if activation not in activations:
         raise ValueError(f"activation must be one of {sorted(activations)}, got {activation!r}.")

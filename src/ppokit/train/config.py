@@ -167,6 +167,9 @@ class TrainConfig:
     share_trunk: bool = True
     """Image observations: one CNN trunk for the actor and the critic (the PPO paper's Atari
     network); --no-share-trunk builds two, which --compile and torchrun need."""
+    action_mask_key: str = "action_mask"
+    """Name of the env's action mask: a top-level Dict observation entry or an info entry
+    (bool or 0/1, one flag per action); masked actions get probability 0. [a non-empty name]"""
 
     @property
     def batch_size(self) -> int:

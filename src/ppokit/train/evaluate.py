@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from ppokit.envs.gym import GymVecEnv
+from ppokit.envs.gym import GymVecEnv  # noqa: F401 (the doctests use it)
 from ppokit.envs.sources import EnvSource
+from ppokit.envs.structured import StructuredVecEnv, open_env
 from ppokit.train.acting import TensorPolicy
 from ppokit.train.device import module_device
 from ppokit.train.normalization import ObservationNormalizer
@@ -104,10 +105,19 @@ def evaluate_policy(
     if hasattr(actor, "eval"):
         actor.eval()
     # training=False: Atari plays whole games with raw scores (ppokit.envs.atari)
-    venv = GymVecEnv(env, episodes, env_kwargs=env_kwargs, training=False)
+    mask_key = getattr(actor, "action_mask_key", "action_mask")
+    venv = open_env(env, episodes, env_kwargs=env_kwargs, mask_key=mask_key, training=False)
     policy = TensorPolicy.for_actor(actor, sampling=False)
     device = module_device(actor)  # the env's CPU observations go where the actor is
     try:
+        if isinstance(venv, StructuredVecEnv):  # Dict/Tuple/MultiDiscrete spaces, masks
+            from ppokit.train.structured import evaluate_structured
+
+            return EvalResult(
+                *evaluate_structured(
+                    actor, venv, seed=seed, obs_normalizer=obs_normalizer, max_steps=max_steps
+                )
+            )
         obs = venv.reset_tensors(seed=seed)
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)

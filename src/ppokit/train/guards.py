@@ -9,8 +9,11 @@ and the sub-environment index.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
 
 __all__ = ["EnvironmentOutputError", "check_rollout_finite"]
 
@@ -48,7 +51,7 @@ def check_rollout_finite(
         ppokit.train.guards.EnvironmentOutputError: The environment Toy-v0 produced a NaN ...
     """
     num_envs = rollout.batch_size[0]
-    for key in _CHECKED:
+    for key in _leaf_keys(rollout):
         value = rollout.get(key, None)
         if value is None or torch.isfinite(value).all():
             continue
@@ -67,6 +70,18 @@ def check_rollout_finite(
             "training on it; the last checkpoint is intact. Fix the environment (or wrap it "
             "to replace non-finite values), then continue with --resume."
         )
+
+
+def _leaf_keys(rollout: TensorDictBase) -> Iterator[NestedKey]:
+    """The checked keys; a structured observation's leaves one by one."""
+    for key in _CHECKED:
+        value = rollout.get(key, None)
+        if not isinstance(value, TensorDictBase):
+            yield key
+            continue
+        base = (key,) if isinstance(key, str) else tuple(key)
+        for sub in value.keys(include_nested=True, leaves_only=True):
+            yield (*base, *((sub,) if isinstance(sub, str) else sub))
 
 
 def _name(value: float) -> str:

@@ -8,8 +8,8 @@ from typing import Any
 import gymnasium as gym
 from torch import nn
 
-from ppokit.envs.gym import GymVecEnv
 from ppokit.envs.sources import EnvSource
+from ppokit.envs.structured import open_env
 from ppokit.train.build import build_actor_critic
 from ppokit.train.checkpoint import load_checkpoint
 from ppokit.train.config import TrainConfig, config_from_dict
@@ -56,8 +56,11 @@ def load_policy(
     cfg = config_from_dict(state["config"])
     source: EnvSource = cfg.env if env is None else env
     owned = not isinstance(source, gym.vector.VectorEnv)  # a VectorEnv of the caller's stays open
-    spaces = GymVecEnv(
-        source, 1 if owned else None, env_kwargs=cfg.env_kwargs if env is None else None
+    spaces = open_env(
+        source,
+        1 if owned else None,
+        env_kwargs=cfg.env_kwargs if env is None else None,
+        mask_key=cfg.action_mask_key,
     )
     try:
         if actor is None:

@@ -119,6 +119,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         obs_norm=True,
         init_log_std=-1.0,
     ),
+    # masked Discrete(9) vs a random opponent (benchmarks/results/structured.md)
+    "ppokit/TicTacToe-v0": dict(
+        total_steps=400_000,
+        num_envs=8,
+        num_steps=128,
+        num_epochs=4,
+        num_minibatches=4,
+        lr=1e-3,
+        entropy_coef=0.01,
+        obs_norm=False,
+    ),
     "HalfCheetah-v5": _HALF_CHEETAH,
     "HalfCheetah-v4": _HALF_CHEETAH,
     # Ant: rl-baselines3-zoo's Ant-v3 entry is SB3's PPO defaults with normalisation (1 env x

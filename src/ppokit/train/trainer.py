@@ -31,8 +31,8 @@ from ppokit.distributed import (
     unwrap_ddp,
     wrap_ddp,
 )
-from ppokit.envs.gym import GymVecEnv
 from ppokit.envs.sources import EnvSource
+from ppokit.envs.structured import open_env
 from ppokit.train.build import (
     build_actor_critic,
     build_loss,
@@ -40,7 +40,6 @@ from ppokit.train.build import (
     unique_params,
 )
 from ppokit.train.checkpoint import load_checkpoint, save_checkpoint
-from ppokit.train.collector import RolloutCollector
 from ppokit.train.config import (
     TrainConfig,
     config_from_dict,
@@ -67,6 +66,7 @@ from ppokit.train.setup import (
 )
 from ppokit.train.signals import StopRequest, sigint_ignored
 from ppokit.train.state import load_rng_state, rng_state, seed_everything
+from ppokit.train.structured import make_collector
 from ppokit.train.update import make_update_step, update_kind
 
 __all__ = [
@@ -155,11 +155,12 @@ class PPOTrainer:
         source: EnvSource = cfg.env if env is None or isinstance(env, str) else env
         self.eval_env = eval_source(source, eval_env, cfg)
         with sigint_ignored():  # async workers must not see the terminal's Ctrl-C
-            self.env = GymVecEnv(
+            self.env = open_env(
                 source,
                 None if is_vector_env(source) else cfg.num_envs,
                 mode=cfg.vector_mode,
                 env_kwargs=cfg.env_kwargs or None,
+                mask_key=cfg.action_mask_key,
             )
         if actor is None or critic is None:
             built_actor, built_critic = build_actor_critic(
@@ -210,7 +211,7 @@ class PPOTrainer:
             RunningStatsMerger(self.obs_norm.rms, self.world),
             RunningStatsMerger(self.reward_scaler.rms, self.world),
         ]
-        self.collector = RolloutCollector(
+        self.collector = make_collector(
             self.env,
             self.actor,
             num_steps=cfg.num_steps,

@@ -62,6 +62,7 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "eval_every": ("an integer >= 0 (0: off)", lambda v: v >= 0),
     "checkpoint_every": ("a positive integer", lambda v: v > 0),
     "keep_checkpoint_every": ("an integer >= 0 (0: keep none)", lambda v: v >= 0),
+    "action_mask_key": ("a non-empty name", lambda v: bool(v.strip())),
 }
 
 
