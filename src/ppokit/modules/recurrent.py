@@ -23,10 +23,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Any, cast
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.nn import TensorDictModuleBase
+from tensordict.nn import TensorDictModule
 from tensordict.utils import NestedKey
 from torch import nn
 
@@ -34,6 +35,7 @@ __all__ = [
     "GRUModule",
     "LSTMModule",
     "RecurrentModuleBase",
+    "ResettableRNN",
     "recurrent_mode",
     "recurrent_modules",
     "set_recurrent_mode",
@@ -76,24 +78,82 @@ class set_recurrent_mode:  # noqa: N801 (a context manager, named like torch.no_
         _MODE.value = self._prev
 
 
-class RecurrentModuleBase(TensorDictModuleBase):
-    """What LSTM and GRU modules share: key handling, the two modes, the reset logic.
+class ResettableRNN(nn.Module):
+    """``nn.LSTM``/``nn.GRU`` over ``[B, T]`` sequences whose rows may restart mid-way.
 
-    Subclasses set ``self.rnn`` (a ``batch_first`` ``nn.LSTM``/``nn.GRU``) and
-    ``state_keys`` and convert between the module's state tuple and torch's.
+    ``forward(x [B, T, F], state, reset [B, T] bool) -> (y [B, T, H], final state)``, the
+    states in torch's layout (``[L, B, H]``; a pair for the LSTM). Where ``reset[b, t]`` the
+    state entering step ``t`` of row ``b`` is replaced by zeros. One module call runs the
+    whole sequence, so a ``DistributedDataParallel`` wrapper sees one forward per loss.
+
+    Example:
+        >>> core = ResettableRNN(nn.GRU(3, 4, batch_first=True))
+        >>> y, h = core(torch.randn(2, 5, 3), torch.zeros(1, 2, 4), torch.zeros(2, 5, dtype=torch.bool))
+        >>> y.shape, h.shape
+        (torch.Size([2, 5, 4]), torch.Size([1, 2, 4]))
     """
 
-    rnn: nn.RNNBase
+    def __init__(self, rnn: nn.RNNBase) -> None:
+        super().__init__()
+        if not isinstance(rnn, (nn.LSTM, nn.GRU)) or not rnn.batch_first or rnn.bidirectional:
+            raise TypeError(
+                "ResettableRNN wraps a unidirectional nn.LSTM or nn.GRU built with "
+                f"batch_first=True, got {rnn!r}."
+            )
+        self.rnn = rnn
+
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor | tuple[torch.Tensor, ...], reset: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, ...]]:
+        steps = x.shape[1]
+        # Run uninterrupted stretches in one call; split only at the times where some row's
+        # episode starts, zeroing those rows' state there (as a step-by-step loop would).
+        cuts = (torch.nonzero(reset[:, 1:].any(0)).flatten() + 1).tolist() if steps > 1 else []
+        ys = []
+        for start, end in zip([0, *cuts], [*cuts, steps]):
+            keep = (~reset[:, start]).to(x.dtype)[None, :, None]
+            if isinstance(state, tuple):
+                state = tuple(s * keep for s in state)
+            else:
+                state = state * keep
+            y, state = self.rnn(x[:, start:end], state)
+            ys.append(y)
+        return (ys[0] if len(ys) == 1 else torch.cat(ys, 1)), state
+
+
+class RecurrentModuleBase(TensorDictModule):
+    """What LSTM and GRU modules share: key handling, the two modes, the state checks.
+
+    ``self.module`` is a :class:`ResettableRNN` (a data-parallel launcher may wrap it);
+    subclasses give the state keys.
+    """
+
     state_keys: tuple[str, ...]
 
     def __init__(
-        self, *, in_key: NestedKey, out_key: NestedKey, default_recurrent_mode: bool
+        self,
+        rnn: nn.RNNBase,
+        *,
+        in_key: NestedKey,
+        out_key: NestedKey,
+        state_keys: tuple[str, ...],
+        default_recurrent_mode: bool,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            ResettableRNN(rnn),
+            in_keys=[in_key, *state_keys, "is_init"],
+            out_keys=[out_key, *(("next", k) for k in state_keys)],
+        )
+        self.state_keys = state_keys
         self.in_key, self.out_key = in_key, out_key
         self.default_recurrent_mode = default_recurrent_mode
-        self.in_keys = [in_key, *self.state_keys, "is_init"]
-        self.out_keys = [out_key, *(("next", k) for k in self.state_keys)]
+
+    @property
+    def rnn(self) -> nn.RNNBase:
+        """The wrapped ``nn.LSTM``/``nn.GRU`` (through a data-parallel wrapper, if any)."""
+        core = self.module
+        core = getattr(core, "module", core)  # DistributedDataParallel(core)
+        return cast(nn.RNNBase, core.rnn)
 
     @property
     def recurrent_mode(self) -> bool:
@@ -122,7 +182,6 @@ class RecurrentModuleBase(TensorDictModuleBase):
         shape = (*batch, self.num_layers, self.hidden_size)
         return {k: torch.zeros(shape, device=device) for k in self.state_keys}
 
-    # ------------------------------------------------------------------ reading inputs
     def _read(self, td: TensorDictBase, key: NestedKey, what: str) -> torch.Tensor:
         value = td.get(key, None)
         if value is None:
@@ -135,76 +194,40 @@ class RecurrentModuleBase(TensorDictModuleBase):
             )
         return value
 
-    def _inputs(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
+        td = tensordict
         x = self._read(td, self.in_key, "the input features")
         is_init = self._read(td, "is_init", "the episode-start flags")
         states = [self._read(td, k, "the recurrent state") for k in self.state_keys]
-        return x, is_init, states
-
-    def _check_state(self, state: torch.Tensor, batch: torch.Size, key: str) -> None:
-        expected = (*batch, self.num_layers, self.hidden_size)
-        if tuple(state.shape) != expected:
-            raise ValueError(
-                f"{type(self).__name__}: {key!r} has shape {tuple(state.shape)}, expected "
-                f"{expected} ([*batch, num_layers, hidden_size])."
-            )
-
-    # ------------------------------------------------------------------ the two modes
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        if self.recurrent_mode:
-            return self._sequence(tensordict)
-        return self._step(tensordict)
-
-    def _step(self, td: TensorDictBase) -> TensorDictBase:
-        x, is_init, states = self._inputs(td)
-        batch = x.shape[:-1]
-        for key, s in zip(self.state_keys, states):
-            self._check_state(s, batch, key)
-        keep = ~is_init.reshape(-1).bool()  # [N]
-        # torch's layout: [num_layers, N, H]; a new episode starts from zeros
-        hx = [(s.reshape(-1, *s.shape[-2:]) * keep[:, None, None]).transpose(0, 1) for s in states]
-        y, out = self.rnn(x.reshape(-1, 1, x.shape[-1]), self._to_torch(hx))
-        td.set(self.out_key, y.reshape(*batch, y.shape[-1]))
-        for key, s in zip(self.state_keys, self._from_torch(out)):
-            td.set(("next", key), s.transpose(0, 1).reshape(*batch, s.shape[0], s.shape[-1]))
-        return td
-
-    def _sequence(self, td: TensorDictBase) -> TensorDictBase:
-        x, is_init, states = self._inputs(td)
-        if x.ndim < 3:
+        sequence = self.recurrent_mode
+        if sequence and x.ndim < 3:
             raise ValueError(
                 f"{type(self).__name__} in sequence mode expects {self.in_key!r} as "
                 f"[*B, T, features], got {tuple(x.shape)}. Outside set_recurrent_mode(True) "
                 "it runs one step."
             )
-        lead, steps = x.shape[:-2], x.shape[-2]
+        steps = x.shape[-2] if sequence else 1
+        lead = x.shape[:-2] if sequence else x.shape[:-1]
+        expected = (*x.shape[:-1], self.num_layers, self.hidden_size)
         for key, s in zip(self.state_keys, states):
-            self._check_state(s, x.shape[:-1], key)
-        xs = x.reshape(-1, steps, x.shape[-1])  # [B, T, F]
-        reset = is_init.reshape(-1, steps).bool()  # [B, T]
-        hx = [s.reshape(-1, steps, *s.shape[-2:])[:, 0].transpose(0, 1) for s in states]
-        ys = []
-        # Run uninterrupted stretches in one call; split only at the times where some row's
-        # episode starts, zeroing those rows' state there (as the step mode would).
-        cuts = (torch.nonzero(reset[:, 1:].any(0)).flatten() + 1).tolist()
-        for start, end in zip([0, *cuts], [*cuts, steps]):
-            keep = (~reset[:, start]).to(xs.dtype)[None, :, None]
-            hx = [h * keep for h in hx]
-            y, out = self.rnn(xs[:, start:end], self._to_torch(hx))
-            hx = self._from_torch(out)
-            ys.append(y)
-        y = torch.cat(ys, 1)
-        td.set(self.out_key, y.reshape(*lead, steps, y.shape[-1]))
+            if tuple(s.shape) != expected:
+                raise ValueError(
+                    f"{type(self).__name__}: {key!r} has shape {tuple(s.shape)}, expected "
+                    f"{expected} ([*batch, num_layers, hidden_size])."
+                )
+        # torch's layout [L, B, H]; a sequence starts from the state stored at its first step
+        hx = [s.reshape(-1, steps, *s.shape[-2:])[:, 0].transpose(0, 1).contiguous() for s in states]
+        y, out = self.module(
+            x.reshape(-1, steps, x.shape[-1]),
+            hx[0] if len(hx) == 1 else tuple(hx),
+            is_init.reshape(-1, steps).bool(),
+        )
+        td.set(self.out_key, y.reshape(*lead, *((steps,) if sequence else ()), y.shape[-1]))
+        if not sequence:  # a sequence's intermediate states are not kept (only the last)
+            finals = out if isinstance(out, tuple) else (out,)
+            for key, s in zip(self.state_keys, finals):
+                td.set(("next", key), s.transpose(0, 1).reshape(*lead, *s.shape[::2]))
         return td
-
-    def _to_torch(self, hx: list[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        raise NotImplementedError
-
-    def _from_torch(self, out: torch.Tensor | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        raise NotImplementedError
-
-    def extra_repr(self) -> str:
-        return f"{self.rnn!r}, in_key={self.in_key!r}, out_key={self.out_key!r}"
 
 
 class LSTMModule(RecurrentModuleBase):
@@ -231,8 +254,6 @@ class LSTMModule(RecurrentModuleBase):
         (torch.Size([4, 8]), torch.Size([4, 1, 8]))
     """
 
-    rnn: nn.LSTM
-
     def __init__(
         self,
         input_size: int,
@@ -245,17 +266,13 @@ class LSTMModule(RecurrentModuleBase):
         c_key: str = "recurrent_state_c",
         default_recurrent_mode: bool = False,
     ) -> None:
-        self.state_keys = (h_key, c_key)
         super().__init__(
-            in_key=in_key, out_key=out_key, default_recurrent_mode=default_recurrent_mode
+            nn.LSTM(input_size, hidden_size, num_layers=num_layers, batch_first=True),
+            in_key=in_key,
+            out_key=out_key,
+            state_keys=(h_key, c_key),
+            default_recurrent_mode=default_recurrent_mode,
         )
-        self.rnn = nn.LSTM(input_size, hidden_size, num_layers=num_layers, batch_first=True)
-
-    def _to_torch(self, hx: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        return (hx[0].contiguous(), hx[1].contiguous())
-
-    def _from_torch(self, out: torch.Tensor | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        return list(out)
 
 
 class GRUModule(RecurrentModuleBase):
@@ -283,8 +300,6 @@ class GRUModule(RecurrentModuleBase):
         torch.Size([2, 5, 8])
     """
 
-    rnn: nn.GRU
-
     def __init__(
         self,
         input_size: int,
@@ -296,18 +311,13 @@ class GRUModule(RecurrentModuleBase):
         state_key: str = "recurrent_state",
         default_recurrent_mode: bool = False,
     ) -> None:
-        self.state_keys = (state_key,)
         super().__init__(
-            in_key=in_key, out_key=out_key, default_recurrent_mode=default_recurrent_mode
+            nn.GRU(input_size, hidden_size, num_layers=num_layers, batch_first=True),
+            in_key=in_key,
+            out_key=out_key,
+            state_keys=(state_key,),
+            default_recurrent_mode=default_recurrent_mode,
         )
-        self.rnn = nn.GRU(input_size, hidden_size, num_layers=num_layers, batch_first=True)
-
-    def _to_torch(self, hx: list[torch.Tensor]) -> torch.Tensor:
-        return hx[0].contiguous()
-
-    def _from_torch(self, out: torch.Tensor | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        assert isinstance(out, torch.Tensor)  # nn.GRU returns one state tensor
-        return [out]
 
 
 def recurrent_modules(*modules: nn.Module) -> Iterator[RecurrentModuleBase]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from tensordict.nn import InteractionType, set_interaction_type
 from ppokit.envs.gym import GymVecEnv
 from ppokit.train.acting import TensorPolicy, tensor_policy
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
+
+if TYPE_CHECKING:
+    from ppokit.train.sequences import RecurrentRollout
 
 __all__ = ["EpisodeStats", "RolloutCollector", "TensorPolicy", "tensor_policy"]
 
@@ -51,6 +54,8 @@ class RolloutCollector:
         compile_policy: act through a :class:`TensorPolicy` compiled with ``torch.compile``
             (same random stream; float rounding may differ). Ignored for policies it does
             not reproduce.
+        recurrent: the hidden-state bookkeeping of a recurrent policy (carried across steps,
+            stored in the rollout, reset where ``done``); ``None`` for feed-forward ones.
 
     The rollout holds ``observation [N, T, *obs]``, ``action [N, T]`` (discrete, int64) or
     ``[N, T, A]`` (continuous, as sampled, never clipped), ``action_log_prob [N, T]`` and
@@ -81,6 +86,7 @@ class RolloutCollector:
         log_prob_key: str = "action_log_prob",
         seed: int | None = None,
         compile_policy: bool = False,
+        recurrent: RecurrentRollout | None = None,
     ) -> None:
         if num_steps <= 0:
             raise ValueError(f"num_steps must be positive, got {num_steps}.")
@@ -134,6 +140,10 @@ class RolloutCollector:
         self._act = TensorPolicy.for_actor(
             policy, log_prob_key=log_prob_key, compile=compile_policy
         )
+        self.recurrent = recurrent
+        if recurrent is not None:
+            recurrent.attach(self.rollout)
+            self._act = None  # the state goes through TensorDicts: the generic branch
 
     def reset(self, *, seed: int | None = None) -> None:
         """Reset the environments (the next :meth:`collect` starts fresh episodes)."""
@@ -141,6 +151,8 @@ class RolloutCollector:
         self._obs = self._normalize(raw)
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
+        if self.recurrent is not None:
+            self.recurrent.reset()
 
     def _normalize(self, raw: torch.Tensor) -> torch.Tensor:
         if self.obs_normalizer is None:
@@ -167,12 +179,17 @@ class RolloutCollector:
         obs_b, act_b, logp_b, next_b = buf["obs"], buf["act"], buf["logp"], buf["next_obs"]
         rew_b, term_b, trunc_b, done_b = buf["rew"], buf["term"], buf["trunc"], buf["done"]
         ep_return, ep_length = self._ep_return, self._ep_length
+        rec = self.recurrent
         for t in range(self.num_steps):
             if act is not None:
                 action, log_prob = act(obs)
             else:
                 step_td.set("observation", obs)
+                if rec is not None:
+                    rec.before_policy(step_td, t)
                 self.policy(step_td)
+                if rec is not None:
+                    rec.after_policy(step_td, t)
                 action, log_prob = step_td.get("action"), step_td.get(log_prob_key)
             action_np = action.detach().cpu().numpy()
             obs_b[:, t] = obs.numpy()
@@ -181,6 +198,8 @@ class RolloutCollector:
             next_obs, obs_np, reward, terminated, truncated = self.env.step_arrays(action_np)
             done = terminated | truncated
             any_done = bool(done.any())
+            if rec is not None:
+                rec.after_env(step_td, done)
             if norm is not None:
                 # one statistics update per step (with the observations the policy will see
                 # next); the true final observation is mapped with the same statistics
@@ -221,6 +240,8 @@ class RolloutCollector:
         if self._obs is None:
             self.reset(seed=self._seed)
         td = TensorDict({"observation": self._obs}, batch_size=[self.env.num_envs])
+        if self.recurrent is not None:
+            self.recurrent.state.fill(td)
         with torch.no_grad():
             self.policy(td)
         for key, buf in (("action", self._act_buf), (self.log_prob_key, self._logp_buf)):

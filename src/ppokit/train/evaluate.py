@@ -22,6 +22,7 @@ from ppokit.envs.gym import GymVecEnv
 from ppokit.envs.sources import EnvSource
 from ppokit.train.acting import TensorPolicy
 from ppokit.train.normalization import ObservationNormalizer
+from ppokit.train.recurrent_state import PolicyState
 
 __all__ = ["EvalResult", "deterministic_action", "evaluate_policy", "record_video"]
 
@@ -43,12 +44,18 @@ class EvalResult:
 
 
 def deterministic_action(
-    actor: Any, obs: torch.Tensor, *, policy: TensorPolicy | None = None
+    actor: Any,
+    obs: torch.Tensor,
+    *,
+    policy: TensorPolicy | None = None,
+    state: PolicyState | None = None,
 ) -> torch.Tensor:
     """The actor's deterministic action for ``[B, *obs]`` observations (no grad).
 
     ``policy``: ``TensorPolicy.for_actor(actor, sampling=False)``, made once by the caller,
-    builds the same distribution without TensorDict bookkeeping.
+    builds the same distribution without TensorDict bookkeeping. ``state``: a recurrent
+    actor's carried state (:class:`~ppokit.train.recurrent_state.PolicyState`), filled in
+    here; call its ``advance`` after the env step.
 
     Example:
         >>> from ppokit.train.build import build_actor_critic
@@ -62,7 +69,10 @@ def deterministic_action(
         if policy is not None and policy.usable():
             dist = policy.distribution(obs)
         else:
-            dist = actor.get_dist(TensorDict({"observation": obs}, batch_size=obs.shape[:1]))
+            td = TensorDict({"observation": obs}, batch_size=obs.shape[:1])
+            dist = actor.get_dist(td if state is None else state.fill(td))
+            if state is not None:
+                state.step_td = td  # holds the next state the cores wrote
         for attr in ("deterministic_sample", "mode", "mean"):
             try:
                 return getattr(dist, attr)
@@ -103,6 +113,7 @@ def evaluate_policy(
         actor.eval()
     venv = GymVecEnv(env, episodes, env_kwargs=env_kwargs)
     policy = TensorPolicy.for_actor(actor, sampling=False)
+    state = PolicyState.for_modules(actor, batch=episodes)  # None: a feed-forward actor
     try:
         obs = venv.reset_tensors(seed=seed)
         returns = np.zeros(episodes)
@@ -111,11 +122,13 @@ def evaluate_policy(
         for _ in range(max_steps):
             if obs_normalizer is not None:
                 obs = obs_normalizer.normalize(obs, update=False)
-            action = deterministic_action(actor, obs, policy=policy)
+            action = deterministic_action(actor, obs, policy=policy, state=state)
             res = venv.step_tensors(action)
             returns[active] += res.reward.numpy()[active]
             lengths[active] += 1
             done = (res.terminated | res.truncated).numpy()
+            if state is not None:
+                state.advance(state.step_td, done)
             active &= ~done
             if not active.any():
                 break

@@ -56,6 +56,7 @@ from ppokit.train.metrics import column_means
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
 from ppokit.train.policy import load_policy
 from ppokit.train.rundir import record_written
+from ppokit.train.sequences import RecurrentRollout, minibatch_rows
 from ppokit.train.setup import (
     check_resumable,
     check_world_support,
@@ -166,6 +167,7 @@ class PPOTrainer:
                 activation=cfg.activation,
                 init_log_std=cfg.init_log_std,
                 ortho_init=cfg.ortho_init,
+                **{k: getattr(cfg, k) for k in ("recurrent", "recurrent_size", "recurrent_shared")},
             )
             actor = actor if actor is not None else built_actor
             critic = critic if critic is not None else built_critic
@@ -181,6 +183,7 @@ class PPOTrainer:
             normalize_advantage=(cfg.normalize_advantage and not self.world.is_distributed),
         )
         self.params = unique_params(self.actor, self.critic)
+        self.recurrent = RecurrentRollout.for_config(self.actor, self.critic, cfg)  # or None
         self.optimizer = build_optimizer(self.params, lr=cfg.lr, eps=cfg.adam_eps)
         # chosen once: eager, or (compile=True) loss, gradient, clip and Adam as one compiled
         # graph sharing the modules and the optimizer's state; refused with the reason
@@ -191,6 +194,7 @@ class PPOTrainer:
             compile=cfg.compile,
             max_grad_norm=cfg.max_grad_norm,
             kl_mean=self.world.all_reduce_mean,
+            sequences=self.recurrent is not None,
         )
         #: "eager" or "fused": the update step this run uses
         self.update_kind = update_kind(self.update_step)
@@ -214,6 +218,7 @@ class PPOTrainer:
             log_prob_key=LOG_PROB_KEY,
             seed=seed,
             compile_policy=cfg.compile,
+            recurrent=self.recurrent,
         )
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.iteration = 0
@@ -272,6 +277,8 @@ class PPOTrainer:
     @torch.no_grad()
     def estimate_advantage(self, rollout: TensorDictBase) -> TensorDictBase:
         """Write ``advantage``, ``value_target`` and ``state_value`` into ``rollout``."""
+        if self.recurrent is not None:  # values from the critic re-run over the sequences
+            return self.recurrent.estimate_advantage(self.loss.value_estimator, rollout)
         self.loss.value_estimator(rollout)
         if rollout.get("state_value", None) is None:
             self.critic(rollout)
@@ -282,17 +289,17 @@ class PPOTrainer:
         cfg = self.cfg
         self.actor.train()
         self.estimate_advantage(rollout)
-        flat = rollout.select(*_ROLLOUT_KEYS).reshape(-1)
+        flat = minibatch_rows(rollout, _ROLLOUT_KEYS, self.recurrent)
         records: list[tuple[torch.Tensor | None, ...]] = []
         stopped_early = False
         epochs_done = 0
         for epoch in range(cfg.num_epochs):
             if cfg.recompute_advantage and epoch > 0:
                 self.estimate_advantage(rollout)
-                flat = rollout.select(*_ROLLOUT_KEYS).reshape(-1)
+                flat = minibatch_rows(rollout, _ROLLOUT_KEYS, self.recurrent)
             perm = torch.randperm(flat.shape[0], generator=self.shuffle_gen)
             # one gather per epoch, then views: ~5x cheaper than indexing every minibatch
-            for minibatch in flat[perm].split(cfg.minibatch_size):
+            for minibatch in flat[perm].split(flat.shape[0] // cfg.num_minibatches):
                 if self.world.is_distributed and cfg.normalize_advantage:
                     # mean/std of the global minibatch (all ranks'), as one process would see
                     minibatch = minibatch.set(
