@@ -98,27 +98,38 @@ def test_sequence_mode_with_extra_batch_dims() -> None:
 def test_missing_state_or_is_init_is_an_error_not_a_reset() -> None:
     module = LSTMModule(F, H, in_key="x", out_key="y")
     td = TensorDict({"x": torch.randn(B, F), "is_init": torch.ones(B, 1, dtype=torch.bool)}, [B])
-    with pytest.raises(KeyError, match="recurrent_state_h.*never replaced by zeros"):
+    with pytest.raises(KeyError, match=r"recurrent_state_h.*never replaced by zeros"):
         module(td)
     td = TensorDict({"x": torch.randn(B, F), **module.initial_state(B)}, [B])
     with pytest.raises(KeyError, match="is_init"):
         module(td)
     bad = TensorDict(
-        {"x": torch.randn(B, F), "is_init": torch.ones(B, 1, dtype=torch.bool),
-         **module.initial_state(B + 1)},
+        {
+            "x": torch.randn(B, F),
+            "is_init": torch.ones(B, 1, dtype=torch.bool),
+            **module.initial_state(B + 1),
+        },
         [],
     )
     with pytest.raises(ValueError, match=r"expected \(3, 1, 6\)"):
         module(bad)
     with set_recurrent_mode(True), pytest.raises(ValueError, match="sequence mode expects"):
-        module(TensorDict({"x": torch.randn(B, F), "is_init": torch.ones(B, 1, dtype=torch.bool),
-                           **module.initial_state(B)}, [B]))
+        module(
+            TensorDict(
+                {
+                    "x": torch.randn(B, F),
+                    "is_init": torch.ones(B, 1, dtype=torch.bool),
+                    **module.initial_state(B),
+                },
+                [B],
+            )
+        )
 
 
 # --------------------------------------------------------------------------- TorchRL interop
 
 
-def _torchrl_lstm_copy(module: LSTMModule):  # noqa: ANN202
+def _torchrl_lstm_copy(module: LSTMModule):
     rnn = pytest.importorskip("torchrl.modules")
     theirs = rnn.LSTMModule(
         input_size=F,
@@ -189,8 +200,8 @@ def _sequence_batch(ours: LSTMModule) -> TensorDict:
 def test_torchrl_lstm_actor_in_ppokit_loss_and_ppokit_actor_in_torchrl_loss() -> None:
     torchrl_modules = pytest.importorskip("torchrl.modules")
     torchrl_objectives = pytest.importorskip("torchrl.objectives")
-    from ppokit.objectives.ppo import ClipPPOLoss
     from ppokit.modules.actors import ValueOperator
+    from ppokit.objectives.ppo import ClipPPOLoss
 
     torch.manual_seed(5)
     ours_core = LSTMModule(F, H, in_key="x", out_key="y")

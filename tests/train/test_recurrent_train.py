@@ -46,7 +46,7 @@ class CueEnv(gym.Env):
         return obs, reward, last, False, {}
 
 
-def _collector(kind: str = "gru", num_envs: int = 2, num_steps: int = 8):  # noqa: ANN202
+def _collector(kind: str = "gru", num_envs: int = 2, num_steps: int = 8):
     env = GymVecEnv(lambda: CueEnv(4), num_envs)
     actor, critic = build_actor_critic(env, recurrent=kind, recurrent_size=8)
     rec = RecurrentRollout.for_modules(actor, critic, num_envs=num_envs, seq_len=4)
@@ -58,7 +58,7 @@ def _collector(kind: str = "gru", num_envs: int = 2, num_steps: int = 8):  # noq
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_collector_stores_state_resets_on_done_and_reproduces_log_probs(kind: str) -> None:
     torch.manual_seed(0)
-    env, actor, critic, rec, collector = _collector(kind)
+    env, actor, _critic, rec, collector = _collector(kind)
     first = collector.collect().clone()
     second = collector.collect().clone()
     env.close()
@@ -88,7 +88,7 @@ def test_collector_stores_state_resets_on_done_and_reproduces_log_probs(kind: st
             )
 
 
-def _plain_gae(reward, value, next_value, done, terminated, gamma, lmbda):  # noqa: ANN001, ANN202
+def _plain_gae(reward, value, next_value, done, terminated, gamma, lmbda):
     """Reference GAE: the backward recursion written out per env and step."""
     n, t = reward.shape[:2]
     adv = torch.zeros(n, t, 1)
@@ -107,7 +107,9 @@ def test_advantage_from_rerun_critic_and_plain_gae() -> None:
     env, actor, critic, rec, collector = _collector("lstm", num_steps=12)
     rollout = collector.collect()
     env.close()
-    loss = build_loss(actor, critic, TrainConfig(gamma=0.9, gae_lambda=0.8), normalize_advantage=True)
+    loss = build_loss(
+        actor, critic, TrainConfig(gamma=0.9, gae_lambda=0.8), normalize_advantage=True
+    )
     rec.estimate_advantage(loss.value_estimator, rollout)
     value, next_value = rollout["state_value"], rollout["next", "state_value"]
     done = rollout["next", "done"]
@@ -121,7 +123,7 @@ def test_advantage_from_rerun_critic_and_plain_gae() -> None:
 
 
 def test_sequence_rows_keep_time_order() -> None:
-    env, actor, critic, rec, collector = _collector("gru", num_envs=2, num_steps=8)
+    env, _actor, _critic, rec, collector = _collector("gru", num_envs=2, num_steps=8)
     rollout = collector.collect()
     env.close()
     rows = rec.rows(rollout, ["observation", "action"])
@@ -185,7 +187,7 @@ def test_memory_task_needs_the_recurrent_core() -> None:
         num_minibatches=2,
         num_epochs=4,
         lr=3e-3,
-        total_steps=6144,
+        total_steps=2048,
         eval_episodes=20,
         entropy_coef=0.01,
         progress=False,

@@ -49,7 +49,7 @@ def recurrent_mode() -> bool | None:
     return getattr(_MODE, "value", None)
 
 
-class set_recurrent_mode:  # noqa: N801 (a context manager, named like torch.no_grad)
+class set_recurrent_mode:
     """Run ppokit's recurrent modules in sequence mode (``True``) or step mode inside a block.
 
     Example:
@@ -88,7 +88,8 @@ class ResettableRNN(nn.Module):
 
     Example:
         >>> core = ResettableRNN(nn.GRU(3, 4, batch_first=True))
-        >>> y, h = core(torch.randn(2, 5, 3), torch.zeros(1, 2, 4), torch.zeros(2, 5, dtype=torch.bool))
+        >>> reset = torch.zeros(2, 5, dtype=torch.bool)
+        >>> y, h = core(torch.randn(2, 5, 3), torch.zeros(1, 2, 4), reset)
         >>> y.shape, h.shape
         (torch.Size([2, 5, 4]), torch.Size([1, 2, 4]))
     """
@@ -112,10 +113,7 @@ class ResettableRNN(nn.Module):
         ys = []
         for start, end in zip([0, *cuts], [*cuts, steps]):
             keep = (~reset[:, start]).to(x.dtype)[None, :, None]
-            if isinstance(state, tuple):
-                state = tuple(s * keep for s in state)
-            else:
-                state = state * keep
+            state = tuple(s * keep for s in state) if isinstance(state, tuple) else state * keep
             y, state = self.rnn(x[:, start:end], state)
             ys.append(y)
         return (ys[0] if len(ys) == 1 else torch.cat(ys, 1)), state
@@ -151,7 +149,7 @@ class RecurrentModuleBase(TensorDictModule):
     @property
     def rnn(self) -> nn.RNNBase:
         """The wrapped ``nn.LSTM``/``nn.GRU`` (through a data-parallel wrapper, if any)."""
-        core = self.module
+        core: Any = self.module
         core = getattr(core, "module", core)  # DistributedDataParallel(core)
         return cast(nn.RNNBase, core.rnn)
 
@@ -216,7 +214,9 @@ class RecurrentModuleBase(TensorDictModule):
                     f"{expected} ([*batch, num_layers, hidden_size])."
                 )
         # torch's layout [L, B, H]; a sequence starts from the state stored at its first step
-        hx = [s.reshape(-1, steps, *s.shape[-2:])[:, 0].transpose(0, 1).contiguous() for s in states]
+        hx = [
+            s.reshape(-1, steps, *s.shape[-2:])[:, 0].transpose(0, 1).contiguous() for s in states
+        ]
         y, out = self.module(
             x.reshape(-1, steps, x.shape[-1]),
             hx[0] if len(hx) == 1 else tuple(hx),

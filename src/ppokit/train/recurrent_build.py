@@ -126,9 +126,7 @@ def build_recurrent_actor_critic(
         if shared
         else TensorDictSequential(
             encoder(prefix),
-            make_core(
-                kind, embed, recurrent_size, prefix=prefix, ortho_init=ortho_init
-            ),
+            make_core(kind, embed, recurrent_size, prefix=prefix, ortho_init=ortho_init),
         )
     )
     value = TensorDictModule(
