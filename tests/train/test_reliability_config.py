@@ -40,6 +40,8 @@ BAD = {
     "eval_every": [-1],
     "checkpoint_every": [0],
     "keep_checkpoint_every": [-1],
+    "recurrent_size": [0],
+    "recurrent_seq_len": [-1],
 }
 
 
