@@ -202,3 +202,24 @@ def test_memory_task_needs_the_recurrent_core() -> None:
     # with memory every cue is named (return 1); a feed-forward policy guesses (about 0.5)
     assert rec_return >= 0.95, rec_return
     assert ff_return <= 0.8, ff_return
+
+
+@pytest.mark.distributed
+def test_two_ranks_keep_the_recurrent_cores_in_step(tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "result.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PPOKIT_DIST_TIMEOUT": "60"}
+    worker = Path(__file__).parent / "_recurrent_ddp_worker.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    proc = subprocess.run(
+        [*cmd, str(worker), str(out)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["wrapped"] >= 3  # encoder, core and head of the actor
+    assert result["same"]
