@@ -71,9 +71,10 @@ def run_ppokit(iterations: int, seed: int) -> tuple[float, float]:
 
 
 def run_sb3(iterations: int, seed: int) -> tuple[float, float]:
-    import ppokit.envs  # noqa: F401  (registers ppokit/CartPoleNoVel-v1)
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common.env_util import make_vec_env
+
+    import ppokit.envs  # noqa: F401  (registers ppokit/CartPoleNoVel-v1)
 
     env = make_vec_env(ENV, n_envs=NUM_ENVS, seed=seed)
     model = RecurrentPPO(

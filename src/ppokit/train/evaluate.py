@@ -70,9 +70,8 @@ def deterministic_action(
             dist = policy.distribution(obs)
         else:
             td = TensorDict({"observation": obs}, batch_size=obs.shape[:1])
+            # state.fill keeps td: the cores write the next state into it
             dist = actor.get_dist(td if state is None else state.fill(td))
-            if state is not None:
-                state.step_td = td  # holds the next state the cores wrote
         for attr in ("deterministic_sample", "mode", "mean"):
             try:
                 return getattr(dist, attr)
@@ -170,16 +169,21 @@ def record_video(
     fps = int(env.metadata.get("render_fps", 30))
     paths = []
     policy = TensorPolicy.for_actor(actor, sampling=False)
+    state = PolicyState.for_modules(actor, batch=1)  # None: a feed-forward actor
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
+            if state is not None:
+                state.reset()
             frames: list[Any] = [env.render()]
             done = False
             while not done:
                 obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).unsqueeze(0)
                 if obs_normalizer is not None:
                     obs_t = obs_normalizer.normalize(obs_t, update=False)
-                raw = deterministic_action(actor, obs_t, policy=policy)[0].numpy()
+                raw = deterministic_action(actor, obs_t, policy=policy, state=state)[0].numpy()
+                if state is not None:
+                    state.advance(state.step_td, np.zeros(1, dtype=bool))
                 space: Any = env.action_space
                 action: Any = (
                     np.clip(raw, space.low, space.high)
