@@ -88,6 +88,25 @@ def test_collector_stores_state_resets_on_done_and_reproduces_log_probs(kind: st
             )
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_tensor_acting_path_equals_the_tensordict_path(kind: str) -> None:
+    """The collector's tensor path (RecurrentActing) and the TensorDict module calls give the
+    same rollout from the same seed: same networks, same draws."""
+    rollouts = []
+    for tensor_path in (True, False):
+        torch.manual_seed(0)
+        env, _actor, _critic, rec, collector = _collector(kind)
+        torch.manual_seed(1)
+        assert rec.acting is not None
+        if not tensor_path:
+            rec.acting = None
+        rollouts.append((collector.collect().clone(), collector.collect().clone()))
+        env.close()
+    for fast, slow in zip(*rollouts):
+        for key in ("action", "action_log_prob", "is_init", *rec.state.keys):
+            torch.testing.assert_close(fast[key], slow[key], rtol=1e-6, atol=1e-6)
+
+
 def _plain_gae(reward, value, next_value, done, terminated, gamma, lmbda):
     """Reference GAE: the backward recursion written out per env and step."""
     n, t = reward.shape[:2]

@@ -197,7 +197,27 @@ class RecurrentModuleBase(TensorDictModule):
         x = self._read(td, self.in_key, "the input features")
         is_init = self._read(td, "is_init", "the episode-start flags")
         states = [self._read(td, k, "the recurrent state") for k in self.state_keys]
-        sequence = self.recurrent_mode
+        y, finals = self.run_tensors(x, is_init, states, sequence=self.recurrent_mode)
+        td.set(self.out_key, y)
+        for key, s in zip(self.state_keys, finals or ()):
+            td.set(("next", key), s)
+        return td
+
+    def run_tensors(
+        self,
+        x: torch.Tensor,
+        is_init: torch.Tensor,
+        states: list[torch.Tensor],
+        *,
+        sequence: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The module's computation on tensors (what :meth:`forward` reads and writes).
+
+        Step: ``x [*B, F]``, ``is_init [*B, 1]``, states ``[*B, L, H]`` -> ``y [*B, H]`` and
+        the next states. Sequence: ``x [*B, T, F]``, ``is_init [*B, T, 1]``, states
+        ``[*B, T, L, H]`` (the first step's read) -> ``y [*B, T, H]`` and ``None`` (a
+        sequence's intermediate states are not kept).
+        """
         if sequence and x.ndim < 3:
             raise ValueError(
                 f"{type(self).__name__} in sequence mode expects {self.in_key!r} as "
@@ -222,12 +242,11 @@ class RecurrentModuleBase(TensorDictModule):
             hx[0] if len(hx) == 1 else tuple(hx),
             is_init.reshape(-1, steps).bool(),
         )
-        td.set(self.out_key, y.reshape(*lead, *((steps,) if sequence else ()), y.shape[-1]))
-        if not sequence:  # a sequence's intermediate states are not kept (only the last)
-            finals = out if isinstance(out, tuple) else (out,)
-            for key, s in zip(self.state_keys, finals):
-                td.set(("next", key), s.transpose(0, 1).reshape(*lead, *s.shape[::2]))
-        return td
+        y = y.reshape(*lead, *((steps,) if sequence else ()), y.shape[-1])
+        if sequence:
+            return y, None
+        finals = out if isinstance(out, tuple) else (out,)
+        return y, [s.transpose(0, 1).reshape(*lead, *s.shape[::2]) for s in finals]
 
 
 class LSTMModule(RecurrentModuleBase):

@@ -183,13 +183,11 @@ class RolloutCollector:
         for t in range(self.num_steps):
             if act is not None:
                 action, log_prob = act(obs)
+            elif rec is not None:  # the state in and out of the policy, stored per step
+                action, log_prob = rec.act(obs, t, step_td, self.policy, log_prob_key)
             else:
                 step_td.set("observation", obs)
-                if rec is not None:
-                    rec.before_policy(step_td, t)
                 self.policy(step_td)
-                if rec is not None:
-                    rec.after_policy(step_td, t)
                 action, log_prob = step_td.get("action"), step_td.get(log_prob_key)
             action_np = action.detach().cpu().numpy()
             obs_b[:, t] = obs.numpy()
@@ -199,7 +197,7 @@ class RolloutCollector:
             done = terminated | truncated
             any_done = bool(done.any())
             if rec is not None:
-                rec.after_env(step_td, done)
+                rec.after_env(done)
             if norm is not None:
                 # one statistics update per step (with the observations the policy will see
                 # next); the true final observation is mapped with the same statistics

@@ -10,6 +10,9 @@ with a policy from :func:`~ppokit.train.policy.load_policy` all carry it the sam
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 from tensordict import TensorDictBase
@@ -89,9 +92,12 @@ class PolicyState:
         self.step_td = td
         return td
 
-    def advance(self, td: TensorDictBase, done: np.ndarray | torch.Tensor) -> None:
-        """Take the states the cores wrote under ``("next", key)`` in ``td``; where ``done``
-        ``[N]`` the next step starts a new episode (state zeroed, ``is_init`` True)."""
+    def advance(
+        self, td: TensorDictBase | Mapping[Any, torch.Tensor], done: np.ndarray | torch.Tensor
+    ) -> None:
+        """Take the states the cores wrote under ``("next", key)`` in ``td`` (a TensorDict or
+        a dict of tensors); where ``done [N]`` the next step starts a new episode (state
+        zeroed, ``is_init`` True)."""
         done_t = torch.as_tensor(np.asarray(done) if not isinstance(done, torch.Tensor) else done)
         done_t = done_t.reshape(self.batch, 1).bool()
         keep = (~done_t).to(torch.float32)[:, :, None]

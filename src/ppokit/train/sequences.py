@@ -20,7 +20,7 @@ recurrent core (``--recurrent lstm/gru``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,6 +29,7 @@ from tensordict.nn import set_skip_existing
 from torch import nn
 
 from ppokit.modules.recurrent import set_recurrent_mode
+from ppokit.train.recurrent_acting import RecurrentActing
 from ppokit.train.recurrent_state import PolicyState
 from ppokit.train.update import EagerUpdate, UpdateResult
 
@@ -127,6 +128,9 @@ class RecurrentRollout:
         self.step_critic = any(k not in actor_keys for k in self.state.keys)
         self.seq_len = seq_len
         self._rollout: TensorDict | None = None
+        #: acting on tensors (None: the actor is called as a TensorDict module)
+        self.acting = RecurrentActing.for_modules(actor, critic, step_critic=self.step_critic)
+        self._last: Any = None  # where the latest step's next states are
 
     @classmethod
     def for_modules(
@@ -156,6 +160,34 @@ class RecurrentRollout:
         """The envs were reset: every env starts from a zero state."""
         self.state.reset()
 
+    def act(
+        self,
+        obs: torch.Tensor,
+        t: int,
+        step_td: TensorDictBase,
+        policy: Callable[[TensorDictBase], Any],
+        log_prob_key: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The collector's step ``t``: act on ``obs [N, *obs]`` from the carried state, store
+        the state before and after the step; ``(action, log_prob)``."""
+        if self.acting is None:  # any other actor: as a TensorDict module
+            step_td.set("observation", obs)
+            self.before_policy(step_td, t)
+            policy(step_td)
+            self.after_policy(step_td, t)
+            return step_td.get("action"), step_td.get(log_prob_key)
+        state, rollout = self.state, self._checked_rollout()
+        values: dict[Any, torch.Tensor] = {"observation": obs, "is_init": state.is_init}
+        values.update(state.states)
+        rollout.get("is_init")[:, t] = state.is_init
+        for key, value in state.states.items():
+            rollout.get(key)[:, t] = value
+        action, log_prob = self.acting.act(values)
+        for key in state.keys:
+            rollout.get(("next", key))[:, t] = values[("next", key)]
+        self._last = values
+        return action, log_prob
+
     def before_policy(self, step_td: TensorDictBase, t: int) -> None:
         """Put the carried state into the step TensorDict and the rollout's step ``t``."""
         self.state.fill(step_td)
@@ -171,10 +203,11 @@ class RecurrentRollout:
         rollout = self._checked_rollout()
         for key in self.state.keys:
             rollout.get(("next", key))[:, t] = step_td.get(("next", key))
+        self._last = step_td
 
-    def after_env(self, step_td: TensorDictBase, done: Any) -> None:
+    def after_env(self, done: Any) -> None:
         """Carry the state to the next step, zeroed where the episode ended."""
-        self.state.advance(step_td, done)
+        self.state.advance(self._last, done)
 
     def _checked_rollout(self) -> TensorDict:
         if self._rollout is None:
