@@ -143,8 +143,12 @@ class RecurrentRollout:
 
     @classmethod
     def for_config(cls, actor: nn.Module, critic: nn.Module, cfg: TrainConfig) -> Any:
-        """:meth:`for_modules` with the run's sizes (``None`` for feed-forward networks)."""
-        return cls.for_modules(actor, critic, num_envs=cfg.num_envs, seq_len=sequence_length(cfg))
+        """:meth:`for_modules` with the run's sizes (``None`` for feed-forward networks); a
+        user's recurrent actor/critic is checked as ``--recurrent`` would be."""
+        found = cls.for_modules(actor, critic, num_envs=cfg.num_envs, seq_len=sequence_length(cfg))
+        if found is not None:
+            check_recurrent_config(cfg)
+        return found
 
     # ------------------------------------------------------------------ collection
     def attach(self, rollout: TensorDict) -> None:
