@@ -242,3 +242,21 @@ def test_two_ranks_keep_the_recurrent_cores_in_step(tmp_path) -> None:
     result = json.loads(out.read_text())
     assert result["wrapped"] >= 3  # encoder, core and head of the actor
     assert result["same"]
+
+
+def test_recurrent_actor_with_a_feed_forward_critic_trains(tmp_path) -> None:
+    with GymVecEnv("ppokit/CartPoleNoVel-v1", 1) as env:
+        actor, _ = build_actor_critic(env, recurrent="gru", recurrent_size=8)
+        _, critic = build_actor_critic(env)
+    trainer = PPOTrainer(
+        env="ppokit/CartPoleNoVel-v1",
+        actor=actor,
+        critic=critic,
+        run_dir=tmp_path,
+        total_steps=512,
+        num_steps=32,
+        eval_episodes=2,
+        progress=False,
+    )
+    assert trainer.recurrent is not None and trainer.recurrent.critic_keys == []
+    assert trainer.train().env_steps == 512

@@ -126,6 +126,9 @@ class RecurrentRollout:
         self.state = PolicyState(actor, critic, batch=num_envs)
         actor_keys = PolicyState(actor, batch=num_envs).keys
         self.step_critic = any(k not in actor_keys for k in self.state.keys)
+        #: the state keys the critic's cores read (none for a feed-forward critic)
+        critic_state = PolicyState.for_modules(critic, batch=1)
+        self.critic_keys = critic_state.keys if critic_state is not None else []
         self.seq_len = seq_len
         self._rollout: TensorDict | None = None
         #: acting on tensors (None: the actor is called as a TensorDict module)
@@ -142,7 +145,9 @@ class RecurrentRollout:
         return cls(actor, critic, num_envs=num_envs, seq_len=seq_len)
 
     @classmethod
-    def for_config(cls, actor: nn.Module, critic: nn.Module, cfg: TrainConfig) -> Any:
+    def for_config(
+        cls, actor: nn.Module, critic: nn.Module, cfg: TrainConfig
+    ) -> RecurrentRollout | None:
         """:meth:`for_modules` with the run's sizes (``None`` for feed-forward networks); a
         user's recurrent actor/critic is checked as ``--recurrent`` would be."""
         found = cls.for_modules(actor, critic, num_envs=cfg.num_envs, seq_len=sequence_length(cfg))
@@ -223,14 +228,14 @@ class RecurrentRollout:
     def estimate_advantage(self, value_estimator: nn.Module, rollout: TensorDictBase) -> Any:
         """Values from the re-run critic, then ``value_estimator`` (GAE) on them."""
         n, t = rollout.batch_size
-        keys = ["observation", "is_init", *self.critic_keys()]
+        keys = ["observation", "is_init", *self.critic_keys]
         with set_recurrent_mode(True):
             value = self.critic(rollout.select(*keys)).get("state_value")
         nxt = TensorDict(
             {
                 "observation": rollout.get(("next", "observation")),
                 "is_init": torch.zeros(n, t, 1, dtype=torch.bool),
-                **{k: rollout.get(("next", k)) for k in self.critic_keys()},
+                **{k: rollout.get(("next", k)) for k in self.critic_keys},
             },
             batch_size=[n, t],
         ).reshape(-1)
@@ -241,10 +246,6 @@ class RecurrentRollout:
         with set_skip_existing(True):  # the estimator reads the values written above
             value_estimator(rollout)
         return rollout
-
-    def critic_keys(self) -> list[str]:
-        """The state keys the critic's core reads."""
-        return PolicyState(self.critic, batch=1).keys
 
     def rows(self, rollout: TensorDictBase, keys: Sequence[str]) -> TensorDictBase:
         """``[N, T]`` -> ``[N * T / L, L]`` sequences with ``keys``, the states and ``is_init``
