@@ -41,6 +41,8 @@ BAD = {
     "checkpoint_every": [0],
     "keep_checkpoint_every": [-1],
     "action_mask_key": ["", "  "],
+    "recurrent_size": [0],
+    "recurrent_seq_len": [-1],
 }
 
 

@@ -33,6 +33,19 @@ _WHERE = {
 }
 
 
+def _register_pomdp() -> None:
+    # ppokit's own ids (ppokit/CartPoleNoVel-v1, ...) are known wherever ppokit.envs is
+    # imported, as a Gymnasium id of any installed package would be
+    try:
+        from ppokit.envs.pomdp import register_pomdp_envs
+    except ImportError:  # Gymnasium is an optional extra; the loss alone does not need it
+        return
+    register_pomdp_envs()
+
+
+_register_pomdp()
+
+
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         return getattr(importlib.import_module(f"ppokit.envs.{_WHERE[name]}"), name)

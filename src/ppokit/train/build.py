@@ -67,6 +67,9 @@ def build_actor_critic(
     init_log_std: float = 0.0,
     ortho_init: bool = True,
     share_trunk: bool = True,
+    recurrent: str = "none",
+    recurrent_size: int = 128,
+    recurrent_shared: bool = False,
 ) -> tuple[Any, Any]:
     """Separate actor and critic MLPs for ``env`` (ppokit modules, TorchRL keys).
 
@@ -76,7 +79,9 @@ def build_actor_critic(
     ``ortho_init=False`` torch's default ``nn.Linear`` init instead (rl-zoo's tuned MuJoCo
     settings use it). The actor reads ``"observation" [*B, obs]`` and writes ``"action"``
     (``[*B]`` or ``[*B, A]``) and ``"action_log_prob" [*B]``; the critic writes
-    ``"state_value" [*B, 1]``.
+    ``"state_value" [*B, 1]``. ``recurrent="lstm"``/``"gru"``: an encoder MLP, a
+    ``recurrent_size`` core (one shared by both with ``recurrent_shared``) and linear heads
+    (:mod:`ppokit.train.recurrent_build`).
 
     Image observations (rank 3) get the Nature CNN instead
     (:func:`~ppokit.train.build_cnn.build_cnn_actor_critic`; ``share_trunk``: one trunk for
@@ -116,6 +121,19 @@ def build_actor_critic(
     if activation not in activations:
         raise ValueError(f"activation must be one of {sorted(activations)}, got {activation!r}.")
     act_cls = activations[activation]
+    if recurrent != "none":
+        from ppokit.train.recurrent_build import build_recurrent_actor_critic
+
+        return build_recurrent_actor_critic(
+            env,
+            kind=recurrent,
+            recurrent_size=recurrent_size,
+            shared=recurrent_shared,
+            hidden_sizes=tuple(hidden_sizes),
+            activation=act_cls,
+            init_log_std=init_log_std,
+            ortho_init=ortho_init,
+        )
     obs_dim = int(np.prod(env.obs_shape))
     cells = tuple(hidden_sizes)
     # output gains only exist for the orthogonal init (MLP rejects them otherwise)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from ppokit.envs.gym import GymVecEnv
 from ppokit.train.acting import TensorPolicy, tensor_policy
 from ppokit.train.collect_device import policy_on_device, setup_device
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
+
+if TYPE_CHECKING:
+    from ppokit.train.sequences import RecurrentRollout
 
 __all__ = ["EpisodeStats", "RolloutCollector", "TensorPolicy", "tensor_policy"]
 
@@ -55,6 +58,8 @@ class RolloutCollector:
         device: where the policy runs (default: the CPU). Off the CPU each step's
             observations cross once through a pinned buffer (:mod:`ppokit.train.device`) and
             :meth:`collect` returns the rollout on the device (one copy per rollout).
+        recurrent: the hidden-state bookkeeping of a recurrent policy (carried across steps,
+            stored in the rollout, reset where ``done``); ``None`` for feed-forward ones.
 
     The rollout holds ``observation [N, T, *obs]``, ``action [N, T]`` (discrete, int64) or
     ``[N, T, A]`` (continuous, as sampled, never clipped), ``action_log_prob [N, T]`` and
@@ -86,6 +91,7 @@ class RolloutCollector:
         seed: int | None = None,
         compile_policy: bool = False,
         device: torch.device | None = None,
+        recurrent: RecurrentRollout | None = None,
     ) -> None:
         if num_steps <= 0:
             raise ValueError(f"num_steps must be positive, got {num_steps}.")
@@ -141,6 +147,10 @@ class RolloutCollector:
             policy, log_prob_key=log_prob_key, compile=compile_policy
         )
         self._device, self._to_device, self._games = setup_device(env, device)
+        self.recurrent = recurrent
+        if recurrent is not None:
+            recurrent.attach(self.rollout)
+            self._act = None  # the state goes through TensorDicts: the generic branch
 
     def reset(self, *, seed: int | None = None) -> None:
         """Reset the environments (the next :meth:`collect` starts fresh episodes)."""
@@ -148,6 +158,8 @@ class RolloutCollector:
         self._obs = self._normalize(raw)
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
+        if self.recurrent is not None:
+            self.recurrent.reset()
 
     def _normalize(self, raw: torch.Tensor) -> torch.Tensor:
         if self.obs_normalizer is None:
@@ -175,8 +187,11 @@ class RolloutCollector:
         rew_b, term_b, trunc_b, done_b = buf["rew"], buf["term"], buf["trunc"], buf["done"]
         ep_return, ep_length = self._ep_return, self._ep_length
         to_device = self._to_device
+        rec = self.recurrent
         for t in range(self.num_steps):
-            if to_device is not None:  # the policy on a GPU: one copy of the observations
+            if rec is not None:  # the state in and out of the policy, stored per step
+                action, log_prob = rec.act(obs, t, step_td, self.policy, log_prob_key)
+            elif to_device is not None:  # the policy on a GPU: one copy of the observations
                 obs_d = to_device(obs.numpy())
                 action, log_prob = policy_on_device(act, obs_d, self.policy, step_td, log_prob_key)
             elif act is not None:
@@ -192,6 +207,8 @@ class RolloutCollector:
             next_obs, obs_np, reward, terminated, truncated = self.env.step_arrays(action_np)
             done = terminated | truncated
             any_done = bool(done.any())
+            if rec is not None:
+                rec.after_env(done)
             if norm is not None:
                 # one statistics update per step (with the observations the policy will see
                 # next); the true final observation is mapped with the same statistics
@@ -239,6 +256,8 @@ class RolloutCollector:
         if self._obs is None:
             self.reset(seed=self._seed)
         td = TensorDict({"observation": self._obs}, batch_size=[self.env.num_envs])
+        if self.recurrent is not None:
+            self.recurrent.state.fill(td)
         with torch.no_grad():
             self.policy(td)
         for key, buf in (("action", self._act_buf), (self.log_prob_key, self._logp_buf)):

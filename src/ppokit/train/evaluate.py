@@ -25,6 +25,7 @@ from ppokit.train.acting import TensorPolicy
 from ppokit.train.device import module_device
 from ppokit.train.normalization import ObservationNormalizer
 from ppokit.train.video_env import video_env, video_fps
+from ppokit.train.recurrent_state import PolicyState
 
 __all__ = ["EvalResult", "deterministic_action", "evaluate_policy", "record_video"]
 
@@ -46,12 +47,18 @@ class EvalResult:
 
 
 def deterministic_action(
-    actor: Any, obs: torch.Tensor, *, policy: TensorPolicy | None = None
+    actor: Any,
+    obs: torch.Tensor,
+    *,
+    policy: TensorPolicy | None = None,
+    state: PolicyState | None = None,
 ) -> torch.Tensor:
     """The actor's deterministic action for ``[B, *obs]`` observations (no grad).
 
     ``policy``: ``TensorPolicy.for_actor(actor, sampling=False)``, made once by the caller,
-    builds the same distribution without TensorDict bookkeeping.
+    builds the same distribution without TensorDict bookkeeping. ``state``: a recurrent
+    actor's carried state (:class:`~ppokit.train.recurrent_state.PolicyState`), filled in
+    here; call its ``advance`` after the env step.
 
     Example:
         >>> from ppokit.train.build import build_actor_critic
@@ -65,7 +72,9 @@ def deterministic_action(
         if policy is not None and policy.usable():
             dist = policy.distribution(obs)
         else:
-            dist = actor.get_dist(TensorDict({"observation": obs}, batch_size=obs.shape[:1]))
+            td = TensorDict({"observation": obs}, batch_size=obs.shape[:1])
+            # state.fill keeps td: the cores write the next state into it
+            dist = actor.get_dist(td if state is None else state.fill(td))
         for attr in ("deterministic_sample", "mode", "mean"):
             try:
                 return getattr(dist, attr)
@@ -109,6 +118,7 @@ def evaluate_policy(
     venv = open_env(env, episodes, env_kwargs=env_kwargs, mask_key=mask_key, training=False)
     policy = TensorPolicy.for_actor(actor, sampling=False)
     device = module_device(actor)  # the env's CPU observations go where the actor is
+    state = PolicyState.for_modules(actor, batch=episodes)  # None: a feed-forward actor
     try:
         if isinstance(venv, StructuredVecEnv):  # Dict/Tuple/MultiDiscrete spaces, masks
             from ppokit.train.structured import evaluate_structured
@@ -125,11 +135,13 @@ def evaluate_policy(
         for _ in range(max_steps):
             if obs_normalizer is not None:
                 obs = obs_normalizer.normalize(obs, update=False)
-            action = deterministic_action(actor, obs.to(device), policy=policy)
+            action = deterministic_action(actor, obs.to(device), policy=policy, state=state)
             res = venv.step_tensors(action)
             returns[active] += res.reward.numpy()[active]
             lengths[active] += 1
             done = (res.terminated | res.truncated).numpy()
+            if state is not None:
+                state.advance(state.step_td, done)
             active &= ~done
             if not active.any():
                 break
@@ -172,16 +184,23 @@ def record_video(
     paths = []
     policy = TensorPolicy.for_actor(actor, sampling=False)
     device = module_device(actor)
+    state = PolicyState.for_modules(actor, batch=1)  # None: a feed-forward actor
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
+            if state is not None:
+                state.reset()
             frames: list[Any] = [env.render()]
             done = False
             while not done:
                 obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).unsqueeze(0)
                 if obs_normalizer is not None:
                     obs_t = obs_normalizer.normalize(obs_t, update=False)
-                raw = deterministic_action(actor, obs_t.to(device), policy=policy)[0].cpu().numpy()
+                raw = deterministic_action(
+                    actor, obs_t.to(device), policy=policy, state=state
+                )[0].cpu().numpy()
+                if state is not None:
+                    state.advance(state.step_td, np.zeros(1, dtype=bool))
                 space: Any = env.action_space
                 action: Any = (
                     np.clip(raw, space.low, space.high)

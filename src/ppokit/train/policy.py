@@ -41,6 +41,9 @@ def load_policy(
         FileNotFoundError: no such run dir or checkpoint.
         CheckpointError: the file is not a ppokit checkpoint.
 
+    A recurrent actor (``--recurrent lstm/gru``) needs its state at every step: carry it with
+    :class:`~ppokit.train.recurrent_state.PolicyState` (``evaluate_policy`` does).
+
     Example:
         >>> import tempfile
         >>> from ppokit.train.presets import preset_config
@@ -70,6 +73,9 @@ def load_policy(
                 activation=cfg.activation,
                 init_log_std=cfg.init_log_std,
                 ortho_init=cfg.ortho_init,
+                recurrent=cfg.recurrent,
+                recurrent_size=cfg.recurrent_size,
+                recurrent_shared=cfg.recurrent_shared,
             )
         obs_norm = ObservationNormalizer(spaces.obs_shape, clip=cfg.obs_clip, enabled=cfg.obs_norm)
     finally:

@@ -56,6 +56,7 @@ from ppokit.train.metrics import column_means
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
 from ppokit.train.policy import load_policy
 from ppokit.train.rundir import record_written
+from ppokit.train.sequences import RecurrentRollout, minibatch_rows
 from ppokit.train.setup import (
     check_resumable,
     check_world_support,
@@ -170,6 +171,9 @@ class PPOTrainer:
                 init_log_std=cfg.init_log_std,
                 ortho_init=cfg.ortho_init,
                 share_trunk=cfg.share_trunk,
+                recurrent=cfg.recurrent,
+                recurrent_size=cfg.recurrent_size,
+                recurrent_shared=cfg.recurrent_shared,
             )
             actor = actor if actor is not None else built_actor
             critic = critic if critic is not None else built_critic
@@ -187,6 +191,7 @@ class PPOTrainer:
             normalize_advantage=(cfg.normalize_advantage and not self.world.is_distributed),
         ).to(self.device)
         self.params = unique_params(self.actor, self.critic)
+        self.recurrent = RecurrentRollout.for_config(self.actor, self.critic, cfg)  # or None
         self.optimizer = build_optimizer(self.params, lr=cfg.lr, eps=cfg.adam_eps)
         # chosen once: eager, or (compile=True) loss, gradient, clip and Adam as one compiled
         # graph sharing the modules and the optimizer's state; refused with the reason
@@ -197,6 +202,7 @@ class PPOTrainer:
             compile=cfg.compile,
             max_grad_norm=cfg.max_grad_norm,
             kl_mean=self.world.all_reduce_mean,
+            sequences=self.recurrent is not None,
         )
         #: "eager" or "fused": the update step this run uses
         self.update_kind = update_kind(self.update_step)
@@ -221,6 +227,7 @@ class PPOTrainer:
             seed=seed,
             compile_policy=cfg.compile,
             device=self.device,
+            recurrent=self.recurrent,
         )
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.iteration = 0
@@ -279,6 +286,8 @@ class PPOTrainer:
     @torch.no_grad()
     def estimate_advantage(self, rollout: TensorDictBase) -> TensorDictBase:
         """Write ``advantage``, ``value_target`` and ``state_value`` into ``rollout``."""
+        if self.recurrent is not None:  # values from the critic re-run over the sequences
+            return self.recurrent.estimate_advantage(self.loss.value_estimator, rollout)
         self.loss.value_estimator(rollout)
         if rollout.get("state_value", None) is None:
             self.critic(rollout)
@@ -289,17 +298,17 @@ class PPOTrainer:
         cfg = self.cfg
         self.actor.train()
         self.estimate_advantage(rollout)
-        flat = rollout.select(*_ROLLOUT_KEYS).reshape(-1)
+        flat = minibatch_rows(rollout, _ROLLOUT_KEYS, self.recurrent)
         records: list[tuple[torch.Tensor | None, ...]] = []
         stopped_early = False
         epochs_done = 0
         for epoch in range(cfg.num_epochs):
             if cfg.recompute_advantage and epoch > 0:
                 self.estimate_advantage(rollout)
-                flat = rollout.select(*_ROLLOUT_KEYS).reshape(-1)
+                flat = minibatch_rows(rollout, _ROLLOUT_KEYS, self.recurrent)
             perm = torch.randperm(flat.shape[0], generator=self.shuffle_gen)
             # one gather per epoch, then views: ~5x cheaper than indexing every minibatch
-            for minibatch in flat[perm].split(cfg.minibatch_size):
+            for minibatch in flat[perm].split(flat.shape[0] // cfg.num_minibatches):
                 if self.world.is_distributed and cfg.normalize_advantage:
                     # mean/std of the global minibatch (all ranks'), as one process would see
                     minibatch = minibatch.set(

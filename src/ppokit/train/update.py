@@ -104,8 +104,12 @@ def make_update_step(
     compile: bool,
     max_grad_norm: float | None = None,
     kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    sequences: bool = False,
 ) -> UpdateStep:
     """The run's update step: :class:`EagerUpdate`, or the fused graph with ``compile=True``.
+
+    ``sequences=True``: minibatches are ``[B, L]`` env sequences, run with the recurrent
+    cores in sequence mode (:class:`ppokit.train.sequences.SequenceUpdate`).
 
     Raises:
         ValueError: ``compile=True`` and the fused graph cannot run this loss or optimizer
@@ -122,6 +126,10 @@ def make_update_step(
         ...
         ValueError: compile=True cannot be honoured: FusedPPOUpdate runs Adam's update rule ...
     """
+    if sequences and not compile:  # compile with a recurrent core is refused by the config
+        from ppokit.train.sequences import SequenceUpdate
+
+        return SequenceUpdate(loss, optimizer, params, max_grad_norm=max_grad_norm, kl_mean=kl_mean)
     if not compile:
         return EagerUpdate(loss, optimizer, params, max_grad_norm=max_grad_norm, kl_mean=kl_mean)
     from ppokit.fast.update import FusedPPOUpdate

@@ -28,7 +28,17 @@ __all__ = ["RANGES", "RESUME_FIXED", "check_config", "check_resumable"]
 
 _SEED_MAX = 2**32 - 1
 #: what a checkpoint fixes: the env and the shapes of the rollout and the networks
-RESUME_FIXED = ("env", "num_envs", "num_steps", "hidden_sizes", "activation", "share_trunk")
+RESUME_FIXED = (
+    "env",
+    "num_envs",
+    "num_steps",
+    "hidden_sizes",
+    "activation",
+    "recurrent",
+    "recurrent_size",
+    "recurrent_shared",
+    "share_trunk",
+)
 
 
 def _finite(v: float) -> bool:
@@ -63,6 +73,8 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "checkpoint_every": ("a positive integer", lambda v: v > 0),
     "keep_checkpoint_every": ("an integer >= 0 (0: keep none)", lambda v: v >= 0),
     "action_mask_key": ("a non-empty name", lambda v: bool(v.strip())),
+    "recurrent_size": ("a positive integer", lambda v: v > 0),
+    "recurrent_seq_len": ("an integer >= 0 dividing num_steps (0: num_steps)", lambda v: v >= 0),
 }
 
 
@@ -108,6 +120,10 @@ def check_config(cfg: TrainConfig) -> None:
             f"{cfg.batch_size} is not divisible by num_minibatches={cfg.num_minibatches}; "
             "choose sizes so that every minibatch has the same number of transitions."
         )
+    if cfg.recurrent != "none":
+        from ppokit.train.sequences import check_recurrent_config
+
+        check_recurrent_config(cfg)  # sequence splits and options it cannot honour
 
 
 def check_resumable(saved: TrainConfig, cfg: TrainConfig) -> None:

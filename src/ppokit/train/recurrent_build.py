@@ -1,0 +1,138 @@
+"""The recurrent actor and critic of ``ppokit train --recurrent {lstm,gru}``.
+
+encoder MLP -> LSTM/GRU core -> linear heads. With ``shared=True`` actor and critic are made of
+the very same encoder and core modules (one state to carry, both losses train the core);
+otherwise the critic has its own, with state keys prefixed ``critic_``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torch import nn
+
+from ppokit.modules.recurrent import GRUModule, LSTMModule, RecurrentModuleBase
+
+__all__ = ["RECURRENT_KINDS", "build_recurrent_actor_critic", "make_core"]
+
+#: the ``--recurrent`` choices that build a recurrent core
+RECURRENT_KINDS = ("lstm", "gru")
+
+
+def make_core(
+    kind: str, input_size: int, hidden_size: int, *, prefix: str = "", ortho_init: bool = True
+) -> RecurrentModuleBase:
+    """An LSTM/GRU module reading ``prefix + "embed"``, writing ``prefix + "features"``.
+
+    ``ortho_init``: orthogonal weights, zero biases (CleanRL's ``ppo_atari_lstm.py`` choice);
+    otherwise torch's default init.
+
+    Example:
+        >>> make_core("lstm", 4, 8, prefix="critic_").state_keys
+        ('critic_recurrent_state_h', 'critic_recurrent_state_c')
+    """
+    keys: dict[str, Any] = {"in_key": prefix + "embed", "out_key": prefix + "features"}
+    core: RecurrentModuleBase
+    if kind == "lstm":
+        core = LSTMModule(
+            input_size,
+            hidden_size,
+            h_key=prefix + "recurrent_state_h",
+            c_key=prefix + "recurrent_state_c",
+            **keys,
+        )
+    elif kind == "gru":
+        core = GRUModule(input_size, hidden_size, state_key=prefix + "recurrent_state", **keys)
+    else:
+        raise ValueError(f"recurrent must be one of {RECURRENT_KINDS}, got {kind!r}.")
+    if ortho_init:
+        for name, param in core.rnn.named_parameters():
+            if name.startswith("weight"):
+                nn.init.orthogonal_(param, 1.0)
+            else:
+                nn.init.zeros_(param)
+    return core
+
+
+def build_recurrent_actor_critic(
+    env: Any,
+    *,
+    kind: str,
+    recurrent_size: int,
+    shared: bool,
+    hidden_sizes: tuple[int, ...],
+    activation: type[nn.Module],
+    init_log_std: float,
+    ortho_init: bool,
+) -> tuple[Any, Any]:
+    """Actor and critic for ``env``'s spaces around a recurrent core (see the module doc).
+
+    The actor reads ``"observation"``, ``"is_init"`` and the core's state keys, and writes
+    ``"action"``, ``"action_log_prob"`` and the next state under ``"next"``; the critic writes
+    ``"state_value" [*B, 1]``. Called by :func:`ppokit.train.build.build_actor_critic`.
+
+    Example:
+        >>> from ppokit.envs.gym import GymVecEnv
+        >>> from ppokit.train.build import build_actor_critic
+        >>> with GymVecEnv("CartPole-v1", 1) as env:
+        ...     actor, critic = build_actor_critic(env, recurrent="gru", recurrent_size=16)
+        >>> sorted(k for k in actor.in_keys if "state" in k)
+        ['recurrent_state']
+    """
+    from ppokit.modules.actors import ProbabilisticActor
+    from ppokit.modules.distributions import Categorical, IndependentNormal
+    from ppokit.modules.mlp import MLP
+    from ppokit.train.build import GaussianHead
+
+    if not hidden_sizes:
+        raise ValueError("a recurrent policy needs at least one encoder layer in hidden_sizes.")
+    obs_dim = int(np.prod(env.obs_shape))
+    embed = hidden_sizes[-1]
+    # as the feed-forward build: output gains exist only for the orthogonal init
+    init: dict[str, Any] = {} if ortho_init else {"init": "default"}
+    policy_init = {"output_gain": 0.01} if ortho_init else init
+    value_init = {"output_gain": 1.0} if ortho_init else init
+
+    def encoder(prefix: str) -> TensorDictModule:
+        net = nn.Sequential(
+            MLP(
+                obs_dim,
+                embed,
+                num_cells=hidden_sizes[:-1],
+                activation_class=activation,
+                **init,
+            ),
+            activation(),
+        )
+        return TensorDictModule(net, in_keys=["observation"], out_keys=[prefix + "embed"])
+
+    body = TensorDictSequential(
+        encoder(""), make_core(kind, embed, recurrent_size, ortho_init=ortho_init)
+    )
+    head = MLP(recurrent_size, env.num_actions, num_cells=(), **policy_init)
+    if env.discrete:
+        params = TensorDictModule(head, in_keys=["features"], out_keys=["logits"])
+        dist: dict[str, Any] = {"in_keys": ["logits"], "distribution_class": Categorical}
+    else:
+        gaussian = GaussianHead(head, env.num_actions, init_log_std=init_log_std)
+        params = TensorDictModule(gaussian, in_keys=["features"], out_keys=["loc", "scale"])
+        dist = {"in_keys": ["loc", "scale"], "distribution_class": IndependentNormal}
+    actor = ProbabilisticActor(TensorDictSequential(body, params), return_log_prob=True, **dist)
+    prefix = "" if shared else "critic_"
+    critic_body = (
+        body
+        if shared
+        else TensorDictSequential(
+            encoder(prefix),
+            make_core(kind, embed, recurrent_size, prefix=prefix, ortho_init=ortho_init),
+        )
+    )
+    value = TensorDictModule(
+        MLP(recurrent_size, 1, num_cells=(), **value_init),
+        in_keys=[prefix + "features"],
+        out_keys=["state_value"],
+    )
+    critic = TensorDictSequential(critic_body, value)
+    return actor, critic
