@@ -24,8 +24,8 @@ from ppokit.envs.structured import StructuredVecEnv, open_env
 from ppokit.train.acting import TensorPolicy
 from ppokit.train.device import module_device
 from ppokit.train.normalization import ObservationNormalizer
-from ppokit.train.video_env import video_env, video_fps
 from ppokit.train.recurrent_state import PolicyState
+from ppokit.train.video_env import video_env, video_fps
 
 __all__ = ["EvalResult", "deterministic_action", "evaluate_policy", "record_video"]
 
@@ -196,9 +196,11 @@ def record_video(
                 obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).unsqueeze(0)
                 if obs_normalizer is not None:
                     obs_t = obs_normalizer.normalize(obs_t, update=False)
-                raw = deterministic_action(
-                    actor, obs_t.to(device), policy=policy, state=state
-                )[0].cpu().numpy()
+                raw = (
+                    deterministic_action(actor, obs_t.to(device), policy=policy, state=state)[0]
+                    .cpu()
+                    .numpy()
+                )
                 if state is not None:
                     state.advance(state.step_td, np.zeros(1, dtype=bool))
                 space: Any = env.action_space
