@@ -234,8 +234,25 @@ def make_collector(
     policy: Callable[[TensorDictBase], TensorDictBase],
     **kwargs: Any,
 ) -> RolloutCollector | StructuredCollector:
-    """The collector for ``env``: the flat fast path, or :class:`StructuredCollector`."""
+    """The collector for ``env``: the flat fast path, or :class:`StructuredCollector`.
+
+    Raises:
+        ValueError: a structured env with a recurrent policy or a device other than the CPU
+            (the structured path does not carry a hidden state or move data yet).
+    """
     if isinstance(env, StructuredVecEnv):
+        device = kwargs.pop("device", None)
+        if kwargs.pop("recurrent", None) is not None:
+            raise ValueError(
+                f"{env.env_id} has structured spaces (Dict/Tuple/MultiDiscrete/MultiBinary or "
+                "an action mask), which recurrent policies do not support yet; use "
+                "--recurrent none, or flatten the spaces with Gymnasium's wrappers."
+            )
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(
+                f"{env.env_id} has structured spaces, which train on the CPU only for now; got "
+                f"device {str(device)!r}. Use --device cpu."
+            )
         return StructuredCollector(env, policy, **kwargs)
     return RolloutCollector(env, policy, **kwargs)
 
