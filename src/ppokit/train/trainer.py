@@ -26,7 +26,6 @@ from torch import nn
 from ppokit.distributed import (
     RunningStatsMerger,
     World,
-    global_standardize,
     rank_seed,
     unwrap_ddp,
     wrap_ddp,
@@ -49,14 +48,14 @@ from ppokit.train.config import (
     validate_config,
 )
 from ppokit.train.device import float_obs, move_modules, resolve_device
+from ppokit.train.epochs import LOG_PROB_KEY, run_epochs
 from ppokit.train.evaluate import EvalResult
 from ppokit.train.guards import check_rollout_finite
 from ppokit.train.loop import TrainResult, run_loop
-from ppokit.train.metrics import column_means
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
 from ppokit.train.policy import load_policy
 from ppokit.train.rundir import record_written
-from ppokit.train.sequences import RecurrentRollout, minibatch_rows
+from ppokit.train.sequences import RecurrentRollout
 from ppokit.train.setup import (
     check_resumable,
     check_world_support,
@@ -79,10 +78,6 @@ __all__ = [
     "load_policy",
     "seed_everything",
 ]
-
-LOG_PROB_KEY = "action_log_prob"
-_LOSS_DIAGNOSTICS = ("entropy", "clip_fraction", "kl_approx", "ESS", "explained_variance")
-_ROLLOUT_KEYS = ("observation", "action", LOG_PROB_KEY, "advantage", "value_target", "state_value")
 
 
 class PPOTrainer:
@@ -295,49 +290,7 @@ class PPOTrainer:
 
     def update(self, rollout: TensorDictBase) -> dict[str, float]:
         """Epochs x minibatches of PPO on ``rollout``; returns mean diagnostics."""
-        cfg = self.cfg
-        self.actor.train()
-        self.estimate_advantage(rollout)
-        flat = minibatch_rows(rollout, _ROLLOUT_KEYS, self.recurrent)
-        records: list[tuple[torch.Tensor | None, ...]] = []
-        stopped_early = False
-        epochs_done = 0
-        for epoch in range(cfg.num_epochs):
-            if cfg.recompute_advantage and epoch > 0:
-                self.estimate_advantage(rollout)
-                flat = minibatch_rows(rollout, _ROLLOUT_KEYS, self.recurrent)
-            perm = torch.randperm(flat.shape[0], generator=self.shuffle_gen)
-            # one gather per epoch, then views: ~5x cheaper than indexing every minibatch
-            for minibatch in flat[perm].split(flat.shape[0] // cfg.num_minibatches):
-                if self.world.is_distributed and cfg.normalize_advantage:
-                    # mean/std of the global minibatch (all ranks'), as one process would see
-                    minibatch = minibatch.set(
-                        "advantage", global_standardize(minibatch.get("advantage"), self.world)
-                    )
-                out, grad_norm, applied = self.update_step(minibatch, target_kl=cfg.target_kl)
-                if not applied:  # the KL exceeded target_kl: nothing was changed
-                    stopped_early = True
-                    break
-                # kept as tensors and stacked once per iteration: no per-minibatch stack/sync
-                records.append(
-                    (
-                        out["loss_objective"].detach(),
-                        out["loss_critic"].detach(),
-                        out["loss_entropy"].detach(),
-                        *(out.get(k, None) for k in _LOSS_DIAGNOSTICS),
-                        grad_norm,
-                    )
-                )
-            if stopped_early:
-                break
-            epochs_done += 1
-        names = ["loss_objective", "loss_critic", "loss_entropy", *_LOSS_DIAGNOSTICS, "grad_norm"]
-        metrics = dict(zip(names, column_means(records, len(names), self.world.all_reduce_mean)))
-        metrics["epochs_completed"] = float(epochs_done)
-        metrics["minibatch_updates"] = float(len(records))
-        metrics["value_mean"] = float(rollout.get("state_value").mean())
-        metrics["advantage_mean"] = float(rollout.get("advantage").mean())
-        return metrics
+        return run_epochs(self, rollout)
 
     def learning_rate(self, iteration: int) -> float:
         """LR for the 1-based ``iteration``: linear from ``lr`` to ``lr / num_iterations``."""
