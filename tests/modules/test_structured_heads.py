@@ -6,13 +6,12 @@ import math
 
 import pytest
 import torch
-from gymnasium import spaces
 from tensordict import TensorDict
 from tensordict.nn import CompositeDistribution, InteractionType, set_interaction_type
 from torch import nn
 from torch.testing import assert_close
 
-from ppokit.envs.spaces import action_heads, observation_leaves
+from ppokit.envs.spaces import SpaceLeaf
 from ppokit.modules.distributions import MaskedCategorical
 from ppokit.modules.distributions.bernoulli import IndependentBernoulli
 from ppokit.modules.encoders import OneHotEncoder, build_encoder
@@ -21,6 +20,7 @@ from ppokit.objectives.composite import action_log_prob
 from ppokit.objectives.ppo import ClipPPOLoss
 
 LN = math.log
+VEC3 = SpaceLeaf(("x",), "vector", (3,))  # a Box(-1, 1, (3,)) observation leaf
 
 
 def test_masked_categorical_log_prob_and_entropy_by_hand():
@@ -74,12 +74,10 @@ def test_composite_log_prob_is_the_sum_of_the_heads():
 
 
 def masked_actor():
-    leaves = observation_leaves(
-        spaces.Dict({"x": spaces.Box(-1, 1, (3,)), "action_mask": spaces.MultiBinary(7)})
-    )
-    heads = action_heads(spaces.MultiDiscrete([3, 4]))
+    # the leaves and heads of Dict(x=Box(3,), action_mask=MultiBinary(7)), MultiDiscrete([3, 4])
+    heads = [SpaceLeaf(("0",), "categorical", (), (3,)), SpaceLeaf(("1",), "categorical", (), (4,))]
     actor = structured_actor(
-        [leaf for leaf in leaves if leaf.kind != "mask"],
+        [VEC3],
         heads,
         leaf_keys=[("observation", "x")],
         mask_key=("observation", "action_mask"),
@@ -116,7 +114,7 @@ def test_loss_entropy_and_log_prob_on_a_masked_composite_actor():
     torch.manual_seed(1)
     actor = masked_actor()
     critic = structured_critic(
-        observation_leaves(spaces.Dict({"x": spaces.Box(-1, 1, (3,))})),
+        [VEC3],
         leaf_keys=[("observation", "x")],
     )
     b = 8
@@ -145,34 +143,27 @@ def test_loss_entropy_and_log_prob_on_a_masked_composite_actor():
 
 
 def test_mixed_dict_action_heads_and_bounds():
-    leaves = observation_leaves(spaces.Box(-1, 1, (2,)))
-    act = spaces.Dict(
-        {
-            "fire": spaces.MultiBinary(3),
-            "move": spaces.Box(-1, 1, (2, 2)),
-            "pick": spaces.Discrete(5),
-        }
-    )
-    actor = structured_actor(leaves, action_heads(act), leaf_keys=[("observation", "obs")])
+    leaves = [SpaceLeaf(("obs",), "vector", (2,))]
+    # Dict(fire=MultiBinary(3), move=Box(-1, 1, (2, 2)), pick=Discrete(5))
+    act = [
+        SpaceLeaf(("fire",), "bernoulli", (3,)),
+        SpaceLeaf(("move",), "normal", (2, 2), low=(-1.0,) * 4, high=(1.0,) * 4),
+        SpaceLeaf(("pick",), "categorical", (), (5,)),
+    ]
+    actor = structured_actor(leaves, act, leaf_keys=[("observation", "obs")])
     td = actor(TensorDict({"observation": {"obs": torch.zeros(4, 2)}}, [4]))
     assert td["action", "fire"].shape == (4, 3) and td["action", "move"].shape == (4, 2, 2)
     assert td["action", "pick"].shape == (4,)
     for head in ("fire", "move", "pick"):
         assert td["action", f"{head}_log_prob"].shape == (4,)
-    bounded = structured_actor(
-        leaves, action_heads(act), leaf_keys=[("observation", "obs")], bounded=True
-    )
+    bounded = structured_actor(leaves, act, leaf_keys=[("observation", "obs")], bounded=True)
     out = bounded(TensorDict({"observation": {"obs": torch.zeros(4, 2)}}, [4]))
     assert out["action", "move"].abs().max() <= 1
-    infinite = spaces.Box(-math.inf, math.inf, (2,))
+    infinite = [SpaceLeaf((), "normal", (2,), low=(-math.inf,) * 2, high=(math.inf,) * 2)]
     with pytest.raises(ValueError, match="'<root>' is a Box with infinite bounds"):
-        structured_actor(
-            leaves, action_heads(infinite), leaf_keys=[("observation", "obs")], bounded=True
-        )
+        structured_actor(leaves, infinite, leaf_keys=[("observation", "obs")], bounded=True)
     with pytest.raises(ValueError, match="Discrete/MultiDiscrete actions only"):
-        structured_actor(
-            leaves, action_heads(act), leaf_keys=[("observation", "obs")], mask_key="m"
-        )
+        structured_actor(leaves, act, leaf_keys=[("observation", "obs")], mask_key="m")
 
 
 def test_encoders_numbers_and_user_encoders():
@@ -181,9 +172,7 @@ def test_encoders_numbers_and_user_encoders():
         [[0.0, 1.0, 1.0, 0.0, 0.0]],
         [[1.0, 0.0, 0.0, 0.0, 1.0]],
     ]
-    leaves = observation_leaves(
-        spaces.Dict({"pos": spaces.Box(-1, 1, (2, 2)), "room": spaces.Discrete(3)})
-    )
+    leaves = [SpaceLeaf(("pos",), "vector", (2, 2)), SpaceLeaf(("room",), "discrete", (), (3,))]
     mine = nn.Linear(4, 7)
     encoder = build_encoder(leaves, encoders={"pos": nn.Sequential(nn.Flatten(-2), mine)})
     assert encoder.out_features == 7 + 3

@@ -80,6 +80,14 @@ class MultiDiscreteEnv(gym.Env):
         return np.zeros(2, np.float32), 0.0, False, False, {}
 
 
+class TextObsEnv(gym.Env):
+    """A Text observation: a space no ppokit network takes (refused before any work)."""
+
+    def __init__(self) -> None:
+        self.observation_space = spaces.Text(5)
+        self.action_space = spaces.Discrete(2)
+
+
 def _register(env_id: str, entry_point, **kwargs) -> None:
     if env_id not in gym.envs.registry:
         gym.register(env_id, entry_point=entry_point, **kwargs)
@@ -93,6 +101,7 @@ _register("PpokitTest/ConstantTruncated-v0", ConstantEnv, max_episode_steps=20)
 _register("PpokitTest/ConstantTerminated-v0", ConstantEnv, kwargs={"terminate_at": 20})
 _register("PpokitTest/EchoBox-v0", EchoBoxEnv)
 _register("PpokitTest/MultiDiscrete-v0", MultiDiscreteEnv)
+_register("PpokitTest/TextObs-v0", TextObsEnv)
 
 
 @pytest.fixture(autouse=True)

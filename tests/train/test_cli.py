@@ -23,7 +23,7 @@ def _err(capsys) -> str:
     ("argv", "message"),
     [
         (["--env", "CartPol-v1"], r"Unknown environment id 'CartPol-v1'.*CartPole-v1"),
-        (["--env", "PpokitTest/MultiDiscrete-v0"], r"supports Discrete and 1-D Box"),
+        (["--env", "PpokitTest/TextObs-v0"], r"observation leaf '<root>' is Text"),
         (["--num-minibatches", "512"], r"num_minibatches=512 is larger than the batch"),
         (["--num-minibatches", "3"], r"not divisible by num_minibatches=3"),
         (["--lr", "0"], r"--lr must be a positive finite number, got 0.0"),
