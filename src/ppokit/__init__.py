@@ -46,6 +46,10 @@ if TYPE_CHECKING:
     from ppokit.envs.gym import (
         GymVecEnv,
     )
+    from ppokit.envs.structured import (
+        StructuredVecEnv,
+        open_env,
+    )
     from ppokit.fast.compile import (
         compile_loss,
     )
@@ -58,6 +62,9 @@ if TYPE_CHECKING:
         ProbabilisticActor,
         ValueOperator,
     )
+    from ppokit.modules.cnn import (
+        NatureCNN,
+    )
     from ppokit.modules.distributions import (
         Categorical,
         IndependentNormal,
@@ -66,8 +73,16 @@ if TYPE_CHECKING:
         OneHotCategorical,
         TanhNormal,
     )
+    from ppokit.modules.distributions.bernoulli import (
+        IndependentBernoulli,
+    )
     from ppokit.modules.mlp import (
         MLP,
+    )
+    from ppokit.modules.recurrent import (
+        GRUModule,
+        LSTMModule,
+        set_recurrent_mode,
     )
     from ppokit.objectives.klpen import (
         KLPENPPOLoss,
@@ -84,6 +99,9 @@ if TYPE_CHECKING:
     )
     from ppokit.train.build import (
         build_actor_critic,
+    )
+    from ppokit.train.build_cnn import (
+        build_cnn_actor_critic,
     )
     from ppokit.train.checkpoint import (
         CheckpointError,
@@ -109,6 +127,12 @@ if TYPE_CHECKING:
     )
     from ppokit.train.presets import (
         preset_config,
+    )
+    from ppokit.train.recurrent_state import (
+        PolicyState,
+    )
+    from ppokit.train.structured import (
+        build_structured_actor_critic,
     )
     from ppokit.train.trainer import (
         PPOTrainer,
@@ -171,8 +195,15 @@ _EXPORTS: dict[str, str] = {
     "Categorical": "ppokit.modules.distributions",
     "OneHotCategorical": "ppokit.modules.distributions",
     "MaskedCategorical": "ppokit.modules.distributions",
+    "NatureCNN": "ppokit.modules.cnn",
+    "LSTMModule": "ppokit.modules.recurrent",
+    "GRUModule": "ppokit.modules.recurrent",
+    "set_recurrent_mode": "ppokit.modules.recurrent",
+    "IndependentBernoulli": "ppokit.modules.distributions.bernoulli",
     # environments and training
     "GymVecEnv": "ppokit.envs.gym",
+    "StructuredVecEnv": "ppokit.envs.structured",
+    "open_env": "ppokit.envs.structured",
     "TrainConfig": "ppokit.train.config",
     "preset_config": "ppokit.train.presets",
     "PPOTrainer": "ppokit.train.trainer",
@@ -186,6 +217,9 @@ _EXPORTS: dict[str, str] = {
     "save_checkpoint": "ppokit.train.checkpoint",
     "load_checkpoint": "ppokit.train.checkpoint",
     "CheckpointError": "ppokit.train.checkpoint",
+    "build_structured_actor_critic": "ppokit.train.structured",
+    "build_cnn_actor_critic": "ppokit.train.build_cnn",
+    "PolicyState": "ppokit.train.recurrent_state",
     # multi-process training (torch.distributed)
     "World": "ppokit.distributed.world",
     "init_distributed": "ppokit.distributed.world",
@@ -208,22 +242,28 @@ __all__ = [
     "CheckpointError",
     "ClipPPOLoss",
     "FusedPPOUpdate",
+    "GRUModule",
     "GymVecEnv",
+    "IndependentBernoulli",
     "IndependentNormal",
     "KLPENPPOLoss",
+    "LSTMModule",
     "MaskedCategorical",
     "MultiAgentGAE",
+    "NatureCNN",
     "NetworkInputError",
     "NormalParamExtractor",
     "ObservationNormalizer",
     "OneHotCategorical",
     "PPOLoss",
     "PPOTrainer",
+    "PolicyState",
     "ProbabilisticActor",
     "RewardScaler",
     "RolloutCollector",
     "RunningMeanStd",
     "RunningStatsMerger",
+    "StructuredVecEnv",
     "TD0Estimate",
     "TD1Estimate",
     "TDLambdaEstimate",
@@ -234,6 +274,8 @@ __all__ = [
     "ValueOperator",
     "World",
     "build_actor_critic",
+    "build_cnn_actor_critic",
+    "build_structured_actor_critic",
     "compile_loss",
     "evaluate_policy",
     "generalized_advantage_estimate",
@@ -244,10 +286,12 @@ __all__ = [
     "load_checkpoint",
     "load_policy",
     "multi_agent_generalized_advantage_estimate",
+    "open_env",
     "ppo_objective",
     "preset_config",
     "rank_seed",
     "save_checkpoint",
+    "set_recurrent_mode",
     "shutdown_distributed",
     "td0_return_estimate",
     "td1_return_estimate",

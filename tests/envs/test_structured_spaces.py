@@ -148,3 +148,12 @@ def test_tictactoe_rules_and_illegal_moves():
         obs, reward, done, _, info = env.step(int(np.flatnonzero(obs["action_mask"])[0]))
     assert reward in (-1.0, 0.0, 1.0) and not info["illegal"]
     env.close()
+
+
+def test_a_channels_first_image_leaf_is_refused_with_its_name() -> None:
+    # the leaf encoder reads (H, W, C): (4, 84, 84) would be read as 84 channels of 4x84
+    obs = spaces.Dict({"frames": spaces.Box(0, 255, (4, 84, 84), np.uint8)})
+    with pytest.raises(ValueError, match=r"'frames'.*\(4, 84, 84\).*channels last"):
+        check_spaces(obs, spaces.MultiDiscrete([2, 2]), env_id="X")
+    ok = spaces.Dict({"frames": spaces.Box(0, 255, (84, 84, 4), np.uint8)})
+    check_spaces(ok, spaces.MultiDiscrete([2, 2]), env_id="X")

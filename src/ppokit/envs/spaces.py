@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ppokit.envs.images import MAX_CHANNELS
+
 __all__ = [
     "SpaceLeaf",
     "action_heads",
@@ -139,6 +141,10 @@ def check_spaces(
     if is_flat(observation_space, action_space):
         check_flat_spaces(observation_space, action_space, env_id=env_id)  # Discrete start
         return
+    from ppokit.envs.images import image_layout, is_image_space
+
+    if is_image_space(observation_space):  # a whole-observation image must have a clear layout
+        image_layout(observation_space.shape)
     observation_leaves(observation_space, env_id=env_id, mask_key=mask_key)
     action_heads(action_space, env_id=env_id)
 
@@ -189,6 +195,13 @@ def observation_leaves(
             out.append(SpaceLeaf(path, "binary", tuple(sp.shape)))
         elif isinstance(sp, spaces.Box):
             image = str(sp.dtype) == "uint8" and len(sp.shape) == 3
+            if image and sp.shape[-1] > MAX_CHANNELS:
+                # the leaf encoder reads (H, W, C); a (C, H, W) leaf would be misread silently
+                raise ValueError(
+                    f"{where} is a uint8 image of shape {tuple(sp.shape)}; image leaves must "
+                    f"be channels last (H, W, C) with at most {MAX_CHANNELS} channels. "
+                    "Transpose it (gymnasium.wrappers.TransformObservation) or make it float."
+                )
             out.append(SpaceLeaf(path, "image" if image else "vector", tuple(sp.shape)))
         else:
             raise ValueError(f"{where} is {_short(sp)}; {_OBS_HELP}.")
