@@ -33,12 +33,15 @@ test-slow: setup
 	$(BIN)/pytest -q -m slow --timeout=3600
 
 # The newest tensordict line ppokit admits, without torchrl (which pins tensordict<0.15).
+# The fused-update tests are left to `make test`: they compile the same module plan that
+# test_compile.py and test_execution_path.py already check on 0.15, and take a third of the time.
 test-td015:
 	$(PYTHON) -m venv .venv-td015
 	.venv-td015/bin/pip install -q --upgrade pip
 	.venv-td015/bin/pip install -q "$(TORCH_PIN)"
 	.venv-td015/bin/pip install -q -e ".[gym]" "tensordict>=0.15,<0.16" pytest pytest-timeout pytest-xdist hypothesis
-	.venv-td015/bin/pytest -q -m "not slow and not distributed" --timeout=600 -n $(TEST_WORKERS) tests/objectives tests/value tests/modules
+	.venv-td015/bin/pytest -q -m "not slow and not distributed" --timeout=600 -n $(TEST_WORKERS) tests/objectives tests/value tests/modules \
+		--ignore=tests/objectives/test_fused_update.py
 
 # The documentation site (mkdocs.yml, docs/); --strict turns every warning (a broken link, a
 # reference that does not resolve) into an error. Output in site/.

@@ -175,6 +175,21 @@ def test_a_changed_learning_rate_is_used_without_a_new_graph():
         torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
 
 
+def test_a_scheduled_clip_range_is_used_without_a_new_graph():
+    # the trainer's anneal_clip assigns loss.clip_epsilon every iteration; the fused graph
+    # must read the new value (the same steps as an eager loss given the same schedule)
+    loss_f, opt_f = _setup("gaussian")
+    loss_e, opt_e = _setup("gaussian")
+    update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=0.5, backend="aot_eager")
+    for clip, td in zip([0.2, 0.1, 0.02, 0.005], _batches(loss_f, 4), strict=True):
+        loss_f.clip_epsilon = loss_e.clip_epsilon = clip
+        update(td.clone())
+        _reference_step(loss_e, opt_e, td.clone(), 0.5)
+    assert update.fused_calls == 3  # one eager first call, then the one graph throughout
+    for p_f, p_e in zip(opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"]):
+        torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
+
+
 def test_kl_over_the_target_changes_nothing():
     loss, opt = _setup("gaussian")
     update = FusedPPOUpdate(loss, opt, max_grad_norm=0.5, backend="aot_eager")

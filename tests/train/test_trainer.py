@@ -219,3 +219,16 @@ def test_ortho_init_switch():
         assert float(layer.weight.abs().max()) <= bound and float(layer.bias.abs().max()) > 0
     hidden = linears(plain_actor)[1].weight.detach()
     assert not torch.allclose(hidden @ hidden.T, 2 * torch.eye(32), atol=0.5)
+
+
+def test_anneal_clip_sets_the_loss_clip_range_each_iteration(tmp_path):
+    # 4 iterations of 256 steps, clip 0.2: iteration k uses 0.2 * (1 - (k - 1) / 4), so the
+    # last one runs at 0.2 * 1 / 4 = 0.05; without the flag the loss keeps 0.2
+    cfg = _small(tmp_path, total_steps=256 * 4, clip_epsilon=0.2, anneal_clip=True)
+    trainer = PPOTrainer(cfg, run_dir=tmp_path / "a")
+    assert [round(trainer.clip_epsilon(k), 6) for k in (1, 2, 3, 4)] == [0.2, 0.15, 0.1, 0.05]
+    trainer.train()
+    assert float(trainer.loss.clip_epsilon) == pytest.approx(0.05)
+    still = PPOTrainer(dataclasses.replace(cfg, anneal_clip=False), run_dir=tmp_path / "b")
+    still.train()
+    assert float(still.loss.clip_epsilon) == pytest.approx(0.2)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GaussianHead",
     "SpacesLike",
+    "actor_from_net",
     "build_actor_critic",
     "build_loss",
     "build_optimizer",
@@ -97,8 +98,7 @@ def build_actor_critic(
         (torch.Size([1]), torch.Size([1, 1]))
         >>> env.close()
     """
-    from ppokit.modules.actors import ProbabilisticActor, ValueOperator
-    from ppokit.modules.distributions import Categorical, IndependentNormal
+    from ppokit.modules.actors import ValueOperator
     from ppokit.modules.mlp import MLP
 
     if isinstance(env, StructuredVecEnv):  # Dict/Tuple/MultiDiscrete/masks: composite heads
@@ -140,23 +140,40 @@ def build_actor_critic(
     policy_init: dict[str, Any] = {"output_gain": 0.01} if ortho_init else {"init": "default"}
     value_init: dict[str, Any] = {"output_gain": 1.0} if ortho_init else {"init": "default"}
     net = MLP(obs_dim, env.num_actions, num_cells=cells, activation_class=act_cls, **policy_init)
-    if env.discrete:
-        params = TensorDictModule(net, in_keys=["observation"], out_keys=["logits"])
-        actor = ProbabilisticActor(
-            params, in_keys=["logits"], distribution_class=Categorical, return_log_prob=True
-        )
-    else:
-        head = GaussianHead(net, env.num_actions, init_log_std=init_log_std)
-        params = TensorDictModule(head, in_keys=["observation"], out_keys=["loc", "scale"])
-        actor = ProbabilisticActor(
-            params,
-            in_keys=["loc", "scale"],
-            distribution_class=IndependentNormal,
-            return_log_prob=True,
-        )
+    actor = actor_from_net(env, net, init_log_std=init_log_std)
     value_net = MLP(obs_dim, 1, num_cells=cells, activation_class=act_cls, **value_init)
     critic = ValueOperator(value_net, in_keys=["observation"])
     return actor, critic
+
+
+def actor_from_net(env: SpacesLike, net: nn.Module, *, init_log_std: float) -> Any:
+    """The flat-action actor around ``net`` (``"observation"`` -> ``num_actions`` outputs).
+
+    Discrete actions: the outputs are ``Categorical`` logits; Box actions: they are the
+    ``IndependentNormal``'s mean, with a learned state-independent log-std
+    (:class:`GaussianHead`). The MLP and CNN builders both end in it.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from tensordict import TensorDict
+        >>> env = SimpleNamespace(obs_shape=(3,), discrete=False, num_actions=2)
+        >>> actor = actor_from_net(env, nn.Linear(3, 2), init_log_std=0.0)
+        >>> actor(TensorDict({"observation": torch.zeros(4, 3)}, [4]))["action"].shape
+        torch.Size([4, 2])
+    """
+    from ppokit.modules.actors import ProbabilisticActor
+    from ppokit.modules.distributions import Categorical, IndependentNormal
+
+    if env.discrete:
+        params = TensorDictModule(net, in_keys=["observation"], out_keys=["logits"])
+        return ProbabilisticActor(
+            params, in_keys=["logits"], distribution_class=Categorical, return_log_prob=True
+        )
+    head = GaussianHead(net, env.num_actions, init_log_std=init_log_std)
+    params = TensorDictModule(head, in_keys=["observation"], out_keys=["loc", "scale"])
+    return ProbabilisticActor(
+        params, in_keys=["loc", "scale"], distribution_class=IndependentNormal, return_log_prob=True
+    )
 
 
 def unique_params(*modules: nn.Module) -> list[nn.Parameter]:

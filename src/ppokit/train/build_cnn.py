@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tensordict.nn import TensorDictModule
 from torch import nn
 
 from ppokit.envs.images import image_layout
@@ -53,9 +52,8 @@ def build_cnn_actor_critic(
         >>> actor.module[0].module[0] is critic.module.net[0]  # the shared trunk (a SharedTrunk)
         True
     """
-    from ppokit.modules.actors import ProbabilisticActor, ValueOperator
-    from ppokit.modules.distributions import Categorical, IndependentNormal
-    from ppokit.train.build import GaussianHead
+    from ppokit.modules.actors import ValueOperator
+    from ppokit.train.build import actor_from_net
 
     shape = tuple(env.obs_shape)
     layout = image_layout(shape)
@@ -68,20 +66,7 @@ def build_cnn_actor_critic(
     else:
         critic_trunk = NatureCNN(image_shape, layout=layout, features=features)
     policy_net = nn.Sequential(trunk, orthogonal_linear(features, env.num_actions, gain=0.01))
-    if env.discrete:
-        params = TensorDictModule(policy_net, in_keys=["observation"], out_keys=["logits"])
-        actor = ProbabilisticActor(
-            params, in_keys=["logits"], distribution_class=Categorical, return_log_prob=True
-        )
-    else:
-        head = GaussianHead(policy_net, env.num_actions, init_log_std=init_log_std)
-        params = TensorDictModule(head, in_keys=["observation"], out_keys=["loc", "scale"])
-        actor = ProbabilisticActor(
-            params,
-            in_keys=["loc", "scale"],
-            distribution_class=IndependentNormal,
-            return_log_prob=True,
-        )
+    actor = actor_from_net(env, policy_net, init_log_std=init_log_std)
     # GAE's value pass runs the CNN once per distinct frame (ReuseNextStep)
     value_net = ReuseNextStep(nn.Sequential(critic_trunk, orthogonal_linear(features, 1, gain=1.0)))
     critic = ValueOperator(value_net, in_keys=["observation"])

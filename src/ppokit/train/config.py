@@ -89,6 +89,9 @@ class TrainConfig:
     [a positive integer dividing num_envs * num_steps]"""
     clip_epsilon: float = 0.2
     """PPO ratio clipping range epsilon. [a number in (0, 1)]"""
+    anneal_clip: bool = False
+    """Anneal clip_epsilon linearly to zero over the run, like the learning rate
+    (rl-baselines3-zoo's clip_range lin_0.2 for CartPole): late updates stay small."""
     clip_value: bool = False
     """Also clip the value update around the rollout's values (with clip_epsilon)."""
     entropy_coef: float = 0.0

@@ -131,6 +131,8 @@ def _iteration(
     lr = self.learning_rate(self.iteration)
     for group in self.optimizer.param_groups:
         group["lr"] = lr
+    if self.cfg.anneal_clip:  # a buffer of the loss: the compiled graphs read the new value
+        self.loss.clip_epsilon = self.clip_epsilon(self.iteration)
     t0 = time.perf_counter()
     rollout = self.collect()
     t1 = time.perf_counter()

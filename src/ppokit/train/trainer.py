@@ -298,6 +298,12 @@ class PPOTrainer:
             return self.cfg.lr
         return self.cfg.lr * (1.0 - (iteration - 1) / self.num_iterations)
 
+    def clip_epsilon(self, iteration: int) -> float:
+        """Clip range for the 1-based ``iteration`` (annealed like the LR with ``anneal_clip``)."""
+        if not self.cfg.anneal_clip:
+            return self.cfg.clip_epsilon
+        return self.cfg.clip_epsilon * (1.0 - (iteration - 1) / self.num_iterations)
+
     # ------------------------------------------------------------------ the loop
     def train(self) -> TrainResult:
         """Train until ``total_steps``, logging, checkpointing and evaluating at the end."""
