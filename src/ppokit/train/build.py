@@ -24,6 +24,7 @@ __all__ = [
     "SpacesLike",
     "actor_from_net",
     "build_actor_critic",
+    "build_for_config",
     "build_loss",
     "build_optimizer",
     "unique_params",
@@ -144,6 +145,31 @@ def build_actor_critic(
     value_net = MLP(obs_dim, 1, num_cells=cells, activation_class=act_cls, **value_init)
     critic = ValueOperator(value_net, in_keys=["observation"])
     return actor, critic
+
+
+def build_for_config(env: SpacesLike | StructuredVecEnv, cfg: TrainConfig) -> tuple[Any, Any]:
+    """:func:`build_actor_critic` with a run's network fields: the one place that maps them,
+    so the trainer and :func:`~ppokit.train.policy.load_policy` build the same layout.
+
+    Example:
+        >>> from ppokit.envs.gym import GymVecEnv
+        >>> from ppokit.train.config import TrainConfig
+        >>> with GymVecEnv("CartPole-v1", 1) as env:
+        ...     actor, critic = build_for_config(env, TrainConfig(hidden_sizes=(8,)))
+        >>> critic.module[0].out_features
+        8
+    """
+    return build_actor_critic(
+        env,
+        hidden_sizes=cfg.hidden_sizes,
+        activation=cfg.activation,
+        init_log_std=cfg.init_log_std,
+        ortho_init=cfg.ortho_init,
+        share_trunk=cfg.share_trunk,
+        recurrent=cfg.recurrent,
+        recurrent_size=cfg.recurrent_size,
+        recurrent_shared=cfg.recurrent_shared,
+    )
 
 
 def actor_from_net(env: SpacesLike, net: nn.Module, *, init_log_std: float) -> Any:

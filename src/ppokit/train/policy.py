@@ -10,7 +10,7 @@ from torch import nn
 
 from ppokit.envs.sources import EnvSource
 from ppokit.envs.structured import open_env
-from ppokit.train.build import build_actor_critic
+from ppokit.train.build import build_for_config
 from ppokit.train.checkpoint import load_checkpoint
 from ppokit.train.config import TrainConfig, config_from_dict
 from ppokit.train.normalization import ObservationNormalizer
@@ -67,16 +67,7 @@ def load_policy(
     )
     try:
         if actor is None:
-            actor, _ = build_actor_critic(
-                spaces,
-                hidden_sizes=cfg.hidden_sizes,
-                activation=cfg.activation,
-                init_log_std=cfg.init_log_std,
-                ortho_init=cfg.ortho_init,
-                recurrent=cfg.recurrent,
-                recurrent_size=cfg.recurrent_size,
-                recurrent_shared=cfg.recurrent_shared,
-            )
+            actor, _ = build_for_config(spaces, cfg)
         obs_norm = ObservationNormalizer(spaces.obs_shape, clip=cfg.obs_clip, enabled=cfg.obs_norm)
     finally:
         if owned:

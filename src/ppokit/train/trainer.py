@@ -34,6 +34,7 @@ from ppokit.envs.sources import EnvSource
 from ppokit.envs.structured import open_env
 from ppokit.train.build import (
     build_actor_critic,
+    build_for_config,
     build_loss,
     build_optimizer,
     unique_params,
@@ -159,17 +160,7 @@ class PPOTrainer:
                 mask_key=cfg.action_mask_key,
             )
         if actor is None or critic is None:
-            built_actor, built_critic = build_actor_critic(
-                self.env,
-                hidden_sizes=cfg.hidden_sizes,
-                activation=cfg.activation,
-                init_log_std=cfg.init_log_std,
-                ortho_init=cfg.ortho_init,
-                share_trunk=cfg.share_trunk,
-                recurrent=cfg.recurrent,
-                recurrent_size=cfg.recurrent_size,
-                recurrent_shared=cfg.recurrent_shared,
-            )
+            built_actor, built_critic = build_for_config(self.env, cfg)
             actor = actor if actor is not None else built_actor
             critic = critic if critic is not None else built_critic
         self.actor, self.critic = checked_module(actor, "actor"), checked_module(critic, "critic")
