@@ -165,7 +165,8 @@ def test_presets_pick_the_task_family(tmp_path):
     v4 = preset_config("HalfCheetah-v4")
     assert dataclasses.replace(v4, env="HalfCheetah-v5") == preset_config("HalfCheetah-v5")
     # CartPole: the dataclass defaults with a shorter horizon (gamma/lambda default 0.99/0.95)
-    assert preset_config("CartPole-v1") == TrainConfig(gamma=0.98, gae_lambda=0.8)
+    # and the epochs' early stop on the approximate KL
+    assert preset_config("CartPole-v1") == TrainConfig(gamma=0.98, gae_lambda=0.8, target_kl=0.02)
     assert (TrainConfig().gamma, TrainConfig().gae_lambda) == (0.99, 0.95)
     assert preset_config("Pendulum-v1").gamma == 0.9
 
