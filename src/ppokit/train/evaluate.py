@@ -32,10 +32,22 @@ __all__ = ["EvalResult", "deterministic_action", "evaluate_policy", "record_vide
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Returns and lengths of the evaluation episodes."""
+    """Returns and lengths of the evaluation episodes, and whether each succeeded.
+
+    ``successes``: each episode's final ``info["is_success"]`` (goal-conditioned tasks such
+    as Gymnasium-Robotics' Fetch), None where the env does not report it.
+    """
 
     returns: list[float]
     lengths: list[int]
+    successes: list[bool] | None = None
+
+    @property
+    def success_rate(self) -> float | None:
+        """The fraction of successful episodes (None: the env reports no success flag)."""
+        if self.successes is None:
+            return None
+        return float(np.mean(self.successes)) if self.successes else math.nan
 
     @property
     def mean(self) -> float:
