@@ -90,3 +90,22 @@ def test_a_masked_multibinary_actor_acts_within_the_mask():
     with set_interaction_type(InteractionType.DETERMINISTIC), torch.no_grad():
         det = actor(td.select("observation"))["action"]
     assert (det[:, 1] == 1).all() and (det[:, 2] == 0).all()
+
+
+def test_one_mask_covers_a_dict_action_mixing_categorical_and_binary_leaves():
+    torch.manual_seed(0)
+    leaves = [SpaceLeaf(("x",), "vector", (3,))]
+    heads = [SpaceLeaf(("fire",), "bernoulli", (2,)), SpaceLeaf(("pick",), "categorical", (), (3,))]
+    actor = structured_actor(
+        leaves, heads, leaf_keys=[("observation", "x")], mask_key=("observation", "mask")
+    )
+    n = 300
+    # fire: flag 0 forced to 1, flag 1 free (4 flags); pick: choices 0 and 2 (3 flags)
+    mask = torch.tensor([F, T, T, T, T, F, T]).expand(n, 7)
+    td = TensorDict({"observation": {"x": torch.randn(n, 3), "mask": mask}}, [n])
+    with torch.no_grad():
+        actor(td)
+    assert (td["action", "fire"][:, 0] == 1).all()
+    assert set(td["action", "fire"][:, 1].tolist()) == {0.0, 1.0}
+    assert set(td["action", "pick"].tolist()) == {0, 2}
+    assert torch.isfinite(td["action", "fire_log_prob"]).all()
