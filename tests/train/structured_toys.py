@@ -12,6 +12,19 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+# trainer settings that learn the one-step toys in ~1k steps (contextual bandits: no credit
+# assignment)
+TOY: dict[str, Any] = dict(
+    num_envs=8,
+    num_steps=32,
+    num_epochs=4,
+    num_minibatches=2,
+    lr=3e-3,
+    entropy_coef=0.0,
+    eval_episodes=0,
+    progress=False,
+)
+
 
 class MatchMultiDiscrete(gym.Env):
     """Dict observation ``{"target": MultiDiscrete([3, 4]), "noise": Box(2)}``; action

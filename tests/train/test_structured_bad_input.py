@@ -41,30 +41,21 @@ def test_a_mask_of_the_wrong_shape_is_refused_with_the_expected_one():
         StructuredVecEnv(lambda: _Spaces(obs, spaces.MultiBinary(3)), 1)
 
 
-def test_a_float_mask_is_refused_when_training_starts(tmp_path):
-    trainer = PPOTrainer(
-        env=lambda: InfoMaskGame(mask_dtype=np.float32),
-        run_dir=tmp_path,
-        total_steps=32,
-        num_envs=2,
-        num_steps=16,
-        eval_episodes=0,
-        progress=False,
+def _short(env: Any, run_dir: Any) -> PPOTrainer:
+    """A trainer of 2 envs x 16 steps (only its first rollout is collected)."""
+    return PPOTrainer(
+        env=env, run_dir=run_dir, total_steps=32, num_envs=2, num_steps=16, progress=False
     )
+
+
+def test_a_float_mask_is_refused_when_training_starts(tmp_path):
+    trainer = _short(lambda: InfoMaskGame(mask_dtype=np.float32), tmp_path)
     with pytest.raises(ValueError, match=r"info\['action_mask'\] has dtype float32; expected bool"):
         trainer.collect()
 
 
 def test_a_state_without_a_legal_action_names_the_env_and_step_not_a_nan(tmp_path):
-    trainer = PPOTrainer(
-        env=lambda: InfoMaskGame(empty_at=3),
-        run_dir=tmp_path,
-        total_steps=32,
-        num_envs=2,
-        num_steps=16,
-        eval_episodes=0,
-        progress=False,
-    )
+    trainer = _short(lambda: InfoMaskGame(empty_at=3), tmp_path)
     # both envs play legal moves (the mask), so both reach their 3rd step together
     with pytest.raises(ValueError, match=r"action_mask'\] of env 0 at step 3 allows no action"):
         trainer.collect()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from structured_toys import InvertBits, MaskedBits, MatchMultiDiscrete
+from structured_toys import TOY, InvertBits, MaskedBits, MatchMultiDiscrete
 from tensordict import TensorDict
 
 from ppokit.envs.structured import StructuredVecEnv
@@ -33,19 +33,7 @@ def test_a_multibinary_mask_is_read_per_flag_and_a_stuck_flag_names_the_step():
 
 
 def test_masked_multibinary_training_plays_no_forbidden_value(tmp_path):
-    trainer = PPOTrainer(
-        env=MaskedBits,
-        run_dir=tmp_path,
-        total_steps=512,
-        num_envs=8,
-        num_steps=32,
-        num_epochs=4,
-        num_minibatches=2,
-        lr=3e-3,
-        entropy_coef=0.0,
-        eval_episodes=0,
-        progress=False,
-    )
+    trainer = PPOTrainer(env=MaskedBits, run_dir=tmp_path, total_steps=512, **TOY)
     rollout = trainer.collect()
     # a forbidden value would have scored -1: with the mask every reward is in [0, 1]
     assert (rollout["next", "reward"] >= 0).all()

@@ -94,11 +94,7 @@ class MaskedBernoulli(IndependentBernoulli):
         return self.mode
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if value.shape[-self.reinterpreted_batch_ndims :] != self.event_shape:
-            raise ValueError(
-                f"{type(self).__name__}.log_prob: action of shape {tuple(value.shape)} does "
-                f"not end with the event shape {tuple(self.event_shape)}."
-            )
+        self.check_action(value)
         logits = self.logits.expand_as(value)
         free_log_p = -F.binary_cross_entropy_with_logits(logits, value, reduction="none")
         allowed = torch.where(value > 0.5, self.mask[..., 1], self.mask[..., 0])
