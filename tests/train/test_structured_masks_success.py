@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium import spaces
 from structured_toys import TOY, InvertBits, MaskedBits, MatchMultiDiscrete
 from tensordict import TensorDict
 
+from ppokit.envs.gym import GymVecEnv
 from ppokit.envs.structured import StructuredVecEnv
+from ppokit.train.build import build_actor_critic
 from ppokit.train.evaluate import evaluate_policy
 from ppokit.train.structured import build_structured_actor_critic
 from ppokit.train.trainer import PPOTrainer
@@ -61,3 +67,34 @@ def test_success_rate_is_the_fraction_of_episodes_reporting_is_success():
     with StructuredVecEnv(InvertBits, 1) as env:
         bits_actor, _ = build_structured_actor_critic(env)
     assert evaluate_policy(bits_actor, InvertBits, episodes=3).success_rate is None
+
+
+class _GuessXor(gym.Env):
+    """Flat: Box(2) observation, Discrete(2) action; one step, success = the action is
+    whether the two entries' signs differ (an untrained policy gets it right only sometimes)."""
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (Gymnasium's own layout)
+
+    def __init__(self) -> None:
+        self.observation_space = spaces.Box(-1, 1, (2,), np.float32)
+        self.action_space = spaces.Discrete(2)
+        self._x = np.zeros(2, np.float32)
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self._x = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        return self._x.copy(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        right = int(action) == int((self._x[0] > 0) != (self._x[1] > 0))
+        return self._x.copy(), float(right), True, False, {"is_success": right}
+
+
+def test_the_flat_path_reports_the_success_rate_too():
+    with GymVecEnv(_GuessXor, 1) as env:
+        torch.manual_seed(0)
+        actor, _ = build_actor_critic(env)
+    res = evaluate_policy(actor, _GuessXor, episodes=40, seed=0)
+    # success is a right guess, which is exactly a return of 1
+    assert res.successes == [r == 1.0 for r in res.returns]
+    assert 0 < sum(res.successes) < 40  # an untrained policy: some of each

@@ -25,6 +25,7 @@ from ppokit.train.acting import TensorPolicy
 from ppokit.train.device import module_device
 from ppokit.train.normalization import ObservationNormalizer
 from ppokit.train.recurrent_state import PolicyState
+from ppokit.train.success import EpisodeSuccess
 from ppokit.train.video_env import video_env, video_fps
 
 __all__ = ["EvalResult", "deterministic_action", "evaluate_policy", "record_video"]
@@ -144,6 +145,7 @@ def evaluate_policy(
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)
         active = np.ones(episodes, dtype=bool)
+        success = EpisodeSuccess(episodes)
         for _ in range(max_steps):
             if obs_normalizer is not None:
                 obs = obs_normalizer.normalize(obs, update=False)
@@ -154,6 +156,7 @@ def evaluate_policy(
             done = (res.terminated | res.truncated).numpy()
             if state is not None:
                 state.advance(state.step_td, done)
+            success.update(venv.last_info, ended=active & done)
             active &= ~done
             if not active.any():
                 break
@@ -162,7 +165,7 @@ def evaluate_policy(
         venv.close()
         if was_training and hasattr(actor, "train"):
             actor.train()
-    return EvalResult(returns.tolist(), lengths.tolist())
+    return EvalResult(returns.tolist(), lengths.tolist(), success.result())
 
 
 def record_video(

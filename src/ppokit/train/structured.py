@@ -24,12 +24,12 @@ from ppokit.envs.structured import StructuredVecEnv
 from ppokit.modules.heads import structured_actor, structured_critic
 from ppokit.train.collector import EpisodeStats, RolloutCollector
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
+from ppokit.train.success import EpisodeSuccess
 
 __all__ = [
     "StructuredCollector",
     "build_structured_actor_critic",
     "evaluate_structured",
-    "final_successes",
     "make_collector",
     "normalize_leaves",
 ]
@@ -270,16 +270,15 @@ def evaluate_structured(
 
     Actions are the composite distribution's deterministic sample (each head's mode; a
     masked head's most probable legal action). ``successes``: each episode's final
-    ``info["is_success"]`` (see :func:`final_successes`); None where an episode ended
-    without one.
+    ``info["is_success"]`` (:class:`~ppokit.train.success.EpisodeSuccess`); None where an
+    episode ended without one.
     """
     episodes = env.num_envs
     obs = env.reset(seed=seed)
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
     active = np.ones(episodes, dtype=bool)
-    success = np.zeros(episodes, dtype=bool)
-    reported = np.zeros(episodes, dtype=bool)
+    success = EpisodeSuccess(episodes)
     with torch.no_grad(), set_interaction_type(InteractionType.DETERMINISTIC):
         for _ in range(max_steps):
             obs = normalize_leaves(env, obs, obs_normalizer, update=False)
@@ -288,31 +287,8 @@ def evaluate_structured(
             returns[active] += reward[active]
             lengths[active] += 1
             ended = active & (terminated | truncated)
-            flags, given = final_successes(env.last_info, episodes)
-            success[ended] = flags[ended]
-            reported[ended] = given[ended]
+            success.update(env.last_info, ended=ended)
             active &= ~ended
             if not active.any():
                 break
-    successes = success.tolist() if reported.all() else None
-    return returns.tolist(), lengths.tolist(), successes
-
-
-def final_successes(info: Mapping[str, Any], num_envs: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(is_success, given)``, bool ``[N]``: the ended episodes' final ``info["is_success"]``.
-
-    Read from a same-step-autoreset vector info: an ended episode's own last info is under
-    ``"final_info"`` (the top level then holds the reset's). ``given`` is False where the
-    env reported no flag.
-
-    Example:
-        >>> info = {"final_info": {"is_success": np.array([0.0, 1.0]),
-        ...                        "_is_success": np.array([False, True])}}
-        >>> final_successes(info, 2)
-        (array([False,  True]), array([False,  True]))
-    """
-    final = info.get("final_info", {})
-    if "is_success" not in final:
-        return np.zeros(num_envs, dtype=bool), np.zeros(num_envs, dtype=bool)
-    given = np.asarray(final.get("_is_success", np.ones(num_envs, dtype=bool)), dtype=bool)
-    return np.asarray(final["is_success"]).astype(bool) & given, given
+    return returns.tolist(), lengths.tolist(), success.result()
