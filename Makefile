@@ -27,7 +27,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 test: setup lint typecheck
-	$(BIN)/pytest -q -m "not slow" -x --timeout=600 -n $(TEST_WORKERS)
+	$(BIN)/pytest -q -m "not slow" -x --timeout=600 -n $(TEST_WORKERS) --dist worksteal
 
 test-slow: setup
 	$(BIN)/pytest -q -m slow --timeout=3600

@@ -96,3 +96,8 @@ def make_batch(
     for key in ("loc", "scale", "logits"):
         td.pop(key, None)
     return td
+
+
+def total_loss(out) -> torch.Tensor:
+    """The sum of every ``loss_*`` entry of a loss's output (what a trainer backpropagates)."""
+    return sum(v.sum() for k, v in out.items() if k.startswith("loss_"))

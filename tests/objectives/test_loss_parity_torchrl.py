@@ -23,6 +23,7 @@ import random
 
 import pytest
 import torch
+from loss_builders import total_loss
 from tensordict import TensorDict
 from tensordict.nn import (
     InteractionType,
@@ -177,10 +178,6 @@ def _torchrl_kwargs(opts: dict) -> dict:
     return out
 
 
-def _total(out) -> torch.Tensor:
-    return sum(v.sum() for k, v in out.items() if k.startswith("loss_"))
-
-
 @pytest.mark.parametrize("kind, layout, computed, i", CASES)
 def test_parity_with_torchrl(kind, layout, computed, i):
     torch.manual_seed(1000 + i)
@@ -229,8 +226,8 @@ def test_parity_with_torchrl(kind, layout, computed, i):
         and not opts.get("functional", True)
     ):
         skip |= {id(p) for p in policy.module[0].parameters()}  # TorchRL trains the trunk
-    g_ours = torch.autograd.grad(_total(out_ours), params, allow_unused=True)
-    g_theirs = torch.autograd.grad(_total(out_theirs), params, allow_unused=True)
+    g_ours = torch.autograd.grad(total_loss(out_ours), params, allow_unused=True)
+    g_theirs = torch.autograd.grad(total_loss(out_theirs), params, allow_unused=True)
     for p, a, b in zip(params, g_ours, g_theirs):
         if id(p) in skip:
             continue

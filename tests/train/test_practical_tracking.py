@@ -88,6 +88,11 @@ def test_wandb_offline_records_config_rows_and_summary(tmp_path, monkeypatch):
         )
         == 0
     )
+    # wandb >= 0.31 writes the offline record file from its service process after
+    # `run.finish()` has returned; shutting the service down waits for that write
+    import wandb
+
+    wandb.teardown()
     run_id = (run / ".wandb-run-id").read_text().strip()
     files = list((run / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
     assert len(files) == 1

@@ -53,8 +53,10 @@ def test_a_failing_seed_is_reported_and_the_others_aggregated(tmp_path, capsys):
     assert json.loads((sweep / "seed-1" / "config.json").read_text())["torch_threads"] == 1
 
 
-# 30 iterations of 8 envs x 32 steps, a checkpoint every iteration: long enough to be killed
-TOTAL = 30 * 256
+# 12 iterations of 8 envs x 32 steps, a checkpoint every iteration: the kill comes after
+# the third, so 9 iterations are left for the resume to run
+ITERATIONS = 12
+TOTAL = ITERATIONS * 256
 
 
 def _sweep_args(sweep: Path) -> list[str]:
@@ -103,7 +105,7 @@ def test_rerun_after_a_kill_skips_the_finished_seed_and_resumes_the_killed_one(t
     assert "seed 2 (resume)" in log and f"resumed at step {saved:,}" in log
     assert (sweep / "logs" / "seed-1.log").read_text().count("=== ppokit sweep") == 1
     final = load_checkpoint(latest)
-    assert final["env_steps"] == TOTAL and final["iteration"] == 30
+    assert final["env_steps"] == TOTAL and final["iteration"] == ITERATIONS
     steps = [int(r["env_steps"]) for r in read_progress_csv(sweep / "seed-2" / "progress.csv")]
     assert steps == list(range(256, TOTAL + 1, 256))  # every iteration logged once
     agg = json.loads((sweep / "aggregate.json").read_text())

@@ -49,8 +49,28 @@ def test_compiled_updates_match_eager(tmp_path):
     # and the parameters did move: the comparison above is not between two untouched nets
     fresh = PPOTrainer(_cfg(), run_dir=tmp_path / "fresh")
     assert any(not torch.equal(p, q) for p, q in zip(eager.params, fresh.params, strict=True))
+    _fused_updates_write_the_optimizer_state_that_checkpoints_keep(compiled)
     for t in (eager, compiled, fresh):
         t.env.close()
+
+
+def _fused_updates_write_the_optimizer_state_that_checkpoints_keep(trainer: PPOTrainer) -> None:
+    # The fused graph updates Adam's own state tensors in place; if it kept copies, the
+    # checkpoint would save a stale optimizer and a resumed run would restart Adam's moments.
+    # (Run on the trainer of the test above, whose graph is compiled already: one compile
+    # less in the suite.)
+    from ppokit.train.checkpoint import load_checkpoint
+
+    before = {k: v.clone() for k, v in trainer.optimizer.state[trainer.params[0]].items()}
+    trainer.update(trainer.collect())  # 4 more minibatches, all fused
+    assert trainer.update_step.fused_calls == 7
+    assert {float(s["step"]) for s in trainer.optimizer.state.values()} == {8.0}
+    after = trainer.optimizer.state[trainer.params[0]]
+    assert not torch.equal(after["exp_avg"], before["exp_avg"])
+    saved = load_checkpoint(trainer.save())["optimizer"]["state"]
+    for index, param in enumerate(trainer.params):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(saved[index][key], trainer.optimizer.state[param][key]), key
 
 
 def test_compile_with_distributed_world_is_refused(tmp_path):
@@ -69,16 +89,20 @@ def test_cli_compile_flag_trains_and_is_saved(tmp_path):
         "train",
         "--env",
         "Pendulum-v1",
+        # the shapes of _cfg: the graph compiled by the test above, if this worker ran it,
+        # comes from inductor's cache
         "--total-steps",
-        "256",
+        "64",
         "--num-envs",
         "2",
         "--num-steps",
-        "64",
+        "32",
         "--num-minibatches",
         "2",
         "--num-epochs",
         "2",
+        "--entropy-coef",
+        "0.01",
         "--compile",
         "--eval-episodes",
         "1",
@@ -89,24 +113,4 @@ def test_cli_compile_flag_trains_and_is_saved(tmp_path):
     assert main(argv) == 0
     assert json.loads((run / "config.json").read_text())["compile"] is True
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["env_steps"] == 256 and math.isfinite(summary["eval_return_mean"])
-
-
-def test_fused_updates_write_the_optimizer_state_that_checkpoints_keep(tmp_path):
-    # The fused graph updates Adam's own state tensors in place; if it kept copies, the
-    # checkpoint would save a stale optimizer and a resumed run would restart Adam's moments.
-    from ppokit.train.checkpoint import load_checkpoint
-
-    trainer = PPOTrainer(_cfg(compile=True), run_dir=tmp_path / "run")
-    trainer.update(trainer.collect())  # 4 minibatches: 1 eager (creates the state), 3 fused
-    before = {k: v.clone() for k, v in trainer.optimizer.state[trainer.params[0]].items()}
-    trainer.update(trainer.collect())  # 4 fused
-    assert trainer.update_step.fused_calls == 7
-    assert {float(s["step"]) for s in trainer.optimizer.state.values()} == {8.0}
-    after = trainer.optimizer.state[trainer.params[0]]
-    assert not torch.equal(after["exp_avg"], before["exp_avg"])
-    saved = load_checkpoint(trainer.save())["optimizer"]["state"]
-    for index, param in enumerate(trainer.params):
-        for key in ("step", "exp_avg", "exp_avg_sq"):
-            assert torch.equal(saved[index][key], trainer.optimizer.state[param][key]), key
-    trainer.env.close()
+    assert summary["env_steps"] == 64 and math.isfinite(summary["eval_return_mean"])
