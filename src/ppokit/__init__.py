@@ -76,6 +76,9 @@ if TYPE_CHECKING:
     from ppokit.modules.distributions.bernoulli import (
         IndependentBernoulli,
     )
+    from ppokit.modules.distributions.masked_bernoulli import (
+        MaskedBernoulli,
+    )
     from ppokit.modules.mlp import (
         MLP,
     )
@@ -200,6 +203,7 @@ _EXPORTS: dict[str, str] = {
     "GRUModule": "ppokit.modules.recurrent",
     "set_recurrent_mode": "ppokit.modules.recurrent",
     "IndependentBernoulli": "ppokit.modules.distributions.bernoulli",
+    "MaskedBernoulli": "ppokit.modules.distributions.masked_bernoulli",
     # environments and training
     "GymVecEnv": "ppokit.envs.gym",
     "StructuredVecEnv": "ppokit.envs.structured",
@@ -248,6 +252,7 @@ __all__ = [
     "IndependentNormal",
     "KLPENPPOLoss",
     "LSTMModule",
+    "MaskedBernoulli",
     "MaskedCategorical",
     "MultiAgentGAE",
     "NatureCNN",

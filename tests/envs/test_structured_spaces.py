@@ -125,7 +125,9 @@ def test_mask_with_a_box_action_is_refused():
             spaces.Dict({"o": env.observation_space, "action_mask": mask_space}),
         )
 
-    with pytest.raises(ValueError, match="not Discrete or MultiDiscrete"):
+    with pytest.raises(
+        ValueError, match=r"has a Box leaf.*Discrete, MultiDiscrete and MultiBinary actions only"
+    ):
         StructuredVecEnv(make, 1)
 
 

@@ -162,7 +162,10 @@ def test_mixed_dict_action_heads_and_bounds():
     infinite = [SpaceLeaf((), "normal", (2,), low=(-math.inf,) * 2, high=(math.inf,) * 2)]
     with pytest.raises(ValueError, match="'<root>' is a Box with infinite bounds"):
         structured_actor(leaves, infinite, leaf_keys=[("observation", "obs")], bounded=True)
-    with pytest.raises(ValueError, match="Discrete/MultiDiscrete actions only"):
+    with pytest.raises(
+        ValueError,
+        match=r"Discrete, MultiDiscrete and MultiBinary actions; action leaf .* is a Box",
+    ):
         structured_actor(leaves, act, leaf_keys=[("observation", "obs")], mask_key="m")
 
 

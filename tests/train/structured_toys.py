@@ -12,6 +12,19 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+# trainer settings that learn the one-step toys in ~1k steps (contextual bandits: no credit
+# assignment)
+TOY: dict[str, Any] = dict(
+    num_envs=8,
+    num_steps=32,
+    num_epochs=4,
+    num_minibatches=2,
+    lr=3e-3,
+    entropy_coef=0.0,
+    eval_episodes=0,
+    progress=False,
+)
+
 
 class MatchMultiDiscrete(gym.Env):
     """Dict observation ``{"target": MultiDiscrete([3, 4]), "noise": Box(2)}``; action
@@ -37,8 +50,9 @@ class MatchMultiDiscrete(gym.Env):
         return self._obs(), {}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        reward = float(np.mean(np.asarray(action) == self._target))
-        return self._obs(), reward, True, False, {}
+        right = np.asarray(action) == self._target
+        # is_success as goal-conditioned tasks report it: every entry right
+        return self._obs(), float(np.mean(right)), True, False, {"is_success": float(right.all())}
 
 
 class InvertBits(gym.Env):
@@ -60,6 +74,53 @@ class InvertBits(gym.Env):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         reward = float(np.mean(np.asarray(action) == 1 - self._bits))
         return self._bits.copy(), reward, True, False, {}
+
+
+class MaskedBits(gym.Env):
+    """Observation 4 bits (Box); action MultiBinary(4) with a per-flag mask in
+    ``info["action_mask"]`` (``[4, 2]``: allow 0, allow 1): each step one random flag is
+    forced to 0 and another to 1. Reward per step = fraction of the free flags equal to the
+    inverted observation bits, or -1 (and the episode ends) for a forbidden value; 5 steps.
+    ``illegal`` counts the forbidden values played."""
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (Gymnasium's own layout)
+
+    def __init__(self, *, stuck_at: int | None = None) -> None:
+        self.observation_space = spaces.Box(0, 1, (4,), np.float32)
+        self.action_space = spaces.MultiBinary(4)
+        self.stuck_at = stuck_at  # the step whose mask allows flag 2 neither value (an error)
+        self._bits = np.zeros(4, dtype=np.float32)
+        self._mask = np.ones((4, 2), dtype=np.int8)
+        self._t = 0
+        self.illegal = 0
+
+    def _next(self) -> tuple[np.ndarray, dict[str, Any]]:
+        self._bits = self.np_random.integers(0, 2, 4).astype(np.float32)
+        self._mask = np.ones((4, 2), dtype=np.int8)
+        zero, one = self.np_random.choice(4, 2, replace=False)
+        self._mask[zero, 1] = 0  # flag `zero` may only be 0
+        self._mask[one, 0] = 0  # flag `one` may only be 1
+        if self._t == self.stuck_at:
+            self._mask[2] = 0
+        return self._bits.copy(), {"action_mask": self._mask.copy()}
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        return self._next()
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        action = np.asarray(action).astype(np.int64)
+        allowed = self._mask[np.arange(4), action].astype(bool)
+        free = self._mask.all(-1)
+        self._t += 1
+        if not allowed.all():
+            self.illegal += 1
+            obs, info = self._next()
+            return obs, -1.0, True, False, info
+        reward = float(np.mean(action[free] == 1 - self._bits[free]))
+        obs, info = self._next()
+        return obs, reward, False, self._t >= 5, info
 
 
 class InfoMaskGame(gym.Env):

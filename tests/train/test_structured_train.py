@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from structured_toys import ImageAndMixedAction, InfoMaskGame, InvertBits, MatchMultiDiscrete
+from structured_toys import TOY, ImageAndMixedAction, InfoMaskGame, InvertBits, MatchMultiDiscrete
 from torch.testing import assert_close
 
 from ppokit.envs.structured import StructuredVecEnv
@@ -14,18 +14,6 @@ from ppokit.train.normalization import ObservationNormalizer
 from ppokit.train.policy import load_policy
 from ppokit.train.structured import normalize_leaves
 from ppokit.train.trainer import PPOTrainer
-
-# settings that learn the one-step toys in ~1k steps (contextual bandits: no credit assignment)
-TOY = dict(
-    num_envs=8,
-    num_steps=32,
-    num_epochs=4,
-    num_minibatches=2,
-    lr=3e-3,
-    entropy_coef=0.0,
-    eval_episodes=0,
-    progress=False,
-)
 
 
 def learned_return(env_cls, steps: int, seed: int, tmp_path) -> float:

@@ -96,6 +96,8 @@ class GymVecEnv:
         action_space: Any = self.action_space
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.obs_shape: tuple[int, ...] = tuple(self.observation_space.shape or ())
+        #: the info of the last step (Gymnasium's vector layout)
+        self.last_info: dict[str, Any] = {}
         # images stay bytes (a quarter of float32's memory); the CNN scales them
         image = is_image_space(self.observation_space)
         self._obs_np_dtype: Any = np.uint8 if image else np.float32
@@ -130,6 +132,7 @@ class GymVecEnv:
         if not self.discrete:
             action = np.clip(action, self._low, self._high)  # a copy: the caller keeps its own
         obs, reward, terminated, truncated, info = self.env.step(action)
+        self.last_info = info  # evaluation reads the episodes' final info["is_success"]
         obs = np.asarray(obs, dtype=self._obs_np_dtype)
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool)

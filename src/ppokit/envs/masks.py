@@ -75,11 +75,23 @@ def check_mask(
     return arr
 
 
-def split_mask(mask: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
-    """Per-head masks of a MultiDiscrete action from the concatenated ``[N, sum(sizes)]``.
+def split_mask(
+    mask: np.ndarray,
+    sizes: tuple[int, ...],
+    *,
+    labels: tuple[str, ...] | None = None,
+    env_id: str = "env",
+    step: int | None = None,
+) -> list[np.ndarray]:
+    """Per-choice masks from the concatenated ``[N, sum(sizes)]`` (one part per
+    MultiDiscrete entry, and per MultiBinary flag: its (allow 0, allow 1) pair).
+
+    Args:
+        labels: each part's name in the errors (default ``"head i"``).
+        env_id, step: named in the errors.
 
     Raises:
-        ValueError: a head with no legal choice in some env.
+        ValueError: a part with no legal choice in some env.
 
     Example:
         >>> [m.tolist() for m in split_mask(np.array([[True, False, True, True, False]]), (2, 3))]
@@ -89,8 +101,11 @@ def split_mask(mask: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
     for i, part in enumerate(parts):
         if not part.any(-1).all():
             env = int(np.flatnonzero(~part.any(-1))[0])
+            label = labels[i] if labels is not None else f"head {i}"
+            when = f" at step {step}" if step is not None else ""
             raise ValueError(
-                f"action_mask: head {i} of the MultiDiscrete action has no legal choice in env "
-                f"{env}; each head needs at least one 1 among its {sizes[i]} flags."
+                f"{env_id}: action_mask: {label} has no legal choice in env {env}{when}; each "
+                f"needs at least one 1 among its {sizes[i]} flags (a MultiDiscrete entry: one "
+                "per choice; a MultiBinary flag: allow 0, allow 1)."
             )
     return parts

@@ -52,6 +52,9 @@ def import_env_module(env_id: str) -> str:
     """
     if env_id in _OWN_ENVS:  # ppokit's own envs register on import of their module
         importlib.import_module(_OWN_ENVS[env_id])
+    from ppokit.envs.robotics import import_robotics
+
+    import_robotics(env_id)  # Gymnasium-Robotics ids register on import (or: the install hint)
     if ":" not in env_id:
         return env_id
     module, _, name = env_id.partition(":")

@@ -126,16 +126,20 @@ class StructuredVecEnv:
         # an info mask is only seen at a reset: one probe tells whether the env gives one
         has_mask = self._mask_in_obs or mask_key in self.env.reset()[1]
         #: flags per mask row (the heads' choices summed); None: the env gives no mask
-        self.mask_size: int | None = sum(self._mask_sizes()) if has_mask else None
-        if mask and int(np.prod(mask[0].shape)) != sum(self._mask_sizes()):
+        self.mask_size: int | None = sum(self._mask_parts()[0]) if has_mask else None
+        if mask and int(np.prod(mask[0].shape)) != sum(self._mask_parts()[0]):
             raise ValueError(
                 f"{self.env_id}: the action mask space has shape {mask[0].shape}, expected "
-                f"({sum(self._mask_sizes())},): one flag per action (MultiDiscrete: the "
-                "heads' flags concatenated)."
+                f"({sum(self._mask_parts()[0])},): one flag per action (MultiDiscrete: the "
+                "heads' flags concatenated; MultiBinary(n): (allow 0, allow 1) per flag, "
+                "2n flags)."
             )
         vec = [leaf for leaf in self.obs_leaves if leaf.kind == "vector"]
         self.obs_shape: tuple[int, ...] = (sum(int(np.prod(leaf.shape)) for leaf in vec),)
         self.steps = 0
+        #: the info of the last :meth:`step` (Gymnasium's vector layout: arrays ``[N]`` with
+        #: ``"_key"`` flags; an ended episode's own last info under ``"final_info"``)
+        self.last_info: dict[str, Any] = {}
 
     # -- keys ---------------------------------------------------------------------------
     def leaf_key(self, leaf: SpaceLeaf) -> tuple[str, ...]:
@@ -179,7 +183,7 @@ class StructuredVecEnv:
         arr = np.asarray(value)
         if arr.ndim >= 2 and arr.shape[0] == self.num_envs:
             arr = arr.reshape(self.num_envs, -1)
-        sizes = self._mask_sizes()
+        sizes, labels = self._mask_parts()
         mask = check_mask(
             arr,
             num_envs=self.num_envs,
@@ -189,19 +193,30 @@ class StructuredVecEnv:
             where=where,
         )
         if len(sizes) > 1:
-            split_mask(mask, sizes)
+            split_mask(mask, sizes, labels=labels, env_id=self.env_id, step=self.steps)
         return mask
 
-    def _mask_sizes(self) -> tuple[int, ...]:
-        """The choices of each head a mask covers (all heads categorical)."""
-        sizes = tuple(h.sizes[0] for h in self.heads if h.kind == "categorical")
-        if len(sizes) != len(self.heads):
-            raise ValueError(
-                f"{self.env_id}: the env gives an action mask ({self.mask_key!r}) but the "
-                f"action space {self.action_space} is not Discrete or MultiDiscrete; masks "
-                "apply to categorical actions only."
-            )
-        return sizes
+    def _mask_parts(self) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """The mask's parts, each needing a legal choice: a categorical head's ``n`` flags,
+        a Bernoulli head's ``(allow 0, allow 1)`` pair per flag; and their names."""
+        sizes: list[int] = []
+        labels: list[str] = []
+        for i, head in enumerate(self.heads):
+            name = repr(head.name) if head.path else str(i)
+            if head.kind == "categorical":
+                sizes.append(head.sizes[0])
+                labels.append(f"head {name}")
+            elif head.kind == "bernoulli":
+                flags = int(np.prod(head.shape))
+                sizes += [2] * flags
+                labels += [f"flag {j} of head {name}" for j in range(flags)]
+            else:
+                raise ValueError(
+                    f"{self.env_id}: the env gives an action mask ({self.mask_key!r}) but the "
+                    f"action space {self.action_space} has a Box leaf ({head.name!r}); masks "
+                    "apply to Discrete, MultiDiscrete and MultiBinary actions only."
+                )
+        return tuple(sizes), tuple(labels)
 
     def to_env_action(self, action: TensorDict) -> Any:
         """The env's action (nested dict/tuple of numpy arrays) from the ``"action"`` entry."""
@@ -245,6 +260,7 @@ class StructuredVecEnv:
         """
         raw, reward, terminated, truncated, info = self.env.step(self.to_env_action(action))
         self.steps += 1
+        self.last_info = info
         obs = self._obs_td(raw, info)
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool)

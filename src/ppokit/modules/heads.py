@@ -3,7 +3,8 @@
 The actor is a tensordict ``ProbabilisticTensorDictSequential`` whose distribution is a
 ``CompositeDistribution`` with one head per action leaf (``Categorical`` or, with an action
 mask, ``MaskedCategorical`` for ``Discrete`` and each ``MultiDiscrete`` entry;
-``IndependentBernoulli`` for ``MultiBinary``; ``IndependentNormal`` with a state-independent
+``IndependentBernoulli`` for ``MultiBinary``, ``MaskedBernoulli`` with a mask per flag;
+``IndependentNormal`` with a state-independent
 log-std, or ``TanhNormal`` within the bounds, for ``Box``). PPO's loss scores it as any
 composite policy: the heads' log-probs are summed per sample, their entropies logged per head
 and summed, and ``entropy_coeff`` may weigh each head (:mod:`ppokit.objectives.composite`).
@@ -36,10 +37,18 @@ from ppokit.modules.distributions import (
     TanhNormal,
 )
 from ppokit.modules.distributions.bernoulli import IndependentBernoulli
+from ppokit.modules.distributions.masked_bernoulli import MaskedBernoulli
 from ppokit.modules.encoders import LeafLike, MultiLeafEncoder, build_encoder
 from ppokit.modules.mlp import MLP
 
-__all__ = ["HeadLike", "PolicyHeads", "head_key", "structured_actor", "structured_critic"]
+__all__ = [
+    "HeadLike",
+    "PolicyHeads",
+    "head_key",
+    "mask_width",
+    "structured_actor",
+    "structured_critic",
+]
 
 
 class HeadLike(Protocol):
@@ -70,20 +79,38 @@ def _width(head: HeadLike) -> int:
     return head.sizes[0] if head.kind == "categorical" else math.prod(head.shape)
 
 
+def mask_width(head: HeadLike) -> int:
+    """A head's flags in the action mask: one per choice of a categorical, two per flag of a
+    Bernoulli (allow 0, allow 1).
+
+    Raises:
+        ValueError: a Gaussian head (masks do not apply to ``Box`` actions).
+    """
+    if head.kind == "categorical":
+        return head.sizes[0]
+    if head.kind == "bernoulli":
+        return 2 * math.prod(head.shape)
+    raise ValueError(
+        f"An action mask applies to Discrete, MultiDiscrete and MultiBinary actions; action "
+        f"leaf {head.name!r} is a Box (kind {head.kind!r})."
+    )
+
+
 class PolicyHeads(nn.Module):
     """``(*leaves[, mask]) -> per-head parameters``: encoder, MLP, split per head.
 
     Outputs, head by head: ``logits [B, n]`` (and the head's ``mask [B, n]`` when masked) for
-    a categorical, ``logits [B, *shape]`` for a Bernoulli, ``loc, scale [B, *shape]`` for a
-    Gaussian (``scale = exp(log_std)``, state-independent).
+    a categorical, ``logits [B, *shape]`` (and ``mask [B, *shape, 2]`` when masked) for a
+    Bernoulli, ``loc, scale [B, *shape]`` for a Gaussian (``scale = exp(log_std)``,
+    state-independent).
 
     Args:
         encoder: the leaves' encoder.
         heads: the action heads.
 
     Keyword Args:
-        masked: whether the last input is the concatenated ``[B, sum(n)]`` action mask
-            (categorical heads only).
+        masked: whether the last input is the concatenated ``[B, M]`` action mask
+            (categorical and Bernoulli heads only; :func:`mask_width` flags each).
         num_cells, activation_class, init, output_gain: the MLP's (see :class:`MLP`).
         init_log_std: the Gaussians' initial log-std.
     """
@@ -105,6 +132,7 @@ class PolicyHeads(nn.Module):
         self.shapes = [tuple(h.shape) for h in heads]
         self.widths = [_width(h) for h in heads]
         self.masked = masked
+        self.mask_widths = [mask_width(h) for h in heads] if masked else []
         init: dict[str, Any] = {"output_gain": 0.01} if ortho_init else {"init": "default"}
         self.mlp = MLP(
             encoder.out_features,
@@ -124,7 +152,7 @@ class PolicyHeads(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         leaves, mask = (inputs[:-1], inputs[-1]) if self.masked else (inputs, None)
         out = self.mlp(self.encoder(*leaves)).split(self.widths, dim=-1)
-        masks = mask.split(self.widths, dim=-1) if mask is not None else None
+        masks = mask.split(self.mask_widths, dim=-1) if mask is not None else None
         params: list[torch.Tensor] = []
         batch = out[0].shape[:1]
         for i, (kind, shape, raw) in enumerate(zip(self.kinds, self.shapes, out)):
@@ -134,6 +162,8 @@ class PolicyHeads(nn.Module):
                     params.append(masks[i])
             elif kind == "bernoulli":
                 params.append(raw.reshape(*batch, *shape))
+                if masks is not None:  # per flag: (allow 0, allow 1)
+                    params.append(masks[i].reshape(*batch, *shape, 2))
             else:
                 loc = raw.reshape(*batch, *shape)
                 params += [loc, self.log_std[str(i)].exp().expand_as(loc)]
@@ -161,7 +191,8 @@ def structured_actor(
 
     Keyword Args:
         leaf_keys: each leaf's TensorDict key, e.g. ``("observation", "pos")``.
-        mask_key: the action mask's key (categorical heads only; None: no mask).
+        mask_key: the action mask's key (categorical and Bernoulli heads; None: no mask):
+            ``[B, M]``, the heads' flags concatenated (:func:`mask_width`).
         encoders: user encoders by leaf name (see :func:`build_encoder`).
         num_cells, activation_class, ortho_init, init_log_std: the network's.
         bounded: ``Box`` heads are ``TanhNormal`` within the bounds instead of a Gaussian
@@ -171,7 +202,7 @@ def structured_actor(
     (``"<key>_log_prob"``).
 
     Raises:
-        ValueError: a mask with non-categorical heads, or ``bounded`` with an infinite bound.
+        ValueError: a mask with a Gaussian head, or ``bounded`` with an infinite bound.
 
     Example:
         >>> from tensordict import TensorDict
@@ -184,11 +215,9 @@ def structured_actor(
         >>> td["action", "0"].shape, td["action", "1_log_prob"].shape
         (torch.Size([4]), torch.Size([4]))
     """
-    if mask_key is not None and any(h.kind != "categorical" for h in heads):
-        raise ValueError(
-            "An action mask applies to Discrete/MultiDiscrete actions only; the heads are "
-            f"{[(h.name, h.kind) for h in heads]}."
-        )
+    if mask_key is not None:
+        for head in heads:
+            mask_width(head)  # refuses a Box head, naming it
     net = PolicyHeads(
         build_encoder(leaves, encoders=encoders),
         heads,
@@ -208,8 +237,8 @@ def structured_actor(
             names = ["logits", "mask"] if mask_key is not None else ["logits"]
             dist_map[key] = MaskedCategorical if mask_key is not None else Categorical
         elif head.kind == "bernoulli":
-            names = ["logits"]
-            dist_map[key] = IndependentBernoulli
+            names = ["logits", "mask"] if mask_key is not None else ["logits"]
+            dist_map[key] = MaskedBernoulli if mask_key is not None else IndependentBernoulli
             extra[key] = {"event_dims": len(head.shape)}
         else:
             names = ["loc", "scale"]

@@ -188,7 +188,7 @@ def _check_env(env_id: str) -> None:
 
     try:
         check_env_id(env_id)
-    except ValueError as err:
+    except (ValueError, ImportError) as err:  # ImportError: an extra to install, named
         raise UsageError(str(err)) from None
 
 

@@ -259,6 +259,8 @@ def _run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World) -> int:
             f" Deterministic eval over {s['eval_episodes']} episodes: "
             f"{s['eval_return_mean']:.1f} +/- {s['eval_return_std']:.1f}."
         )
+    if "eval_success_rate" in s:
+        line += f" Success rate {s['eval_success_rate']:.3f}."
     print(line)
     print(f"ppokit: summary in {run_dir / 'summary.json'}")
     return 0
@@ -289,6 +291,7 @@ def _eval(argv: list[str]) -> int:
         f"{cfg.env}: deterministic eval over {len(res.returns)} episodes: "
         f"{res.mean:.2f} +/- {res.std:.2f} (min {min(res.returns):.1f}, "
         f"max {max(res.returns):.1f})"
+        + ("" if res.success_rate is None else f", success rate {res.success_rate:.3f}")
     )
     if args.video:
         paths = record_video(

@@ -25,6 +25,7 @@ from ppokit.train.acting import TensorPolicy
 from ppokit.train.device import module_device
 from ppokit.train.normalization import ObservationNormalizer
 from ppokit.train.recurrent_state import PolicyState
+from ppokit.train.success import EpisodeSuccess
 from ppokit.train.video_env import video_env, video_fps
 
 __all__ = ["EvalResult", "deterministic_action", "evaluate_policy", "record_video"]
@@ -32,10 +33,22 @@ __all__ = ["EvalResult", "deterministic_action", "evaluate_policy", "record_vide
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Returns and lengths of the evaluation episodes."""
+    """Returns and lengths of the evaluation episodes, and whether each succeeded.
+
+    ``successes``: each episode's final ``info["is_success"]`` (goal-conditioned tasks such
+    as Gymnasium-Robotics' Fetch), None where the env does not report it.
+    """
 
     returns: list[float]
     lengths: list[int]
+    successes: list[bool] | None = None
+
+    @property
+    def success_rate(self) -> float | None:
+        """The fraction of successful episodes (None: the env reports no success flag)."""
+        if self.successes is None:
+            return None
+        return float(np.mean(self.successes)) if self.successes else math.nan
 
     @property
     def mean(self) -> float:
@@ -132,6 +145,7 @@ def evaluate_policy(
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)
         active = np.ones(episodes, dtype=bool)
+        success = EpisodeSuccess(episodes)
         for _ in range(max_steps):
             if obs_normalizer is not None:
                 obs = obs_normalizer.normalize(obs, update=False)
@@ -142,6 +156,7 @@ def evaluate_policy(
             done = (res.terminated | res.truncated).numpy()
             if state is not None:
                 state.advance(state.step_td, done)
+            success.update(venv.last_info, ended=active & done)
             active &= ~done
             if not active.any():
                 break
@@ -150,7 +165,7 @@ def evaluate_policy(
         venv.close()
         if was_training and hasattr(actor, "train"):
             actor.train()
-    return EvalResult(returns.tolist(), lengths.tolist())
+    return EvalResult(returns.tolist(), lengths.tolist(), success.result())
 
 
 def record_video(

@@ -209,6 +209,8 @@ def finish(self: PPOTrainer, *, wall_seconds: float, train_sps: float) -> dict[s
             eval_lengths=result.lengths,
             eval_seconds=round(seconds, 2),
         )
+        if result.success_rate is not None:  # goal-conditioned tasks (info["is_success"])
+            summary["eval_success_rate"] = result.success_rate
         if cfg.eval_every:
             consider_best(self, result, wall_seconds=wall_seconds)
     if (self.ckpt_dir / BEST_NAME).is_file() and cfg.eval_every:

@@ -4,8 +4,9 @@ With ``eval_every = N > 0`` the loop calls :func:`evaluate_if_due` after every u
 ``N``-th iteration (and the last) it plays ``eval_episodes`` deterministic episodes on fresh
 environments (the training envs keep their episodes in flight), with the observation
 normaliser's statistics frozen (``update=False``: evaluation never moves them). The result is
-logged as ``eval/return_mean``, ``eval/return_std``, ``eval/length_mean`` and
-``eval/seconds``; a mean return above every earlier one writes ``checkpoints/best.pt``
+logged as ``eval/return_mean``, ``eval/return_std``, ``eval/length_mean``,
+``eval/success_rate`` (the episodes' final ``info["is_success"]``, empty for tasks without
+one) and ``eval/seconds``; a mean return above every earlier one writes ``checkpoints/best.pt``
 (atomically, listed in the run dir's manifest, like ``latest.pt``). Iterations without an
 evaluation log those columns empty, so ``progress.csv`` keeps one header.
 
@@ -32,7 +33,13 @@ __all__ = ["BEST_NAME", "EVAL_KEYS", "consider_best", "evaluate_if_due", "run_ev
 #: the file name of the best checkpoint inside ``run_dir/checkpoints``
 BEST_NAME = "best.pt"
 #: the columns evaluation during training adds to progress.csv and TensorBoard
-EVAL_KEYS = ("eval/return_mean", "eval/return_std", "eval/length_mean", "eval/seconds")
+EVAL_KEYS = (
+    "eval/return_mean",
+    "eval/return_std",
+    "eval/length_mean",
+    "eval/success_rate",
+    "eval/seconds",
+)
 
 
 def run_evaluation(trainer: PPOTrainer) -> tuple[EvalResult, float]:
@@ -95,5 +102,6 @@ def evaluate_if_due(trainer: PPOTrainer, *, wall_seconds: float) -> dict[str, fl
         "eval/return_mean": result.mean,
         "eval/return_std": result.std,
         "eval/length_mean": float(np.mean(result.lengths)),
+        "eval/success_rate": math.nan if result.success_rate is None else result.success_rate,
         "eval/seconds": seconds,
     }

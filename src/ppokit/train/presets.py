@@ -134,6 +134,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         entropy_coef=0.01,
         obs_norm=False,
     ),
+    # Gymnasium-Robotics' FetchReachDense (Dict observation, 4-D Box action, 50-step episodes):
+    # the MuJoCo-style settings with a short horizon (gamma 0.95) over 8 envs
+    # (benchmarks/results/structured.md)
+    "FetchReachDense-v4": dict(
+        total_steps=200_000,
+        num_envs=8,
+        num_steps=256,
+        num_epochs=10,
+        num_minibatches=32,
+        lr=3e-4,
+        gamma=0.95,
+        entropy_coef=0.0,
+        obs_norm=True,
+        reward_scale=True,
+        init_log_std=-0.5,
+        eval_episodes=50,  # the success-rate target's 50 episodes
+    ),
     # ppokit's POMDP ids (velocities hidden): an LSTM policy, settings of
     # benchmarks/results/recurrent.md; --recurrent none gives the feed-forward control
     "ppokit/CartPoleNoVel-v1": dict(

@@ -24,6 +24,7 @@ from ppokit.envs.structured import StructuredVecEnv
 from ppokit.modules.heads import structured_actor, structured_critic
 from ppokit.train.collector import EpisodeStats, RolloutCollector
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
+from ppokit.train.success import EpisodeSuccess
 
 __all__ = [
     "StructuredCollector",
@@ -264,17 +265,20 @@ def evaluate_structured(
     seed: int = 0,
     obs_normalizer: ObservationNormalizer | None = None,
     max_steps: int = 1_000_000,
-) -> tuple[list[float], list[int]]:
-    """One deterministic episode per sub-env of ``env``: (returns, lengths).
+) -> tuple[list[float], list[int], list[bool] | None]:
+    """One deterministic episode per sub-env of ``env``: (returns, lengths, successes).
 
     Actions are the composite distribution's deterministic sample (each head's mode; a
-    masked head's most probable legal action).
+    masked head's most probable legal action). ``successes``: each episode's final
+    ``info["is_success"]`` (:class:`~ppokit.train.success.EpisodeSuccess`); None where an
+    episode ended without one.
     """
     episodes = env.num_envs
     obs = env.reset(seed=seed)
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
     active = np.ones(episodes, dtype=bool)
+    success = EpisodeSuccess(episodes)
     with torch.no_grad(), set_interaction_type(InteractionType.DETERMINISTIC):
         for _ in range(max_steps):
             obs = normalize_leaves(env, obs, obs_normalizer, update=False)
@@ -282,7 +286,9 @@ def evaluate_structured(
             _, obs, reward, terminated, truncated = env.step(step)
             returns[active] += reward[active]
             lengths[active] += 1
-            active &= ~(terminated | truncated)
+            ended = active & (terminated | truncated)
+            success.update(env.last_info, ended=ended)
+            active &= ~ended
             if not active.any():
                 break
-    return returns.tolist(), lengths.tolist()
+    return returns.tolist(), lengths.tolist(), success.result()

@@ -60,10 +60,14 @@ class IndependentBernoulli(D.Independent):
     def deterministic_sample(self) -> torch.Tensor:
         return self.mode
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+    def check_action(self, value: torch.Tensor) -> None:
+        """Refuse an action ``value`` whose trailing dims are not the event shape."""
         if value.shape[-self.reinterpreted_batch_ndims :] != self.event_shape:
             raise ValueError(
                 f"{type(self).__name__}.log_prob: action of shape {tuple(value.shape)} does "
                 f"not end with the event shape {tuple(self.event_shape)}."
             )
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        self.check_action(value)
         return super().log_prob(value)
