@@ -65,14 +65,6 @@ def check_recurrent_config(cfg: TrainConfig) -> None:
             f"--recurrent {cfg.recurrent} cannot be combined with --compile: the fused compiled "
             "update and the compiled acting path run feed-forward networks only. Drop --compile."
         )
-    if cfg.recurrent_shared:
-        raise ValueError(
-            "--recurrent-shared cannot be honoured by the trainer: it runs actor and critic as "
-            "separate networks (DistributedDataParallel cannot average a parameter used by two "
-            "forward passes). Drop it (each gets its own core), or build a shared pair with "
-            "ppokit.train.build.build_actor_critic(env, recurrent=..., recurrent_shared=True) "
-            "for your own training loop."
-        )
     length = sequence_length(cfg)
     if cfg.num_steps % length:
         raise ValueError(
