@@ -15,6 +15,9 @@ then, for a ``Box`` action space, the clip to its bounds that the environment wo
 * ``onnx``: ``torch.onnx.export`` of the same module (needs the ``export`` extra: onnx,
   onnxscript; run it with onnxruntime). Input ``observation [B, *obs]`` float32, output
   ``action`` (``[B]`` int64 or ``[B, A]`` float32).
+
+A recurrent policy (``--recurrent lstm/gru``) takes and returns its hidden state as well
+(:mod:`ppokit.train.export_recurrent`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torch import nn
 
 from ppokit.train.acting import TensorPolicy
 from ppokit.train.normalization import ObservationNormalizer
+from ppokit.train.recurrent_state import PolicyState
 
 __all__ = ["FORMATS", "DeployedPolicy", "default_export_path", "export_policy", "load_exported"]
 
@@ -129,11 +133,16 @@ def export_policy(
         space = probe.action_space
     finally:
         probe.close()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if PolicyState.for_modules(actor, batch=1) is not None:  # the state as inputs/outputs
+        from ppokit.train.export_recurrent import RecurrentDeployedPolicy, export_recurrent
+
+        policy = RecurrentDeployedPolicy(actor, obs_norm, action_space=space)
+        return export_recurrent(policy, _example(obs_norm), fmt, out)
     module = DeployedPolicy(actor, obs_norm, action_space=space).eval()
     example = _example(obs_norm)
     batch = torch.export.Dim("batch", min=1)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         if fmt == "onnx":
             torch.onnx.export(

@@ -191,6 +191,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_episodes=8,
         checkpoint_every=50,
         keep_checkpoint_every=500,
+        # with --recurrent: CleanRL's ppo_atari_lstm.py layout, one CNN -> LSTM for both heads
+        recurrent_shared=True,
     ),
     "classic_control": dict(
         total_steps=500_000,
