@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from tensordict import TensorDict
+from recurrent_steps import step_loop_against_sequence
 
 from ppokit.modules.cnn import NatureCNN, SharedTrunk
-from ppokit.modules.recurrent import recurrent_modules, set_recurrent_mode
+from ppokit.modules.recurrent import recurrent_modules
 from ppokit.train.build import build_actor_critic
-from ppokit.train.recurrent_state import PolicyState
 from ppokit.train.trainer import PPOTrainer
 
 SIDE = 36  # the Nature CNN's smallest input: 8x8/4 -> 8, 4x4/2 -> 3, 3x3/1 -> 1
@@ -67,27 +66,7 @@ def test_image_core_sequence_with_resets_matches_step_loop(kind: str, shared: bo
     frames = torch.randint(0, 256, (n, t, SIDE, SIDE, 1), dtype=torch.uint8)
     is_init = torch.zeros(n, t, 1, dtype=torch.bool)
     is_init[0, 2], is_init[1, 0], is_init[1, 3] = True, True, True
-    state = PolicyState(actor, critic, batch=n)
-    state.states = {k: torch.randn_like(v) for k, v in state.states.items()}
-    state.is_init = is_init[:, 0].clone()
-    logits, values, stored = [], [], {k: [] for k in state.keys}
-    with torch.no_grad():
-        for step in range(t):
-            td = state.fill(TensorDict({"observation": frames[:, step]}, [n]))
-            for k in state.keys:
-                stored[k].append(td[k])
-            logits.append(actor(td)["logits"])
-            values.append(critic(td)["state_value"])
-            done = is_init[:, step + 1, 0] if step + 1 < t else torch.zeros(n, dtype=torch.bool)
-            state.advance(td, done)
-    seq = TensorDict({"observation": frames, "is_init": is_init}, [n, t])
-    seq.update({k: torch.stack(v, 1) for k, v in stored.items()})
-    with set_recurrent_mode(True):
-        dist = actor.get_dist(seq.clone())
-        value = critic(seq.clone())["state_value"]
-    ref = torch.log_softmax(torch.stack(logits, 1), -1)  # Categorical normalises its logits
-    torch.testing.assert_close(dist.logits, ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(value, torch.stack(values, 1), rtol=1e-5, atol=1e-5)
+    step_loop_against_sequence(actor, critic, frames, is_init)
 
 
 def test_image_layouts() -> None:

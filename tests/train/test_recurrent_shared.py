@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tensordict import TensorDict
+from recurrent_steps import step_loop_against_sequence
 
-from ppokit.modules.recurrent import recurrent_modules, set_recurrent_mode
+from ppokit.modules.recurrent import recurrent_modules
 from ppokit.train.build import build_actor_critic
 from ppokit.train.evaluate import evaluate_policy
 from ppokit.train.policy import load_policy
@@ -38,37 +38,9 @@ def test_shared_core_sequence_with_resets_matches_step_loop(kind: str) -> None:
     obs = torch.randn(B, T, 3)
     is_init = torch.zeros(B, T, 1, dtype=torch.bool)
     is_init[0, 2], is_init[1, 5], is_init[2, 1], is_init[2, 4] = True, True, True, True
-    # reference: one step at a time from a random start state, the state zeroed by hand
-    # where the next step starts an episode (PolicyState.advance with done = next is_init)
-    state.states = {k: torch.randn_like(v) for k, v in state.states.items()}
-    state.is_init = is_init[:, 0].clone()
-    logits, values, stored = [], [], {k: [] for k in state.keys}
-    with torch.no_grad():
-        for t in range(T):
-            td = state.fill(TensorDict({"observation": obs[:, t]}, [B]))
-            for k in state.keys:
-                stored[k].append(td[k])
-            actor(td)
-            logits.append(td["logits"])
-            values.append(critic(td)["state_value"])
-            done = is_init[:, t + 1, 0] if t + 1 < T else torch.zeros(B, dtype=torch.bool)
-            state.advance(td, done)
-    seq = TensorDict(
-        {
-            "observation": obs,
-            "is_init": is_init,
-            **{k: torch.stack(v, 1) for k, v in stored.items()},
-        },
-        [B, T],
-    )
-    with set_recurrent_mode(True):
-        dist = actor.get_dist(seq.clone())
-        value = critic(seq.clone())["state_value"]
-    ref_logits = torch.log_softmax(torch.stack(logits, 1), -1)  # Categorical normalises
-    torch.testing.assert_close(dist.logits, ref_logits, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(value, torch.stack(values, 1), rtol=1e-5, atol=1e-6)
+    logits, value = step_loop_against_sequence(actor, critic, obs, is_init)
     # both losses reach the shared core: the value loss alone and the policy term alone
-    for out in (value.square().sum(), dist.logits[..., 0].sum()):
+    for out in (value.square().sum(), logits[..., 0].sum()):
         core.rnn.zero_grad()
         out.backward(retain_graph=True)
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in core.parameters())

@@ -175,8 +175,8 @@ class TrainConfig:
     (bool or 0/1, one flag per action); masked actions get probability 0. [a non-empty name]"""
     recurrent: Literal["none", "lstm", "gru"] = "none"
     """Memory for partially observed tasks: an encoder (MLP of hidden_sizes, or the Nature CNN
-    for images) -> LSTM or GRU core -> linear heads, trained on whole env sequences (docs/guide/recurrent.md); none: the
-    feed-forward MLPs."""
+    for images) -> LSTM or GRU core -> linear heads, trained on whole env sequences
+    (docs/guide/recurrent.md); none: the feed-forward networks."""
     recurrent_size: int = 128
     """Hidden size of the LSTM/GRU core (with --recurrent lstm/gru). [a positive integer]"""
     recurrent_shared: bool = False

@@ -35,7 +35,14 @@ from ppokit.train.acting import TensorPolicy
 from ppokit.train.normalization import ObservationNormalizer
 from ppokit.train.recurrent_state import PolicyState
 
-__all__ = ["FORMATS", "DeployedPolicy", "default_export_path", "export_policy", "load_exported"]
+__all__ = [
+    "FORMATS",
+    "ActionClip",
+    "DeployedPolicy",
+    "default_export_path",
+    "export_policy",
+    "load_exported",
+]
 
 #: format -> default file suffix
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported-program": ".pt2"}
@@ -65,9 +72,6 @@ class DeployedPolicy(nn.Module):
         >>> env.close()
     """
 
-    low: torch.Tensor
-    high: torch.Tensor
-
     def __init__(
         self, actor: nn.Module, obs_norm: ObservationNormalizer, *, action_space: gym.Space
     ) -> None:
@@ -82,20 +86,37 @@ class DeployedPolicy(nn.Module):
                 "'observation' (as ppokit's built actors are)."
             )
         self.policy = policy
+        self.clip = ActionClip(action_space)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.obs_norm.normalize(obs, update=False)
+        dist: Any = self.policy.distribution(x)
+        return self.clip(dist.deterministic_sample)
+
+
+class ActionClip(nn.Module):
+    """Clip actions to a ``Box`` space's bounds (the identity for any other space).
+
+    Example:
+        >>> clip = ActionClip(gym.spaces.Box(-2.0, 2.0, (1,), np.float32))
+        >>> clip(torch.tensor([[3.0], [-0.5]])).flatten().tolist()
+        [2.0, -0.5]
+    """
+
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def __init__(self, action_space: gym.Space) -> None:
+        super().__init__()
         box = action_space if isinstance(action_space, gym.spaces.Box) else None
-        self.clip = box is not None
+        self.enabled = box is not None
         low = np.asarray(box.low if box is not None else [-math.inf], np.float32)
         high = np.asarray(box.high if box is not None else [math.inf], np.float32)
         self.register_buffer("low", torch.from_numpy(low.copy()))
         self.register_buffer("high", torch.from_numpy(high.copy()))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = self.obs_norm.normalize(obs, update=False)
-        dist: Any = self.policy.distribution(x)
-        action = dist.deterministic_sample
-        if self.clip:
-            action = torch.clamp(action, self.low, self.high)
-        return action
+    def forward(self, action: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(action, self.low, self.high) if self.enabled else action
 
 
 def default_export_path(run_dir: str | Path, fmt: str, checkpoint: str) -> Path:

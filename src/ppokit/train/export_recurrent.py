@@ -13,18 +13,17 @@ returned state at every other step. One step is the actor's own code path while 
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from tensordict.nn import ProbabilisticTensorDictModule, ProbabilisticTensorDictSequential
 from torch import nn
 
 from ppokit.modules.recurrent import recurrent_modules
+from ppokit.train.export import ActionClip
 from ppokit.train.normalization import ObservationNormalizer
 from ppokit.train.recurrent_acting import RecurrentActing
 
@@ -56,9 +55,6 @@ class RecurrentDeployedPolicy(nn.Module):
         (torch.Size([4]), torch.Size([4, 1, 8]))
     """
 
-    low: torch.Tensor
-    high: torch.Tensor
-
     def __init__(
         self, actor: nn.Module, obs_norm: ObservationNormalizer, *, action_space: gym.Space
     ) -> None:
@@ -83,12 +79,7 @@ class RecurrentDeployedPolicy(nn.Module):
         self.dist_kwargs = dict(dist_module.distribution_kwargs or {})
         names = [k[-1] if isinstance(k, tuple) else k for k in dist_module.dist_keys]
         self.dist_params = list(zip(names, dist_module.in_keys))
-        box = action_space if isinstance(action_space, gym.spaces.Box) else None
-        self.clip = box is not None
-        low = np.asarray(box.low if box is not None else [-math.inf], np.float32)
-        high = np.asarray(box.high if box is not None else [math.inf], np.float32)
-        self.register_buffer("low", torch.from_numpy(low.copy()))
-        self.register_buffer("high", torch.from_numpy(high.copy()))
+        self.clip = ActionClip(action_space)
 
     def initial_state(self, batch: int) -> list[torch.Tensor]:
         """The zero state of ``batch`` fresh episodes, in :attr:`state_keys` order."""
@@ -106,9 +97,7 @@ class RecurrentDeployedPolicy(nn.Module):
         values["is_init"] = torch.zeros(obs.shape[0], 1, dtype=torch.bool, device=obs.device)
         self.chain(values)
         params = {name: values[key] for name, key in self.dist_params}
-        action = self.dist_cls(**params, **self.dist_kwargs).deterministic_sample
-        if self.clip:
-            action = torch.clamp(action, self.low, self.high)
+        action = self.clip(self.dist_cls(**params, **self.dist_kwargs).deterministic_sample)
         return (action, *(values[("next", k)] for k in self.state_keys))
 
 

@@ -134,19 +134,10 @@ def make_update_step(
         ...
         ValueError: compile=True cannot be honoured: FusedPPOUpdate runs Adam's update rule ...
     """
-    if sequences and not compile:  # compile with a recurrent core is refused by the config
+    if not compile:  # (compile with a recurrent core is refused by the config)
         from ppokit.train.sequences import SequenceUpdate
 
-        return SequenceUpdate(
-            loss,
-            optimizer,
-            params,
-            max_grad_norm=max_grad_norm,
-            kl_mean=kl_mean,
-            grad_sync=grad_sync,
-        )
-    if not compile:
-        return EagerUpdate(
+        return (SequenceUpdate if sequences else EagerUpdate)(
             loss,
             optimizer,
             params,
