@@ -20,6 +20,8 @@ from recurrent_steps import step_loop_against_sequence
 from ppokit.modules.cnn import NatureCNN, SharedTrunk
 from ppokit.modules.recurrent import recurrent_modules
 from ppokit.train.build import build_actor_critic
+from ppokit.train.policy import load_policy
+from ppokit.train.recurrent_state import PolicyState
 from ppokit.train.trainer import PPOTrainer
 
 SIDE = 36  # the Nature CNN's smallest input: 8x8/4 -> 8, 4x4/2 -> 3, 3x3/1 -> 1
@@ -112,3 +114,8 @@ def test_image_lstm_run_stores_uint8_frames_and_writes_a_summary(tmp_path) -> No
     assert (result.env_steps, result.iterations) == (48, 2)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["eval_episodes"] == 2
+    # load_policy rebuilds the same layout (one CNN and core) from the run's config
+    actor, _, cfg = load_policy(tmp_path)
+    assert cfg.recurrent_shared and len(PolicyState(actor, batch=1).keys) == 2  # h and c
+    for name, value in actor.state_dict().items():
+        torch.testing.assert_close(value, trainer.actor.state_dict()[name])
