@@ -19,6 +19,18 @@ from ppokit.train.recurrent_state import PolicyState
 from ppokit.train.trainer import PPOTrainer
 
 B, T = 3, 7
+#: a two-env CartPoleNoVel run of 32-step iterations, small networks
+SMALL_RUN = dict(
+    env="ppokit/CartPoleNoVel-v1",
+    recurrent_size=8,
+    hidden_sizes=(8,),
+    num_envs=2,
+    num_steps=16,
+    num_minibatches=2,
+    num_epochs=2,
+    eval_episodes=0,
+    progress=False,
+)
 
 
 def _shared(kind: str, discrete: bool = True):
@@ -47,21 +59,8 @@ def test_shared_core_sequence_with_resets_matches_step_loop(kind: str) -> None:
 
 
 def test_shared_run_resumes_deterministically_and_loads(tmp_path) -> None:
-    opts = dict(
-        env="ppokit/CartPoleNoVel-v1",
-        recurrent="gru",
-        recurrent_shared=True,
-        recurrent_size=8,
-        hidden_sizes=(8,),
-        num_envs=2,
-        num_steps=16,
-        recurrent_seq_len=8,
-        num_minibatches=2,
-        num_epochs=1,
-        eval_episodes=0,
-        progress=False,
-        checkpoint_every=1,
-    )
+    opts = dict(SMALL_RUN, recurrent="gru", recurrent_shared=True, recurrent_seq_len=8)
+    opts.update(num_epochs=1, checkpoint_every=1)
     first = tmp_path / "first"
     PPOTrainer(run_dir=first, total_steps=64, **opts).train()
     # two resumes from the same checkpoint take the very same steps (weights, optimizer,
@@ -84,21 +83,8 @@ def test_shared_run_resumes_deterministically_and_loads(tmp_path) -> None:
 def test_resumed_trainer_updates_exactly_as_the_uninterrupted_one(tmp_path, kind, shared) -> None:
     """Weights, optimizer moments, shuffling stream: the resumed trainer's update on a
     rollout is bit-identical to the update the uninterrupted trainer makes on it."""
-    opts = dict(
-        env="ppokit/CartPoleNoVel-v1",
-        recurrent=kind,
-        recurrent_shared=shared,
-        recurrent_size=8,
-        hidden_sizes=(8,),
-        num_envs=2,
-        num_steps=16,
-        recurrent_seq_len=4,
-        num_minibatches=2,
-        num_epochs=2,
-        anneal_lr=False,  # the two trainers plan different numbers of iterations
-        eval_episodes=0,
-        progress=False,
-    )
+    opts = dict(SMALL_RUN, recurrent=kind, recurrent_shared=shared, recurrent_seq_len=4)
+    opts.update(anneal_lr=False)  # the two trainers plan different numbers of iterations
     uninterrupted = PPOTrainer(run_dir=tmp_path, total_steps=64, **opts)
     uninterrupted.train()  # checkpoints at its end
     resumed = PPOTrainer(run_dir=tmp_path, total_steps=96, resume=True, **opts)
