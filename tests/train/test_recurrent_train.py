@@ -262,3 +262,12 @@ def test_recurrent_actor_with_a_feed_forward_critic_trains(tmp_path) -> None:
     )
     assert trainer.recurrent is not None and trainer.recurrent.critic_keys == []
     assert trainer.train().env_steps == 512
+
+
+def test_a_recurrent_run_off_the_cpu_is_refused_with_the_fix() -> None:
+    with GymVecEnv("ppokit/CartPoleNoVel-v1", 1) as env:
+        actor, critic = build_actor_critic(env, recurrent="gru", recurrent_size=8)
+    cfg = TrainConfig(recurrent="gru", num_envs=1, num_steps=16, device="auto")
+    assert RecurrentRollout.for_config(actor, critic, cfg, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"device is 'cuda:0' .* Pass --device cpu"):
+        RecurrentRollout.for_config(actor, critic, cfg, device=torch.device("cuda:0"))

@@ -138,13 +138,29 @@ class RecurrentRollout:
 
     @classmethod
     def for_config(
-        cls, actor: nn.Module, critic: nn.Module, cfg: TrainConfig
+        cls,
+        actor: nn.Module,
+        critic: nn.Module,
+        cfg: TrainConfig,
+        *,
+        device: torch.device | None = None,
     ) -> RecurrentRollout | None:
         """:meth:`for_modules` with the run's sizes (``None`` for feed-forward networks); a
-        user's recurrent actor/critic is checked as ``--recurrent`` would be."""
+        user's recurrent actor/critic is checked as ``--recurrent`` would be.
+
+        Raises:
+            ValueError: ``device`` (where the run's networks are) is not the CPU: the carried
+                state and the acting path of a recurrent policy live on the CPU.
+        """
         found = cls.for_modules(actor, critic, num_envs=cfg.num_envs, seq_len=sequence_length(cfg))
         if found is not None:
             check_recurrent_config(cfg)
+            if device is not None and torch.device(device).type != "cpu":
+                raise ValueError(
+                    f"A recurrent policy trains on the CPU only in this version; the run's "
+                    f"device is {str(device)!r} (--device {cfg.device}). The carried hidden "
+                    "state and the recurrent acting path are kept on the CPU. Pass --device cpu."
+                )
         return found
 
     # ------------------------------------------------------------------ collection

@@ -186,7 +186,9 @@ class PPOTrainer:
         self.params = unique_params(self.actor, self.critic)
         if shared:  # every rank starts from rank 0's weights (what DDP does when wrapping)
             broadcast_parameters(self.params, self.world)
-        self.recurrent = RecurrentRollout.for_config(self.actor, self.critic, cfg)  # or None
+        self.recurrent = RecurrentRollout.for_config(  # None for feed-forward networks
+            self.actor, self.critic, cfg, device=self.device
+        )
         self.optimizer = build_optimizer(self.params, lr=cfg.lr, eps=cfg.adam_eps)
         # chosen once: eager, or (compile=True) loss, gradient, clip and Adam as one compiled
         # graph sharing the modules and the optimizer's state; refused with the reason
