@@ -1,6 +1,13 @@
-"""Two-rank recurrent training for test_recurrent_train.py (run by torchrun): after a few
-iterations every rank must hold the same weights (DDP averaged the recurrent cores'
-gradients too). Rank 0 writes ``{"same": bool, "wrapped": int}`` to argv[1]."""
+"""Two-rank recurrent training for test_recurrent_train.py (run by torchrun), in one session:
+
+- ``separate``: GRU actor and critic with their own cores (DDP wraps encoder, core, head);
+- ``shared``: one LSTM encoder and core for both (DDP cannot wrap it: the gradients are
+  all-reduced after backward by ``GradientAverager``).
+
+After a few iterations every rank must hold the same weights. The averager is also checked
+on rank-specific gradients against the mean of all ranks' gathered gradients. Rank 0 writes
+``{"separate": {...}, "shared": {...}, "averaged": bool}`` to argv[1].
+"""
 
 from __future__ import annotations
 
@@ -9,19 +16,18 @@ import sys
 import tempfile
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ppokit.distributed import init_distributed, shutdown_distributed
+from ppokit.distributed import GradientAverager, World, init_distributed, shutdown_distributed
 from ppokit.train.trainer import PPOTrainer
 
 
-def main() -> None:
-    world = init_distributed(device="cpu")
+def run(world: World, **layout: object) -> dict:
     trainer = PPOTrainer(
         env="ppokit/CartPoleNoVel-v1",
         run_dir=tempfile.mkdtemp(),
         world=world,
-        recurrent="gru",
         recurrent_size=8,
         num_envs=2,
         num_steps=16,
@@ -31,16 +37,43 @@ def main() -> None:
         total_steps=128,
         eval_episodes=0,
         progress=False,
+        **layout,
     )
+    before = torch.cat([p.detach().flatten() for p in trainer.params])
     trainer.train()
     flat = torch.cat([p.detach().flatten() for p in trainer.params])
-    gathered = [torch.zeros_like(flat) for _ in range(world.world_size)]
-    torch.distributed.all_gather(gathered, flat)
     wrapped = sum(isinstance(m, DistributedDataParallel) for m in trainer.actor.modules())
+    return {
+        "same": all(torch.equal(flat, g) for g in world.all_gather(flat)),
+        "moved": not torch.equal(before, flat),
+        "wrapped": wrapped,
+    }
+
+
+def averaged(world: World) -> bool:
+    """GradientAverager's gradients equal the mean of every rank's own gradients."""
+    torch.manual_seed(world.rank)
+    net = nn.Linear(3, 2)
+    params = list(net.parameters())
+    net(torch.randn(5, 3) * (world.rank + 1)).square().sum().backward()
+    own = [p.grad.clone() for p in params]
+    GradientAverager(world)(params)
+    return all(
+        torch.allclose(p.grad, torch.stack(world.all_gather(g)).mean(0))
+        for p, g in zip(params, own)
+    )
+
+
+def main() -> None:
+    world = init_distributed(device="cpu")
+    result = {
+        "separate": run(world, recurrent="gru"),
+        "shared": run(world, recurrent="lstm", recurrent_shared=True),
+        "averaged": averaged(world),
+    }
     if world.is_main:
-        same = all(torch.equal(gathered[0], g) for g in gathered[1:])
         with open(sys.argv[1], "w") as f:
-            json.dump({"same": same, "wrapped": wrapped}, f)
+            json.dump(result, f)
     shutdown_distributed(synchronize=True)
 
 

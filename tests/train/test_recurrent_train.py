@@ -157,7 +157,6 @@ def test_sequence_rows_keep_time_order() -> None:
         ({"compile": True}, "cannot be combined with --compile"),
         ({"recurrent_seq_len": 5}, "does not divide --num-steps 32"),
         ({"num_envs": 3, "num_minibatches": 2}, "3 sequences do not divide"),
-        ({"recurrent_shared": True}, "--recurrent-shared cannot be honoured"),
     ],
 )
 def test_options_a_recurrent_run_cannot_honour_are_refused(overrides: dict, message: str) -> None:
@@ -224,7 +223,7 @@ def test_memory_task_needs_the_recurrent_core() -> None:
 
 
 @pytest.mark.distributed
-def test_two_ranks_keep_the_recurrent_cores_in_step(tmp_path) -> None:
+def test_two_ranks_keep_separate_and_shared_recurrent_cores_in_step(tmp_path) -> None:
     import json
     import os
     import subprocess
@@ -240,8 +239,11 @@ def test_two_ranks_keep_the_recurrent_cores_in_step(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["wrapped"] >= 3  # encoder, core and head of the actor
-    assert result["same"]
+    assert result["separate"]["wrapped"] >= 3  # encoder, core and head of the actor
+    assert result["shared"]["wrapped"] == 0  # gradients all-reduced after backward instead
+    for layout in ("separate", "shared"):
+        assert result[layout]["same"] and result[layout]["moved"], layout
+    assert result["averaged"]
 
 
 def test_recurrent_actor_with_a_feed_forward_critic_trains(tmp_path) -> None:
@@ -260,3 +262,12 @@ def test_recurrent_actor_with_a_feed_forward_critic_trains(tmp_path) -> None:
     )
     assert trainer.recurrent is not None and trainer.recurrent.critic_keys == []
     assert trainer.train().env_steps == 512
+
+
+def test_a_recurrent_run_off_the_cpu_is_refused_with_the_fix() -> None:
+    with GymVecEnv("ppokit/CartPoleNoVel-v1", 1) as env:
+        actor, critic = build_actor_critic(env, recurrent="gru", recurrent_size=8)
+    cfg = TrainConfig(recurrent="gru", num_envs=1, num_steps=16, device="auto")
+    assert RecurrentRollout.for_config(actor, critic, cfg, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"device is 'cuda:0' .* Pass --device cpu"):
+        RecurrentRollout.for_config(actor, critic, cfg, device=torch.device("cuda:0"))

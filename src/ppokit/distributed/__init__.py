@@ -1,11 +1,13 @@
 """ppokit.distributed: multi-process training through torch.distributed (DDP under torchrun).
 
-Three jobs, one module each:
+Four jobs, one module each:
 
 - :mod:`ppokit.distributed.world`: who this process is (:class:`World`), joining and leaving
   the process group (:func:`init_distributed`, :func:`shutdown_distributed`), per-rank seeds;
 - :mod:`ppokit.distributed.ddp`: DistributedDataParallel around the networks inside TensorDict
   modules (:func:`wrap_ddp`, :func:`unwrap_ddp`);
+- :mod:`ppokit.distributed.shared`: gradients averaged by hand for an actor and a critic that
+  share parameters (:class:`GradientAverager`, :func:`broadcast_parameters`);
 - :mod:`ppokit.distributed.stats`: statistics over every rank's data (:func:`global_moments`,
   :func:`global_standardize`, :func:`global_mean_weight`, :class:`RunningStatsMerger`).
 
@@ -17,6 +19,7 @@ Example:
 """
 
 from ppokit.distributed.ddp import unwrap_ddp, wrap_ddp
+from ppokit.distributed.shared import GradientAverager, broadcast_parameters, shares_parameters
 from ppokit.distributed.stats import (
     RunningStatsMerger,
     global_mean_weight,
@@ -34,13 +37,16 @@ from ppokit.distributed.world import (
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "GradientAverager",
     "RunningStatsMerger",
     "World",
+    "broadcast_parameters",
     "global_mean_weight",
     "global_moments",
     "global_standardize",
     "init_distributed",
     "rank_seed",
+    "shares_parameters",
     "shutdown_distributed",
     "unwrap_ddp",
     "world_from_env",

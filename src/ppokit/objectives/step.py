@@ -39,6 +39,7 @@ def eager_update(
     max_grad_norm: float | None = None,
     target_kl: float | None = None,
     kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    grad_sync: Callable[[list[nn.Parameter]], None] | None = None,
 ) -> UpdateResult:
     """One eager PPO minibatch update: loss, backward of its ``loss_*`` sum, clip, step.
 
@@ -50,6 +51,8 @@ def eager_update(
         max_grad_norm: clip the global L2 norm of the gradients to this (None: no clip).
         target_kl: skip the update when the minibatch's ``kl_approx`` exceeds this.
         kl_mean: how the KL is averaged before that test (e.g. over ranks); default as is.
+        grad_sync: called on ``params`` after ``backward``, before the clip (e.g. averaging
+            the gradients over ranks, :class:`ppokit.distributed.GradientAverager`).
 
     Returns:
         :class:`UpdateResult` (the gradient norm is None when the KL test skipped the update).
@@ -78,6 +81,8 @@ def eager_update(
             return UpdateResult(out, None, False)
     optimizer.zero_grad(set_to_none=True)
     sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+    if grad_sync is not None:
+        grad_sync(params)
     norm = nn.utils.clip_grad_norm_(
         params, math.inf if max_grad_norm is None else max_grad_norm, foreach=True
     )

@@ -113,7 +113,7 @@ def build_actor_critic(
             ortho_init=ortho_init,
         )
 
-    if len(env.obs_shape) == 3:  # images: the Nature CNN (ppokit.train.build_cnn)
+    if len(env.obs_shape) == 3 and recurrent == "none":  # images: the Nature CNN
         from ppokit.train.build_cnn import build_cnn_actor_critic
 
         return build_cnn_actor_critic(env, share_trunk=share_trunk, init_log_std=init_log_std)
@@ -122,7 +122,7 @@ def build_actor_critic(
     if activation not in activations:
         raise ValueError(f"activation must be one of {sorted(activations)}, got {activation!r}.")
     act_cls = activations[activation]
-    if recurrent != "none":
+    if recurrent != "none":  # (images too: CNN -> core -> heads)
         from ppokit.train.recurrent_build import build_recurrent_actor_critic
 
         return build_recurrent_actor_critic(
@@ -134,6 +134,7 @@ def build_actor_critic(
             activation=act_cls,
             init_log_std=init_log_std,
             ortho_init=ortho_init,
+            share_trunk=share_trunk,
         )
     obs_dim = int(np.prod(env.obs_shape))
     cells = tuple(hidden_sizes)

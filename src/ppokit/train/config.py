@@ -169,19 +169,20 @@ class TrainConfig:
     (refused up front where CUDA is not available). [auto, cpu or cuda]"""
     share_trunk: bool = True
     """Image observations: one CNN trunk for the actor and the critic (the PPO paper's Atari
-    network); --no-share-trunk builds two, which --compile and torchrun need."""
+    network); --no-share-trunk builds two, which --compile needs."""
     action_mask_key: str = "action_mask"
     """Name of the env's action mask: a top-level Dict observation entry or an info entry
     (bool or 0/1, one flag per action); masked actions get probability 0. [a non-empty name]"""
     recurrent: Literal["none", "lstm", "gru"] = "none"
-    """Memory for partially observed tasks: an encoder MLP (hidden_sizes) -> LSTM or GRU core
-    -> linear heads, trained on whole env sequences (docs/guide/recurrent.md); none: the
-    feed-forward MLPs."""
+    """Memory for partially observed tasks: an encoder (MLP of hidden_sizes, or the Nature CNN
+    for images) -> LSTM or GRU core -> linear heads, trained on whole env sequences
+    (docs/guide/recurrent.md); none: the feed-forward networks."""
     recurrent_size: int = 128
     """Hidden size of the LSTM/GRU core (with --recurrent lstm/gru). [a positive integer]"""
     recurrent_shared: bool = False
     """Actor and critic share one encoder and recurrent core (one state); otherwise each has
-    its own."""
+    its own core (for images on one CNN unless --no-share-trunk). The atari preset sets it
+    (CleanRL's ppo_atari_lstm layout)."""
     recurrent_seq_len: int = 0
     """Length of the training sequences each env's rollout is cut into, each re-run from the
     state stored at its start (0: the whole rollout, num_steps). [an integer >= 0 dividing

@@ -15,6 +15,9 @@ then, for a ``Box`` action space, the clip to its bounds that the environment wo
 * ``onnx``: ``torch.onnx.export`` of the same module (needs the ``export`` extra: onnx,
   onnxscript; run it with onnxruntime). Input ``observation [B, *obs]`` float32, output
   ``action`` (``[B]`` int64 or ``[B, A]`` float32).
+
+A recurrent policy (``--recurrent lstm/gru``) takes and returns its hidden state as well
+(:mod:`ppokit.train.export_recurrent`).
 """
 
 from __future__ import annotations
@@ -30,8 +33,16 @@ from torch import nn
 
 from ppokit.train.acting import TensorPolicy
 from ppokit.train.normalization import ObservationNormalizer
+from ppokit.train.recurrent_state import PolicyState
 
-__all__ = ["FORMATS", "DeployedPolicy", "default_export_path", "export_policy", "load_exported"]
+__all__ = [
+    "FORMATS",
+    "ActionClip",
+    "DeployedPolicy",
+    "default_export_path",
+    "export_policy",
+    "load_exported",
+]
 
 #: format -> default file suffix
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported-program": ".pt2"}
@@ -61,9 +72,6 @@ class DeployedPolicy(nn.Module):
         >>> env.close()
     """
 
-    low: torch.Tensor
-    high: torch.Tensor
-
     def __init__(
         self, actor: nn.Module, obs_norm: ObservationNormalizer, *, action_space: gym.Space
     ) -> None:
@@ -78,20 +86,37 @@ class DeployedPolicy(nn.Module):
                 "'observation' (as ppokit's built actors are)."
             )
         self.policy = policy
+        self.clip = ActionClip(action_space)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.obs_norm.normalize(obs, update=False)
+        dist: Any = self.policy.distribution(x)
+        return self.clip(dist.deterministic_sample)
+
+
+class ActionClip(nn.Module):
+    """Clip actions to a ``Box`` space's bounds (the identity for any other space).
+
+    Example:
+        >>> clip = ActionClip(gym.spaces.Box(-2.0, 2.0, (1,), np.float32))
+        >>> clip(torch.tensor([[3.0], [-0.5]])).flatten().tolist()
+        [2.0, -0.5]
+    """
+
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def __init__(self, action_space: gym.Space) -> None:
+        super().__init__()
         box = action_space if isinstance(action_space, gym.spaces.Box) else None
-        self.clip = box is not None
+        self.enabled = box is not None
         low = np.asarray(box.low if box is not None else [-math.inf], np.float32)
         high = np.asarray(box.high if box is not None else [math.inf], np.float32)
         self.register_buffer("low", torch.from_numpy(low.copy()))
         self.register_buffer("high", torch.from_numpy(high.copy()))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = self.obs_norm.normalize(obs, update=False)
-        dist: Any = self.policy.distribution(x)
-        action = dist.deterministic_sample
-        if self.clip:
-            action = torch.clamp(action, self.low, self.high)
-        return action
+    def forward(self, action: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(action, self.low, self.high) if self.enabled else action
 
 
 def default_export_path(run_dir: str | Path, fmt: str, checkpoint: str) -> Path:
@@ -129,11 +154,16 @@ def export_policy(
         space = probe.action_space
     finally:
         probe.close()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if PolicyState.for_modules(actor, batch=1) is not None:  # the state as inputs/outputs
+        from ppokit.train.export_recurrent import RecurrentDeployedPolicy, export_recurrent
+
+        policy = RecurrentDeployedPolicy(actor, obs_norm, action_space=space)
+        return export_recurrent(policy, _example(obs_norm), fmt, out)
     module = DeployedPolicy(actor, obs_norm, action_space=space).eval()
     example = _example(obs_norm)
     batch = torch.export.Dim("batch", min=1)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         if fmt == "onnx":
             torch.onnx.export(

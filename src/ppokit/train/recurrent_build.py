@@ -1,12 +1,16 @@
 """The recurrent actor and critic of ``ppokit train --recurrent {lstm,gru}``.
 
-encoder MLP -> LSTM/GRU core -> linear heads. With ``shared=True`` actor and critic are made of
-the very same encoder and core modules (one state to carry, both losses train the core);
-otherwise the critic has its own, with state keys prefixed ``critic_``.
+encoder -> LSTM/GRU core -> linear heads. The encoder is an MLP, or for image observations the
+Nature CNN (CleanRL's ``ppo_atari_lstm.py`` layout: CNN -> LSTM -> heads; the rollout keeps
+the uint8 frames). With ``shared=True`` actor and critic are made of the very same encoder and
+core modules (one state to carry, both losses train the core); otherwise the critic has its
+own core, with state keys prefixed ``critic_``, and for images its own CNN unless
+``share_trunk`` (one CNN feeding both cores).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +23,8 @@ __all__ = ["RECURRENT_KINDS", "build_recurrent_actor_critic", "make_core"]
 
 #: the ``--recurrent`` choices that build a recurrent core
 RECURRENT_KINDS = ("lstm", "gru")
+#: the Nature CNN's feature width (the core's input for image observations)
+_CNN_FEATURES = 512
 
 
 def make_core(
@@ -66,8 +72,13 @@ def build_recurrent_actor_critic(
     activation: type[nn.Module],
     init_log_std: float,
     ortho_init: bool,
+    share_trunk: bool = True,
 ) -> tuple[Any, Any]:
     """Actor and critic for ``env``'s spaces around a recurrent core (see the module doc).
+
+    Image observations (rank 3, uint8): a :class:`~ppokit.modules.cnn.NatureCNN` encoder
+    (512 features; ``hidden_sizes``, ``activation`` and ``ortho_init`` are for MLPs and
+    unused). ``shared=True`` needs ``share_trunk=True`` there (one encoder and core).
 
     The actor reads ``"observation"``, ``"is_init"`` and the core's state keys, and writes
     ``"action"``, ``"action_log_prob"`` and the next state under ``"next"``; the critic writes
@@ -86,27 +97,26 @@ def build_recurrent_actor_critic(
     from ppokit.modules.mlp import MLP
     from ppokit.train.build import GaussianHead
 
-    if not hidden_sizes:
+    image = len(env.obs_shape) == 3
+    if image and shared and not share_trunk:
+        raise ValueError(
+            "--recurrent-shared shares the CNN encoder with the core, but --no-share-trunk asks "
+            "for two CNNs. Drop one of them."
+        )
+    if not image and not hidden_sizes:
         raise ValueError("a recurrent policy needs at least one encoder layer in hidden_sizes.")
-    obs_dim = int(np.prod(env.obs_shape))
-    embed = hidden_sizes[-1]
     # as the feed-forward build: output gains exist only for the orthogonal init
     init: dict[str, Any] = {} if ortho_init else {"init": "default"}
     policy_init = {"output_gain": 0.01} if ortho_init else init
     value_init = {"output_gain": 1.0} if ortho_init else init
+    embed, encoder_net = (
+        _image_encoder(env, share=share_trunk or shared)
+        if image
+        else _mlp_encoder(env, hidden_sizes, activation, init)
+    )
 
     def encoder(prefix: str) -> TensorDictModule:
-        net = nn.Sequential(
-            MLP(
-                obs_dim,
-                embed,
-                num_cells=hidden_sizes[:-1],
-                activation_class=activation,
-                **init,
-            ),
-            activation(),
-        )
-        return TensorDictModule(net, in_keys=["observation"], out_keys=[prefix + "embed"])
+        return TensorDictModule(encoder_net(), in_keys=["observation"], out_keys=[prefix + "embed"])
 
     body = TensorDictSequential(
         encoder(""), make_core(kind, embed, recurrent_size, ortho_init=ortho_init)
@@ -136,3 +146,37 @@ def build_recurrent_actor_critic(
     )
     critic = TensorDictSequential(critic_body, value)
     return actor, critic
+
+
+def _image_encoder(env: Any, *, share: bool) -> tuple[int, Callable[[], nn.Module]]:
+    """(features, a maker of the image encoder): the same :class:`SharedTrunk`-wrapped CNN on
+    every call with ``share`` (the loss's second pass over a minibatch reuses its output),
+    else a new CNN per call."""
+    from ppokit.envs.images import image_layout
+    from ppokit.modules.cnn import NatureCNN, SharedTrunk
+
+    shape = tuple(env.obs_shape)
+    layout = image_layout(shape)
+
+    def cnn() -> nn.Module:
+        return NatureCNN((shape[0], shape[1], shape[2]), layout=layout, features=_CNN_FEATURES)
+
+    if not share:
+        return _CNN_FEATURES, cnn
+    trunk = SharedTrunk(cnn())
+    return _CNN_FEATURES, lambda: trunk
+
+
+def _mlp_encoder(
+    env: Any, hidden_sizes: tuple[int, ...], activation: type[nn.Module], init: dict[str, Any]
+) -> tuple[int, Callable[[], nn.Module]]:
+    """(features, a maker of a new MLP encoder ``obs -> hidden_sizes[-1]``, activated)."""
+    from ppokit.modules.mlp import MLP
+
+    obs_dim, embed = int(np.prod(env.obs_shape)), hidden_sizes[-1]
+
+    def mlp() -> nn.Module:
+        net = MLP(obs_dim, embed, num_cells=hidden_sizes[:-1], activation_class=activation, **init)
+        return nn.Sequential(net, activation())
+
+    return embed, mlp

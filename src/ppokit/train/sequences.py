@@ -65,14 +65,6 @@ def check_recurrent_config(cfg: TrainConfig) -> None:
             f"--recurrent {cfg.recurrent} cannot be combined with --compile: the fused compiled "
             "update and the compiled acting path run feed-forward networks only. Drop --compile."
         )
-    if cfg.recurrent_shared:
-        raise ValueError(
-            "--recurrent-shared cannot be honoured by the trainer: it runs actor and critic as "
-            "separate networks (DistributedDataParallel cannot average a parameter used by two "
-            "forward passes). Drop it (each gets its own core), or build a shared pair with "
-            "ppokit.train.build.build_actor_critic(env, recurrent=..., recurrent_shared=True) "
-            "for your own training loop."
-        )
     length = sequence_length(cfg)
     if cfg.num_steps % length:
         raise ValueError(
@@ -146,13 +138,29 @@ class RecurrentRollout:
 
     @classmethod
     def for_config(
-        cls, actor: nn.Module, critic: nn.Module, cfg: TrainConfig
+        cls,
+        actor: nn.Module,
+        critic: nn.Module,
+        cfg: TrainConfig,
+        *,
+        device: torch.device | None = None,
     ) -> RecurrentRollout | None:
         """:meth:`for_modules` with the run's sizes (``None`` for feed-forward networks); a
-        user's recurrent actor/critic is checked as ``--recurrent`` would be."""
+        user's recurrent actor/critic is checked as ``--recurrent`` would be.
+
+        Raises:
+            ValueError: ``device`` (where the run's networks are) is not the CPU: the carried
+                state and the acting path of a recurrent policy live on the CPU.
+        """
         found = cls.for_modules(actor, critic, num_envs=cfg.num_envs, seq_len=sequence_length(cfg))
         if found is not None:
             check_recurrent_config(cfg)
+            if device is not None and torch.device(device).type != "cpu":
+                raise ValueError(
+                    f"A recurrent policy trains on the CPU only in this version; the run's "
+                    f"device is {str(device)!r} (--device {cfg.device}). The carried hidden "
+                    "state and the recurrent acting path are kept on the CPU. Pass --device cpu."
+                )
         return found
 
     # ------------------------------------------------------------------ collection

@@ -24,9 +24,12 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
 from ppokit.distributed import (
+    GradientAverager,
     RunningStatsMerger,
     World,
+    broadcast_parameters,
     rank_seed,
+    shares_parameters,
     unwrap_ddp,
     wrap_ddp,
 )
@@ -166,8 +169,12 @@ class PPOTrainer:
         self.actor, self.critic = checked_module(actor, "actor"), checked_module(critic, "critic")
         move_modules(self.device, self.actor, self.critic)  # before DDP wraps them
         # DDP on the plain networks inside the TensorDict modules (ppokit.wrap_ddp):
-        # the loss keeps the actor's get_dist, and backward() averages gradients over ranks
-        if self.world.is_distributed:  # (wrap_ddp refuses a shared CNN trunk even alone)
+        # the loss keeps the actor's get_dist, and backward() averages gradients over ranks.
+        # Networks shared by actor and critic (a shared trunk or recurrent core) run twice per
+        # loss, which DDP cannot hook: their gradients are all-reduced after backward instead.
+        shared = self.world.is_distributed and shares_parameters(self.actor, self.critic)
+        grad_sync = GradientAverager(self.world) if shared else None
+        if self.world.is_distributed and not shared:
             wrap_ddp(self.actor, self.critic, world=self.world)
         # in DDP the advantage is standardised over all ranks' minibatch (in update())
         self.loss = build_loss(
@@ -177,7 +184,11 @@ class PPOTrainer:
             normalize_advantage=(cfg.normalize_advantage and not self.world.is_distributed),
         ).to(self.device)
         self.params = unique_params(self.actor, self.critic)
-        self.recurrent = RecurrentRollout.for_config(self.actor, self.critic, cfg)  # or None
+        if shared:  # every rank starts from rank 0's weights (what DDP does when wrapping)
+            broadcast_parameters(self.params, self.world)
+        self.recurrent = RecurrentRollout.for_config(  # None for feed-forward networks
+            self.actor, self.critic, cfg, device=self.device
+        )
         self.optimizer = build_optimizer(self.params, lr=cfg.lr, eps=cfg.adam_eps)
         # chosen once: eager, or (compile=True) loss, gradient, clip and Adam as one compiled
         # graph sharing the modules and the optimizer's state; refused with the reason
@@ -189,6 +200,7 @@ class PPOTrainer:
             max_grad_norm=cfg.max_grad_norm,
             kl_mean=self.world.all_reduce_mean,
             sequences=self.recurrent is not None,
+            grad_sync=grad_sync,
         )
         #: "eager" or "fused": the update step this run uses
         self.update_kind = update_kind(self.update_step)

@@ -48,6 +48,8 @@ class EagerUpdate:
     Keyword Args:
         max_grad_norm: global gradient-norm clip (None: no clip).
         kl_mean: how ``kl_approx`` is averaged before the ``target_kl`` test (over ranks).
+        grad_sync: called on ``params`` between backward and clip (averaging the gradients
+            over ranks when actor and critic share parameters, which DDP cannot wrap).
 
     Example:
         >>> from tensordict import TensorDict
@@ -75,12 +77,14 @@ class EagerUpdate:
         *,
         max_grad_norm: float | None = None,
         kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        grad_sync: Callable[[list[nn.Parameter]], None] | None = None,
     ) -> None:
         self.loss = loss
         self.optimizer = optimizer
         self.params = params
         self.max_grad_norm = max_grad_norm
         self.kl_mean = kl_mean
+        self.grad_sync = grad_sync
 
     def __call__(
         self, minibatch: TensorDictBase, *, target_kl: float | None = None
@@ -93,6 +97,7 @@ class EagerUpdate:
             max_grad_norm=self.max_grad_norm,
             target_kl=target_kl,
             kl_mean=self.kl_mean,
+            grad_sync=self.grad_sync,
         )
 
 
@@ -105,11 +110,14 @@ def make_update_step(
     max_grad_norm: float | None = None,
     kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
     sequences: bool = False,
+    grad_sync: Callable[[list[nn.Parameter]], None] | None = None,
 ) -> UpdateStep:
     """The run's update step: :class:`EagerUpdate`, or the fused graph with ``compile=True``.
 
     ``sequences=True``: minibatches are ``[B, L]`` env sequences, run with the recurrent
-    cores in sequence mode (:class:`ppokit.train.sequences.SequenceUpdate`).
+    cores in sequence mode (:class:`ppokit.train.sequences.SequenceUpdate`). ``grad_sync``:
+    see :class:`EagerUpdate` (the fused graph refuses it: it has no step between backward
+    and clip).
 
     Raises:
         ValueError: ``compile=True`` and the fused graph cannot run this loss or optimizer
@@ -126,12 +134,22 @@ def make_update_step(
         ...
         ValueError: compile=True cannot be honoured: FusedPPOUpdate runs Adam's update rule ...
     """
-    if sequences and not compile:  # compile with a recurrent core is refused by the config
+    if not compile:  # (compile with a recurrent core is refused by the config)
         from ppokit.train.sequences import SequenceUpdate
 
-        return SequenceUpdate(loss, optimizer, params, max_grad_norm=max_grad_norm, kl_mean=kl_mean)
-    if not compile:
-        return EagerUpdate(loss, optimizer, params, max_grad_norm=max_grad_norm, kl_mean=kl_mean)
+        return (SequenceUpdate if sequences else EagerUpdate)(
+            loss,
+            optimizer,
+            params,
+            max_grad_norm=max_grad_norm,
+            kl_mean=kl_mean,
+            grad_sync=grad_sync,
+        )
+    if grad_sync is not None:
+        raise ValueError(
+            "compile=True cannot average gradients by hand (grad_sync): the fused graph runs "
+            "backward, clip and Adam as one. Train with compile=False."
+        )
     from ppokit.fast.update import FusedPPOUpdate
 
     try:
