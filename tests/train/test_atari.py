@@ -165,14 +165,20 @@ def test_rollout_stores_uint8_frames() -> None:
     from ppokit.train.collector import RolloutCollector
 
     env = GymVecEnv("ALE/Breakout-v5", 8)
-    actor, _ = build_actor_critic(env)
-    collector = RolloutCollector(env, actor, num_steps=128, seed=0)
-    obs = collector.rollout.get("observation")
+    actor, critic = build_actor_critic(env)
+    collector = RolloutCollector(env, actor, num_steps=128, seed=0, critic=critic)
+    rollout = collector.rollout
+    obs = rollout.get("observation")
     assert obs.dtype == torch.uint8 and env.obs_dtype == torch.uint8
     # 8 envs x 128 steps x 4 frames x 84 x 84 pixels x 1 byte = 28,901,376 bytes (~29 MB;
     # float32 would be 4x: ~116 MB)
     assert obs.nbytes == 8 * 128 * 4 * 84 * 84 == 28_901_376
-    assert collector.rollout.get(("next", "observation")).dtype == torch.uint8
+    # each frame once: no ("next", "observation") (it was a second 28.9 MB), the values of
+    # the bootstrap states instead
+    assert ("next", "observation") not in rollout.keys(True)
+    # + 1,024 steps x (action 8 + log-prob 4 + reward 4 + 3 flags + 2 values x 4) bytes
+    leaves = rollout.values(include_nested=True, leaves_only=True)
+    assert sum(leaf.nbytes for leaf in leaves) == 28_901_376 + 1024 * (8 + 4 + 4 + 3 + 8)
     env.close()
 
 
@@ -254,6 +260,7 @@ def test_gae_value_pass_reuses_frames_exactly(tmp_path) -> None:
         eval_episodes=0,
         progress=False,
         device="cpu",
+        recompute_advantage=True,  # the path that keeps the next frames and reruns the critic
     )
     rollout = trainer.collect()
     reuse = trainer.critic.module  # ReuseNextStep around trunk + value head

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import set_skip_existing
 from torch import nn
 
 from ppokit.distributed import (
@@ -31,7 +32,7 @@ from ppokit.distributed import (
     wrap_ddp,
 )
 from ppokit.envs.sources import EnvSource
-from ppokit.envs.structured import open_env
+from ppokit.envs.structured import StructuredVecEnv, open_env
 from ppokit.train.build import (
     build_actor_critic,
     build_for_config,
@@ -203,6 +204,14 @@ class PPOTrainer:
             RunningStatsMerger(self.obs_norm.rms, self.world),
             RunningStatsMerger(self.reward_scaler.rms, self.world),
         ]
+        # image rollouts keep each frame once: the critic's values are recorded while acting
+        # (the same parameters GAE would use) instead of the next observations
+        self.values_in_rollout = (
+            not float_obs(self.env)
+            and self.recurrent is None
+            and not cfg.recompute_advantage
+            and not isinstance(self.env, StructuredVecEnv)
+        )
         self.collector = make_collector(
             self.env,
             self.actor,
@@ -214,6 +223,7 @@ class PPOTrainer:
             compile_policy=cfg.compile,
             device=self.device,
             recurrent=self.recurrent,
+            **({"critic": self.critic} if self.values_in_rollout else {}),
         )
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.iteration = 0
@@ -274,6 +284,9 @@ class PPOTrainer:
         """Write ``advantage``, ``value_target`` and ``state_value`` into ``rollout``."""
         if self.recurrent is not None:  # values from the critic re-run over the sequences
             return self.recurrent.estimate_advantage(self.loss.value_estimator, rollout)
+        if self.values_in_rollout:  # V(s_t), V(s_t+1) recorded by the collector: read them
+            with set_skip_existing(True):
+                return self.loss.value_estimator(rollout)
         self.loss.value_estimator(rollout)
         if rollout.get("state_value", None) is None:
             self.critic(rollout)
