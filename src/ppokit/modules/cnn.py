@@ -170,6 +170,7 @@ class SharedTrunk(nn.Module):
         self.trunk = trunk
         self.out_features = getattr(trunk, "out_features", None)
         self._memo: tuple[tuple, torch.Tensor] | None = None
+        self._traced_memo: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _key(self, obs: torch.Tensor) -> tuple:
         params = [obs, *self.trunk.parameters()]
@@ -182,11 +183,23 @@ class SharedTrunk(nn.Module):
             tensor_versions(params),
         )
 
+    def _traced(self, obs: torch.Tensor) -> torch.Tensor:
+        # inside one compiled graph (a fused update) nothing writes the input in place: the
+        # same tensor object is the same batch
+        memo, self._traced_memo = self._traced_memo, None
+        if memo is not None and memo[0] is obs:
+            return memo[1]
+        out = self.trunk(obs)
+        self._traced_memo = (obs, out)
+        return out
+
     def forget(self) -> None:
         """Drop the kept output (if any)."""
         self._memo = None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return self._traced(obs)
         kept = _PASS.get()
         if obs.is_inference() or (kept is None and not torch.is_grad_enabled()):
             self._memo = None

@@ -168,7 +168,7 @@ class PPOTrainer:
         move_modules(self.device, self.actor, self.critic)  # before DDP wraps them
         # DDP on the plain networks inside the TensorDict modules (ppokit.wrap_ddp):
         # the loss keeps the actor's get_dist, and backward() averages gradients over ranks
-        if self.world.is_distributed:  # (wrap_ddp refuses a shared CNN trunk even alone)
+        if self.world.is_distributed:  # a shared CNN trunk: one wrapper, inside its memo
             wrap_ddp(self.actor, self.critic, world=self.world)
         # in DDP the advantage is standardised over all ranks' minibatch (in update())
         self.loss = build_loss(
