@@ -92,8 +92,9 @@ class FusedPPOUpdate:
     minibatch, so the loss's own checks say which input is to blame, as without fusion.
 
     Args:
-        loss: a ppokit ``ClipPPOLoss`` / ``PPOLoss`` / ``KLPENPPOLoss`` with separate actor
-            and critic networks and a single-head policy.
+        loss: a ppokit ``ClipPPOLoss`` / ``PPOLoss`` / ``KLPENPPOLoss`` with a single-head
+            policy; the actor and the critic may share parameters (a shared trunk, stepped
+            once with the sum of both heads' gradients).
         optimizer: a ``torch.optim.Adam`` over exactly the parameters those networks use, in
             one parameter group, without ``amsgrad``, ``maximize``, ``weight_decay`` or
             ``differentiable``.
