@@ -277,3 +277,25 @@ def test_gae_value_pass_reuses_frames_exactly(tmp_path) -> None:
     for key in ("state_value", ("next", "state_value"), "advantage", "value_target"):
         torch.testing.assert_close(fast.get(key), slow.get(key), rtol=1e-5, atol=1e-6)
     trainer.env.close()
+
+
+@pytest.mark.slow
+def test_an_atari_run_resumes_from_the_command_line(tmp_path) -> None:
+    # --resume takes the env id from the checkpoint; a fresh process knows ALE's ids only
+    # after importing ale_py, which the resume path must do before building an env
+    import subprocess
+
+    from ppokit.train.cli import main
+
+    run = str(tmp_path / "run")
+    common = ["--num-envs", "2", "--num-steps", "32", "--no-progress"]
+    argv = ["train", "--env", "ALE/Breakout-v5", "--total-steps", "64", "--eval-episodes", "0"]
+    assert main([*argv, *common, "--device", "cpu", "--run-dir", run]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "ppokit", "train", "--resume", run, "--total-steps", "128"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["env_steps"] == 128
