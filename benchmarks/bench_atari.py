@@ -1,7 +1,7 @@
 """Atari throughput: ppokit vs Stable-Baselines3 PPO ``CnnPolicy``, the two env backends, RSS.
 
 Run: ``python benchmarks/bench_atari.py [--env BreakoutNoFrameskip-v4] [--rounds 4]
-[--threads 1] [--rss-iterations 30] [--skip-env] [--skip-train]``
+[--threads 1] [--rss-iterations 30] [--skip-env] [--skip-train] [--gym]``
 
 Three parts, all in this process:
 
@@ -14,9 +14,12 @@ Three parts, all in this process:
    coefficient 0.5, gamma 0.99, lambda 0.95, grad norm 0.5; Nature CNN shared by actor and
    critic, uint8 frames scaled in the network; CPU, ``--threads`` torch threads):
    ``sb3`` (``PPO("CnnPolicy")`` on SB3's own ``make_atari_env`` + ``VecFrameStack``),
-   ``ppokit`` (its default ALE vector env) and ``ppokit-gym`` (the Gymnasium backend, the
-   same kind of Python-side env as SB3's). The candidates are interleaved: each round runs
-   one 1,024-step iteration (collect + update) of each, so a burst of load from other
+   ``ppokit`` (its default ALE vector env), ``ppokit-compile`` (the same with ``compile=True``:
+   the fused update) and, with ``--gym``, ``ppokit-gym`` (the Gymnasium backend, the same
+   kind of Python-side env as SB3's). Each ppokit candidate prints its rollout's measured
+   bytes, and the CPU seconds of its collect and update (GAE + epochs) phases. The
+   candidates are interleaved: each round runs one 1,024-step iteration (collect + update)
+   of each, so a burst of load from other
    processes hits all alike; one untimed warm-up iteration each first. Reported: median
    steps per second over rounds, by wall clock and by this process's CPU time (all threads:
    on a shared machine the CPU figure is the fairer one), and the ratios to SB3.
