@@ -184,8 +184,9 @@ class SharedTrunk(nn.Module):
         )
 
     def _traced(self, obs: torch.Tensor) -> torch.Tensor:
-        # inside one compiled graph (a fused update) nothing writes the input in place: the
-        # same tensor object is the same batch
+        # inside one compiled training graph (a fused update: the actor, then the critic on
+        # the same batch) nothing writes the input in place: the same tensor object is the
+        # same batch, and the critic's call takes the memo, so none outlives the graph
         memo, self._traced_memo = self._traced_memo, None
         if memo is not None and memo[0] is obs:
             return memo[1]
@@ -198,8 +199,8 @@ class SharedTrunk(nn.Module):
         self._memo = None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            return self._traced(obs)
+        if torch.compiler.is_compiling():  # a training graph reuses; an acting graph runs
+            return self._traced(obs) if torch.is_grad_enabled() else self.trunk(obs)
         kept = _PASS.get()
         if obs.is_inference() or (kept is None and not torch.is_grad_enabled()):
             self._memo = None
