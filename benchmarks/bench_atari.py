@@ -1,7 +1,7 @@
 """Atari throughput: ppokit vs Stable-Baselines3 PPO ``CnnPolicy``, the two env backends, RSS.
 
 Run: ``python benchmarks/bench_atari.py [--env BreakoutNoFrameskip-v4] [--rounds 4]
-[--threads 1] [--rss-iterations 30] [--skip-env] [--skip-train]``
+[--threads 1] [--rss-iterations 30] [--skip-env] [--skip-train] [--gym]``
 
 Three parts, all in this process:
 
@@ -14,9 +14,12 @@ Three parts, all in this process:
    coefficient 0.5, gamma 0.99, lambda 0.95, grad norm 0.5; Nature CNN shared by actor and
    critic, uint8 frames scaled in the network; CPU, ``--threads`` torch threads):
    ``sb3`` (``PPO("CnnPolicy")`` on SB3's own ``make_atari_env`` + ``VecFrameStack``),
-   ``ppokit`` (its default ALE vector env) and ``ppokit-gym`` (the Gymnasium backend, the
-   same kind of Python-side env as SB3's). The candidates are interleaved: each round runs
-   one 1,024-step iteration (collect + update) of each, so a burst of load from other
+   ``ppokit`` (its default ALE vector env), ``ppokit-compile`` (the same with ``compile=True``:
+   the fused update) and, with ``--gym``, ``ppokit-gym`` (the Gymnasium backend, the same
+   kind of Python-side env as SB3's). Each ppokit candidate prints its rollout's measured
+   bytes, and the CPU seconds of its collect and update (GAE + epochs) phases. The
+   candidates are interleaved: each round runs one 1,024-step iteration (collect + update)
+   of each, so a burst of load from other
    processes hits all alike; one untimed warm-up iteration each first. Reported: median
    steps per second over rounds, by wall clock and by this process's CPU time (all threads:
    on a shared machine the CPU figure is the fairer one), and the ratios to SB3.
@@ -62,7 +65,13 @@ def env_only(env_id: str, steps: int) -> dict[str, float]:
     return out
 
 
-def ppokit_candidate(env_id: str, backend: str, threads: int) -> Callable[[], None]:
+#: CPU seconds of each ppokit candidate's phases, per timed iteration
+PHASES: dict[str, dict[str, list[float]]] = {}
+
+
+def ppokit_candidate(
+    env_id: str, backend: str, threads: int, *, compile: bool = False, name: str = "ppokit"
+) -> Callable[[], None]:
     from ppokit.envs.atari import make_atari_vector_env
     from ppokit.train.presets import preset_config
     from ppokit.train.trainer import PPOTrainer
@@ -75,17 +84,28 @@ def ppokit_candidate(env_id: str, backend: str, threads: int) -> Callable[[], No
         device="cpu",
         torch_threads=threads,
         clip_value=False,  # as SB3's default (clip_range_vf=None)
+        compile=compile,
     )
     env: Any = (
         env_id if backend == "ale" else make_atari_vector_env(env_id, N_ENVS, backend=backend)
     )
     trainer = PPOTrainer(cfg, env=env, run_dir=tempfile.mkdtemp(prefix=f"bench_{backend}_"))
 
+    rollout = trainer.collector.rollout
+    leaves = rollout.values(include_nested=True, leaves_only=True)
+    print(f"{name}: rollout {sum(leaf.nbytes for leaf in leaves):,} bytes (measured)")
+    phases = PHASES.setdefault(name, {"collect": [], "update": []})
+
     def iteration() -> None:
         trainer.iteration += 1
         for group in trainer.optimizer.param_groups:
             group["lr"] = trainer.learning_rate(trainer.iteration)
-        trainer.update(trainer.collect())
+        c0 = time.process_time()
+        rollout = trainer.collect()
+        c1 = time.process_time()
+        trainer.update(rollout)  # GAE (on the recorded values), then the epochs
+        phases["collect"].append(c1 - c0)
+        phases["update"].append(time.process_time() - c1)
 
     return iteration
 
@@ -124,17 +144,27 @@ def sb3_candidate(env_id: str, threads: int) -> Callable[[], None]:
     return iteration
 
 
-def train_side_by_side(env_id: str, rounds: int, threads: int) -> dict[str, dict[str, float]]:
+def train_side_by_side(
+    env_id: str, rounds: int, threads: int, *, gym: bool
+) -> dict[str, dict[str, float]]:
     makers: dict[str, Callable[[], Callable[[], None]]] = {
         "sb3": lambda: sb3_candidate(env_id, threads),
         "ppokit": lambda: ppokit_candidate(env_id, "ale", threads),
-        "ppokit-gym": lambda: ppokit_candidate(env_id, "gymnasium", threads),
+        "ppokit-compile": lambda: ppokit_candidate(
+            env_id, "ale", threads, compile=True, name="ppokit-compile"
+        ),
     }
+    if gym:
+        makers["ppokit-gym"] = lambda: ppokit_candidate(
+            env_id, "gymnasium", threads, name="ppokit-gym"
+        )
     runs = {}
     for name, make in makers.items():
         runs[name] = make()
         torch.set_num_threads(threads)
-        runs[name]()  # warm-up iteration (first-use costs)
+        runs[name]()  # warm-up iteration (first-use costs; the compiled graphs)
+        for times in PHASES.get(name, {}).values():
+            times.clear()
     wall: dict[str, list[float]] = {k: [] for k in runs}
     cpu: dict[str, list[float]] = {k: [] for k in runs}
     names = list(runs)
@@ -174,6 +204,7 @@ def main() -> None:
     parser.add_argument("--rss-iterations", type=int, default=0)
     parser.add_argument("--skip-env", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--gym", action="store_true", help="also ppokit on Gymnasium's envs")
     args = parser.parse_args()
     print(machine_line())
     print(
@@ -191,7 +222,7 @@ def main() -> None:
         for name, sps in rates.items():
             print(f"| {name} | {sps:,.0f} |")
     if not args.skip_train:
-        res = train_side_by_side(args.env, args.rounds, args.threads)
+        res = train_side_by_side(args.env, args.rounds, args.threads, gym=args.gym)
         base = res["sb3"]
         print("\n| trainer | SPS (wall) | SPS (CPU time) | x SB3 (wall) | x SB3 (CPU) |")
         print("|---|---|---|---|---|")
@@ -199,6 +230,12 @@ def main() -> None:
             print(
                 f"| {name} | {r['wall']:.1f} | {r['cpu']:.1f} | "
                 f"{r['wall'] / base['wall']:.2f} | {r['cpu'] / base['cpu']:.2f} |"
+            )
+        print("\n| ppokit candidate | collect (CPU s) | GAE + epochs (CPU s) |\n|---|---|---|")
+        for name, times in PHASES.items():
+            print(
+                f"| {name} | {statistics.median(times['collect']):.2f} | "
+                f"{statistics.median(times['update']):.2f} |"
             )
     if args.rss_iterations:
         rss = rss_over_run(args.env, args.rss_iterations, args.threads)

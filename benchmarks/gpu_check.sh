@@ -2,9 +2,9 @@
 # The GPU check of issue #11, for a machine with one CUDA GPU (under 8 minutes in all):
 #   1. the test suite's CUDA-marked tests (pytest -m cuda);
 #   2. Atari training throughput with --device cuda: the Atari preset (8 envs x 128 steps,
-#      4 epochs x 4 minibatches) eager, then with --compile (which needs --no-share-trunk:
-#      the fused update refuses parameters shared by actor and critic), then eager with 64
-#      envs (the GPU's share of the work grows with the batch).
+#      4 epochs x 4 minibatches, the CNN trunk shared by actor and critic) eager, then with
+#      --compile (the fused update, shared trunk included), then eager with 64 envs (the
+#      GPU's share of the work grows with the batch).
 # Each part has its own time limit; a part that fails or runs out of time is reported and the
 # next one still runs. Results: the summary.json of each run (its "sps" is env steps per
 # second of the whole run, construction and compilation included) and a log, under $OUT.
@@ -40,6 +40,6 @@ train() {  # name, time limit (s), extra arguments...
   fi
 }
 train eager 100 --total-steps 98304
-train compile 160 --total-steps 196608 --compile --no-share-trunk
+train compile 160 --total-steps 196608 --compile
 train eager_64envs 100 --total-steps 262144 --num-envs 64
 log "done: $OUT"

@@ -122,6 +122,20 @@ def build(kind: str, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     from ppokit import Categorical, IndependentNormal, ProbabilisticActor, ValueOperator
 
     torch.manual_seed(seed)
+    if kind == "shared":  # the CNN builder's layout: one SharedTrunk under both heads
+        from ppokit.modules.cnn import SharedTrunk
+
+        trunk = SharedTrunk(nn.Sequential(nn.Linear(OBS, 8), nn.Tanh()))
+        actor = ProbabilisticActor(
+            TensorDictModule(
+                nn.Sequential(trunk, nn.Linear(8, N_ACTIONS)), ["observation"], ["logits"]
+            ),
+            in_keys=["logits"],
+            distribution_class=Categorical,
+            return_log_prob=True,
+        )
+        critic = ValueOperator(nn.Sequential(trunk, nn.Linear(8, 1)), in_keys=["observation"])
+        return actor, critic
     if kind == "discrete":
         net = nn.Sequential(nn.Linear(OBS, 8), nn.Tanh(), nn.Linear(8, N_ACTIONS))
         actor = ProbabilisticActor(

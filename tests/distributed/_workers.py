@@ -28,7 +28,7 @@ from ppokit.distributed import (
 )
 from ppokit.train.normalization import RunningMeanStd
 
-KINDS = ("discrete", "continuous")
+KINDS = ("discrete", "continuous", "shared")  # shared: one SharedTrunk under both heads
 LOSS_KW = {
     "clip_epsilon": 0.2,
     "entropy_coef": 0.01,
@@ -64,7 +64,9 @@ def grad_worker(world: World) -> dict:
         for variant in ("plain", "global_norm", "local_norm"):
             actor, critic = build(kind)
             wrap_ddp(actor, critic, world=world)
-            out["wrapped"] = isinstance(critic.module, DistributedDataParallel)
+            out[f"{kind}/wrapped"] = any(
+                isinstance(m, DistributedDataParallel) for m in critic.modules()
+            )
             mb = data.clone()
             if variant == "global_norm":
                 mb["advantage"] = global_standardize(mb["advantage"], world)

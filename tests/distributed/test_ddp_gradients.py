@@ -37,7 +37,7 @@ def _differs(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 
 
 def test_networks_are_wrapped(gloo_results) -> None:
-    assert all(r["grads"]["wrapped"] for r in gloo_results)
+    assert all(r["grads"][f"{kind}/wrapped"] for r in gloo_results for kind in KINDS)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -229,6 +229,17 @@ def test_wrap_ddp_rejects_shared_parameters() -> None:
         wrap_ddp(model.get_policy_operator(), model.get_value_operator(), world=World())
 
 
+def test_wrap_ddp_accepts_a_shared_cnn_trunk() -> None:
+    # the CNN builder's SharedTrunk runs once per loss evaluation: DDP can wrap it once
+    from types import SimpleNamespace
+
+    from ppokit.train.build_cnn import build_cnn_actor_critic
+
+    env = SimpleNamespace(obs_shape=(1, 36, 36), discrete=True, num_actions=2)
+    actor, critic = build_cnn_actor_critic(env)
+    assert wrap_ddp(actor, critic, world=World()) == (actor, critic)
+
+
 def test_wrap_ddp_checks_its_arguments() -> None:
     actor, critic = build("discrete")
     with pytest.raises(TypeError, match=r"expects a ppokit\.distributed\.World, got int"):

@@ -23,6 +23,8 @@ from ppokit import (
     ProbabilisticActor,
     ValueOperator,
 )
+from ppokit.modules.cnn import SharedTrunk
+from ppokit.train.build import unique_params
 
 OBS, ACT, N = 5, 3, 4
 
@@ -242,25 +244,45 @@ def test_unsupported_setups_are_refused_with_the_reason():
         FusedPPOUpdate(nn.Linear(2, 2), opt)  # type: ignore[arg-type]
 
 
-def test_a_shared_trunk_is_refused():
-    trunk = nn.Linear(OBS, 16)
+def _shared_setup(memo: bool):
+    torch.manual_seed(0)
+    trunk: nn.Module = nn.Sequential(nn.Linear(OBS, 16), nn.Tanh())
+    if memo:  # the CNN builder's wrapper: one trunk pass for both heads
+        trunk = SharedTrunk(trunk)
     actor = ProbabilisticActor(
         TensorDictModule(
-            nn.Sequential(trunk, nn.Tanh(), nn.Linear(16, N)),
-            in_keys=["observation"],
-            out_keys=["logits"],
+            nn.Sequential(trunk, nn.Linear(16, N)), in_keys=["observation"], out_keys=["logits"]
         ),
         in_keys=["logits"],
         distribution_class=Categorical,
         return_log_prob=True,
     )
-    critic = ValueOperator(
-        nn.Sequential(trunk, nn.Tanh(), nn.Linear(16, 1)), in_keys=["observation"]
-    )
-    loss = ClipPPOLoss(actor, critic)
-    opt = torch.optim.Adam(loss.parameters())
-    with pytest.raises(ValueError, match="share parameters"):
-        FusedPPOUpdate(loss, opt)
+    critic = ValueOperator(nn.Sequential(trunk, nn.Linear(16, 1)), in_keys=["observation"])
+    loss = ClipPPOLoss(actor, critic, entropy_coef=0.01)
+    opt = torch.optim.Adam(unique_params(actor, critic), lr=0.05, eps=1e-5)
+    return loss, opt
+
+
+@pytest.mark.parametrize("memo", [pytest.param(False, marks=pytest.mark.slow), True])
+def test_a_shared_trunk_steps_as_the_eager_update(memo):
+    # the trunk's parameters get the sum of both heads' gradients, stepped once
+    loss_f, opt_f = _shared_setup(memo)
+    loss_e, opt_e = _shared_setup(memo)
+    assert len(opt_f.param_groups[0]["params"]) == 6  # trunk 2 + policy head 2 + value head 2
+    update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=0.5, backend="aot_eager")
+    for td in _batches(loss_f, 4):
+        out_f, norm_f, _ = update(td.clone())
+        out_e, norm_e = _reference_step(loss_e, opt_e, td.clone(), 0.5)
+        for key in ("loss_objective", "loss_critic", "loss_entropy"):
+            torch.testing.assert_close(out_f[key], out_e[key].detach(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(norm_f, norm_e, rtol=1e-4, atol=1e-5)
+    assert (update.eager_calls, update.fused_calls) == (1, 3)
+    for p_f, p_e in zip(
+        opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"], strict=True
+    ):
+        torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
+    fresh, _ = _shared_setup(memo)
+    assert any(not torch.equal(p, q) for p, q in zip(loss_f.parameters(), fresh.parameters()))
 
 
 def test_a_missing_adam_state_is_created_by_an_eager_step():

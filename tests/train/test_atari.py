@@ -165,14 +165,20 @@ def test_rollout_stores_uint8_frames() -> None:
     from ppokit.train.collector import RolloutCollector
 
     env = GymVecEnv("ALE/Breakout-v5", 8)
-    actor, _ = build_actor_critic(env)
-    collector = RolloutCollector(env, actor, num_steps=128, seed=0)
-    obs = collector.rollout.get("observation")
+    actor, critic = build_actor_critic(env)
+    collector = RolloutCollector(env, actor, num_steps=128, seed=0, critic=critic)
+    rollout = collector.rollout
+    obs = rollout.get("observation")
     assert obs.dtype == torch.uint8 and env.obs_dtype == torch.uint8
     # 8 envs x 128 steps x 4 frames x 84 x 84 pixels x 1 byte = 28,901,376 bytes (~29 MB;
     # float32 would be 4x: ~116 MB)
     assert obs.nbytes == 8 * 128 * 4 * 84 * 84 == 28_901_376
-    assert collector.rollout.get(("next", "observation")).dtype == torch.uint8
+    # each frame once: no ("next", "observation") (it was a second 28.9 MB), the values of
+    # the bootstrap states instead
+    assert ("next", "observation") not in rollout.keys(True)
+    # + 1,024 steps x (action 8 + log-prob 4 + reward 4 + 3 flags + 2 values x 4) bytes
+    leaves = rollout.values(include_nested=True, leaves_only=True)
+    assert sum(leaf.nbytes for leaf in leaves) == 28_901_376 + 1024 * (8 + 4 + 4 + 3 + 8)
     env.close()
 
 
@@ -254,6 +260,7 @@ def test_gae_value_pass_reuses_frames_exactly(tmp_path) -> None:
         eval_episodes=0,
         progress=False,
         device="cpu",
+        recompute_advantage=True,  # the path that keeps the next frames and reruns the critic
     )
     rollout = trainer.collect()
     reuse = trainer.critic.module  # ReuseNextStep around trunk + value head
@@ -270,3 +277,25 @@ def test_gae_value_pass_reuses_frames_exactly(tmp_path) -> None:
     for key in ("state_value", ("next", "state_value"), "advantage", "value_target"):
         torch.testing.assert_close(fast.get(key), slow.get(key), rtol=1e-5, atol=1e-6)
     trainer.env.close()
+
+
+@pytest.mark.slow
+def test_an_atari_run_resumes_from_the_command_line(tmp_path) -> None:
+    # --resume takes the env id from the checkpoint; a fresh process knows ALE's ids only
+    # after importing ale_py, which the resume path must do before building an env
+    import subprocess
+
+    from ppokit.train.cli import main
+
+    run = str(tmp_path / "run")
+    common = ["--num-envs", "2", "--num-steps", "32", "--no-progress"]
+    argv = ["train", "--env", "ALE/Breakout-v5", "--total-steps", "64", "--eval-episodes", "0"]
+    assert main([*argv, *common, "--device", "cpu", "--run-dir", run]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "ppokit", "train", "--resume", run, "--total-steps", "128"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["env_steps"] == 128

@@ -19,7 +19,12 @@ Example:
 """
 
 from ppokit.distributed.ddp import unwrap_ddp, wrap_ddp
-from ppokit.distributed.shared import GradientAverager, broadcast_parameters, shares_parameters
+from ppokit.distributed.shared import (
+    GradientAverager,
+    broadcast_parameters,
+    shared_outside_trunks,
+    shares_parameters,
+)
 from ppokit.distributed.stats import (
     RunningStatsMerger,
     global_mean_weight,
@@ -46,6 +51,7 @@ __all__ = [
     "global_standardize",
     "init_distributed",
     "rank_seed",
+    "shared_outside_trunks",
     "shares_parameters",
     "shutdown_distributed",
     "unwrap_ddp",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -53,8 +53,10 @@ def wrap_ddp(*modules: nn.Module, world: World, **ddp_kwargs: Any) -> tuple[nn.M
         ``modules``, now holding DDP-wrapped networks.
 
     Raises:
-        ValueError: a network with parameters is used by two of ``modules`` (a shared trunk):
-            DDP cannot average a parameter that runs in two forward passes per backward.
+        ValueError: a parameter is used by two of ``modules`` outside a
+            :class:`~ppokit.modules.cnn.SharedTrunk`: DDP cannot average a parameter that
+            runs in two forward passes per backward. (A ``SharedTrunk`` runs once per loss
+            evaluation for both heads: it is wrapped once, inside its memo.)
 
     Example:
         >>> from ppokit import ValueOperator
@@ -66,6 +68,8 @@ def wrap_ddp(*modules: nn.Module, world: World, **ddp_kwargs: Any) -> tuple[nn.M
         raise TypeError(
             f"wrap_ddp(world=...) expects a ppokit.distributed.World, got {type(world).__name__}."
         )
+    from ppokit.modules.cnn import SharedTrunk
+
     found: dict[int, list[tuple[nn.Module, str, nn.Module]]] = {}
     for index, module in enumerate(modules):
         if not isinstance(module, nn.Module):
@@ -81,28 +85,62 @@ def wrap_ddp(*modules: nn.Module, world: World, **ddp_kwargs: Any) -> tuple[nn.M
     for index, module in enumerate(modules):
         for p in module.parameters():
             by_param.setdefault(id(p), set()).add(index)
-    if any(len(users) > 1 for users in by_param.values()):
-        raise ValueError(
-            "wrap_ddp: the given modules share parameters (a shared trunk). DDP cannot average "
-            "a parameter used in two forward passes before one backward. Use separate actor "
-            "and critic networks, or wrap the whole model in one DistributedDataParallel and "
-            "call it once per loss evaluation."
-        )
+    shared = {pid for pid, users in by_param.items() if len(users) > 1}
+    # the parts to wrap: (owner, attribute, network); a network holding shared parameters is
+    # split into its shared SharedTrunk (wrapped inside its memo) and its own parts
+    parts: dict[int, list[tuple[nn.Module, str, nn.Module]]] = {}
+    for entries in found.values():
+        for owner, attr, net in entries:
+            for part in _parts(owner, attr, net, shared, SharedTrunk):
+                parts.setdefault(id(part[2]), []).append(part)
     if not world.is_distributed:
         return modules
-    for entries in found.values():
-        owner, attr, net = entries[0]
+    if world.device.type == "cuda":
+        ddp_kwargs.setdefault("device_ids", [world.device.index])
+    for entries in parts.values():
+        net = entries[0][2]
         if isinstance(net, DistributedDataParallel) or not any(
             p.requires_grad for p in net.parameters()
         ):
             continue
         if world.device.type == "cuda":
             net.to(world.device)
-            ddp_kwargs.setdefault("device_ids", [world.device.index])
         wrapped = DistributedDataParallel(net, **ddp_kwargs)
         for owner, attr, _ in entries:
             setattr(owner, attr, wrapped)
     return modules
+
+
+def _parts(
+    owner: nn.Module, attr: str, net: nn.Module, shared: set[int], trunk_type: type[nn.Module]
+) -> Iterator[tuple[nn.Module, str, nn.Module]]:
+    """Where ``net`` (at ``owner.attr``) gets DDP wrappers, given the ``shared`` parameter ids.
+
+    A network without shared parameters is wrapped whole. A ``SharedTrunk`` (used by the actor
+    and the critic, run once per loss evaluation by its memo) is wrapped inside the memo, so
+    its wrapper runs one forward per backward. Any other network holding shared parameters is
+    split into its children; a shared parameter anywhere else cannot be averaged by DDP.
+    """
+    ids = {id(p) for p in net.parameters()}
+    if not ids & shared:
+        yield owner, attr, net
+    elif isinstance(net, trunk_type):
+        yield net, "trunk", cast(nn.Module, net.trunk)
+    elif isinstance(net, DistributedDataParallel) and isinstance(owner, trunk_type):
+        return  # this trunk was wrapped through the other module that uses it
+    elif any(id(p) in shared for p in net.parameters(recurse=False)) or not list(
+        net.named_children()
+    ):
+        raise ValueError(
+            "wrap_ddp: the given modules share parameters outside a SharedTrunk (e.g. a "
+            f"{type(net).__name__} used by both). DDP cannot average a parameter used in two "
+            "forward passes before one backward. Put the shared part in a "
+            "ppokit.modules.cnn.SharedTrunk (run once for both heads), use separate actor "
+            "and critic networks, or wrap the whole model in one DistributedDataParallel."
+        )
+    else:
+        for name, child in net.named_children():
+            yield from _parts(net, name, child, shared, trunk_type)
 
 
 @contextlib.contextmanager
@@ -122,11 +160,12 @@ def unwrap_ddp(*modules: nn.Module) -> Iterator[tuple[nn.Module, ...]]:
     """
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
     try:
-        for module in modules:
-            for owner, attr, net in list(_inner_networks(module)):
-                if isinstance(net, DistributedDataParallel):
-                    setattr(owner, attr, net.module)
-                    swapped.append((owner, attr, net))
+        for module in modules:  # wherever a wrapper sits (inside a shared trunk too)
+            for owner in list(module.modules()):
+                for attr, net in list(owner.named_children()):
+                    if isinstance(net, DistributedDataParallel):
+                        setattr(owner, attr, net.module)
+                        swapped.append((owner, attr, net))
         yield modules
     finally:
         for owner, attr, net in reversed(swapped):

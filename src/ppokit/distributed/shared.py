@@ -20,7 +20,12 @@ from torch import nn
 
 from ppokit.distributed.world import World
 
-__all__ = ["GradientAverager", "broadcast_parameters", "shares_parameters"]
+__all__ = [
+    "GradientAverager",
+    "broadcast_parameters",
+    "shared_outside_trunks",
+    "shares_parameters",
+]
 
 
 def shares_parameters(*modules: nn.Module) -> bool:
@@ -39,6 +44,39 @@ def shares_parameters(*modules: nn.Module) -> bool:
             if owners.setdefault(id(param), index) != index:
                 return True
     return False
+
+
+def shared_outside_trunks(*modules: nn.Module) -> bool:
+    """Whether two of ``modules`` share a parameter that no ``SharedTrunk`` holds.
+
+    A :class:`~ppokit.modules.cnn.SharedTrunk` runs once per loss evaluation (its memo), so
+    DDP can wrap it; any other shared parameter runs in two forward passes per backward,
+    which DDP cannot average (:class:`GradientAverager` can).
+
+    Example:
+        >>> from ppokit.modules.cnn import SharedTrunk
+        >>> body = nn.Linear(3, 3)
+        >>> shared_outside_trunks(nn.Sequential(body), nn.Sequential(body))
+        True
+        >>> trunk = SharedTrunk(nn.Linear(3, 3))
+        >>> shared_outside_trunks(nn.Sequential(trunk), nn.Sequential(trunk, nn.Linear(3, 1)))
+        False
+    """
+    from ppokit.modules.cnn import SharedTrunk
+
+    owners: dict[int, set[int]] = {}
+    for index, module in enumerate(modules):
+        for param in module.parameters():
+            owners.setdefault(id(param), set()).add(index)
+    shared = {pid for pid, users in owners.items() if len(users) > 1}
+    in_trunks = {
+        id(p)
+        for module in modules
+        for sub in module.modules()
+        if isinstance(sub, SharedTrunk)
+        for p in sub.parameters()
+    }
+    return bool(shared - in_trunks)
 
 
 def _flat(tensors: list[torch.Tensor], world: World) -> torch.Tensor:

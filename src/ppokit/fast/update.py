@@ -92,8 +92,9 @@ class FusedPPOUpdate:
     minibatch, so the loss's own checks say which input is to blame, as without fusion.
 
     Args:
-        loss: a ppokit ``ClipPPOLoss`` / ``PPOLoss`` / ``KLPENPPOLoss`` with separate actor
-            and critic networks and a single-head policy.
+        loss: a ppokit ``ClipPPOLoss`` / ``PPOLoss`` / ``KLPENPPOLoss`` with a single-head
+            policy; the actor and the critic may share parameters (a shared trunk, stepped
+            once with the sum of both heads' gradients).
         optimizer: a ``torch.optim.Adam`` over exactly the parameters those networks use, in
             one parameter group, without ``amsgrad``, ``maximize``, ``weight_decay`` or
             ``differentiable``.
@@ -165,13 +166,9 @@ class FusedPPOUpdate:
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm!r}.")
         self.networks = _Networks(loss)
-        named = list(self.networks.named_parameters(remove_duplicate=False))
+        # a parameter shared by the actor and the critic (a shared trunk) under its first name:
+        # functional_call ties the other names to it
         unique = list(self.networks.named_parameters())
-        if len(named) != len(unique):
-            raise ValueError(
-                "FusedPPOUpdate needs separate actor and critic networks; these "
-                "share parameters (a shared trunk). Use compile_loss instead."
-            )
         self._names = [name for name, _ in unique]
         self.params = [p for _, p in unique]
         if {id(p) for p in group["params"]} != {id(p) for p in self.params} or len(
@@ -212,7 +209,11 @@ class FusedPPOUpdate:
         names, networks = self._names, self.networks
 
         def total_loss(ps: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
-            out = torch.func.functional_call(networks, dict(zip(names, ps)), args)
+            # one name per parameter, and no tying: a module reached twice (a shared trunk)
+            # is one object, swapped once (tying would swap it, and restore it, twice)
+            out = torch.func.functional_call(
+                networks, dict(zip(names, ps)), args, tie_weights=False
+            )
             total = sum(v for k, v in out.items() if k.startswith("loss_"))
             return total, {k: v.detach() for k, v in out.items()}
 

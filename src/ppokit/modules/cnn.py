@@ -12,7 +12,10 @@ happens here, on whatever device the network lives on.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Literal, cast
 
 import torch
@@ -22,7 +25,38 @@ from ppokit.internals.versions_of import tensor_versions
 
 CL = torch.channels_last
 
-__all__ = ["NatureCNN", "ReuseNextStep", "SharedTrunk", "orthogonal_linear"]
+__all__ = ["NatureCNN", "ReuseNextStep", "SharedTrunk", "one_trunk_pass", "orthogonal_linear"]
+
+# the SharedTrunks that kept an output inside the current one_trunk_pass() block (else None)
+_PASS: ContextVar[list[SharedTrunk] | None] = ContextVar("ppokit_one_trunk_pass", default=None)
+
+
+@contextlib.contextmanager
+def one_trunk_pass() -> Iterator[None]:
+    """Inside this block a :class:`SharedTrunk` runs once for the actor and the critic, even
+    without gradients (a collector acting and recording values on the same observations).
+
+    Without gradients the trunk keeps no output outside such a block (an evaluation loop may
+    refill the same buffer in place, which changes no version counter); at the block's end
+    every output kept is dropped.
+
+    Example:
+        >>> trunk = SharedTrunk(nn.Linear(3, 2))
+        >>> x = torch.ones(4, 3)
+        >>> with torch.no_grad(), one_trunk_pass():
+        ...     first, second = trunk(x), trunk(x)
+        ...     _ = trunk(x)  # kept until the block ends
+        >>> second is first, trunk(x) is first
+        (True, False)
+    """
+    kept: list[SharedTrunk] = []
+    token = _PASS.set(kept)
+    try:
+        yield
+    finally:
+        _PASS.reset(token)
+        for trunk in kept:
+            trunk.forget()
 
 
 def orthogonal_linear(in_features: int, out_features: int, *, gain: float) -> nn.Linear:
@@ -117,7 +151,8 @@ class SharedTrunk(nn.Module):
     dtype, and neither the input nor any trunk parameter written in place since (their version
     counters, which an optimizer step increments). The second call returns that output, so the
     two heads' losses flow back through one graph, as in SB3's and CleanRL's shared networks.
-    The memo is dropped after its one reuse, and never kept without gradients (acting, GAE).
+    The memo is dropped after its one reuse, and never kept without gradients (acting, GAE)
+    except inside :func:`one_trunk_pass` (a collector's act-then-value pair on one batch).
 
     Args:
         trunk: the shared network, e.g. :class:`NatureCNN`.
@@ -135,6 +170,7 @@ class SharedTrunk(nn.Module):
         self.trunk = trunk
         self.out_features = getattr(trunk, "out_features", None)
         self._memo: tuple[tuple, torch.Tensor] | None = None
+        self._traced_memo: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _key(self, obs: torch.Tensor) -> tuple:
         params = [obs, *self.trunk.parameters()]
@@ -147,8 +183,26 @@ class SharedTrunk(nn.Module):
             tensor_versions(params),
         )
 
+    def _traced(self, obs: torch.Tensor) -> torch.Tensor:
+        # inside one compiled training graph (a fused update: the actor, then the critic on
+        # the same batch) nothing writes the input in place: the same tensor object is the
+        # same batch, and the critic's call takes the memo, so none outlives the graph
+        memo, self._traced_memo = self._traced_memo, None
+        if memo is not None and memo[0] is obs:
+            return memo[1]
+        out = self.trunk(obs)
+        self._traced_memo = (obs, out)
+        return out
+
+    def forget(self) -> None:
+        """Drop the kept output (if any)."""
+        self._memo = None
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled() or obs.is_inference():
+        if torch.compiler.is_compiling():  # a training graph reuses; an acting graph runs
+            return self._traced(obs) if torch.is_grad_enabled() else self.trunk(obs)
+        kept = _PASS.get()
+        if obs.is_inference() or (kept is None and not torch.is_grad_enabled()):
             self._memo = None
             return self.trunk(obs)
         key = self._key(obs)
@@ -157,6 +211,8 @@ class SharedTrunk(nn.Module):
             return memo[1]
         out = self.trunk(obs)
         self._memo = (key, out)
+        if kept is not None:
+            kept.append(self)
         return out
 
 

@@ -85,6 +85,7 @@ def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
     saved = None
     if known.resume is not None:
         base = saved = _saved_config(known.resume)
+        _check_env(base.env)  # and register it (ale-py's ids exist once ale_py is imported)
         if known.env is not None and known.env != base.env:
             raise UsageError(
                 f"--resume {known.resume} holds a {base.env} run; it cannot continue as "

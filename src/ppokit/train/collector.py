@@ -11,6 +11,7 @@ policy is called as a TensorDict module under ``torch.no_grad``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
@@ -21,8 +22,10 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import InteractionType, set_interaction_type
 
 from ppokit.envs.gym import GymVecEnv
+from ppokit.modules.cnn import one_trunk_pass
 from ppokit.train.acting import TensorPolicy, tensor_policy
 from ppokit.train.collect_device import policy_on_device, setup_device
+from ppokit.train.collect_values import RolloutValues
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
 
 if TYPE_CHECKING:
@@ -60,11 +63,15 @@ class RolloutCollector:
             :meth:`collect` returns the rollout on the device (one copy per rollout).
         recurrent: the hidden-state bookkeeping of a recurrent policy (carried across steps,
             stored in the rollout, reset where ``done``); ``None`` for feed-forward ones.
+        critic: record the critic's values while collecting (:mod:`ppokit.train.collect_values`):
+            the rollout then holds ``state_value`` and ``("next", "state_value")`` and no
+            ``("next", "observation")`` (each frame stored once). Feed-forward policies only.
 
     The rollout holds ``observation [N, T, *obs]``, ``action [N, T]`` (discrete, int64) or
     ``[N, T, A]`` (continuous, as sampled, never clipped), ``action_log_prob [N, T]`` and
     ``("next", ·)``: ``observation``, ``reward [N, T, 1]``, ``terminated``/``truncated``/
-    ``done [N, T, 1]`` bool. :meth:`collect` returns the same TensorDict object each time.
+    ``done [N, T, 1]`` bool (with ``critic``: the two values instead of the next
+    observation). :meth:`collect` returns the same TensorDict object each time.
 
     Example:
         >>> from tensordict.nn import TensorDictModule
@@ -92,9 +99,15 @@ class RolloutCollector:
         compile_policy: bool = False,
         device: torch.device | None = None,
         recurrent: RecurrentRollout | None = None,
+        critic: Callable[[TensorDictBase], TensorDictBase] | None = None,
     ) -> None:
         if num_steps <= 0:
             raise ValueError(f"num_steps must be positive, got {num_steps}.")
+        if critic is not None and recurrent is not None:
+            raise ValueError(
+                "RolloutCollector(critic=...) records values of feed-forward critics only; a "
+                "recurrent critic's values come from its own sequence pass. Pass critic=None."
+            )
         self.env = env
         self.policy = policy
         self.num_steps = num_steps
@@ -111,7 +124,6 @@ class RolloutCollector:
                 log_prob_key: torch.zeros(n, t),
                 "next": TensorDict(
                     {
-                        "observation": torch.zeros(n, t, *obs_shape, dtype=obs_dtype),
                         "reward": torch.zeros(n, t, 1),
                         "terminated": torch.zeros(n, t, 1, dtype=torch.bool),
                         "truncated": torch.zeros(n, t, 1, dtype=torch.bool),
@@ -122,19 +134,22 @@ class RolloutCollector:
             },
             batch_size=[n, t],
         )
+        self.values = None if critic is None else RolloutValues(critic, self.rollout, device)
+        if critic is None:  # the values replace the second frame buffer
+            self.rollout.set(("next", "observation"), torch.zeros_like(self.rollout["observation"]))
         # the leaves, held once, and numpy views of them (same memory): the loop writes by index
         leaves = {
             "obs": self.rollout.get("observation"),
             "act": self.rollout.get("action"),
             "logp": self.rollout.get(log_prob_key),
-            "next_obs": self.rollout.get(("next", "observation")),
+            "next_obs": self.rollout.get(("next", "observation"), None),
             "rew": self.rollout.get(("next", "reward")),
             "term": self.rollout.get(("next", "terminated")),
             "trunc": self.rollout.get(("next", "truncated")),
             "done": self.rollout.get(("next", "done")),
         }
         self._act_buf, self._logp_buf = leaves["act"], leaves["logp"]
-        self._np = {name: leaf.numpy() for name, leaf in leaves.items()}
+        self._np = {name: leaf.numpy() for name, leaf in leaves.items() if leaf is not None}
         self._step_td = TensorDict({}, batch_size=[n])
         self._ep_return = np.zeros(n, dtype=np.float64)
         self._ep_length = np.zeros(n, dtype=np.int64)
@@ -183,23 +198,30 @@ class RolloutCollector:
             norm = None
         scaler = self.reward_scaler
         buf = self._np
-        obs_b, act_b, logp_b, next_b = buf["obs"], buf["act"], buf["logp"], buf["next_obs"]
+        obs_b, act_b, logp_b, next_b = buf["obs"], buf["act"], buf["logp"], buf.get("next_obs")
         rew_b, term_b, trunc_b, done_b = buf["rew"], buf["term"], buf["trunc"], buf["done"]
         ep_return, ep_length = self._ep_return, self._ep_length
         to_device = self._to_device
-        rec = self.recurrent
+        rec, values = self.recurrent, self.values
+        # the actor and the critic share one trunk pass per step (with a SharedTrunk)
+        one_pass = one_trunk_pass if values is not None else contextlib.nullcontext
         for t in range(self.num_steps):
-            if rec is not None:  # the state in and out of the policy, stored per step
-                action, log_prob = rec.act(obs, t, step_td, self.policy, log_prob_key)
-            elif to_device is not None:  # the policy on a GPU: one copy of the observations
-                obs_d = to_device(obs.numpy())
-                action, log_prob = policy_on_device(act, obs_d, self.policy, step_td, log_prob_key)
-            elif act is not None:
-                action, log_prob = act(obs)
-            else:
-                step_td.set("observation", obs)
-                self.policy(step_td)
-                action, log_prob = step_td.get("action"), step_td.get(log_prob_key)
+            with one_pass():
+                if rec is not None:  # the state in and out of the policy, stored per step
+                    action, log_prob = rec.act(obs, t, step_td, self.policy, log_prob_key)
+                elif to_device is not None:  # the policy on a GPU: one copy of the observations
+                    obs_d = to_device(obs.numpy())
+                    action, log_prob = policy_on_device(
+                        act, obs_d, self.policy, step_td, log_prob_key
+                    )
+                elif act is not None:
+                    action, log_prob = act(obs_d := obs)
+                else:
+                    step_td.set("observation", obs_d := obs)
+                    self.policy(step_td)
+                    action, log_prob = step_td.get("action"), step_td.get(log_prob_key)
+                if values is not None:
+                    values.record(t, obs_d)
             action_np = action.detach().cpu().numpy()
             obs_b[:, t] = obs.numpy()
             act_b[:, t] = action_np
@@ -213,14 +235,19 @@ class RolloutCollector:
                 # one statistics update per step (with the observations the policy will see
                 # next); the true final observation is mapped with the same statistics
                 obs = norm.normalize(torch.from_numpy(obs_np))
-                next_b[:, t] = (
+                final = (
                     norm.normalize(torch.from_numpy(next_obs), update=False).numpy()
                     if any_done
                     else obs.numpy()
                 )
             else:
                 obs = torch.from_numpy(obs_np)
-                next_b[:, t] = next_obs
+                final = next_obs
+            if next_b is not None:
+                next_b[:, t] = final
+            elif any_done:  # V of the true final observations: the bootstrap states
+                ended = np.flatnonzero(done)
+                values.at_ends(t, torch.from_numpy(final[ended]), ended)  # type: ignore[union-attr]
             ep_return += reward  # float32 rewards summed in float64, reported unscaled
             ep_length += 1
             if scaler is not None and scaler.enabled:
@@ -241,6 +268,8 @@ class RolloutCollector:
                 ep_return[idx] = 0.0
                 ep_length[idx] = 0
         self._obs = obs
+        if values is not None:
+            values.finish(obs, self.rollout.get(("next", "done")))
         self.env_steps += self.num_steps * self.env.num_envs
         if self._device is not None:
             return self.rollout.to(self._device, non_blocking=True)

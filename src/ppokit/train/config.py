@@ -169,7 +169,7 @@ class TrainConfig:
     (refused up front where CUDA is not available). [auto, cpu or cuda]"""
     share_trunk: bool = True
     """Image observations: one CNN trunk for the actor and the critic (the PPO paper's Atari
-    network); --no-share-trunk builds two, which --compile needs."""
+    network); --no-share-trunk builds two."""
     action_mask_key: str = "action_mask"
     """Name of the env's action mask: a top-level Dict observation entry or an info entry
     (bool or 0/1, one flag per action); masked actions get probability 0. [a non-empty name]"""

@@ -53,7 +53,8 @@ def check_rollout_finite(
     num_envs = rollout.batch_size[0]
     for key in _leaf_keys(rollout):
         value = rollout.get(key, None)
-        if value is None or torch.isfinite(value).all():
+        # integer observations (image bytes) cannot be NaN/Inf: not scanned
+        if value is None or not value.is_floating_point() or torch.isfinite(value).all():
             continue
         bad = ~torch.isfinite(value.reshape(*rollout.batch_size, -1)).all(-1)  # [N, T]
         first = torch.nonzero(bad.t())[0]  # earliest step first, then lowest env index

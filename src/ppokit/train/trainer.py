@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import set_skip_existing
 from torch import nn
 
 from ppokit.distributed import (
@@ -29,12 +30,13 @@ from ppokit.distributed import (
     World,
     broadcast_parameters,
     rank_seed,
+    shared_outside_trunks,
     shares_parameters,
     unwrap_ddp,
     wrap_ddp,
 )
 from ppokit.envs.sources import EnvSource
-from ppokit.envs.structured import open_env
+from ppokit.envs.structured import StructuredVecEnv, open_env
 from ppokit.train.build import (
     build_actor_critic,
     build_for_config,
@@ -169,10 +171,15 @@ class PPOTrainer:
         self.actor, self.critic = checked_module(actor, "actor"), checked_module(critic, "critic")
         move_modules(self.device, self.actor, self.critic)  # before DDP wraps them
         # DDP on the plain networks inside the TensorDict modules (ppokit.wrap_ddp):
-        # the loss keeps the actor's get_dist, and backward() averages gradients over ranks.
-        # Networks shared by actor and critic (a shared trunk or recurrent core) run twice per
-        # loss, which DDP cannot hook: their gradients are all-reduced after backward instead.
-        shared = self.world.is_distributed and shares_parameters(self.actor, self.critic)
+        # the loss keeps the actor's get_dist, and backward() averages gradients over ranks; a
+        # shared CNN trunk gets one wrapper, inside its memo (it runs once per loss). DDP cannot
+        # hook a parameter that runs in two forward passes per loss (a shared recurrent core,
+        # whose sequences the actor and the critic each re-run; any sharing outside a
+        # SharedTrunk): those runs all-reduce the gradients after backward instead.
+        shared = self.world.is_distributed and (
+            shared_outside_trunks(self.actor, self.critic)
+            or (cfg.recurrent != "none" and shares_parameters(self.actor, self.critic))
+        )
         grad_sync = GradientAverager(self.world) if shared else None
         if self.world.is_distributed and not shared:
             wrap_ddp(self.actor, self.critic, world=self.world)
@@ -215,6 +222,14 @@ class PPOTrainer:
             RunningStatsMerger(self.obs_norm.rms, self.world),
             RunningStatsMerger(self.reward_scaler.rms, self.world),
         ]
+        # image rollouts keep each frame once: the critic's values are recorded while acting
+        # (the same parameters GAE would use) instead of the next observations
+        self.values_in_rollout = (
+            not float_obs(self.env)
+            and self.recurrent is None
+            and not cfg.recompute_advantage
+            and not isinstance(self.env, StructuredVecEnv)
+        )
         self.collector = make_collector(
             self.env,
             self.actor,
@@ -226,6 +241,7 @@ class PPOTrainer:
             compile_policy=cfg.compile,
             device=self.device,
             recurrent=self.recurrent,
+            **({"critic": self.critic} if self.values_in_rollout else {}),
         )
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.iteration = 0
@@ -286,6 +302,9 @@ class PPOTrainer:
         """Write ``advantage``, ``value_target`` and ``state_value`` into ``rollout``."""
         if self.recurrent is not None:  # values from the critic re-run over the sequences
             return self.recurrent.estimate_advantage(self.loss.value_estimator, rollout)
+        if self.values_in_rollout:  # V(s_t), V(s_t+1) recorded by the collector: read them
+            with set_skip_existing(True):
+                return self.loss.value_estimator(rollout)
         self.loss.value_estimator(rollout)
         if rollout.get("state_value", None) is None:
             self.critic(rollout)

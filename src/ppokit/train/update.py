@@ -161,8 +161,7 @@ def make_update_step(
     except (TypeError, ValueError) as err:
         raise ValueError(
             f"compile=True cannot be honoured: {err} Train with compile=False "
-            "(drop --compile): the eager update computes the same. (An image policy: "
-            "--no-share-trunk builds separate CNNs, which --compile can fuse.)"
+            "(drop --compile): the eager update computes the same."
         ) from err
     return fused
 
