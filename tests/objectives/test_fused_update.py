@@ -24,6 +24,7 @@ from ppokit import (
     ValueOperator,
 )
 from ppokit.modules.cnn import SharedTrunk
+from ppokit.objectives.step import eager_update
 from ppokit.train.build import unique_params
 
 OBS, ACT, N = 5, 3, 4
@@ -396,3 +397,59 @@ def _build_and_run_instances(compile_loss, count):
             assert update(td.clone()).applied
             compiled(td)
         assert (update.fused_calls, compiled.compiled_calls) == (1, 1), i
+
+
+def test_a_gradient_sync_runs_between_the_gradients_and_the_clip():
+    # Under torchrun the update runs as two graphs with the ranks' gradient average between
+    # them. A stand-in for the average that halves every gradient (the mean with a rank whose
+    # gradients are zero) must act before the clip (0.05: every step is clipped) and Adam,
+    # exactly as halving .grad between backward() and clip_grad_norm_ does eagerly.
+    loss_f, opt_f = _setup("categorical")
+    loss_e, opt_e = _setup("categorical")
+    halved: list[int] = []
+
+    def halve(grads: list[torch.Tensor]) -> None:
+        halved.append(len(grads))
+        for g in grads:
+            g.mul_(0.5)
+
+    def reference_halve(params: list[nn.Parameter]) -> None:
+        for p in params:
+            p.grad.mul_(0.5)
+
+    # a KL average that says "far over the target" on request: the test of the synced verdict
+    kl_over = [False]
+    update = FusedPPOUpdate(
+        loss_f,
+        opt_f,
+        max_grad_norm=0.05,
+        backend="aot_eager",
+        grad_sync=halve,
+        kl_mean=lambda kl: kl + 1e6 if kl_over[0] else kl,
+        eager_step=lambda *a, **k: eager_update(*a, grad_sync=reference_halve, **k),
+    )
+    params_e = [p for group in opt_e.param_groups for p in group["params"]]
+    for td in _batches(loss_f, 4):
+        out_f, norm_f, applied = update(td.clone())
+        out_e = loss_e(td.clone())
+        opt_e.zero_grad(set_to_none=True)
+        sum(v for k, v in out_e.items() if k.startswith("loss_")).backward()
+        reference_halve(params_e)
+        norm_e = torch.nn.utils.clip_grad_norm_(params_e, 0.05)
+        opt_e.step()
+        assert applied and float(norm_e) > 0.05
+        torch.testing.assert_close(norm_f, norm_e, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(out_f["loss_objective"], out_e["loss_objective"].detach())
+    assert (update.eager_calls, update.fused_calls) == (1, 3) and halved == [
+        8,
+        8,
+        8,
+    ]  # 2 weights + 2 biases per network
+    for p_f, p_e in zip(opt_f.param_groups[0]["params"], params_e, strict=True):
+        torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-6)
+    # the target-KL test reads the averaged KL: over the target, nothing moves
+    kl_over[0] = True
+    before = [p.detach().clone() for p in opt_f.param_groups[0]["params"]]
+    assert not update(_batches(loss_f, 1, seed=9)[0], target_kl=0.5).applied
+    for p, q in zip(opt_f.param_groups[0]["params"], before, strict=True):
+        assert torch.equal(p, q)

@@ -9,7 +9,7 @@ import torch
 
 from ppokit.fast.update import FusedPPOUpdate
 from ppokit.train.config import preset_config
-from ppokit.train.trainer import PPOTrainer, World
+from ppokit.train.trainer import PPOTrainer
 
 
 def _cfg(**kw):
@@ -71,12 +71,6 @@ def _fused_updates_write_the_optimizer_state_that_checkpoints_keep(trainer: PPOT
     for index, param in enumerate(trainer.params):
         for key in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.equal(saved[index][key], trainer.optimizer.state[param][key]), key
-
-
-def test_compile_with_distributed_world_is_refused(tmp_path):
-    # refused before any process group is needed
-    with pytest.raises(ValueError, match="compile=True does not work with distributed"):
-        PPOTrainer(_cfg(compile=True), run_dir=tmp_path / "run", world=World(world_size=2))
 
 
 def test_cli_compile_flag_trains_and_is_saved(tmp_path):

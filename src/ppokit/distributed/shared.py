@@ -136,9 +136,18 @@ class GradientAverager:
         for param in params:
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
-        grads = [p.grad for p in params if p.grad is not None]
-        flat = _flat(grads, self.world)
+        self.average_([p.grad for p in params if p.grad is not None])
+
+    @torch.no_grad()
+    def average_(self, tensors: list[torch.Tensor]) -> None:
+        """Replace each of ``tensors`` by its mean over ranks, in place (one all-reduce).
+
+        What the fused compiled update calls on the gradients its first graph returns.
+        """
+        if not self.world.is_distributed or not tensors:
+            return
+        flat = _flat(tensors, self.world)
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         flat /= self.world.world_size
-        for grad, value in zip(grads, _unflat(flat, grads)):
-            grad.copy_(value)
+        for tensor, value in zip(tensors, _unflat(flat, tensors)):
+            tensor.copy_(value)

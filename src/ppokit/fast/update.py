@@ -38,6 +38,15 @@ __all__ = ["EagerStep", "FusedPPOUpdate"]
 EagerStep = Callable[..., UpdateResult]
 
 
+def _verdict(out: dict, kl: torch.Tensor, kl_limit: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Whether the loss came out finite, and whether the update applies: only if the eager
+    loop would apply it (finite outputs, else its rerun raises; a KL within the target, else
+    the loop stops)."""
+    total = probe(out)
+    finite = torch.isfinite(total) if total is not None else torch.tensor(True)
+    return finite, finite & (kl <= kl_limit)
+
+
 class _Networks(nn.Module):
     """The loss's actor and critic as the only submodules, for ``torch.func.functional_call``.
 
@@ -106,6 +115,12 @@ class FusedPPOUpdate:
         eager_step: the eager update run when the graph cannot be (default
             :func:`ppokit.objectives.step.eager_update`; a trainer may pass its own, with the
             same signature).
+        grad_sync: averages a list of gradient tensors over ranks, in place
+            (:meth:`ppokit.distributed.GradientAverager.average_`): the update then runs as
+            two graphs, the gradients and then clip + Adam, with this one collective between
+            them (data-parallel training under ``torchrun``; DDP's hooks cannot be traced).
+        kl_mean: how ``kl_approx`` is averaged (over ranks) before the ``target_kl`` test, so
+            every rank takes the same decision; used with ``grad_sync``.
 
     Raises:
         TypeError / ValueError: an unsupported loss, optimizer or setting (the message says
@@ -139,6 +154,8 @@ class FusedPPOUpdate:
         dynamic: bool | None = None,
         backend: str = "inductor",
         eager_step: EagerStep = eager_update,
+        grad_sync: Callable[[list[torch.Tensor]], None] | None = None,
+        kl_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         check_compilable(loss, "FusedPPOUpdate")
         if type(optimizer) is not torch.optim.Adam:
@@ -188,24 +205,24 @@ class FusedPPOUpdate:
         self._keys: list | None = None
         self._lr = torch.zeros(())  # a tensor input: the annealed lr must not recompile
         self._max_norm = torch.tensor(math.inf if max_grad_norm is None else max_grad_norm)
-        self._graph = torch.compile(
-            with_own_code(self._update), fullgraph=True, dynamic=dynamic, backend=backend
-        )
+        self._grad_sync = grad_sync
+        self._kl_mean: Callable[[torch.Tensor], torch.Tensor] = kl_mean or (lambda kl: kl)
+
+        def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+            return torch.compile(
+                with_own_code(fn), fullgraph=True, dynamic=dynamic, backend=backend
+            )
+
+        if grad_sync is None:
+            self._graph = compiled(self._update)
+        else:
+            self._grad_graph = compiled(self._gradients)
+            self._adam_graph = compiled(self._adam)
+            self._graph = self._update_synced
 
     # ------------------------------------------------------------------ the compiled step
-    def _update(
-        self,
-        params: list[torch.Tensor],
-        exp_avg: list[torch.Tensor],
-        exp_avg_sq: list[torch.Tensor],
-        steps: list[torch.Tensor],
-        lr: torch.Tensor,
-        max_norm: torch.Tensor,
-        kl_limit: torch.Tensor,
-        args: tuple,
-        betas: tuple[float, float],
-        eps: float,
-    ) -> tuple[Any, ...]:
+    def _gradients(self, params: list[torch.Tensor], args: tuple) -> tuple[Any, dict]:
+        """The gradient of the sum of the loss's ``loss_*`` terms, and its (detached) output."""
         names, networks = self._names, self.networks
 
         def total_loss(ps: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
@@ -217,13 +234,23 @@ class FusedPPOUpdate:
             total = sum(v for k, v in out.items() if k.startswith("loss_"))
             return total, {k: v.detach() for k, v in out.items()}
 
-        grads, out = torch.func.grad(total_loss, has_aux=True)(params)
+        return torch.func.grad(total_loss, has_aux=True)(params)
+
+    @staticmethod
+    def _adam(
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        exp_avg: list[torch.Tensor],
+        exp_avg_sq: list[torch.Tensor],
+        steps: list[torch.Tensor],
+        lr: torch.Tensor,
+        max_norm: torch.Tensor,
+        apply: torch.Tensor,
+        betas: tuple[float, float],
+        eps: float,
+    ) -> torch.Tensor:
+        """Clip ``grads`` to ``max_norm`` and take Adam's step where ``apply``; the norm."""
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        # the update is applied only if the eager loop would apply it: finite outputs (else
-        # the eager rerun raises) and, with a target KL, a KL within it (else the loop stops)
-        total = probe(out)
-        finite = torch.isfinite(total) if total is not None else torch.tensor(True)
-        apply = finite & (out["kl_approx"] <= kl_limit)
         coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
         beta1, beta2 = betas
         for p, g, m, v, s in zip(params, grads, exp_avg, exp_avg_sq, steps):
@@ -239,6 +266,50 @@ class FusedPPOUpdate:
             # graph's epilogue stores them, with no new tensors and no copies afterwards
             for kept, moved in ((p, p1), (m, m1), (v, v1), (s, s1)):
                 kept.copy_(torch.where(apply, moved, kept))
+        return norm
+
+    def _update(
+        self,
+        params: list[torch.Tensor],
+        exp_avg: list[torch.Tensor],
+        exp_avg_sq: list[torch.Tensor],
+        steps: list[torch.Tensor],
+        lr: torch.Tensor,
+        max_norm: torch.Tensor,
+        kl_limit: torch.Tensor,
+        args: tuple,
+        betas: tuple[float, float],
+        eps: float,
+    ) -> tuple[Any, ...]:
+        grads, out = self._gradients(params, args)
+        finite, apply = _verdict(out, out["kl_approx"], kl_limit)
+        norm = self._adam(
+            params, grads, exp_avg, exp_avg_sq, steps, lr, max_norm, apply, betas, eps
+        )
+        return out, norm, finite, apply
+
+    def _update_synced(
+        self,
+        params: list[torch.Tensor],
+        exp_avg: list[torch.Tensor],
+        exp_avg_sq: list[torch.Tensor],
+        steps: list[torch.Tensor],
+        lr: torch.Tensor,
+        max_norm: torch.Tensor,
+        kl_limit: torch.Tensor,
+        args: tuple,
+        betas: tuple[float, float],
+        eps: float,
+    ) -> tuple[Any, ...]:
+        """``_update`` with ``grad_sync`` between the gradients and Adam: two graphs and one
+        collective (a collective cannot sit inside a ``fullgraph`` graph on gloo)."""
+        grads, out = self._grad_graph(params, args)
+        finite, apply = _verdict(out, self._kl_mean(out["kl_approx"]), kl_limit)
+        if bool(finite) and self._grad_sync is not None:
+            self._grad_sync(grads)  # (a rank whose loss is not finite reruns eagerly and raises)
+        norm = self._adam_graph(
+            params, grads, exp_avg, exp_avg_sq, steps, lr, max_norm, apply, betas, eps
+        )
         return out, norm, finite, apply
 
     # ------------------------------------------------------------------ a call

@@ -171,12 +171,6 @@ def _train_ranks(resolved: tuple[TrainConfig, Path, bool], world: World) -> int:
     # rank 0's config everywhere: the default run dir holds a timestamp ranks could disagree on
     cfg, run_dir = world.broadcast_object(resolved[:2])
     resume = resolved[2]
-    from ppokit.train.trainer import check_world_support
-
-    try:
-        check_world_support(cfg, world)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
     problem = None
     if world.is_main:
         try:

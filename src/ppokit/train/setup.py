@@ -1,8 +1,7 @@
 """What a run is made of, checked before any work: its config, env sources and networks.
 
 :func:`resolve_config` merges a config, an env source and keyword overrides;
-:func:`eval_source` says where the final evaluation plays; :func:`check_world_support` refuses
-options several processes cannot run.
+:func:`eval_source` says where the final evaluation plays.
 """
 
 from __future__ import annotations
@@ -11,14 +10,12 @@ from typing import Any
 
 from torch import nn
 
-from ppokit.distributed import World
 from ppokit.envs.sources import EnvSource, env_label
 from ppokit.train.config import TrainConfig, config_from_dict
 from ppokit.train.validation import check_resumable
 
 __all__ = [
     "check_resumable",
-    "check_world_support",
     "checked_module",
     "eval_source",
     "is_vector_env",
@@ -56,20 +53,6 @@ def resolve_config(
             )
         values["num_envs"] = env.num_envs  # type: ignore[union-attr]
     return config_from_dict(values, base=cfg) if values else cfg
-
-
-def check_world_support(cfg: TrainConfig, world: World) -> None:
-    """Raise ``ValueError`` for options that ``world`` (several processes) cannot run.
-
-    Example:
-        >>> check_world_support(TrainConfig(compile=True), World())  # one process: fine
-    """
-    if cfg.compile and world.is_distributed:
-        raise ValueError(
-            "compile=True does not work with distributed training yet (--compile under "
-            "torchrun): DistributedDataParallel's forward cannot be traced into the loss's "
-            "single graph. Set compile=False (drop --compile), or train in one process."
-        )
 
 
 def is_vector_env(source: object) -> bool:

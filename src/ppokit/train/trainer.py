@@ -64,7 +64,6 @@ from ppokit.train.rundir import record_written
 from ppokit.train.sequences import RecurrentRollout
 from ppokit.train.setup import (
     check_resumable,
-    check_world_support,
     checked_module,
     eval_source,
     is_vector_env,
@@ -80,7 +79,6 @@ __all__ = [
     "TrainResult",
     "World",
     "build_actor_critic",
-    "check_world_support",
     "load_policy",
     "seed_everything",
 ]
@@ -143,7 +141,6 @@ class PPOTrainer:
         cfg = resolve_config(cfg, env=env, overrides=overrides)
         validate_config(cfg)
         self.world = world or World()
-        check_world_support(cfg, self.world)
         self.run_dir = (
             Path(run_dir) if run_dir is not None else (cfg.run_dir or default_run_dir(cfg))
         )
@@ -175,13 +172,15 @@ class PPOTrainer:
         # shared CNN trunk gets one wrapper, inside its memo (it runs once per loss). DDP cannot
         # hook a parameter that runs in two forward passes per loss (a shared recurrent core,
         # whose sequences the actor and the critic each re-run; any sharing outside a
-        # SharedTrunk): those runs all-reduce the gradients after backward instead.
-        shared = self.world.is_distributed and (
-            shared_outside_trunks(self.actor, self.critic)
+        # SharedTrunk), and DDP's hooks cannot be traced into the fused compiled update
+        # (--compile): those runs all-reduce the gradients after backward instead.
+        by_hand = self.world.is_distributed and (
+            cfg.compile
+            or shared_outside_trunks(self.actor, self.critic)
             or (cfg.recurrent != "none" and shares_parameters(self.actor, self.critic))
         )
-        grad_sync = GradientAverager(self.world) if shared else None
-        if self.world.is_distributed and not shared:
+        grad_sync = GradientAverager(self.world) if by_hand else None
+        if self.world.is_distributed and not by_hand:
             wrap_ddp(self.actor, self.critic, world=self.world)
         # in DDP the advantage is standardised over all ranks' minibatch (in update())
         self.loss = build_loss(
@@ -191,7 +190,7 @@ class PPOTrainer:
             normalize_advantage=(cfg.normalize_advantage and not self.world.is_distributed),
         ).to(self.device)
         self.params = unique_params(self.actor, self.critic)
-        if shared:  # every rank starts from rank 0's weights (what DDP does when wrapping)
+        if by_hand:  # every rank starts from rank 0's weights (what DDP does when wrapping)
             broadcast_parameters(self.params, self.world)
         self.recurrent = RecurrentRollout.for_config(  # None for feed-forward networks
             self.actor, self.critic, cfg, device=self.device

@@ -10,6 +10,7 @@ run the given loss/optimizer it raises with the reason: it never falls back sile
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal, Protocol
 
@@ -116,8 +117,8 @@ def make_update_step(
 
     ``sequences=True``: minibatches are ``[B, L]`` env sequences, run with the recurrent
     cores in sequence mode (:class:`ppokit.train.sequences.SequenceUpdate`). ``grad_sync``:
-    see :class:`EagerUpdate` (the fused graph refuses it: it has no step between backward
-    and clip).
+    see :class:`EagerUpdate`; with ``compile=True`` the fused update then runs as two graphs
+    (gradients; clip and Adam) with the averaging between them.
 
     Raises:
         ValueError: ``compile=True`` and the fused graph cannot run this loss or optimizer
@@ -145,18 +146,29 @@ def make_update_step(
             kl_mean=kl_mean,
             grad_sync=grad_sync,
         )
-    if grad_sync is not None:
-        raise ValueError(
-            "compile=True cannot average gradients by hand (grad_sync): the fused graph runs "
-            "backward, clip and Adam as one. Train with compile=False."
-        )
     from ppokit.fast.update import FusedPPOUpdate
+
+    sync_tensors = None
+    if grad_sync is not None:
+        sync = grad_sync
+
+        def sync_tensors(grads: list[torch.Tensor]) -> None:
+            # the graph's gradients, lent to the parameters for grad_sync (which averages
+            # .grad in place), then taken back: the fused update never leaves .grad set
+            for param, grad in zip(params, grads, strict=True):
+                param.grad = grad
+            sync(params)
+            for param in params:
+                param.grad = None
 
     try:
         fused: UpdateStep = FusedPPOUpdate(
             loss,  # type: ignore[arg-type]
             optimizer,
             max_grad_norm=max_grad_norm,
+            eager_step=functools.partial(eager_update, kl_mean=kl_mean, grad_sync=grad_sync),
+            grad_sync=sync_tensors,
+            kl_mean=kl_mean,
         )
     except (TypeError, ValueError) as err:
         raise ValueError(
