@@ -16,11 +16,13 @@ alongside the reset one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from tensordict import TensorDict
+from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
 
 from ppokit.envs.gym import GymVecEnv
 from ppokit.envs.masks import check_mask, split_mask
@@ -218,8 +220,12 @@ class StructuredVecEnv:
                 )
         return tuple(sizes), tuple(labels)
 
-    def to_env_action(self, action: TensorDict) -> Any:
-        """The env's action (nested dict/tuple of numpy arrays) from the ``"action"`` entry."""
+    def to_env_action(self, action: TensorDictBase | Mapping[NestedKey, torch.Tensor]) -> Any:
+        """The env's action (nested dict/tuple of numpy arrays) from the ``"action"`` entry.
+
+        ``action``: a TensorDict holding ``"action"``, or a mapping from each head's key
+        (``"action"``, ``("action", "0")``, ...) to its tensor.
+        """
         from gymnasium import spaces
 
         def get(path: tuple[str, ...]) -> np.ndarray:
@@ -249,9 +255,9 @@ class StructuredVecEnv:
         return self._obs_td(raw, info)
 
     def step(
-        self, action: TensorDict
+        self, action: TensorDictBase | Mapping[NestedKey, torch.Tensor]
     ) -> tuple[TensorDict, TensorDict, np.ndarray, np.ndarray, np.ndarray]:
-        """Step with ``action`` (holding ``"action"``).
+        """Step with ``action`` (holding ``"action"``, or the heads by key: :meth:`to_env_action`).
 
         Returns:
             ``(next_obs, obs, reward, terminated, truncated)``: ``next_obs`` is the TRUE final
