@@ -69,3 +69,18 @@ def test_a_foreign_actor_has_no_tensor_route():
     from tensordict.nn import TensorDictModule
 
     assert StructuredActing.for_actor(TensorDictModule(torch.nn.Linear(2, 2), ["a"], ["b"])) is None
+
+
+@pytest.mark.parametrize("env_id", ["ppokit/TicTacToe-v0", ImageAndMixedAction])
+def test_a_diverged_network_is_named_not_sent_to_the_env(env_id):
+    env = StructuredVecEnv(env_id, 2)
+    actor, _ = build_structured_actor_critic(env)
+    with torch.no_grad():
+        for p in actor.parameters():
+            p.fill_(float("nan"))
+    collector = StructuredCollector(env, actor, num_steps=2, seed=0)
+    # the tensor route defers the heads' value checks, then rebuilds them checked
+    with pytest.raises(ValueError, match="NaN"):
+        collector.collect()
+    assert env.steps == 0  # no action reached the env
+    env.close()

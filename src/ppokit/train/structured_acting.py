@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from tensordict.nn import (
     CompositeDistribution,
@@ -28,6 +29,7 @@ from tensordict.nn.utils import composite_lp_aggregate
 from tensordict.utils import NestedKey
 
 from ppokit.internals.direct import ModulePlan, TensorReader
+from ppokit.modules.distributions.checks import deferred_param_checks
 
 __all__ = ["StructuredActing"]
 
@@ -132,18 +134,35 @@ class StructuredActing:
         """
         batch = next(iter(inputs.values())).shape[:1]
         written = self.plan.run(TensorReader({}, inputs), batch)
-        dists = [
-            (key, cls(**{n: written[w] for n, w in params.items()}, **kw))
-            for key, cls, params, kw in self.heads
-        ]
-        # as CompositeDistribution.sample (its has_rsample is False): every head's sample(),
-        # in the map's order, then every head's log_prob
-        actions = [(key, d.sample()) for key, d in dists]
-        log_probs = [d.log_prob(a) for (_, d), (_, a) in zip(dists, actions)]
+        # the heads' per-step value checks (host syncs) are deferred, as the flat path's
+        # TensorPolicy does: a non-finite log-prob (what a bad parameter leads to) raises below
+        try:
+            with deferred_param_checks():
+                dists = self._dists(written)
+                # as CompositeDistribution.sample (its has_rsample is False): every head's
+                # sample(), in the map's order, then every head's log_prob
+                actions = [(key, d.sample()) for key, d in dists]
+                log_probs = [d.log_prob(a) for (_, d), (_, a) in zip(dists, actions)]
+        except RuntimeError:  # e.g. torch.multinomial on NaN probabilities
+            self._dists(written)  # the checked constructors name a bad parameter
+            raise
         out: dict[NestedKey, torch.Tensor] = {}
         for (key, action), lp in zip(actions, log_probs):
             out[key] = action
             out[_suffixed(key, "_log_prob")] = lp
         first, *rest = (log_probs[i] for i in self.sum_order)
-        return out, sum(rest, first)
+        summed = sum(rest, first)
+        if not np.isfinite(summed.numpy()).all():  # numpy's check: no torch sync per step
+            self._dists(written)  # the checked constructors name the bad parameter
+            raise ValueError(
+                "The structured policy produced a non-finite action log-prob from "
+                "finite-looking parameters (overflow?). Check the observations and lower the "
+                "learning rate."
+            )
+        return out, summed
 
+    def _dists(self, written: Mapping[NestedKey, torch.Tensor]) -> list[tuple[NestedKey, Any]]:
+        return [
+            (key, cls(**{n: written[w] for n, w in params.items()}, **kw))
+            for key, cls, params, kw in self.heads
+        ]
