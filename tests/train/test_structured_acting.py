@@ -84,3 +84,39 @@ def test_a_diverged_network_is_named_not_sent_to_the_env(env_id):
         collector.collect()
     assert env.steps == 0  # no action reached the env
     env.close()
+
+
+@pytest.mark.parametrize("env_id", ["ppokit/TicTacToe-v0", ImageAndMixedAction])
+def test_the_composite_loss_takes_the_direct_path_with_the_same_numbers(env_id):
+    from ppokit import ClipPPOLoss
+
+    env = StructuredVecEnv(env_id, 2)
+    torch.manual_seed(0)
+    actor, critic = build_structured_actor_critic(env)
+    data = StructuredCollector(env, actor, num_steps=6, seed=0).collect().reshape(-1)
+    env.close()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # move the actor so the ratios differ from 1
+        for p in actor.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    data["advantage"] = torch.randn(12, 1, generator=g)
+    data["value_target"] = torch.randn(12, 1, generator=g)
+
+    def losses_and_grads(loss):
+        out = loss(data.clone())
+        total = sum(v for k, v in out.items() if k.startswith("loss_"))
+        return out, torch.autograd.grad(total, list(loss.parameters()))
+
+    direct = ClipPPOLoss(actor, critic, entropy_coeff=0.01)
+    assert direct.execution_path == "direct"
+    fast = losses_and_grads(direct)
+    hook = actor.register_forward_hook(lambda *_: None)  # sends the call through tensordict
+    slow = ClipPPOLoss(actor, critic, entropy_coeff=0.01)
+    assert slow.execution_path == "tensordict"
+    reference = losses_and_grads(slow)
+    hook.remove()
+    assert set(fast[0].keys(True, True)) == set(reference[0].keys(True, True))
+    for key in reference[0].keys(True, True):
+        assert torch.equal(fast[0][key], reference[0][key]), key
+    for got, want in zip(fast[1], reference[1]):
+        assert torch.equal(got, want)
