@@ -21,9 +21,11 @@ A plan is only made for the structures whose semantics it reproduces: ``TensorDi
 (and subclasses that keep its ``forward``, such as ``ValueOperator``) without ``method``,
 keyword inputs or selected outputs; ``TensorDictSequential``\\ s of those; and
 ``ProbabilisticTensorDictSequential`` ending in one ``ProbabilisticTensorDictModule``.
+A composite distribution's parameter sub-tree (``in_keys=["params"]``) is gathered from
+what the steps wrote into one TensorDict, as tensordict's writes would have left it.
 Anything else (hooks on the wrappers, ``set_skip_existing``, custom ``forward`` methods,
-composite distributions, a wrapper whose network was swapped) runs through tensordict as
-before, so the fast path is never less general than the slow one.
+a wrapper whose network was swapped) runs through tensordict as before, so the fast path
+is never less general than the slow one.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The flat path (:class:`~ppokit.train.collector.RolloutCollector`, numpy views, the tensor
 policy) is untouched; a :class:`~ppokit.envs.structured.StructuredVecEnv` takes this one:
-the actor is called as a TensorDict module (the generic path), the rollout is a nested
+the actor acts on tensors (:class:`~ppokit.train.structured_acting.StructuredActing`, the
+same numbers as calling it as a TensorDict module, which other actors get), the rollout is a nested
 TensorDict ``[num_envs, T]`` mirroring the observation and action spaces, and the
 observation normaliser sees the ``vector`` leaves concatenated (never images, one-hot
 leaves or masks).
@@ -132,8 +133,10 @@ class StructuredCollector:
     Same interface and keys as :class:`~ppokit.train.collector.RolloutCollector`:
     ``observation`` (a TensorDict of leaves, with the mask), ``action`` (a tensor or a
     TensorDict of heads, with each head's log-prob), ``action_log_prob [N, T]`` (the heads'
-    sum) and ``("next", ·)``. The policy is called as a TensorDict module under
-    ``torch.no_grad`` in ``InteractionType.RANDOM``.
+    sum) and ``("next", ·)``. The policy acts under ``torch.no_grad`` in
+    ``InteractionType.RANDOM``: on tensors where
+    :class:`~ppokit.train.structured_acting.StructuredActing` reproduces it (the actors
+    :func:`build_structured_actor_critic` makes, without hooks), else as a TensorDict module.
 
     Example:
         >>> env = StructuredVecEnv("ppokit/TicTacToe-v0", 2)
@@ -154,7 +157,7 @@ class StructuredCollector:
         reward_scaler: RewardScaler | None = None,
         log_prob_key: str = "action_log_prob",
         seed: int | None = None,
-        compile_policy: bool = False,  # the generic path acts eagerly
+        compile_policy: bool = False,  # the structured path acts eagerly
     ) -> None:
         if num_steps <= 0:
             raise ValueError(f"num_steps must be positive, got {num_steps}.")
