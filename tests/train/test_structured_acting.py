@@ -120,3 +120,11 @@ def test_the_composite_loss_takes_the_direct_path_with_the_same_numbers(env_id):
         assert torch.equal(fast[0][key], reference[0][key]), key
     for got, want in zip(fast[1], reference[1]):
         assert torch.equal(got, want)
+
+
+def test_an_action_mapping_missing_a_head_is_named():
+    env = StructuredVecEnv(MatchMultiDiscrete, 1)  # MultiDiscrete([3, 4]): heads "0" and "1"
+    env.reset(seed=0)
+    with pytest.raises(KeyError, match=r"no entry \('action', '1'\)"):
+        env.step({("action", "0"): torch.tensor([0])})
+    env.close()

@@ -229,7 +229,13 @@ class StructuredVecEnv:
         from gymnasium import spaces
 
         def get(path: tuple[str, ...]) -> np.ndarray:
-            value = action.get(("action", *path) if path else "action")
+            key = ("action", *path) if path else "action"
+            value = action.get(key)
+            if value is None:
+                raise KeyError(
+                    f"{self.env_id}: the action has no entry {key!r}; give one tensor per "
+                    "action head (StructuredVecEnv.heads), e.g. the structured actor's output."
+                )
             return value.detach().cpu().numpy()
 
         def build(sp: Any, path: tuple[str, ...]) -> Any:

@@ -226,7 +226,9 @@ class StructuredCollector:
             action, log_prob = self._act(obs)
             next_raw, obs_raw, reward, terminated, truncated = env.step(action)
             done = terminated | truncated
-            entries = {("observation", *_tuple(k)): v for k, v in obs.items(True, True)}
+            entries: dict[NestedKey, torch.Tensor] = {
+                ("observation", *_tuple(k)): v for k, v in obs.items(True, True)
+            }
             entries.update(action)
             entries[self.log_prob_key] = log_prob
             obs = normalize_leaves(env, obs_raw, norm, update=True)
