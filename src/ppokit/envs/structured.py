@@ -286,11 +286,14 @@ class StructuredVecEnv:
                     "autoreset_mode=SAME_STEP to store the true final observation."
                 )
             next_obs = obs.clone()
-            for i in np.flatnonzero(flags):
-                final = info["final_obs"][i]
-                for leaf in self.obs_leaves:
-                    entry = torch.as_tensor(np.asarray(self._pick(final, leaf.path)))
-                    next_obs.get(self.leaf_key(leaf))[i] = entry.to(_DTYPES[leaf.kind])
+            rows = np.flatnonzero(flags)
+            finals = [info["final_obs"][i] for i in rows]
+            index = torch.from_numpy(rows)
+            for leaf in self.obs_leaves:  # one write per leaf for all the ended envs
+                entry = np.stack([np.asarray(self._pick(f, leaf.path)) for f in finals])
+                next_obs.get(self.leaf_key(leaf))[index] = torch.from_numpy(entry).to(
+                    _DTYPES[leaf.kind]
+                )
         return next_obs, obs, np.asarray(reward, dtype=np.float32), terminated, truncated
 
     def close(self) -> None:

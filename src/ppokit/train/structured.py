@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import InteractionType, set_interaction_type
-from tensordict.utils import NestedKey
+from tensordict.utils import NestedKey, unravel_key
 from torch import nn
 
 from ppokit.envs.gym import GymVecEnv
@@ -116,10 +116,6 @@ def normalize_leaves(
     for key, part, new in zip(keys, parts, mapped):
         out.set(key, new.reshape(part.shape))
     return out
-
-
-def _tuple(key: NestedKey) -> tuple[str, ...]:
-    return (key,) if isinstance(key, str) else tuple(key)
 
 
 def _summed_log_prob(policy: Any, td: TensorDictBase, log_prob_key: str) -> torch.Tensor:
@@ -227,7 +223,7 @@ class StructuredCollector:
             next_raw, obs_raw, reward, terminated, truncated = env.step(action)
             done = terminated | truncated
             entries: dict[NestedKey, torch.Tensor] = {
-                ("observation", *_tuple(k)): v for k, v in obs.items(True, True)
+                unravel_key(("observation", k)): v for k, v in obs.items(True, True)
             }
             entries.update(action)
             entries[self.log_prob_key] = log_prob
@@ -238,7 +234,7 @@ class StructuredCollector:
             if scaler is not None and scaler.enabled:
                 reward = scaler.scale(torch.from_numpy(reward), torch.from_numpy(done)).numpy()
             entries.update(
-                {("next", "observation", *_tuple(k)): v for k, v in next_obs.items(True, True)}
+                {unravel_key(("next", "observation", k)): v for k, v in next_obs.items(True, True)}
             )
             for name, flags in (
                 ("reward", reward),

@@ -30,17 +30,13 @@ from tensordict.utils import NestedKey
 
 from ppokit.internals.direct import ModulePlan, TensorReader
 from ppokit.modules.distributions.checks import deferred_param_checks
+from ppokit.objectives.composite import log_prob_key
 
 __all__ = ["StructuredActing"]
 
 
 def _tuple(key: NestedKey) -> tuple[str, ...]:
     return (key,) if isinstance(key, str) else tuple(key)
-
-
-def _suffixed(key: NestedKey, suffix: str) -> NestedKey:
-    # where tensordict writes a head's log-prob: the last part of the key + suffix
-    return key + suffix if isinstance(key, str) else (*key[:-1], key[-1] + suffix)
 
 
 class StructuredActing:
@@ -86,7 +82,7 @@ class StructuredActing:
             prefix = ("params", *_tuple(key))
             params = {w[-1]: w for w in written if w[:-1] == prefix}
             self.heads.append((key, cls, params, dict(extra.get(key, {}))))
-        lp_keys = [_suffixed(key, "_log_prob") for key, *_ in self.heads]
+        lp_keys = [log_prob_key(key) for key, *_ in self.heads]
         # the summation order of the TensorDict route (StructuredCollector's)
         self.sum_order = [lp_keys.index(k) for k in log_prob_keys]
 
@@ -149,7 +145,7 @@ class StructuredActing:
         out: dict[NestedKey, torch.Tensor] = {}
         for (key, action), lp in zip(actions, log_probs):
             out[key] = action
-            out[_suffixed(key, "_log_prob")] = lp
+            out[log_prob_key(key)] = lp
         first, *rest = (log_probs[i] for i in self.sum_order)
         summed = sum(rest, first)
         if not np.isfinite(summed.numpy()).all():  # numpy's check: no torch sync per step
