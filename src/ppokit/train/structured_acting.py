@@ -126,8 +126,15 @@ class StructuredActing:
         """Sample every head: ``({action key: action, log-prob key: log-prob}, summed [N])``.
 
         ``inputs``: the tensors at :attr:`in_keys` (the leaves and the mask), batch ``[N]``.
-        Call under ``torch.no_grad`` (acting).
+        No gradient: the outputs are inference tensors (``torch.inference_mode``, as the flat
+        path's ``TensorPolicy``); copy them (e.g. into the rollout) before any autograd use.
         """
+        with torch.inference_mode():
+            return self._act(inputs)
+
+    def _act(
+        self, inputs: Mapping[NestedKey, torch.Tensor]
+    ) -> tuple[dict[NestedKey, torch.Tensor], torch.Tensor]:
         batch = next(iter(inputs.values())).shape[:1]
         written = self.plan.run(TensorReader({}, inputs), batch)
         # the heads' per-step value checks (host syncs) are deferred, as the flat path's
