@@ -128,3 +128,22 @@ def test_an_action_mapping_missing_a_head_is_named():
     with pytest.raises(KeyError, match=r"no entry \('action', '1'\)"):
         env.step({("action", "0"): torch.tensor([0])})
     env.close()
+
+
+def test_the_flat_tensor_policy_leaves_composite_actors_to_tensordict():
+    from gymnasium import spaces
+
+    from ppokit.envs.spaces import action_heads, observation_leaves
+    from ppokit.modules.heads import structured_actor
+    from ppokit.train.acting import TensorPolicy
+
+    # a composite actor reading the one "observation" tensor, as the flat path feeds it: the
+    # flat TensorPolicy hands its distribution leaf tensors, not the "params" sub-tree, so it
+    # declines and the actor is called through tensordict
+    actor = structured_actor(
+        observation_leaves(spaces.Box(-1, 1, (3,))),
+        action_heads(spaces.MultiDiscrete([3, 2])),
+        leaf_keys=["observation"],
+    )
+    assert TensorPolicy.for_actor(actor, sampling=False) is None
+    assert TensorPolicy.for_actor(actor) is None
