@@ -16,11 +16,13 @@ alongside the reset one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from tensordict import TensorDict
+from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
 
 from ppokit.envs.gym import GymVecEnv
 from ppokit.envs.masks import check_mask, split_mask
@@ -218,12 +220,22 @@ class StructuredVecEnv:
                 )
         return tuple(sizes), tuple(labels)
 
-    def to_env_action(self, action: TensorDict) -> Any:
-        """The env's action (nested dict/tuple of numpy arrays) from the ``"action"`` entry."""
+    def to_env_action(self, action: TensorDictBase | Mapping[NestedKey, torch.Tensor]) -> Any:
+        """The env's action (nested dict/tuple of numpy arrays) from the ``"action"`` entry.
+
+        ``action``: a TensorDict holding ``"action"``, or a mapping from each head's key
+        (``"action"``, ``("action", "0")``, ...) to its tensor.
+        """
         from gymnasium import spaces
 
         def get(path: tuple[str, ...]) -> np.ndarray:
-            value = action.get(("action", *path) if path else "action")
+            key = ("action", *path) if path else "action"
+            value = action.get(key)
+            if value is None:
+                raise KeyError(
+                    f"{self.env_id}: the action has no entry {key!r}; give one tensor per "
+                    "action head (StructuredVecEnv.heads), e.g. the structured actor's output."
+                )
             return value.detach().cpu().numpy()
 
         def build(sp: Any, path: tuple[str, ...]) -> Any:
@@ -249,9 +261,9 @@ class StructuredVecEnv:
         return self._obs_td(raw, info)
 
     def step(
-        self, action: TensorDict
+        self, action: TensorDictBase | Mapping[NestedKey, torch.Tensor]
     ) -> tuple[TensorDict, TensorDict, np.ndarray, np.ndarray, np.ndarray]:
-        """Step with ``action`` (holding ``"action"``).
+        """Step with ``action`` (holding ``"action"``, or the heads by key: :meth:`to_env_action`).
 
         Returns:
             ``(next_obs, obs, reward, terminated, truncated)``: ``next_obs`` is the TRUE final
@@ -274,11 +286,14 @@ class StructuredVecEnv:
                     "autoreset_mode=SAME_STEP to store the true final observation."
                 )
             next_obs = obs.clone()
-            for i in np.flatnonzero(flags):
-                final = info["final_obs"][i]
-                for leaf in self.obs_leaves:
-                    entry = torch.as_tensor(np.asarray(self._pick(final, leaf.path)))
-                    next_obs.get(self.leaf_key(leaf))[i] = entry.to(_DTYPES[leaf.kind])
+            rows = np.flatnonzero(flags)
+            finals = [info["final_obs"][i] for i in rows]
+            index = torch.from_numpy(rows)
+            for leaf in self.obs_leaves:  # one write per leaf for all the ended envs
+                entry = np.stack([np.asarray(self._pick(f, leaf.path)) for f in finals])
+                next_obs.get(self.leaf_key(leaf))[index] = torch.from_numpy(entry).to(
+                    _DTYPES[leaf.kind]
+                )
         return next_obs, obs, np.asarray(reward, dtype=np.float32), terminated, truncated
 
     def close(self) -> None:

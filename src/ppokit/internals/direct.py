@@ -21,9 +21,11 @@ A plan is only made for the structures whose semantics it reproduces: ``TensorDi
 (and subclasses that keep its ``forward``, such as ``ValueOperator``) without ``method``,
 keyword inputs or selected outputs; ``TensorDictSequential``\\ s of those; and
 ``ProbabilisticTensorDictSequential`` ending in one ``ProbabilisticTensorDictModule``.
+A composite distribution's parameter sub-tree (``in_keys=["params"]``) is gathered from
+what the steps wrote into one TensorDict, as tensordict's writes would have left it.
 Anything else (hooks on the wrappers, ``set_skip_existing``, custom ``forward`` methods,
-composite distributions, a wrapper whose network was swapped) runs through tensordict as
-before, so the fast path is never less general than the slow one.
+a wrapper whose network was swapped) runs through tensordict as before, so the fast path
+is never less general than the slow one.
 """
 
 from __future__ import annotations
@@ -208,6 +210,20 @@ class ModulePlan:
         self.wrappers = wrappers
         self.dist_module = dist_module
         self.default_interaction = default_interaction
+        # a sub-tree in_key of the distribution, such as a composite distribution's
+        # "params": (key, [(written key, its path below key)]), gathered into a TensorDict
+        # after the steps, as tensordict's modules would have written it
+        written = [k for step in steps for k in step.out_keys if k != "_"]
+        self.subtrees: list[tuple[NestedKey, list[tuple[NestedKey, tuple[str, ...]]]]] = []
+        for key in dist_module.in_keys if dist_module is not None else ():
+            n = len(_tuple_key(key))
+            below = [
+                (w, _tuple_key(w)[n:])
+                for w in written
+                if len(_tuple_key(w)) > n and _tuple_key(w)[:n] == _tuple_key(key)
+            ]
+            if below:
+                self.subtrees.append((key, below))
 
     @classmethod
     def for_critic(cls, critic: nn.Module) -> ModulePlan | None:
@@ -245,13 +261,6 @@ class ModulePlan:
         wrappers: list[nn.Module] = [actor, last]
         if not all(_flatten(m, steps, wrappers) for m in det):
             return None
-        # The plan hands the distribution leaf tensors; a sub-tree in_key such as "params"
-        # (a composite distribution's parameters) would be read from the data instead of
-        # from what the steps just wrote.
-        written = [_tuple_key(k) for step in steps for k in step.out_keys]
-        for key in map(_tuple_key, last.in_keys):
-            if any(len(w) > len(key) and w[: len(key)] == key for w in written):
-                return None
         # get_dist builds from the LAST probabilistic module anywhere in the tree: make sure
         # that is ``last`` (the det part holds none, as _flatten accepted only plain modules).
         default = getattr(last, "default_interaction_type", None)
@@ -324,6 +333,11 @@ class ModulePlan:
                         f"{tuple(batch)}."
                     )
                 env[key] = value
+        for key, below in self.subtrees:
+            tree = TensorDict({}, batch_size=batch)
+            for written, path in below:
+                tree.set(path, env[written])
+            env[key] = tree
         return env
 
     def get_dist(

@@ -138,7 +138,8 @@ class TensorPolicy:
         if not isinstance(actor, nn.Module):
             return None
         plan = ModulePlan.for_actor(actor)
-        if plan is None or plan.dist_module is None:
+        # a composite distribution's parameter sub-tree is not handed over as leaf tensors
+        if plan is None or plan.dist_module is None or plan.subtrees:
             return None
         last = plan.dist_module
         if sampling and (

@@ -2,7 +2,8 @@
 
 The flat path (:class:`~ppokit.train.collector.RolloutCollector`, numpy views, the tensor
 policy) is untouched; a :class:`~ppokit.envs.structured.StructuredVecEnv` takes this one:
-the actor is called as a TensorDict module (the generic path), the rollout is a nested
+the actor acts on tensors (:class:`~ppokit.train.structured_acting.StructuredActing`, the
+same numbers as calling it as a TensorDict module, which other actors get), the rollout is a nested
 TensorDict ``[num_envs, T]`` mirroring the observation and action spaces, and the
 observation normaliser sees the ``vector`` leaves concatenated (never images, one-hot
 leaves or masks).
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import InteractionType, set_interaction_type
+from tensordict.utils import NestedKey, unravel_key
 from torch import nn
 
 from ppokit.envs.gym import GymVecEnv
@@ -24,6 +26,7 @@ from ppokit.envs.structured import StructuredVecEnv
 from ppokit.modules.heads import structured_actor, structured_critic
 from ppokit.train.collector import EpisodeStats, RolloutCollector
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
+from ppokit.train.structured_acting import StructuredActing
 from ppokit.train.success import EpisodeSuccess
 
 __all__ = [
@@ -126,8 +129,10 @@ class StructuredCollector:
     Same interface and keys as :class:`~ppokit.train.collector.RolloutCollector`:
     ``observation`` (a TensorDict of leaves, with the mask), ``action`` (a tensor or a
     TensorDict of heads, with each head's log-prob), ``action_log_prob [N, T]`` (the heads'
-    sum) and ``("next", ·)``. The policy is called as a TensorDict module under
-    ``torch.no_grad`` in ``InteractionType.RANDOM``.
+    sum) and ``("next", ·)``. The policy acts under ``torch.no_grad`` in
+    ``InteractionType.RANDOM``: on tensors where
+    :class:`~ppokit.train.structured_acting.StructuredActing` reproduces it (the actors
+    :func:`build_structured_actor_critic` makes, without hooks), else as a TensorDict module.
 
     Example:
         >>> env = StructuredVecEnv("ppokit/TicTacToe-v0", 2)
@@ -148,7 +153,7 @@ class StructuredCollector:
         reward_scaler: RewardScaler | None = None,
         log_prob_key: str = "action_log_prob",
         seed: int | None = None,
-        compile_policy: bool = False,  # the generic path acts eagerly
+        compile_policy: bool = False,  # the structured path acts eagerly
     ) -> None:
         if num_steps <= 0:
             raise ValueError(f"num_steps must be positive, got {num_steps}.")
@@ -163,6 +168,11 @@ class StructuredCollector:
         self.env_steps = 0
         self._obs: TensorDictBase | None = None
         self._seed = seed
+        # the actor on tensors (the same numbers); None: called as a TensorDict module
+        self._acting = StructuredActing.for_actor(policy)
+        if self._acting is not None and any(k[0] != "observation" for k in self._acting.in_keys):
+            self._acting = None  # it reads something besides the observation
+        self._columns: dict[NestedKey, torch.Tensor] | None = None
 
     def reset(self, *, seed: int | None = None) -> None:
         """Reset the environments (the next :meth:`collect` starts fresh episodes)."""
@@ -177,42 +187,63 @@ class StructuredCollector:
         with torch.no_grad(), set_interaction_type(InteractionType.RANDOM):
             return self._collect()
 
+    def _act(self, obs: TensorDictBase) -> tuple[dict[NestedKey, torch.Tensor], torch.Tensor]:
+        """The actions (with each head's log-prob) by rollout key, and the summed log-prob."""
+        fast = self._acting
+        if fast is not None and fast.usable():
+            return fast({k: obs.get(k[1:]) for k in fast.in_keys})
+        step = TensorDict({"observation": obs}, batch_size=[self.env.num_envs])
+        self.policy(step)
+        summed = _summed_log_prob(self.policy, step, self.log_prob_key)
+        action = step.select("action").exclude(self.log_prob_key)
+        return dict(action.items(True, True)), summed
+
+    def _record(self, t: int, entries: dict[NestedKey, torch.Tensor]) -> None:
+        """Write one step's tensors into column ``t`` of the rollout (allocated at the first)."""
+        n = self.env.num_envs
+        if self.rollout is None:  # allocated once, from the first step's layout
+            first = TensorDict({}, batch_size=[n])
+            for key, value in entries.items():
+                first.set(key, value)
+            self.rollout = first.unsqueeze(1).expand(n, self.num_steps).clone()
+        if t == 0 or self._columns is None:  # the trainer may have replaced a leaf since
+            self._columns = {k: self.rollout.get(k) for k in entries}
+        for key, value in entries.items():
+            self._columns[key][:, t] = value
+
     def _collect(self) -> TensorDict:
         if self._obs is None:
             self.reset(seed=self._seed)
-        n, env, norm = self.env.num_envs, self.env, self.obs_normalizer
+        env, norm = self.env, self.obs_normalizer
         scaler = self.reward_scaler
         obs = self._obs
         assert obs is not None  # set by reset(); internal invariant, not user input
         for t in range(self.num_steps):
-            step = TensorDict({"observation": obs}, batch_size=[n])
-            self.policy(step)
-            step.set(self.log_prob_key, _summed_log_prob(self.policy, step, self.log_prob_key))
-            next_raw, obs_raw, reward, terminated, truncated = env.step(step)
+            action, log_prob = self._act(obs)
+            next_raw, obs_raw, reward, terminated, truncated = env.step(action)
             done = terminated | truncated
+            entries: dict[NestedKey, torch.Tensor] = {
+                unravel_key(("observation", k)): v for k, v in obs.items(True, True)
+            }
+            entries.update(action)
+            entries[self.log_prob_key] = log_prob
             obs = normalize_leaves(env, obs_raw, norm, update=True)
             next_obs = normalize_leaves(env, next_raw, norm, update=False) if done.any() else obs
             self._ep_return += reward
             self._ep_length += 1
             if scaler is not None and scaler.enabled:
                 reward = scaler.scale(torch.from_numpy(reward), torch.from_numpy(done)).numpy()
-            record = step.select("observation", "action", self.log_prob_key)
-            record.set(
-                "next",
-                TensorDict(
-                    {
-                        "observation": next_obs,
-                        "reward": torch.from_numpy(reward).unsqueeze(-1),
-                        "terminated": torch.from_numpy(terminated).unsqueeze(-1),
-                        "truncated": torch.from_numpy(truncated).unsqueeze(-1),
-                        "done": torch.from_numpy(done).unsqueeze(-1),
-                    },
-                    batch_size=[n],
-                ),
+            entries.update(
+                {unravel_key(("next", "observation", k)): v for k, v in next_obs.items(True, True)}
             )
-            if self.rollout is None:  # allocated once, from the first step's layout
-                self.rollout = record.unsqueeze(1).expand(n, self.num_steps).clone()
-            self.rollout[:, t] = record
+            for name, flags in (
+                ("reward", reward),
+                ("terminated", terminated),
+                ("truncated", truncated),
+                ("done", done),
+            ):
+                entries[("next", name)] = torch.from_numpy(flags).unsqueeze(-1)
+            self._record(t, entries)
             if done.any():
                 idx = np.flatnonzero(done)
                 self._stats.returns.extend(self._ep_return[idx].tolist())
@@ -220,7 +251,7 @@ class StructuredCollector:
                 self._ep_return[idx] = 0.0
                 self._ep_length[idx] = 0
         self._obs = obs
-        self.env_steps += self.num_steps * n
+        self.env_steps += self.num_steps * env.num_envs
         assert self.rollout is not None  # num_steps > 0
         return self.rollout
 

@@ -81,10 +81,12 @@ def _as_mask(cls: str, mask: object, param: torch.Tensor) -> torch.Tensor:
             f"{cls}: mask must be a bool tensor (True = valid action), got {got}. "
             "Convert an integer mask with mask.bool()."
         )
-    try:
-        ok = torch.broadcast_shapes(mask.shape, param.shape) == param.shape
-    except RuntimeError:
-        ok = False
+    ok = mask.shape == param.shape  # the common case, without broadcast_shapes' cost
+    if not ok:
+        try:
+            ok = torch.broadcast_shapes(mask.shape, param.shape) == param.shape
+        except RuntimeError:
+            ok = False
     if not ok:
         raise ValueError(
             f"{cls}: mask of shape {list(mask.shape)} does not broadcast to the logits' shape "
