@@ -10,107 +10,30 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tensordict import TensorDict
+from fused_builders import adam_state, make_batches, reference_step, setup_loss
 from tensordict.nn import TensorDictModule
 from torch import nn
 
 from ppokit import (
-    Categorical,
     ClipPPOLoss,
     FusedPPOUpdate,
-    IndependentNormal,
     KLPENPPOLoss,
     ProbabilisticActor,
     ValueOperator,
 )
-from ppokit.modules.cnn import SharedTrunk
-from ppokit.objectives.step import eager_update
-from ppokit.train.build import unique_params
 
 OBS, ACT, N = 5, 3, 4
 
 
-class _Gaussian(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, ACT))
-        self.log_std = nn.Parameter(torch.full((ACT,), -0.5))
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc = self.net(obs)
-        return loc, self.log_std.exp().expand_as(loc)
-
-
-def _setup(kind: str, *, lr: float = 0.05, seed: int = 0, loss_cls=ClipPPOLoss, **loss_kw):
-    torch.manual_seed(seed)
-    if kind == "gaussian":
-        params = TensorDictModule(_Gaussian(), in_keys=["observation"], out_keys=["loc", "scale"])
-        actor = ProbabilisticActor(
-            params,
-            in_keys=["loc", "scale"],
-            distribution_class=IndependentNormal,
-            return_log_prob=True,
-        )
-    else:
-        params = TensorDictModule(
-            nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, N)),
-            in_keys=["observation"],
-            out_keys=["logits"],
-        )
-        actor = ProbabilisticActor(
-            params, in_keys=["logits"], distribution_class=Categorical, return_log_prob=True
-        )
-    critic = ValueOperator(
-        nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, 1)), in_keys=["observation"]
-    )
-    loss = loss_cls(actor, critic, entropy_coef=0.01, **loss_kw)
-    opt = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=lr, eps=1e-5)
-    return loss, opt
-
-
-def _batches(loss: ClipPPOLoss, n: int, size: int = 32, seed: int = 1) -> list[TensorDict]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        td = TensorDict({"observation": torch.randn(size, OBS, generator=g)}, [size])
-        with torch.no_grad():
-            loss.actor_network(td)
-        td["advantage"] = torch.randn(size, 1, generator=g)
-        td["value_target"] = torch.randn(size, 1, generator=g)
-        out.append(td)
-    return out
-
-
-def _reference_step(loss, opt, td, max_grad_norm):
-    out = loss(td)
-    opt.zero_grad(set_to_none=True)
-    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
-    params = [p for group in opt.param_groups for p in group["params"]]
-    norm = (
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm) if max_grad_norm is not None else None
-    )
-    opt.step()
-    return out, norm
-
-
-def _adam_state(opt):
-    return [
-        (s["step"].clone(), s["exp_avg"].clone(), s["exp_avg_sq"].clone())
-        for s in (opt.state[p] for p in opt.param_groups[0]["params"])
-    ]
-
-
-# each distribution once, and the gradient clip on and off (0.05: every step is clipped);
-# the other two pairings add a compile each and no code path
 @pytest.mark.parametrize(("kind", "max_grad_norm"), [("gaussian", 0.05), ("categorical", None)])
 def test_fused_steps_match_the_eager_update(kind, max_grad_norm):
-    loss_f, opt_f = _setup(kind)
-    loss_e, opt_e = _setup(kind)  # same seed: the same initial weights
+    loss_f, opt_f = setup_loss(kind)
+    loss_e, opt_e = setup_loss(kind)  # same seed: the same initial weights
     update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=max_grad_norm, backend="aot_eager")
-    batches = _batches(loss_f, 5)
+    batches = make_batches(loss_f, 5)
     for i, td in enumerate(batches):
         out_f, norm_f, applied = update(td.clone())
-        out_e, norm_e = _reference_step(loss_e, opt_e, td.clone(), max_grad_norm)
+        out_e, norm_e = reference_step(loss_e, opt_e, td.clone(), max_grad_norm)
         assert applied
         for key in ("loss_objective", "loss_critic", "loss_entropy", "kl_approx"):
             # float rounding differs (the graph's Adam computes its bias corrections in
@@ -130,14 +53,12 @@ def test_fused_steps_match_the_eager_update(kind, max_grad_norm):
         opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"], strict=True
     ):
         torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
-    for (s_f, m_f, v_f), (s_e, m_e, v_e) in zip(
-        _adam_state(opt_f), _adam_state(opt_e), strict=True
-    ):
+    for (s_f, m_f, v_f), (s_e, m_e, v_e) in zip(adam_state(opt_f), adam_state(opt_e), strict=True):
         assert float(s_f) == float(s_e) == 5.0
         torch.testing.assert_close(m_f, m_e, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(v_f, v_e, rtol=1e-4, atol=1e-8)
     # the parameters moved: the comparison is not between two untouched networks
-    fresh, _ = _setup(kind)
+    fresh, _ = setup_loss(kind)
     assert any(not torch.equal(p, q) for p, q in zip(loss_f.parameters(), fresh.parameters()))
 
 
@@ -146,13 +67,13 @@ def test_klpen_fused_steps_match_the_eager_update(kind):
     # the KL penalty's closed form runs in the graph; beta adapts after each minibatch as
     # the eager loss's call does
     options = {"loss_cls": KLPENPPOLoss, "beta": 0.5, "dtarg": 1e-4}
-    loss_f, opt_f = _setup(kind, lr=0.01, **options)
-    loss_e, opt_e = _setup(kind, lr=0.01, **options)
+    loss_f, opt_f = setup_loss(kind, lr=0.01, **options)
+    loss_e, opt_e = setup_loss(kind, lr=0.01, **options)
     update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=0.5, backend="aot_eager")
     betas = []
-    for i, td in enumerate(_batches(loss_f, 4)):
+    for i, td in enumerate(make_batches(loss_f, 4)):
         out_f, _, applied = update(td.clone())
-        out_e, _ = _reference_step(loss_e, opt_e, td.clone(), 0.5)
+        out_e, _ = reference_step(loss_e, opt_e, td.clone(), 0.5)
         assert applied
         for key in ("loss_objective", "loss_critic", "kl", "kl_approx"):
             torch.testing.assert_close(
@@ -167,14 +88,14 @@ def test_klpen_fused_steps_match_the_eager_update(kind):
 
 
 def test_a_changed_learning_rate_is_used_without_a_new_graph():
-    loss_f, opt_f = _setup("gaussian")
-    loss_e, opt_e = _setup("gaussian")
+    loss_f, opt_f = setup_loss("gaussian")
+    loss_e, opt_e = setup_loss("gaussian")
     update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=0.5, backend="aot_eager")
-    for lr, td in zip([0.05, 0.05, 0.02, 0.005], _batches(loss_f, 4), strict=True):
+    for lr, td in zip([0.05, 0.05, 0.02, 0.005], make_batches(loss_f, 4), strict=True):
         for opt in (opt_f, opt_e):
             opt.param_groups[0]["lr"] = lr  # as the trainer's annealing does
         update(td.clone())
-        _reference_step(loss_e, opt_e, td.clone(), 0.5)
+        reference_step(loss_e, opt_e, td.clone(), 0.5)
     for p_f, p_e in zip(opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"]):
         torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
 
@@ -182,40 +103,40 @@ def test_a_changed_learning_rate_is_used_without_a_new_graph():
 def test_a_scheduled_clip_range_is_used_without_a_new_graph():
     # the trainer's anneal_clip assigns loss.clip_epsilon every iteration; the fused graph
     # must read the new value (the same steps as an eager loss given the same schedule)
-    loss_f, opt_f = _setup("gaussian")
-    loss_e, opt_e = _setup("gaussian")
+    loss_f, opt_f = setup_loss("gaussian")
+    loss_e, opt_e = setup_loss("gaussian")
     update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=0.5, backend="aot_eager")
-    for clip, td in zip([0.2, 0.1, 0.02, 0.005], _batches(loss_f, 4), strict=True):
+    for clip, td in zip([0.2, 0.1, 0.02, 0.005], make_batches(loss_f, 4), strict=True):
         loss_f.clip_epsilon = loss_e.clip_epsilon = clip
         update(td.clone())
-        _reference_step(loss_e, opt_e, td.clone(), 0.5)
+        reference_step(loss_e, opt_e, td.clone(), 0.5)
     assert update.fused_calls == 3  # one eager first call, then the one graph throughout
     for p_f, p_e in zip(opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"]):
         torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
 
 
 def test_kl_over_the_target_changes_nothing():
-    loss, opt = _setup("gaussian")
+    loss, opt = setup_loss("gaussian")
     update = FusedPPOUpdate(loss, opt, max_grad_norm=0.5, backend="aot_eager")
-    batches = _batches(loss, 3)
+    batches = make_batches(loss, 3)
     update(batches[0].clone())  # eager first call: now the data's policy is stale
     before = [p.detach().clone() for p in opt.param_groups[0]["params"]]
-    state = _adam_state(opt)
+    state = adam_state(opt)
     out, norm, applied = update(batches[0].clone(), target_kl=1e-12)
     assert float(out["kl_approx"]) > 1e-12 and not applied and norm is None
     assert update.fused_calls == 1  # decided inside the graph, not by an eager rerun
     for p, q in zip(opt.param_groups[0]["params"], before, strict=True):
         assert torch.equal(p, q)
-    for (s, m, v), (s0, m0, v0) in zip(_adam_state(opt), state, strict=True):
+    for (s, m, v), (s0, m0, v0) in zip(adam_state(opt), state, strict=True):
         assert torch.equal(s, s0) and torch.equal(m, m0) and torch.equal(v, v0)
     # a loose target applies the update
     assert update(batches[1].clone(), target_kl=10.0).applied
 
 
 def test_non_finite_data_raises_the_loss_error_and_leaves_the_parameters():
-    loss, opt = _setup("gaussian")
+    loss, opt = setup_loss("gaussian")
     update = FusedPPOUpdate(loss, opt, max_grad_norm=0.5, backend="aot_eager")
-    batches = _batches(loss, 2)
+    batches = make_batches(loss, 2)
     update(batches[0].clone())
     bad = batches[1].clone()
     bad["advantage"][3] = float("nan")
@@ -227,7 +148,7 @@ def test_non_finite_data_raises_the_loss_error_and_leaves_the_parameters():
 
 
 def test_unsupported_setups_are_refused_with_the_reason():
-    loss, opt = _setup("gaussian")
+    loss, opt = setup_loss("gaussian")
     params = opt.param_groups[0]["params"]
     with pytest.raises(TypeError, match=r"needs a torch\.optim\.Adam, got SGD"):
         FusedPPOUpdate(loss, torch.optim.SGD(params, lr=0.1))
@@ -245,53 +166,12 @@ def test_unsupported_setups_are_refused_with_the_reason():
         FusedPPOUpdate(nn.Linear(2, 2), opt)  # type: ignore[arg-type]
 
 
-def _shared_setup(memo: bool):
-    torch.manual_seed(0)
-    trunk: nn.Module = nn.Sequential(nn.Linear(OBS, 16), nn.Tanh())
-    if memo:  # the CNN builder's wrapper: one trunk pass for both heads
-        trunk = SharedTrunk(trunk)
-    actor = ProbabilisticActor(
-        TensorDictModule(
-            nn.Sequential(trunk, nn.Linear(16, N)), in_keys=["observation"], out_keys=["logits"]
-        ),
-        in_keys=["logits"],
-        distribution_class=Categorical,
-        return_log_prob=True,
-    )
-    critic = ValueOperator(nn.Sequential(trunk, nn.Linear(16, 1)), in_keys=["observation"])
-    loss = ClipPPOLoss(actor, critic, entropy_coef=0.01)
-    opt = torch.optim.Adam(unique_params(actor, critic), lr=0.05, eps=1e-5)
-    return loss, opt
-
-
-@pytest.mark.parametrize("memo", [pytest.param(False, marks=pytest.mark.slow), True])
-def test_a_shared_trunk_steps_as_the_eager_update(memo):
-    # the trunk's parameters get the sum of both heads' gradients, stepped once
-    loss_f, opt_f = _shared_setup(memo)
-    loss_e, opt_e = _shared_setup(memo)
-    assert len(opt_f.param_groups[0]["params"]) == 6  # trunk 2 + policy head 2 + value head 2
-    update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=0.5, backend="aot_eager")
-    for td in _batches(loss_f, 4):
-        out_f, norm_f, _ = update(td.clone())
-        out_e, norm_e = _reference_step(loss_e, opt_e, td.clone(), 0.5)
-        for key in ("loss_objective", "loss_critic", "loss_entropy"):
-            torch.testing.assert_close(out_f[key], out_e[key].detach(), rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(norm_f, norm_e, rtol=1e-4, atol=1e-5)
-    assert (update.eager_calls, update.fused_calls) == (1, 3)
-    for p_f, p_e in zip(
-        opt_f.param_groups[0]["params"], opt_e.param_groups[0]["params"], strict=True
-    ):
-        torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-5)
-    fresh, _ = _shared_setup(memo)
-    assert any(not torch.equal(p, q) for p, q in zip(loss_f.parameters(), fresh.parameters()))
-
-
 def test_a_missing_adam_state_is_created_by_an_eager_step():
     # e.g. an optimizer freshly loaded from a state dict without state: the graph needs
     # exp_avg / exp_avg_sq / step tensors, so that minibatch runs the eager update
-    loss, opt = _setup("gaussian")
+    loss, opt = setup_loss("gaussian")
     update = FusedPPOUpdate(loss, opt, max_grad_norm=0.5, backend="aot_eager")
-    batches = _batches(loss, 4)
+    batches = make_batches(loss, 4)
     update(batches[0].clone())
     update(batches[1].clone())
     opt.state.clear()
@@ -333,14 +213,14 @@ def test_mc_entropy_mask_and_value_clip_run_in_the_graph():
     loss_f, opt_f = build()
     loss_e, opt_e = build()
     update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=0.5, backend="aot_eager")
-    batches = _batches(loss_f, 3, size=12)
+    batches = make_batches(loss_f, 3, size=12)
     for td in batches:
         td["mask"] = torch.arange(12) % 4 != 0
         with torch.no_grad():
             td["state_value"] = loss_f.critic_network(td.clone())["state_value"] + 0.05
     for i, td in enumerate(batches):
         out_f, _, applied = update(td.clone())
-        out_e, _ = _reference_step(loss_e, opt_e, td.clone(), 0.5)
+        out_e, _ = reference_step(loss_e, opt_e, td.clone(), 0.5)
         assert applied
         # the surrogate, KL and critic terms do not depend on the entropy's random draws,
         # and the parameters they are computed with differ only by the previous steps'
@@ -362,12 +242,12 @@ def test_mc_entropy_mask_and_value_clip_run_in_the_graph():
     ids=["norm-adv-sum-smoothl1", "separate-no-entropy"],
 )
 def test_loss_options_give_the_eager_update(loss_kw):
-    loss_f, opt_f = _setup("categorical", lr=0.01, **loss_kw)
-    loss_e, opt_e = _setup("categorical", lr=0.01, **loss_kw)
+    loss_f, opt_f = setup_loss("categorical", lr=0.01, **loss_kw)
+    loss_e, opt_e = setup_loss("categorical", lr=0.01, **loss_kw)
     update = FusedPPOUpdate(loss_f, opt_f, max_grad_norm=1.0, backend="aot_eager")
-    for td in _batches(loss_f, 3):
+    for td in make_batches(loss_f, 3):
         out_f, norm_f, _ = update(td.clone())
-        out_e, norm_e = _reference_step(loss_e, opt_e, td.clone(), 1.0)
+        out_e, norm_e = reference_step(loss_e, opt_e, td.clone(), 1.0)
         assert sorted(out_f.keys()) == sorted(out_e.keys())
         for key in out_e.keys():
             torch.testing.assert_close(out_f[key], out_e[key].detach(), rtol=1e-4, atol=1e-5)
@@ -390,66 +270,10 @@ def test_many_instances_in_one_process_each_get_their_graph():
 def _build_and_run_instances(compile_loss, count):
     for i in range(count):
         # a different clip each time: a graph that no earlier instance's guards accept
-        loss, opt = _setup("categorical", seed=i, clip_epsilon=0.1 + 0.01 * i)
+        loss, opt = setup_loss("categorical", seed=i, clip_epsilon=0.1 + 0.01 * i)
         update = FusedPPOUpdate(loss, opt, max_grad_norm=0.5, backend="eager")
         compiled = compile_loss(loss, backend="eager")
-        for td in _batches(loss, 2, seed=i):
+        for td in make_batches(loss, 2, seed=i):
             assert update(td.clone()).applied
             compiled(td)
         assert (update.fused_calls, compiled.compiled_calls) == (1, 1), i
-
-
-def test_a_gradient_sync_runs_between_the_gradients_and_the_clip():
-    # Under torchrun the update runs as two graphs with the ranks' gradient average between
-    # them. A stand-in for the average that halves every gradient (the mean with a rank whose
-    # gradients are zero) must act before the clip (0.05: every step is clipped) and Adam,
-    # exactly as halving .grad between backward() and clip_grad_norm_ does eagerly.
-    loss_f, opt_f = _setup("categorical")
-    loss_e, opt_e = _setup("categorical")
-    halved: list[int] = []
-
-    def halve(grads: list[torch.Tensor]) -> None:
-        halved.append(len(grads))
-        for g in grads:
-            g.mul_(0.5)
-
-    def reference_halve(params: list[nn.Parameter]) -> None:
-        for p in params:
-            p.grad.mul_(0.5)
-
-    # a KL average that says "far over the target" on request: the test of the synced verdict
-    kl_over = [False]
-    update = FusedPPOUpdate(
-        loss_f,
-        opt_f,
-        max_grad_norm=0.05,
-        backend="aot_eager",
-        grad_sync=halve,
-        kl_mean=lambda kl: kl + 1e6 if kl_over[0] else kl,
-        eager_step=lambda *a, **k: eager_update(*a, grad_sync=reference_halve, **k),
-    )
-    params_e = [p for group in opt_e.param_groups for p in group["params"]]
-    for td in _batches(loss_f, 4):
-        out_f, norm_f, applied = update(td.clone())
-        out_e = loss_e(td.clone())
-        opt_e.zero_grad(set_to_none=True)
-        sum(v for k, v in out_e.items() if k.startswith("loss_")).backward()
-        reference_halve(params_e)
-        norm_e = torch.nn.utils.clip_grad_norm_(params_e, 0.05)
-        opt_e.step()
-        assert applied and float(norm_e) > 0.05
-        torch.testing.assert_close(norm_f, norm_e, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(out_f["loss_objective"], out_e["loss_objective"].detach())
-    assert (update.eager_calls, update.fused_calls) == (1, 3) and halved == [
-        8,
-        8,
-        8,
-    ]  # 2 weights + 2 biases per network
-    for p_f, p_e in zip(opt_f.param_groups[0]["params"], params_e, strict=True):
-        torch.testing.assert_close(p_f, p_e, rtol=1e-4, atol=1e-6)
-    # the target-KL test reads the averaged KL: over the target, nothing moves
-    kl_over[0] = True
-    before = [p.detach().clone() for p in opt_f.param_groups[0]["params"]]
-    assert not update(_batches(loss_f, 1, seed=9)[0], target_kl=0.5).applied
-    for p, q in zip(opt_f.param_groups[0]["params"], before, strict=True):
-        assert torch.equal(p, q)
