@@ -213,12 +213,17 @@ class FusedPPOUpdate:
                 with_own_code(fn), fullgraph=True, dynamic=dynamic, backend=backend
             )
 
+        # one process: the whole update is one graph. With grad_sync (a collective cannot
+        # sit inside a fullgraph graph on gloo): the gradients and clip + Adam are two
+        # graphs, and _update runs eagerly between them with the one all-reduce.
+        self._gradients_step: Callable[..., Any] = self._gradients
+        self._adam_step: Callable[..., Any] = self._adam
         if grad_sync is None:
             self._graph = compiled(self._update)
         else:
-            self._grad_graph = compiled(self._gradients)
-            self._adam_graph = compiled(self._adam)
-            self._graph = self._update_synced
+            self._gradients_step = compiled(self._gradients)
+            self._adam_step = compiled(self._adam)
+            self._graph = self._update
 
     # ------------------------------------------------------------------ the compiled step
     def _gradients(self, params: list[torch.Tensor], args: tuple) -> tuple[Any, dict]:
@@ -281,33 +286,14 @@ class FusedPPOUpdate:
         betas: tuple[float, float],
         eps: float,
     ) -> tuple[Any, ...]:
-        grads, out = self._gradients(params, args)
-        finite, apply = _verdict(out, out["kl_approx"], kl_limit)
-        norm = self._adam(
-            params, grads, exp_avg, exp_avg_sq, steps, lr, max_norm, apply, betas, eps
-        )
-        return out, norm, finite, apply
-
-    def _update_synced(
-        self,
-        params: list[torch.Tensor],
-        exp_avg: list[torch.Tensor],
-        exp_avg_sq: list[torch.Tensor],
-        steps: list[torch.Tensor],
-        lr: torch.Tensor,
-        max_norm: torch.Tensor,
-        kl_limit: torch.Tensor,
-        args: tuple,
-        betas: tuple[float, float],
-        eps: float,
-    ) -> tuple[Any, ...]:
-        """``_update`` with ``grad_sync`` between the gradients and Adam: two graphs and one
-        collective (a collective cannot sit inside a ``fullgraph`` graph on gloo)."""
-        grads, out = self._grad_graph(params, args)
-        finite, apply = _verdict(out, self._kl_mean(out["kl_approx"]), kl_limit)
-        if bool(finite) and self._grad_sync is not None:
+        grads, out = self._gradients_step(params, args)
+        kl = out["kl_approx"]
+        if self._grad_sync is not None:  # every rank tests the same (averaged) KL
+            kl = self._kl_mean(kl)
+        finite, apply = _verdict(out, kl, kl_limit)
+        if self._grad_sync is not None and bool(finite):
             self._grad_sync(grads)  # (a rank whose loss is not finite reruns eagerly and raises)
-        norm = self._adam_graph(
+        norm = self._adam_step(
             params, grads, exp_avg, exp_avg_sq, steps, lr, max_norm, apply, betas, eps
         )
         return out, norm, finite, apply
