@@ -1,4 +1,4 @@
-"""Two-rank ``--compile`` training for test_compile_ranks.py (run by torchrun).
+"""Two-rank ``--compile`` training for test_ranks_whole_runs.py (run by torchrun).
 
 The same small Pendulum run twice in one session, each rank on its own env seed: eagerly
 under DDP, then with ``compile=True`` (the fused update as two graphs, the ranks' gradient

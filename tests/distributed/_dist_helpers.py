@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing as mp
 import os
 import queue
 import socket
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +24,18 @@ OBS = 3
 N_ACTIONS = 4
 ACT_DIM = 2
 BATCH = 16
+
+
+def torchrun_worker(worker: Path, out: Path, *, timeout: float, dist_timeout: int) -> Any:
+    """Run ``worker`` (a script that writes JSON to its argv[1]) on two gloo ranks through the
+    real launcher (``python -m torch.distributed.run``); its JSON result."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PPOKIT_DIST_TIMEOUT": str(dist_timeout)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    proc = subprocess.run(
+        [*cmd, str(worker), str(out)], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
 
 
 def free_port() -> int:

@@ -222,30 +222,6 @@ def test_memory_task_needs_the_recurrent_core() -> None:
     assert ff_return <= 0.8, ff_return
 
 
-@pytest.mark.distributed
-def test_two_ranks_keep_separate_and_shared_recurrent_cores_in_step(tmp_path) -> None:
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    out = tmp_path / "result.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PPOKIT_DIST_TIMEOUT": "60"}
-    worker = Path(__file__).parent / "_recurrent_ddp_worker.py"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    proc = subprocess.run(
-        [*cmd, str(worker), str(out)], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
-    assert result["separate"]["wrapped"] >= 3  # encoder, core and head of the actor
-    assert result["shared"]["wrapped"] == 0  # gradients all-reduced after backward instead
-    for layout in ("separate", "shared"):
-        assert result[layout]["same"] and result[layout]["moved"], layout
-    assert result["averaged"]
-
-
 def test_recurrent_actor_with_a_feed_forward_critic_trains(tmp_path) -> None:
     with GymVecEnv("ppokit/CartPoleNoVel-v1", 1) as env:
         actor, _ = build_actor_critic(env, recurrent="gru", recurrent_size=8)

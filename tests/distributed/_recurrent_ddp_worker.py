@@ -1,4 +1,4 @@
-"""Two-rank recurrent training for test_recurrent_train.py (run by torchrun), in one session:
+"""Two-rank recurrent training for test_ranks_whole_runs.py (run by torchrun), in one session:
 
 - ``separate``: GRU actor and critic with their own cores (DDP wraps encoder, core, head);
 - ``shared``: one LSTM encoder and core for both (DDP cannot wrap it: the gradients are
