@@ -1,7 +1,7 @@
 """Atari throughput: ppokit vs Stable-Baselines3 PPO ``CnnPolicy``, the two env backends, RSS.
 
 Run: ``python benchmarks/bench_atari.py [--env BreakoutNoFrameskip-v4] [--rounds 4]
-[--threads 1] [--rss-iterations 30] [--skip-env] [--skip-train] [--gym]``
+[--threads 1] [--rss-iterations 30] [--skip-env] [--skip-train] [--gym] [--bf16]``
 
 Three parts, all in this process:
 
@@ -16,7 +16,10 @@ Three parts, all in this process:
    ``sb3`` (``PPO("CnnPolicy")`` on SB3's own ``make_atari_env`` + ``VecFrameStack``),
    ``ppokit`` (its default ALE vector env), ``ppokit-compile`` (the same with ``compile=True``:
    the fused update) and, with ``--gym``, ``ppokit-gym`` (the Gymnasium backend, the same
-   kind of Python-side env as SB3's). Each ppokit candidate prints its rollout's measured
+   kind of Python-side env as SB3's), and with ``--bf16`` ``ppokit-bf16`` and
+   ``ppokit-compile-bf16`` (``precision="bfloat16"``: the CNN in mixed precision; needs
+   native bfloat16; SB3 has no such option, so these are no matched-settings comparison).
+   Each ppokit candidate prints its rollout's measured
    bytes, and the CPU seconds of its collect and update (GAE + epochs) phases. The
    candidates are interleaved: each round runs one 1,024-step iteration (collect + update)
    of each, so a burst of load from other
@@ -70,7 +73,13 @@ PHASES: dict[str, dict[str, list[float]]] = {}
 
 
 def ppokit_candidate(
-    env_id: str, backend: str, threads: int, *, compile: bool = False, name: str = "ppokit"
+    env_id: str,
+    backend: str,
+    threads: int,
+    *,
+    compile: bool = False,
+    precision: str = "float32",
+    name: str = "ppokit",
 ) -> Callable[[], None]:
     from ppokit.envs.atari import make_atari_vector_env
     from ppokit.train.presets import preset_config
@@ -85,6 +94,7 @@ def ppokit_candidate(
         torch_threads=threads,
         clip_value=False,  # as SB3's default (clip_range_vf=None)
         compile=compile,
+        precision=precision,
     )
     env: Any = (
         env_id if backend == "ale" else make_atari_vector_env(env_id, N_ENVS, backend=backend)
@@ -145,7 +155,7 @@ def sb3_candidate(env_id: str, threads: int) -> Callable[[], None]:
 
 
 def train_side_by_side(
-    env_id: str, rounds: int, threads: int, *, gym: bool
+    env_id: str, rounds: int, threads: int, *, gym: bool, bf16: bool
 ) -> dict[str, dict[str, float]]:
     makers: dict[str, Callable[[], Callable[[], None]]] = {
         "sb3": lambda: sb3_candidate(env_id, threads),
@@ -157,6 +167,13 @@ def train_side_by_side(
     if gym:
         makers["ppokit-gym"] = lambda: ppokit_candidate(
             env_id, "gymnasium", threads, name="ppokit-gym"
+        )
+    if bf16:
+        makers["ppokit-bf16"] = lambda: ppokit_candidate(
+            env_id, "ale", threads, precision="bfloat16", name="ppokit-bf16"
+        )
+        makers["ppokit-compile-bf16"] = lambda: ppokit_candidate(
+            env_id, "ale", threads, compile=True, precision="bfloat16", name="ppokit-compile-bf16"
         )
     runs = {}
     for name, make in makers.items():
@@ -205,6 +222,7 @@ def main() -> None:
     parser.add_argument("--skip-env", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--gym", action="store_true", help="also ppokit on Gymnasium's envs")
+    parser.add_argument("--bf16", action="store_true", help="also ppokit --precision bfloat16")
     args = parser.parse_args()
     print(machine_line())
     print(
@@ -222,7 +240,7 @@ def main() -> None:
         for name, sps in rates.items():
             print(f"| {name} | {sps:,.0f} |")
     if not args.skip_train:
-        res = train_side_by_side(args.env, args.rounds, args.threads, gym=args.gym)
+        res = train_side_by_side(args.env, args.rounds, args.threads, gym=args.gym, bf16=args.bf16)
         base = res["sb3"]
         print("\n| trainer | SPS (wall) | SPS (CPU time) | x SB3 (wall) | x SB3 (CPU) |")
         print("|---|---|---|---|---|")

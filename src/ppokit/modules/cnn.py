@@ -84,6 +84,11 @@ class NatureCNN(nn.Module):
         features: width of the fully connected layer (512 in the Nature network).
         scale: what the pixels are multiplied by before the first convolution (1/255 maps
             bytes to ``[0, 1]``).
+        compute_dtype: ``None`` (float32 throughout) or ``torch.bfloat16``: the convolutions
+            and the fully connected layer run under ``torch.autocast`` in bfloat16 (mixed
+            precision: the weights, their gradients and the output stay float32). Worth it
+            where the hardware has native bfloat16 (CUDA GPUs since Ampere, CPUs with
+            AVX512-BF16 or AMX); :mod:`ppokit.train.precision` checks that for a run.
 
     Any number of leading batch dimensions is accepted (``[N, T, C, H, W]`` from a rollout).
 
@@ -93,6 +98,8 @@ class NatureCNN(nn.Module):
         torch.Size([2, 3, 512])
         >>> NatureCNN((84, 84, 3), layout="HWC")(torch.zeros(5, 84, 84, 3)).shape
         torch.Size([5, 512])
+        >>> NatureCNN((4, 84, 84), compute_dtype=torch.bfloat16)(torch.zeros(1, 4, 84, 84)).dtype
+        torch.float32
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class NatureCNN(nn.Module):
         layout: Literal["CHW", "HWC"] = "CHW",
         features: int = 512,
         scale: float = 1.0 / 255.0,
+        compute_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if layout not in ("CHW", "HWC") or len(image_shape) != 3:
@@ -109,6 +117,15 @@ class NatureCNN(nn.Module):
                 f"NatureCNN needs a rank-3 image_shape with layout 'CHW' or 'HWC', got "
                 f"image_shape={tuple(image_shape)}, layout={layout!r}."
             )
+        # float16 would need loss scaling against underflowing gradients; bfloat16 has
+        # float32's exponent range and needs none (Kalamkar et al. 2019, "A Study of BFLOAT16
+        # for Deep Learning Training")
+        if compute_dtype not in (None, torch.bfloat16):
+            raise ValueError(
+                f"NatureCNN's compute_dtype must be None (float32) or torch.bfloat16, got "
+                f"{compute_dtype}."
+            )
+        self.compute_dtype = compute_dtype
         c, h, w = image_shape if layout == "CHW" else (image_shape[2], *image_shape[:2])
         self.image_shape = tuple(int(s) for s in image_shape)
         self.layout = layout
@@ -138,8 +155,14 @@ class NatureCNN(nn.Module):
         x = obs.reshape(-1, *self.image_shape).float() * self.scale
         if self.layout == "HWC":
             x = x.permute(0, 3, 1, 2)  # an HWC batch already is channels-last in memory
-        x = self.convs(x.contiguous(memory_format=CL)).flatten(1)
-        return torch.relu(self.fc(x)).reshape(*batch, self.out_features)
+        x = x.contiguous(memory_format=CL)
+        if self.compute_dtype is None:
+            out = torch.relu(self.fc(self.convs(x).flatten(1)))
+        else:  # the layers in bfloat16 (float32 accumulation), the features back in float32
+            with torch.autocast(x.device.type, dtype=self.compute_dtype):
+                out = torch.relu(self.fc(self.convs(x).flatten(1)))
+            out = out.float()
+        return out.reshape(*batch, self.out_features)
 
 
 class SharedTrunk(nn.Module):

@@ -72,6 +72,7 @@ def build_actor_critic(
     recurrent: str = "none",
     recurrent_size: int = 128,
     recurrent_shared: bool = False,
+    precision: str = "float32",
 ) -> tuple[Any, Any]:
     """Separate actor and critic MLPs for ``env`` (ppokit modules, TorchRL keys).
 
@@ -87,7 +88,9 @@ def build_actor_critic(
 
     Image observations (rank 3) get the Nature CNN instead
     (:func:`~ppokit.train.build_cnn.build_cnn_actor_critic`; ``share_trunk``: one trunk for
-    both, the default); ``hidden_sizes``, ``activation`` and ``ortho_init`` are for the MLPs.
+    both, the default); ``hidden_sizes``, ``activation`` and ``ortho_init`` are for the MLPs;
+    ``precision`` (``"float32"`` or ``"bfloat16"``, :mod:`ppokit.train.precision`) is the
+    CNN's arithmetic.
 
     Example:
         >>> from tensordict import TensorDict
@@ -116,7 +119,9 @@ def build_actor_critic(
     if len(env.obs_shape) == 3 and recurrent == "none":  # images: the Nature CNN
         from ppokit.train.build_cnn import build_cnn_actor_critic
 
-        return build_cnn_actor_critic(env, share_trunk=share_trunk, init_log_std=init_log_std)
+        return build_cnn_actor_critic(
+            env, share_trunk=share_trunk, init_log_std=init_log_std, precision=precision
+        )
 
     activations = {"tanh": nn.Tanh, "relu": nn.ReLU}
     if activation not in activations:
@@ -135,6 +140,7 @@ def build_actor_critic(
             init_log_std=init_log_std,
             ortho_init=ortho_init,
             share_trunk=share_trunk,
+            precision=precision,
         )
     obs_dim = int(np.prod(env.obs_shape))
     cells = tuple(hidden_sizes)
@@ -170,6 +176,7 @@ def build_for_config(env: SpacesLike | StructuredVecEnv, cfg: TrainConfig) -> tu
         recurrent=cfg.recurrent,
         recurrent_size=cfg.recurrent_size,
         recurrent_shared=cfg.recurrent_shared,
+        precision=cfg.precision,
     )
 
 

@@ -22,7 +22,11 @@ __all__ = ["build_cnn_actor_critic"]
 
 
 def build_cnn_actor_critic(
-    env: SpacesLike, *, share_trunk: bool = True, init_log_std: float = 0.0
+    env: SpacesLike,
+    *,
+    share_trunk: bool = True,
+    init_log_std: float = 0.0,
+    precision: str = "float32",
 ) -> tuple[Any, Any]:
     """CNN actor and critic for ``env``'s image observations (keys as the MLP builder's).
 
@@ -36,6 +40,8 @@ def build_cnn_actor_critic(
     Keyword Args:
         share_trunk: one CNN for both heads (default); False builds two.
         init_log_std: initial log-std of a Box-action (Gaussian) policy.
+        precision: the CNN's arithmetic, ``"float32"`` or ``"bfloat16"`` (mixed precision,
+            :mod:`ppokit.train.precision`).
 
     Raises:
         ValueError: the observation shape is no supported image layout (names the shape).
@@ -54,17 +60,19 @@ def build_cnn_actor_critic(
     """
     from ppokit.modules.actors import ValueOperator
     from ppokit.train.build import actor_from_net
+    from ppokit.train.precision import compute_dtype
 
     shape = tuple(env.obs_shape)
     layout = image_layout(shape)
     image_shape = (shape[0], shape[1], shape[2])
     features = 512
-    trunk: nn.Module = NatureCNN(image_shape, layout=layout, features=features)
+    dtype = compute_dtype(precision)
+    trunk: nn.Module = NatureCNN(image_shape, layout=layout, features=features, compute_dtype=dtype)
     critic_trunk: nn.Module
     if share_trunk:  # run once per minibatch for both heads (SharedTrunk's memo)
         trunk = critic_trunk = SharedTrunk(trunk)
     else:
-        critic_trunk = NatureCNN(image_shape, layout=layout, features=features)
+        critic_trunk = NatureCNN(image_shape, layout=layout, features=features, compute_dtype=dtype)
     policy_net = nn.Sequential(trunk, orthogonal_linear(features, env.num_actions, gain=0.01))
     actor = actor_from_net(env, policy_net, init_log_std=init_log_std)
     # GAE's value pass runs the CNN once per distinct frame (ReuseNextStep)

@@ -167,6 +167,11 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where networks, rollout, GAE and updates run: auto (CUDA when available), cpu or cuda
     (refused up front where CUDA is not available). [auto, cpu or cuda]"""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """Image observations: arithmetic of the Nature CNN trunk. bfloat16 runs its layers under
+    autocast (mixed precision; weights, heads, loss and Adam stay float32); refused on
+    hardware without native bfloat16 (a CPU without AVX512-BF16/AMX, a GPU before Ampere).
+    [float32 or bfloat16]"""
     share_trunk: bool = True
     """Image observations: one CNN trunk for the actor and the critic (the PPO paper's Atari
     network); --no-share-trunk builds two."""

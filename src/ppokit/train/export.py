@@ -16,6 +16,8 @@ then, for a ``Box`` action space, the clip to its bounds that the environment wo
   onnxscript; run it with onnxruntime). Input ``observation [B, *obs]`` float32, output
   ``action`` (``[B]`` int64 or ``[B, A]`` float32).
 
+The exported graph computes in float32, also for a run trained with ``--precision bfloat16``.
+
 A recurrent policy (``--recurrent lstm/gru``) takes and returns its hidden state as well
 (:mod:`ppokit.train.export_recurrent`).
 """
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ppokit.modules.cnn import NatureCNN
 from ppokit.train.acting import TensorPolicy
 from ppokit.train.normalization import ObservationNormalizer
 from ppokit.train.recurrent_state import PolicyState
@@ -149,6 +152,11 @@ def export_policy(
     from ppokit.train.policy import load_policy
 
     actor, obs_norm, cfg = load_policy(run_dir, checkpoint=checkpoint)
+    # a --precision bfloat16 run's CNN is exported in float32: its weights are float32 (the
+    # master copy autocast read from), and runtimes without bfloat16 units can run it
+    for layer in actor.modules():
+        if isinstance(layer, NatureCNN):
+            layer.compute_dtype = None
     probe = gym.make(cfg.env, **(cfg.env_kwargs or {}))
     try:
         space = probe.action_space

@@ -73,12 +73,14 @@ def build_recurrent_actor_critic(
     init_log_std: float,
     ortho_init: bool,
     share_trunk: bool = True,
+    precision: str = "float32",
 ) -> tuple[Any, Any]:
     """Actor and critic for ``env``'s spaces around a recurrent core (see the module doc).
 
     Image observations (rank 3, uint8): a :class:`~ppokit.modules.cnn.NatureCNN` encoder
     (512 features; ``hidden_sizes``, ``activation`` and ``ortho_init`` are for MLPs and
-    unused). ``shared=True`` needs ``share_trunk=True`` there (one encoder and core).
+    unused; ``precision`` is its arithmetic). ``shared=True`` needs ``share_trunk=True``
+    there (one encoder and core).
 
     The actor reads ``"observation"``, ``"is_init"`` and the core's state keys, and writes
     ``"action"``, ``"action_log_prob"`` and the next state under ``"next"``; the critic writes
@@ -110,7 +112,7 @@ def build_recurrent_actor_critic(
     policy_init = {"output_gain": 0.01} if ortho_init else init
     value_init = {"output_gain": 1.0} if ortho_init else init
     embed, encoder_net = (
-        _image_encoder(env, share=share_trunk or shared)
+        _image_encoder(env, share=share_trunk or shared, precision=precision)
         if image
         else _mlp_encoder(env, hidden_sizes, activation, init)
     )
@@ -148,18 +150,21 @@ def build_recurrent_actor_critic(
     return actor, critic
 
 
-def _image_encoder(env: Any, *, share: bool) -> tuple[int, Callable[[], nn.Module]]:
+def _image_encoder(env: Any, *, share: bool, precision: str) -> tuple[int, Callable[[], nn.Module]]:
     """(features, a maker of the image encoder): the same :class:`SharedTrunk`-wrapped CNN on
     every call with ``share`` (the loss's second pass over a minibatch reuses its output),
     else a new CNN per call."""
     from ppokit.envs.images import image_layout
     from ppokit.modules.cnn import NatureCNN, SharedTrunk
+    from ppokit.train.precision import compute_dtype
 
     shape = tuple(env.obs_shape)
     layout = image_layout(shape)
+    dtype = compute_dtype(precision)
 
     def cnn() -> nn.Module:
-        return NatureCNN((shape[0], shape[1], shape[2]), layout=layout, features=_CNN_FEATURES)
+        image = (shape[0], shape[1], shape[2])
+        return NatureCNN(image, layout=layout, features=_CNN_FEATURES, compute_dtype=dtype)
 
     if not share:
         return _CNN_FEATURES, cnn

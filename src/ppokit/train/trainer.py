@@ -60,6 +60,7 @@ from ppokit.train.guards import check_rollout_finite
 from ppokit.train.loop import TrainResult, run_loop
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
 from ppokit.train.policy import load_policy
+from ppokit.train.precision import check_precision
 from ppokit.train.rundir import record_written
 from ppokit.train.sequences import RecurrentRollout
 from ppokit.train.setup import (
@@ -166,6 +167,7 @@ class PPOTrainer:
             actor = actor if actor is not None else built_actor
             critic = critic if critic is not None else built_critic
         self.actor, self.critic = checked_module(actor, "actor"), checked_module(critic, "critic")
+        check_precision(cfg.precision, self.device, self.actor, self.critic)  # before any work
         move_modules(self.device, self.actor, self.critic)  # before DDP wraps them
         # DDP on the plain networks inside the TensorDict modules (ppokit.wrap_ddp):
         # the loss keeps the actor's get_dist, and backward() averages gradients over ranks; a
