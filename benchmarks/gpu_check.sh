@@ -3,8 +3,9 @@
 #   1. the test suite's CUDA-marked tests (pytest -m cuda);
 #   2. Atari training throughput with --device cuda: the Atari preset (8 envs x 128 steps,
 #      4 epochs x 4 minibatches, the CNN trunk shared by actor and critic) eager, then with
-#      --compile (the fused update, shared trunk included), then eager with 64 envs (the
-#      GPU's share of the work grows with the batch).
+#      --compile (the fused update, shared trunk included), then --compile with
+#      --precision bfloat16 (the CNN in mixed precision), then eager with 64 envs (the GPU's
+#      share of the work grows with the batch).
 # Each part has its own time limit; a part that fails or runs out of time is reported and the
 # next one still runs. Results: the summary.json of each run (its "sps" is env steps per
 # second of the whole run, construction and compilation included) and a log, under $OUT.
@@ -23,7 +24,7 @@ fi
 "$PY" -c "import ale_py" 2>/dev/null || "$PY" -m pip install -q "ale-py>=0.11" opencv-python-headless
 
 log "1. CUDA-marked tests"
-timeout 150 "$PY" -m pytest -q -m cuda tests -p no:cacheprovider 2>&1 | tail -15 | tee -a "$OUT/gpu_check.log"
+timeout 120 "$PY" -m pytest -q -m cuda tests -p no:cacheprovider 2>&1 | tail -15 | tee -a "$OUT/gpu_check.log"
 log "   exit status ${PIPESTATUS[0]}"
 
 train() {  # name, time limit (s), extra arguments...
@@ -39,7 +40,8 @@ train() {  # name, time limit (s), extra arguments...
     log "   $name: no summary (exit $code); last lines:"; tail -5 "$OUT/$name.log" | tee -a "$OUT/gpu_check.log"
   fi
 }
-train eager 100 --total-steps 98304
-train compile 160 --total-steps 196608 --compile
-train eager_64envs 100 --total-steps 262144 --num-envs 64
+train eager 70 --total-steps 98304
+train compile 110 --total-steps 196608 --compile
+train compile_bf16 110 --total-steps 196608 --compile --precision bfloat16
+train eager_64envs 60 --total-steps 262144 --num-envs 64
 log "done: $OUT"

@@ -46,22 +46,15 @@ _MUJOCO: dict[str, Any] = dict(
     keep_checkpoint_every=100,
 )
 
-# HalfCheetah: the shared MuJoCo settings plateau near 2000 at 1M steps (benchmarks/RESULTS.md);
-# rl-baselines3-zoo's tuned PPO settings for HalfCheetah (found by Optuna) learn much faster:
-# short rollouts, many small epochs, a low initial std, constant small lr, wide ReLU nets.
-_HALF_CHEETAH: dict[str, Any] = dict(
+# rl-baselines3-zoo's Optuna-tuned MuJoCo family, shared by the HalfCheetah and Walker2d
+# presets: short rollouts (1 env x 512), 20 small epochs, clip 0.1, a constant small lr, a low
+# initial std (log-std -2), torch's default init and wide ReLU networks
+_ZOO_TUNED: dict[str, Any] = dict(
     _MUJOCO,
     num_steps=512,
-    num_minibatches=8,
     num_epochs=20,
-    lr=2.0633e-5,
     anneal_lr=False,
-    gamma=0.98,
-    gae_lambda=0.92,
-    entropy_coef=0.000401762,
     clip_epsilon=0.1,
-    max_grad_norm=0.8,
-    critic_coef=0.58096,
     init_log_std=-2.0,
     ortho_init=False,
     activation="relu",
@@ -70,29 +63,29 @@ _HALF_CHEETAH: dict[str, Any] = dict(
     keep_checkpoint_every=400,
 )
 
+# HalfCheetah: the shared MuJoCo settings plateau near 2000 at 1M steps (benchmarks/RESULTS.md);
+# the zoo's tuned HalfCheetah values learn much faster
+_HALF_CHEETAH: dict[str, Any] = dict(
+    _ZOO_TUNED,
+    num_minibatches=8,
+    lr=2.0633e-5,
+    gamma=0.98,
+    gae_lambda=0.92,
+    entropy_coef=0.000401762,
+    max_grad_norm=0.8,
+    critic_coef=0.58096,
+)
+
 # Walker2d: the shared settings reach IQM 4205 over 5 seeds but two seeds fall (2132 and 3478,
-# benchmarks/results/sweeps.md); rl-baselines3-zoo's tuned Walker2d set, of the same family as
-# the HalfCheetah preset (short rollouts, 20 small epochs, clip 0.1, low initial std, wide ReLU
-# nets), is the candidate swept on 5 seeds against the floor of 3000 per seed
+# benchmarks/results/sweeps.md); the zoo's tuned Walker2d values are the candidate swept on
+# 5 seeds against the floor of 3000 per seed
 _WALKER2D: dict[str, Any] = dict(
-    _MUJOCO,
-    num_steps=512,
+    _ZOO_TUNED,
     num_minibatches=16,
-    num_epochs=20,
     lr=5.05041e-5,
-    anneal_lr=False,
-    gamma=0.99,
-    gae_lambda=0.95,
     entropy_coef=0.000585045,
-    clip_epsilon=0.1,
     max_grad_norm=1.0,
     critic_coef=0.871923,
-    init_log_std=-2.0,
-    ortho_init=False,
-    activation="relu",
-    hidden_sizes=(256, 256),
-    checkpoint_every=50,
-    keep_checkpoint_every=400,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
