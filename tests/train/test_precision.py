@@ -153,3 +153,16 @@ def test_the_compiled_update_computes_in_bfloat16_too(tmp_path, native) -> None:
     # steps divide by the gradients' own size, so rounding moves them visibly)
     assert float((f16 - e16).norm() / e16.norm()) < 0.02
     assert float((f16 - e32).norm() / e32.norm()) > 0.05
+
+
+def test_a_recurrent_image_policy_runs_its_cnn_in_bfloat16(tmp_path, native) -> None:
+    trainer = PPOTrainer(
+        env=EndingImageEnv, run_dir=tmp_path, eval_episodes=0, progress=False, device="cpu",
+        precision="bfloat16", recurrent="lstm", recurrent_size=16, num_envs=2, num_steps=8,
+        num_minibatches=1, num_epochs=1, total_steps=16,
+    )  # fmt: skip
+    (cnn,) = _cnns(trainer)  # one CNN under both cores (--share-trunk)
+    seen: list[torch.dtype] = []
+    cnn.convs[0].register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    trainer.train()
+    assert seen and set(seen) == {torch.bfloat16}

@@ -46,46 +46,28 @@ _MUJOCO: dict[str, Any] = dict(
     keep_checkpoint_every=100,
 )
 
-# rl-baselines3-zoo's Optuna-tuned MuJoCo family, shared by the HalfCheetah and Walker2d
-# presets: short rollouts (1 env x 512), 20 small epochs, clip 0.1, a constant small lr, a low
-# initial std (log-std -2), torch's default init and wide ReLU networks
-_ZOO_TUNED: dict[str, Any] = dict(
+# HalfCheetah: the shared MuJoCo settings plateau near 2000 at 1M steps (benchmarks/RESULTS.md);
+# rl-baselines3-zoo's tuned PPO settings for HalfCheetah (found by Optuna) learn much faster:
+# short rollouts, many small epochs, a low initial std, constant small lr, wide ReLU nets.
+_HALF_CHEETAH: dict[str, Any] = dict(
     _MUJOCO,
     num_steps=512,
+    num_minibatches=8,
     num_epochs=20,
+    lr=2.0633e-5,
     anneal_lr=False,
+    gamma=0.98,
+    gae_lambda=0.92,
+    entropy_coef=0.000401762,
     clip_epsilon=0.1,
+    max_grad_norm=0.8,
+    critic_coef=0.58096,
     init_log_std=-2.0,
     ortho_init=False,
     activation="relu",
     hidden_sizes=(256, 256),
     checkpoint_every=50,
     keep_checkpoint_every=400,
-)
-
-# HalfCheetah: the shared MuJoCo settings plateau near 2000 at 1M steps (benchmarks/RESULTS.md);
-# the zoo's tuned HalfCheetah values learn much faster
-_HALF_CHEETAH: dict[str, Any] = dict(
-    _ZOO_TUNED,
-    num_minibatches=8,
-    lr=2.0633e-5,
-    gamma=0.98,
-    gae_lambda=0.92,
-    entropy_coef=0.000401762,
-    max_grad_norm=0.8,
-    critic_coef=0.58096,
-)
-
-# Walker2d: the shared settings reach IQM 4205 over 5 seeds but two seeds fall (2132 and 3478,
-# benchmarks/results/sweeps.md); the zoo's tuned Walker2d values are the candidate swept on
-# 5 seeds against the issue's floor of 3000 per seed
-_WALKER2D: dict[str, Any] = dict(
-    _ZOO_TUNED,
-    num_minibatches=16,
-    lr=5.05041e-5,
-    entropy_coef=0.000585045,
-    max_grad_norm=1.0,
-    critic_coef=0.871923,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -205,8 +187,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "HalfCheetah-v5": _HALF_CHEETAH,
     "HalfCheetah-v4": _HALF_CHEETAH,
-    "Walker2d-v5": _WALKER2D,
-    "Walker2d-v4": _WALKER2D,
     # Ant: rl-baselines3-zoo's Ant-v3 entry is SB3's PPO defaults with normalisation (1 env x
     # 2048, 10 epochs x minibatches of 64, lr 3e-4, clip 0.2, ent 0): the shared settings
     # (zoo's benchmark 1327 at 1M steps; its tuned Ant set is for 10M steps, not 1M)
@@ -214,6 +194,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Humanoid: CleanRL's ppo_continuous_action.py defaults at 1M steps (the shared settings,
     # 716 in CleanRL's benchmark); rl-zoo's tuned Humanoid set is for 10M steps
     "Humanoid-v5": dict(_MUJOCO),
+    # Walker2d-v5 uses the shared settings: IQM 4205 over 5 seeds, two of them below 3000; the
+    # zoo's tuned Walker2d values (the HalfCheetah preset's family) learned far slower here,
+    # 706 at 649k steps on seed 1 with its entropy collapsing (benchmarks/results/sweeps.md)
     "mujoco": _MUJOCO,
     # PPO paper / CleanRL ppo_atari.py: 8 envs x 128 steps, 4 epochs x 4 minibatches, lr 2.5e-4
     # annealed, clip 0.1, entropy 0.01 (images are never normalised; rewards clipped by the env)
@@ -258,7 +241,7 @@ def preset_name(env_id: str) -> str:
     A ``module:EnvId`` id is looked up by its ``EnvId`` (after importing ``module``).
 
     Example:
-        >>> preset_name("Swimmer-v5"), preset_name("CartPole-v1"), preset_name("LunarLander-v3")
+        >>> preset_name("Walker2d-v5"), preset_name("CartPole-v1"), preset_name("LunarLander-v3")
         ('mujoco', 'CartPole-v1', 'classic_control')
         >>> preset_name("ALE/Breakout-v5")
         'atari'
