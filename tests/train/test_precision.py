@@ -13,6 +13,11 @@ from ppokit.train import precision
 from ppokit.train.trainer import PPOTrainer
 
 SMALL = dict(num_envs=2, num_steps=16, num_minibatches=2, num_epochs=2, total_steps=64)
+needs_cuda = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
 
 
 @pytest.fixture
@@ -25,9 +30,10 @@ def _cnns(trainer: PPOTrainer) -> list[NatureCNN]:
     return [m for m in trainer.actor.modules() if isinstance(m, NatureCNN)]
 
 
-def test_a_bfloat16_run_trains_the_cnn_in_bfloat16(tmp_path, native) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_bfloat16_run_trains_the_cnn_in_bfloat16(tmp_path, native, device) -> None:
     trainer = PPOTrainer(
-        env=EndingImageEnv, run_dir=tmp_path, eval_episodes=0, progress=False, device="cpu",
+        env=EndingImageEnv, run_dir=tmp_path, eval_episodes=0, progress=False, device=device,
         precision="bfloat16", **SMALL,
     )  # fmt: skip
     (cnn,) = _cnns(trainer)  # one trunk, shared with the critic
