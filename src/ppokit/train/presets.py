@@ -195,7 +195,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 716 in CleanRL's benchmark); rl-zoo's tuned Humanoid set is for 10M steps
     "Humanoid-v5": dict(_MUJOCO),
     # Walker2d-v5 uses the shared settings: IQM 4205 over 5 seeds, two of them below 3000; the
-    # zoo's tuned Walker2d values (the HalfCheetah preset's family) learned far slower here,
+    # zoo's tuned Walker2d values on the HalfCheetah preset's network learned far slower here,
     # 706 at 649k steps on seed 1 with its entropy collapsing (benchmarks/results/sweeps.md)
     "mujoco": _MUJOCO,
     # PPO paper / CleanRL ppo_atari.py: 8 envs x 128 steps, 4 epochs x 4 minibatches, lr 2.5e-4
