@@ -73,9 +73,9 @@ def check_precision(
     if not any(cnn.compute_dtype == dtype for cnn in cnns):
         raise ValueError(
             f"--precision {precision} applies to the Nature CNN of image observations, and "
-            "these networks have none computing in it (flat observations use MLPs, which "
-            "stay float32; networks you pass yourself keep their own dtype: wrap their "
-            "forward in torch.autocast). Use --precision float32."
+            "these networks have none computing in it (flat and structured observations use "
+            "MLPs and small encoders, which stay float32; networks you pass yourself keep "
+            "their own dtype: wrap their forward in torch.autocast). Use --precision float32."
         )
     if native is None:
         native, found = native_bfloat16(device)
