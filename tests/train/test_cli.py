@@ -145,7 +145,17 @@ def test_presets_pick_the_task_family(tmp_path):
         hopper.reward_scale,
         hopper.total_steps,
     ) == (1, 2048, 10, 32, 3e-4, 0.99, 0.95, 0.0, 0.5, 0.5, True, True, 1_000_000)
-    assert preset_config("Humanoid-v5").num_steps == 2048
+    # Ant and Humanoid: Tianshou's MuJoCo settings (batch 8 x 256, minibatches of 64)
+    for env_id in ("Ant-v5", "Humanoid-v5"):
+        cfg = preset_config(env_id)
+        assert (cfg.num_envs, cfg.num_steps, cfg.minibatch_size, cfg.init_log_std) == (
+            8,
+            256,
+            64,
+            -0.5,
+        )
+        assert cfg.recompute_advantage and not cfg.normalize_advantage
+        assert (cfg.critic_coef, cfg.total_steps) == (0.25, 1_000_000)
     # HalfCheetah has its own MuJoCo preset (rl-zoo's tuned settings); the rest is shared
     cheetah = preset_config("HalfCheetah-v5", seed=3)
     assert (
