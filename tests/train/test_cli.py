@@ -154,7 +154,7 @@ def test_presets_pick_the_task_family(tmp_path):
             64,
             -0.5,
         )
-        assert cfg.recompute_advantage and not cfg.normalize_advantage
+        assert cfg.recompute_advantage and not cfg.normalize_advantage and not cfg.anneal_lr
         assert (cfg.critic_coef, cfg.total_steps) == (0.25, 1_000_000)
     # HalfCheetah has its own MuJoCo preset (rl-zoo's tuned settings); the rest is shared
     cheetah = preset_config("HalfCheetah-v5", seed=3)
