@@ -155,14 +155,16 @@ class NatureCNN(nn.Module):
         x = obs.reshape(-1, *self.image_shape).float() * self.scale
         if self.layout == "HWC":
             x = x.permute(0, 3, 1, 2)  # an HWC batch already is channels-last in memory
-        x = x.contiguous(memory_format=CL)
-        if self.compute_dtype is None:
-            out = torch.relu(self.fc(self.convs(x).flatten(1)))
-        else:  # the layers in bfloat16 (float32 accumulation), the features back in float32
-            with torch.autocast(x.device.type, dtype=self.compute_dtype):
-                out = torch.relu(self.fc(self.convs(x).flatten(1)))
-            out = out.float()
-        return out.reshape(*batch, self.out_features)
+        # with a compute dtype the layers run in bfloat16 (float32 accumulation) and the
+        # features come back in float32 (.float() is a no-op on float32)
+        precision = (
+            contextlib.nullcontext()
+            if self.compute_dtype is None
+            else torch.autocast(x.device.type, dtype=self.compute_dtype)
+        )
+        with precision:
+            out = torch.relu(self.fc(self.convs(x.contiguous(memory_format=CL)).flatten(1)))
+        return out.float().reshape(*batch, self.out_features)
 
 
 class SharedTrunk(nn.Module):
