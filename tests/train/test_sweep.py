@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+import ppokit
 from ppokit.train.checkpoint import load_checkpoint
 from ppokit.train.cli import main
 from ppokit.train.metrics import read_progress_csv
+from ppokit.train.provenance import read_sessions
 
 pytest.importorskip("scipy")
 
@@ -110,3 +112,10 @@ def test_rerun_after_a_kill_skips_the_finished_seed_and_resumes_the_killed_one(t
     assert steps == list(range(256, TOTAL + 1, 256))  # every iteration logged once
     agg = json.loads((sweep / "aggregate.json").read_text())
     assert [s["seed"] for s in agg["seeds"]] == [1, 2] and agg["missing"] == []
+    # provenance: one session for seed 1, two for seed 2 (the start and the resume)
+    starts = [s["env_steps_at_start"] for s in read_sessions(sweep / "seed-2")]
+    assert starts == [0, saved]
+    assert [s["env_steps_at_start"] for s in read_sessions(sweep / "seed-1")] == [0]
+    summary = json.loads((sweep / "seed-2" / "summary.json").read_text())
+    assert summary["code"] == read_sessions(sweep / "seed-2")[-1]["code"]
+    assert summary["code"]["ppokit"] == ppokit.__version__

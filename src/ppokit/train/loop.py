@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ppokit.train.config import config_to_dict
 from ppokit.train.metrics import MetricsLogger, mean_or_nan, progress_bar
 from ppokit.train.periodic_eval import BEST_NAME, consider_best, evaluate_if_due, run_evaluation
+from ppokit.train.provenance import read_sessions, record_session
 from ppokit.train.rundir import atomic_write_text, clean_stale_tmp, record_written, run_dir_lock
 from ppokit.train.signals import stop_on_signals
 from ppokit.train.tracking import Tracker, make_tracker, tracker_options
@@ -58,6 +59,12 @@ def _run_locked(self: PPOTrainer) -> TrainResult:
         record_written(self.run_dir, "config.json")
         atomic_write_text(
             self.run_dir / "config.json", json.dumps(config_to_dict(cfg), indent=2) + "\n"
+        )
+        record_session(
+            self.run_dir,
+            env_steps=self.env_steps,
+            device=str(self.device),
+            world_size=self.world.world_size,
         )
     tracker = (
         make_tracker(
@@ -218,6 +225,9 @@ def finish(self: PPOTrainer, *, wall_seconds: float, train_sps: float) -> dict[s
             best_checkpoint=str(self.ckpt_dir / BEST_NAME), best_eval_return=self.best_eval_return
         )
     summary["checkpoint"] = str(self.ckpt_dir / "latest.pt")
+    sessions = read_sessions(self.run_dir)  # the code this session started on (run_loop)
+    if sessions:
+        summary["code"] = sessions[-1].get("code")
     record_written(self.run_dir, "summary.json")
     atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -59,6 +59,7 @@ _FIXED_NAMES = (
     "config.json",
     "progress.csv",
     "summary.json",
+    "provenance.jsonl",
     "learning_curve.png",
     "checkpoints/latest.pt",
     "checkpoints/best.pt",

@@ -29,6 +29,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ppokit.train.provenance import read_sessions
 from ppokit.train.rundir import atomic_write_text
 from ppokit.train.sweep_plan import read_sweep_record, seed_run_dir
 from ppokit.train.sweep_stats import summarize_scores
@@ -55,14 +56,36 @@ def _seed_entry(run: Path) -> tuple[dict[str, Any] | None, str]:
         "eval_return_std": float(summary.get("eval_return_std", math.nan)),
         "eval_episodes": int(summary.get("eval_episodes", 0)),
         "env_steps": int(summary.get("env_steps", 0)),
+        "code": _code_of(run),
     }, ""
+
+
+def _code_of(run: Path) -> list[str]:
+    """The ppokit code each session of ``run`` ran on, in order, repeats dropped.
+
+    A short commit (``+dirty`` with uncommitted changes), else ``ppokit <version>`` off git;
+    [] for a run written before ppokit kept ``provenance.jsonl``.
+    """
+    labels: list[str] = []
+    for session in read_sessions(run):
+        code = session.get("code") or {}
+        commit = code.get("commit")
+        label = (
+            f"{commit[:7]}{'+dirty' if code.get('dirty') else ''}"
+            if isinstance(commit, str)
+            else f"ppokit {code.get('ppokit', '?')}"
+        )
+        if not labels or labels[-1] != label:
+            labels.append(label)
+    return labels
 
 
 def aggregate_sweep(sweep_dir: str | Path) -> dict[str, Any]:
     """Compute the aggregate of ``sweep_dir`` and write ``aggregate.json`` and ``aggregate.md``.
 
     Returns:
-        The aggregate: ``env``, ``score``, ``seeds`` (one entry per finished seed),
+        The aggregate: ``env``, ``score``, ``seeds`` (one entry per finished seed, with the
+        ``code`` its sessions ran on, from each run's ``provenance.jsonl``),
         ``missing`` (seed and reason), and the figures of
         :func:`~ppokit.train.sweep_stats.summarize_scores` (``n``, ``mean``, ``std``, ``iqm``,
         ``iqm_ci95``, ``median``, ``min``, ``max``, ``bootstrap``).
@@ -123,16 +146,16 @@ def format_aggregate(agg: dict[str, Any]) -> str:
         "",
         f"Train flags: `{flags}`. Score: final deterministic evaluation, mean return per seed.",
         "",
-        "| seed | eval return (mean ± std over episodes) | episodes | env steps |",
-        "|---:|---:|---:|---:|",
+        "| seed | eval return (mean ± std over episodes) | episodes | env steps | code |",
+        "|---:|---:|---:|---:|---|",
     ]
     for s in agg["seeds"]:
         lines.append(
             f"| {s['seed']} | {_num(s['eval_return_mean'])} ± {_num(s['eval_return_std'])} "
-            f"| {s['eval_episodes']} | {s['env_steps']:,} |"
+            f"| {s['eval_episodes']} | {s['env_steps']:,} | {_code_text(s.get('code', []))} |"
         )
     for m in agg["missing"]:
-        lines.append(f"| {m['seed']} | missing: {m['reason']} | | |")
+        lines.append(f"| {m['seed']} | missing: {m['reason']} | | | |")
     ci = agg["iqm_ci95"]
     ci_text = (
         f"[{_num(ci[0])}, {_num(ci[1])}] (percentile bootstrap over seeds)"
@@ -146,4 +169,15 @@ def format_aggregate(agg: dict[str, Any]) -> str:
         f"- median: {_num(agg['median'])}",
         f"- worst seed: {agg['min']['seed']} ({_num(agg['min']['score'])})",
     ]
+    codes = {tuple(s.get("code", [])) for s in agg["seeds"]}
+    if len(codes) > 1 or any(len(c) > 1 for c in codes):
+        lines.append(
+            "- code: the seeds did not all run on the same code from start to end "
+            "(column `code`); compare them with care"
+        )
     return "\n".join(lines) + "\n"
+
+
+def _code_text(labels: list[str]) -> str:
+    """``a -> b`` for a run resumed on other code; ``n/a`` without provenance."""
+    return " → ".join(f"`{c}`" for c in labels) if labels else "n/a"
