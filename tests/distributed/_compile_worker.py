@@ -14,6 +14,7 @@ import sys
 import tempfile
 
 import torch
+from _dist_helpers import flat_params
 
 from ppokit.distributed import World, init_distributed, shutdown_distributed
 from ppokit.train.trainer import PPOTrainer
@@ -33,9 +34,9 @@ def run(world: World, *, compile: bool) -> tuple[torch.Tensor, torch.Tensor, PPO
         progress=False,
         compile=compile,
     )
-    before = torch.cat([p.detach().flatten() for p in trainer.params])
+    before = flat_params(trainer.params)
     trainer.train()
-    return before, torch.cat([p.detach().flatten() for p in trainer.params]), trainer
+    return before, flat_params(trainer.params), trainer
 
 
 def main() -> None:

@@ -26,6 +26,11 @@ ACT_DIM = 2
 BATCH = 16
 
 
+def flat_params(params: Any) -> torch.Tensor:
+    """The values of ``params`` (an iterable of tensors) as one detached flat vector."""
+    return torch.cat([p.detach().flatten() for p in params])
+
+
 def torchrun_worker(worker: Path, out: Path, *, timeout: float, dist_timeout: int) -> Any:
     """Run ``worker`` (a script that writes JSON to its argv[1]) on two gloo ranks through the
     real launcher (``python -m torch.distributed.run``); its JSON result."""

@@ -16,6 +16,7 @@ import sys
 import tempfile
 
 import torch
+from _dist_helpers import flat_params
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -39,9 +40,9 @@ def run(world: World, **layout: object) -> dict:
         progress=False,
         **layout,
     )
-    before = torch.cat([p.detach().flatten() for p in trainer.params])
+    before = flat_params(trainer.params)
     trainer.train()
-    flat = torch.cat([p.detach().flatten() for p in trainer.params])
+    flat = flat_params(trainer.params)
     wrapped = sum(isinstance(m, DistributedDataParallel) for m in trainer.actor.modules())
     return {
         "same": all(torch.equal(flat, g) for g in world.all_gather(flat)),

@@ -19,6 +19,7 @@ from torch import nn
 
 from ppokit import Categorical, ProbabilisticActor, ValueOperator
 from ppokit.train.api import train
+from ppokit.train.arguments import resolve_train_config
 from ppokit.train.cli import main
 from ppokit.train.config import TrainConfig, config_from_dict, num_iterations
 from ppokit.train.policy import load_policy
@@ -142,6 +143,19 @@ def test_cli_module_env_and_env_kwargs(env_module, tmp_path, capsys):
     assert summary["eval_lengths"] == [5, 5, 5]  # the kwarg reached the env
     # eval rebuilds the env from the saved config, kwargs included
     assert main(["eval", str(run), "--episodes", "2"]) == 0
+
+
+def test_env_kwargs_flag_merges_over_the_config_files(tmp_path):
+    conf = tmp_path / "conf.json"
+    conf.write_text(
+        json.dumps({"env_kwargs": {"max_episode_steps": 50, "sutton_barto_reward": True}})
+    )
+    argv = ["--env", "CartPole-v1", "--config", str(conf), "--run-dir", str(tmp_path / "r")]
+    cfg, _, _ = resolve_train_config([*argv, "--env-kwargs", '{"max_episode_steps": 20}'])
+    # the flag's key wins, the file's other key stays
+    assert cfg.env_kwargs == {"max_episode_steps": 20, "sutton_barto_reward": True}
+    cfg, _, _ = resolve_train_config(argv)
+    assert cfg.env_kwargs == {"max_episode_steps": 50, "sutton_barto_reward": True}
 
 
 def test_env_kwargs_reach_gymnasium_make(tmp_path):

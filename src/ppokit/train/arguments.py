@@ -63,7 +63,8 @@ class TrainArgs:
     resume: Path | None = None
     """Continue the run in this directory from its latest checkpoint (flags may extend it)."""
     env_kwargs: str | None = None
-    """Keyword arguments for gymnasium.make as a JSON object, e.g. '{"max_episode_steps": 200}'."""
+    """Keyword arguments for gymnasium.make as a JSON object, e.g. '{"max_episode_steps": 200}'
+    (merged over those of the preset and --config: the keys given here win)."""
 
 
 def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
@@ -110,8 +111,8 @@ def resolve_train_config(argv: list[str]) -> tuple[TrainConfig, Path, bool]:
         prog="ppokit train",
     )
     cfg: TrainConfig = args.cfg
-    if args.env_kwargs is not None:
-        cfg = replace(cfg, env_kwargs=parse_env_kwargs(args.env_kwargs))
+    if args.env_kwargs is not None:  # over the preset's and --config's: the keys given win
+        cfg = replace(cfg, env_kwargs={**cfg.env_kwargs, **parse_env_kwargs(args.env_kwargs)})
     if args.resume is None:
         _check_env(cfg.env)
     try:
