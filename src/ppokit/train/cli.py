@@ -26,7 +26,7 @@ from ppokit.train.arguments import (
     take_run_dir,
 )
 from ppokit.train.cli_export import run_export
-from ppokit.train.cli_sweep import run_sweep, run_sweep_aggregate
+from ppokit.train.cli_sweep import run_sweep, run_sweep_aggregate, run_sweep_compare
 from ppokit.train.cli_tune import run_tune
 from ppokit.train.config import TrainConfig
 from ppokit.train.presets import preset_name
@@ -45,7 +45,7 @@ __all__ = [
     "resolve_train_config",
 ]
 
-_USAGE = """usage: ppokit {train,eval,plot,export,tune,sweep,sweep-aggregate} ...
+_USAGE = """usage: ppokit {train,eval,plot,export,tune,sweep,sweep-aggregate,sweep-compare} ...
 
 Clipped PPO on Gymnasium tasks.
 
@@ -57,6 +57,7 @@ commands:
   tune    search settings:    ppokit tune --env ID --trials N [--storage sqlite:///study.db]
   sweep   one run per seed:   ppokit sweep --env ID --seeds 1-5 [--jobs N] [train flags ...]
   sweep-aggregate             ppokit sweep-aggregate SWEEP_DIR (recompute the aggregate)
+  sweep-compare               ppokit sweep-compare BASE_DIR OTHER_DIR [...] (which is better)
 
 `ppokit <command> --help` documents every option.
 """
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "tune": run_tune,
         "sweep": run_sweep,
         "sweep-aggregate": run_sweep_aggregate,
+        "sweep-compare": run_sweep_compare,
     }
     if command not in handlers:
         import difflib

@@ -1,4 +1,5 @@
-"""``ppokit sweep`` and ``ppokit sweep-aggregate``: one training per seed, then the aggregate.
+"""``ppokit sweep``, ``sweep-aggregate`` and ``sweep-compare``: one training per seed, the
+aggregate, and the comparison of several sweeps of one task.
 
 ``ppokit sweep --env ID --seeds 1-5 [--jobs N] [--sweep-dir DIR] [train flags ...]`` checks
 everything before any training starts: its own options, then the train flags, through the
@@ -23,7 +24,7 @@ from ppokit.train.sweep_plan import (
     write_sweep_record,
 )
 
-__all__ = ["run_sweep", "run_sweep_aggregate"]
+__all__ = ["run_sweep", "run_sweep_aggregate", "run_sweep_compare"]
 
 #: train flags the sweep sets itself for every seed
 _OWNED_FLAGS = ("--seed", "--run-dir", "--resume", "--overwrite", "--no-overwrite")
@@ -198,4 +199,52 @@ def run_sweep_aggregate(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
     print(format_aggregate(agg), end="")
+    return 0
+
+
+def run_sweep_compare(argv: list[str]) -> int:
+    """``ppokit sweep-compare BASE OTHER [...]``: the sweeps' figures side by side, each one's
+    probability of improvement over BASE, and their curves on one plot."""
+    parser = argparse.ArgumentParser(
+        prog="ppokit sweep-compare",
+        description="Compare sweeps of one task (the first is the baseline): IQM with its "
+        "bootstrap 95%% CI, mean ± std and worst seed of each, the probability that a seed of "
+        "each beats a seed of the baseline with its 95%% CI, and the mean curves with their "
+        "bands on one plot. Reads the sweeps' summary.json files; writes only --out/--json.",
+    )
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", help="sweep dirs, baseline first")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("sweep-comparison.png"),
+        help="PNG of the curves (default ./sweep-comparison.png)",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="print the table only")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--metric", default="episode_return_mean", help="progress.csv column of the curves"
+    )
+    args = parser.parse_args(argv)
+    from ppokit.train.sweep_compare import compare_sweeps, format_comparison
+
+    try:
+        cmp = compare_sweeps(args.sweep_dirs)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    print(format_comparison(cmp), end="")
+    if args.json is not None:
+        import json
+
+        from ppokit.train.rundir import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(cmp, indent=2) + "\n")
+        print(f"figures: {args.json}")
+    if not args.no_plot:
+        from ppokit.train.plot import plot_sweep_comparison
+
+        try:
+            out = plot_sweep_comparison(args.sweep_dirs, out=args.out, metric=args.metric)
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            raise UsageError(str(err.args[0] if err.args else err)) from None
+        print(f"plot: {out}")
     return 0

@@ -13,6 +13,7 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from ppokit.train.rundir import holds_run, record_written
 from ppokit.train.sweep_plan import SWEEP_FILE, read_sweep_record, seed_run_dir
 from ppokit.train.sweep_stats import bootstrap_ci, mean_over_axis
 
-__all__ = ["load_curve", "mean_band", "plot_runs"]
+__all__ = ["load_curve", "mean_band", "plot_runs", "plot_sweep_comparison", "seed_band"]
 
 
 def load_curve(
@@ -137,28 +138,95 @@ def plot_runs(
                 color=f"C{i % 10}",
                 label=d.name,
             )
-        usable = [(s, v) for _, s, v in runs if len(s) > 1]
-        if len(usable) > 1:
-            lo = max(s[0] for s, _ in usable)
-            hi = min(s[-1] for s, _ in usable)
-            if hi > lo:
-                grid = np.linspace(lo, hi, 200)
-                curves = np.stack([np.interp(grid, s, v) for s, v in usable])
-                mean, low, high = mean_band(curves)
-                ax.plot(grid, mean, color="k", lw=2, label=f"mean of {len(usable)} runs")
-                ax.fill_between(grid, low, high, color="k", alpha=0.15, label="95% CI of the mean")
-        ax.set_title(env)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel(metric.replace("_", " "))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        band = seed_band([(s, v) for _, s, v in runs])
+        if band is not None:
+            grid, mean, low, high = band
+            used = sum(len(steps) > 1 for _, steps, _ in runs)
+            ax.plot(grid, mean, color="k", lw=2, label=f"mean of {used} runs")
+            ax.fill_between(grid, low, high, color="k", alpha=0.15, label="95% CI of the mean")
+        _finish_axes(ax, env, metric)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.tight_layout()
     out_path = Path(out) if out is not None else dirs[0] / "learning_curve.png"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     if out is None and holds_run(dirs[0]):
         record_written(dirs[0], "learning_curve.png")
+    return _save(fig, out_path)
+
+
+def seed_band(
+    curves: list[tuple[np.ndarray, np.ndarray]], points: int = 200
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(grid, mean, low, high)`` of several seeds' ``(steps, values)`` curves.
+
+    The curves are interpolated on ``points`` steps over the range every one of them covers;
+    :func:`mean_band` gives the mean and its band. None when fewer than two curves have two
+    points or their ranges do not overlap.
+    """
+    usable = [(s, v) for s, v in curves if len(s) > 1]
+    if len(usable) < 2:
+        return None
+    lo = max(s[0] for s, _ in usable)
+    hi = min(s[-1] for s, _ in usable)
+    if hi <= lo:
+        return None
+    grid = np.linspace(lo, hi, points)
+    mean, low, high = mean_band(np.stack([np.interp(grid, s, v) for s, v in usable]))
+    return grid, mean, low, high
+
+
+def plot_sweep_comparison(
+    sweep_dirs: list[str | Path], *, out: str | Path, metric: str = "episode_return_mean"
+) -> Path:
+    """One axes: each sweep's mean curve over its seeds with its 95% band, in its own colour.
+
+    Args:
+        sweep_dirs: sweep dirs (``ppokit sweep``), the first one the baseline.
+        out: the PNG to write.
+        metric: the ``progress.csv`` column.
+
+    Raises:
+        FileNotFoundError: a directory that is not a sweep dir, or a sweep without curves.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    envs = []
+    for i, path in enumerate(Path(d) for d in sweep_dirs):
+        record = read_sweep_record(path) if (path / SWEEP_FILE).is_file() else None
+        if record is None:
+            raise FileNotFoundError(f"{str(path)!r} is not a sweep dir (no {SWEEP_FILE}).")
+        envs.append(record.env)
+        _, runs = _runs_of(path)
+        curves = [load_curve(r, metric) for r in runs]
+        band = seed_band(curves)
+        color = f"C{i % 10}"
+        name = f"{path.name} ({len(runs)} seeds)"
+        if band is None:  # one seed: its own curve
+            ax.plot(*curves[0], color=color, lw=1.5, label=name)
+            continue
+        grid, mean, low, high = band
+        ax.plot(grid, mean, color=color, lw=2, label=name)
+        ax.fill_between(grid, low, high, color=color, alpha=0.18)
+    _finish_axes(ax, f"{' / '.join(dict.fromkeys(envs))}: mean over seeds, 95% CI band", metric)
+    return _save(fig, Path(out))
+
+
+def _finish_axes(ax: Any, title: str, metric: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _save(fig: Any, out_path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return out_path

@@ -34,7 +34,7 @@ from ppokit.train.rundir import atomic_write_text
 from ppokit.train.sweep_plan import read_sweep_record, seed_run_dir
 from ppokit.train.sweep_stats import summarize_scores
 
-__all__ = ["aggregate_sweep", "format_aggregate"]
+__all__ = ["aggregate_sweep", "format_aggregate", "read_sweep_scores"]
 
 #: the per-seed score: the final deterministic evaluation's mean return (summary.json)
 SCORE = "eval_return_mean"
@@ -80,15 +80,13 @@ def _code_of(run: Path) -> list[str]:
     return labels
 
 
-def aggregate_sweep(sweep_dir: str | Path) -> dict[str, Any]:
-    """Compute the aggregate of ``sweep_dir`` and write ``aggregate.json`` and ``aggregate.md``.
+def read_sweep_scores(sweep_dir: str | Path) -> dict[str, Any]:
+    """Read a sweep's per-seed final evaluations without writing anything.
 
     Returns:
-        The aggregate: ``env``, ``score``, ``seeds`` (one entry per finished seed, with the
-        ``code`` its sessions ran on, from each run's ``provenance.jsonl``),
-        ``missing`` (seed and reason), and the figures of
-        :func:`~ppokit.train.sweep_stats.summarize_scores` (``n``, ``mean``, ``std``, ``iqm``,
-        ``iqm_ci95``, ``median``, ``min``, ``max``, ``bootstrap``).
+        ``env``, ``train_args``, ``score``, ``seeds`` (one entry per finished seed, with the
+        ``code`` its sessions ran on, from each run's ``provenance.jsonl``), ``missing`` (seed
+        and reason) and ``scores`` (seed -> score).
 
     Raises:
         FileNotFoundError: ``sweep_dir`` has no ``sweep.json``.
@@ -112,14 +110,32 @@ def aggregate_sweep(sweep_dir: str | Path) -> dict[str, Any]:
     if not scores:
         reasons = "; ".join(f"seed {m['seed']}: {m['reason']}" for m in missing)
         raise ValueError(f"No seed of {str(root)!r} has a final evaluation yet ({reasons}).")
-    result = {
+    return {
         "env": record.env,
         "train_args": list(record.train_args),
         "score": SCORE,
         "seeds": seeds,
         "missing": missing,
-        **summarize_scores(scores),
+        "scores": scores,
     }
+
+
+def aggregate_sweep(sweep_dir: str | Path) -> dict[str, Any]:
+    """Compute the aggregate of ``sweep_dir`` and write ``aggregate.json`` and ``aggregate.md``.
+
+    Returns:
+        :func:`read_sweep_scores`'s entries but ``scores``, and the figures of
+        :func:`~ppokit.train.sweep_stats.summarize_scores` (``n``, ``mean``, ``std``, ``iqm``,
+        ``iqm_ci95``, ``median``, ``min``, ``max``, ``bootstrap``).
+
+    Raises:
+        FileNotFoundError: ``sweep_dir`` has no ``sweep.json``.
+        ValueError: a damaged ``sweep.json``, or no seed has a final evaluation.
+    """
+    root = Path(sweep_dir)
+    read = read_sweep_scores(root)
+    scores = read.pop("scores")
+    result = {**read, **summarize_scores(scores)}
     atomic_write_text(root / "aggregate.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(root / "aggregate.md", format_aggregate(result))
     return result
