@@ -136,7 +136,8 @@ def test_cli_module_env_and_env_kwargs(env_module, tmp_path, capsys):
         str(run),
     ]
     assert main(argv) == 0
-    assert "eager update" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "eager update" in out and 'ppokit: gymnasium.make kwargs {"length": 5}' in out
     saved = json.loads((run / "config.json").read_text())
     assert saved["env"] == f"{module}:{env_id}" and saved["env_kwargs"] == {"length": 5}
     summary = json.loads((run / "summary.json").read_text())

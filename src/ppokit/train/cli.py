@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -217,6 +218,8 @@ def _run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World) -> int:
             + (" [resumed]" if resume else ""),
             flush=True,
         )
+        if cfg.env_kwargs:  # a preset's kwargs change the task's observation: say so
+            print(f"ppokit: gymnasium.make kwargs {json.dumps(cfg.env_kwargs)}", flush=True)
     if resume and main:
         print(
             f"ppokit: resumed at step {trainer.env_steps:,} (iteration {trainer.iteration})",
