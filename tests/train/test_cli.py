@@ -156,6 +156,9 @@ def test_presets_pick_the_task_family(tmp_path):
         )
         assert cfg.recompute_advantage and not cfg.normalize_advantage and not cfg.anneal_lr
         assert (cfg.critic_coef, cfg.total_steps) == (0.25, 1_000_000)
+    # Ant-v5 leaves the contact forces out of the observation, as Ant-v4 and published runs did
+    assert preset_config("Ant-v5").env_kwargs == {"include_cfrc_ext_in_observation": False}
+    assert preset_config("Humanoid-v5").env_kwargs == {}
     # HalfCheetah has its own MuJoCo preset (rl-zoo's tuned settings); the rest is shared
     cheetah = preset_config("HalfCheetah-v5", seed=3)
     assert (

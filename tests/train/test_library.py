@@ -7,6 +7,7 @@ import json
 import re
 import textwrap
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -157,6 +158,18 @@ def test_env_kwargs_flag_merges_over_the_config_files(tmp_path):
     assert cfg.env_kwargs == {"max_episode_steps": 20, "sutton_barto_reward": True}
     cfg, _, _ = resolve_train_config(argv)
     assert cfg.env_kwargs == {"max_episode_steps": 50, "sutton_barto_reward": True}
+
+
+def test_ant_preset_kwargs_reach_the_env_and_the_flag_overrides_them(tmp_path):
+    pytest.importorskip("mujoco")
+    run = ["--env", "Ant-v5", "--run-dir", str(tmp_path / "r")]
+    cfg, _, _ = resolve_train_config(run)
+    trainer = PPOTrainer(cfg=replace(cfg, num_envs=1, eval_episodes=0), progress=False)
+    assert trainer.env.obs_shape == (27,)  # 105 with the contact forces
+    trainer.env.close()
+    flag = '{"include_cfrc_ext_in_observation": true, "ctrl_cost_weight": 0.3}'
+    cfg, _, _ = resolve_train_config([*run, "--env-kwargs", flag])
+    assert cfg.env_kwargs == {"include_cfrc_ext_in_observation": True, "ctrl_cost_weight": 0.3}
 
 
 def test_env_kwargs_reach_gymnasium_make(tmp_path):
