@@ -31,12 +31,15 @@ def test_git_state_reads_the_commit_and_tracked_changes_only(tmp_path):
     (repo / "pkg").mkdir(parents=True)
     _git(repo, "init", "-q", "-b", "main")
     (repo / "pkg" / "mod.py").write_text("x = 1\n")
-    _git(repo, "add", "pkg/mod.py")
+    (repo / "results.csv").write_text("1\n")
+    _git(repo, "add", "pkg/mod.py", "results.csv")
     _git(repo, "commit", "-q", "-m", "one")
     # the branch ref file, read without git: an independent source of the commit
     head = (repo / ".git" / "refs" / "heads" / "main").read_text().strip()
     assert git_state(repo / "pkg" / "mod.py") == (head, False)
     (repo / "pkg" / "notes.txt").write_text("untracked files do not make it dirty\n")
+    assert git_state(repo / "pkg" / "mod.py") == (head, False)
+    (repo / "results.csv").write_text("2\n")  # data beside the package: not a code change
     assert git_state(repo / "pkg" / "mod.py") == (head, False)
     (repo / "pkg" / "mod.py").write_text("x = 2\n")
     assert git_state(repo / "pkg" / "mod.py") == (head, True)

@@ -5,9 +5,10 @@ Results compared across seeds or across weeks mean little without the code that 
 rank 0 appends one line to ``provenance.jsonl`` in its run directory: the ppokit version, the
 git commit of the ppokit source when it is a git checkout (an editable install) and whether
 its tracked files had uncommitted changes, the versions of the libraries that shape the
-numbers, Python, the platform, the torch thread count and the device. A run resumed on other
-code therefore shows both. ``summary.json`` repeats the code of the session that finished, and
-``ppokit sweep``'s aggregate lists each seed's commits.
+numbers, Python, the platform, the torch thread count and the device (a change to files
+outside the package, such as results committed beside it, does not count as a code change).
+A run resumed on other code therefore shows both. ``summary.json`` repeats the code of the
+session that finished, and ``ppokit sweep``'s aggregate lists each seed's commits.
 
 Example:
     >>> import tempfile
@@ -52,9 +53,10 @@ _PACKAGES = ("torch", "tensordict", "numpy", "gymnasium", "mujoco", "ale-py", "t
 def git_state(path: str | Path) -> tuple[str | None, bool | None]:
     """``(commit, dirty)`` of the git checkout that tracks the file ``path``.
 
-    ``dirty`` is True when a tracked file of that checkout differs from the commit (untracked
-    files do not count). Both are None when ``path`` is not a file tracked by git (a wheel in
-    site-packages, even one inside some other repository's folder) or git is not installed.
+    ``dirty`` is True when a tracked file in the folder of ``path`` or below differs from the
+    commit (untracked files, and files elsewhere in the checkout, do not count). Both are None
+    when ``path`` is not a file tracked by git (a wheel in site-packages, even one inside some
+    other repository's folder) or git is not installed.
 
     Example:
         >>> import tempfile
@@ -79,7 +81,8 @@ def git_state(path: str | Path) -> tuple[str | None, bool | None]:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return None, None
-        status = git("status", "--porcelain", "--untracked-files=no")
+        # only the package's own folder: data files elsewhere in the checkout are not code
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
     except (OSError, subprocess.SubprocessError):  # no git, or it hung
         return None, None
     dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
