@@ -204,7 +204,7 @@ def plot_sweep_comparison(
         band = seed_band(curves)
         color = f"C{i % 10}"
         name = f"{path.name} ({len(runs)} seeds)"
-        if band is None:  # one seed: its own curve
+        if band is None:  # one seed, or seeds without a common range: the first curve
             ax.plot(*curves[0], color=color, lw=1.5, label=name)
             continue
         grid, mean, low, high = band
