@@ -59,8 +59,15 @@ def test_improvement_interval_matches_a_plain_bootstrap():
         improvement_ci(x[:1], y)
 
 
-def _sweep(root: Path, env: str, scores: dict[int, float | None], steps: int = 1000) -> Path:
-    """A sweep dir: a summary per finished seed (None: unfinished), and a short curve each."""
+def _sweep(
+    root: Path,
+    env: str,
+    scores: dict[int, float | None],
+    steps: int = 1000,
+    config: dict | None = None,
+) -> Path:
+    """A sweep dir: a summary per finished seed (None: unfinished), a short curve each, and
+    each seed's ``config.json`` when ``config`` is given."""
     write_sweep_record(root, SweepRecord(env, ("--total-steps", str(steps)), tuple(scores)))
     for seed, score in scores.items():
         run = root / f"seed-{seed}"
@@ -72,6 +79,8 @@ def _sweep(root: Path, env: str, scores: dict[int, float | None], steps: int = 1
                     iteration=i,
                     wall_seconds=0.0,
                 )
+        if config is not None:
+            (run / "config.json").write_text(json.dumps({**config, "seed": seed}))
         if score is not None:
             summary = {"eval_return_mean": score, "eval_episodes": 5, "env_steps": steps}
             (run / "summary.json").write_text(json.dumps(summary))
@@ -119,3 +128,27 @@ def test_cli_prints_writes_json_and_the_plot(tmp_path, capsys):
     assert json.loads(figures.read_text()) == json.loads(json.dumps(compare_sweeps([base, new])))
     assert main(["sweep-compare", str(base), str(tmp_path)]) == 2
     assert "is not a sweep dir (no sweep.json)" in capsys.readouterr().err
+
+
+def test_the_settings_that_differ_come_from_the_resolved_configs(tmp_path):
+    shared = {"env": "X-v0", "num_envs": 8, "run_dir": "somewhere"}
+    base = _sweep(tmp_path / "base", "X-v0", {1: 1.0, 2: 2.0}, config={**shared, "lr": 3e-4})
+    new = _sweep(
+        tmp_path / "new",
+        "X-v0",
+        {1: 3.0, 2: 4.0},
+        config={**shared, "lr": 1e-4, "env_kwargs": {"a": False}},
+    )
+    bare = _sweep(tmp_path / "bare", "X-v0", {1: 5.0, 2: 6.0})  # no config.json: unknown
+    cmp = compare_sweeps([base, new, bare])
+    # seed and run_dir differ too, but they are not settings
+    assert cmp["differences"] == {
+        "env": ["X-v0", "X-v0", None],
+        "env_kwargs": [None, {"a": False}, None],
+        "lr": [3e-4, 1e-4, None],
+        "num_envs": [8, 8, None],
+    }
+    text = format_comparison(cmp)
+    assert "| `lr` | 0.0003 | 0.0001 | ? |" in text
+    assert '| `env_kwargs` | ? | {"a": false} | ? |' in text
+    assert compare_sweeps([base, base])["differences"] == {}

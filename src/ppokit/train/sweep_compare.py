@@ -6,8 +6,10 @@ with its bootstrap 95% CI, mean ± std and the worst seed, and for each other sw
 probability of improvement over the baseline, P(X > baseline), with its bootstrap 95% CI
 (Agarwal et al. 2021: an interval on how often a seed of X beats a seed of the baseline,
 rather than a p-value). An interval that lies above 0.5 says X is better on this task; one
-that straddles 0.5 says the seeds cannot tell. Nothing is written: ``ppokit sweep-compare``
-prints :func:`format_comparison` and draws the curves.
+that straddles 0.5 says the seeds cannot tell. It also lists the settings whose resolved
+values differ between the sweeps (from each sweep's ``config.json``: a preset may have changed
+since a sweep ran, so its flags alone do not say what it trained with). Nothing is written:
+``ppokit sweep-compare`` prints :func:`format_comparison` and draws the curves.
 
 Example:
     >>> import json, tempfile
@@ -30,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from statistics import median
@@ -45,7 +48,7 @@ from ppokit.train.sweep_stats import (
     summarize_scores,
 )
 
-__all__ = ["compare_sweeps", "format_comparison"]
+__all__ = ["compare_sweeps", "format_comparison", "setting_differences"]
 
 
 def _values(scores: dict[int, float]) -> np.ndarray:
@@ -63,7 +66,8 @@ def compare_sweeps(sweep_dirs: list[str | Path]) -> dict[str, Any]:
         and ``sweeps``: per sweep its ``dir``, ``name``, ``train_args``, ``missing`` seeds,
         median ``env_steps`` of its seeds, :func:`~ppokit.train.sweep_stats.summarize_scores`'
         figures, and (all but the baseline) ``p_improvement`` with ``p_improvement_ci95``
-        (``None`` when either side has fewer than 2 seeds).
+        (``None`` when either side has fewer than 2 seeds); ``differences``: the
+        :func:`setting_differences` of the sweeps' resolved configs.
 
     Raises:
         ValueError: fewer than two dirs, sweeps of different environments, or a sweep without
@@ -107,7 +111,39 @@ def compare_sweeps(sweep_dirs: list[str | Path]) -> dict[str, Any]:
         "score": reads[0]["score"],
         "bootstrap": dict(BOOTSTRAP),
         "sweeps": rows,
+        "differences": setting_differences(
+            [_resolved_config(d, [s["seed"] for s in r["seeds"]]) for d, r in zip(dirs, reads)]
+        ),
     }
+
+
+#: config fields that differ between any two runs and say nothing about the settings
+_NOT_SETTINGS = frozenset({"seed", "run_dir", "overwrite", "progress", "track"})
+
+
+def _resolved_config(root: Path, seeds: list[int]) -> dict[str, Any] | None:
+    """The ``config.json`` of the sweep's first finished seed: the settings as resolved (the
+    preset of the day with the flags over it), which the flags alone do not show."""
+    for seed in seeds:
+        try:
+            return dict(json.loads((root / f"seed-{seed}" / "config.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+    return None
+
+
+def setting_differences(configs: list[dict[str, Any] | None]) -> dict[str, list[Any]]:
+    """The settings whose resolved values differ between the sweeps, one value per sweep.
+
+    A sweep without a readable config gives ``None`` for every field.
+
+    Example:
+        >>> setting_differences([{"lr": 3e-4, "seed": 1}, {"lr": 1e-4, "seed": 2}])
+        {'lr': [0.0003, 0.0001]}
+    """
+    fields = sorted({k for c in configs if c for k in c} - _NOT_SETTINGS)
+    values = {f: [None if c is None else c.get(f) for c in configs] for f in fields}
+    return {f: v for f, v in values.items() if any(x != v[0] for x in v[1:])}
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -158,4 +194,17 @@ def format_comparison(cmp: dict[str, Any]) -> str:
             else ""
         )
         lines.append(f"- {row['name']}: `{flags}`{missing}")
+    differences = cmp.get("differences") or {}
+    if differences:
+        names = [row["name"] for row in cmp["sweeps"]]
+        lines += [
+            "",
+            "Settings that differ (each sweep's first seed's `config.json`, as resolved):",
+            "",
+            "| setting | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        for field, values in differences.items():
+            cells = " | ".join("?" if v is None else json.dumps(v) for v in values)
+            lines.append(f"| `{field}` | {cells} |")
     return "\n".join(lines) + "\n"
