@@ -145,8 +145,8 @@ def test_presets_pick_the_task_family(tmp_path):
         hopper.reward_scale,
         hopper.total_steps,
     ) == (1, 2048, 10, 32, 3e-4, 0.99, 0.95, 0.0, 0.5, 0.5, True, True, 1_000_000)
-    # Ant and Humanoid: Tianshou's MuJoCo settings (batch 8 x 256, minibatches of 64)
-    for env_id in ("Ant-v5", "Humanoid-v5"):
+    # Walker2d and Ant: Tianshou's MuJoCo settings (batch 8 x 256, minibatches of 64)
+    for env_id in ("Walker2d-v5", "Ant-v5"):
         cfg = preset_config(env_id)
         assert (cfg.num_envs, cfg.num_steps, cfg.minibatch_size, cfg.init_log_std) == (
             8,
@@ -158,7 +158,9 @@ def test_presets_pick_the_task_family(tmp_path):
         assert (cfg.critic_coef, cfg.total_steps) == (0.25, 1_000_000)
     # Ant-v5 leaves the contact forces out of the observation, as Ant-v4 and published runs did
     assert preset_config("Ant-v5").env_kwargs == {"include_cfrc_ext_in_observation": False}
-    assert preset_config("Humanoid-v5").env_kwargs == {}
+    # Humanoid: the shared MuJoCo settings (they beat Tianshou's on Humanoid's seeds 1-2)
+    humanoid = preset_config("Humanoid-v5")
+    assert humanoid == dataclasses.replace(preset_config("Hopper-v5"), env="Humanoid-v5")
     # HalfCheetah has its own MuJoCo preset (rl-zoo's tuned settings); the rest is shared
     cheetah = preset_config("HalfCheetah-v5", seed=3)
     assert (
