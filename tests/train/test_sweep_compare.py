@@ -126,6 +126,9 @@ def test_cli_prints_writes_json_and_the_plot(tmp_path, capsys):
     assert "# X-v0: 2 sweeps against base" in out and f"plot: {png}" in out
     assert png.stat().st_size > 0
     assert json.loads(figures.read_text()) == json.loads(json.dumps(compare_sweeps([base, new])))
+    with pytest.raises(SystemExit):
+        main(["sweep-compare", "--help"])
+    assert "bootstrap 95% CI" in capsys.readouterr().out
     assert main(["sweep-compare", str(base), str(tmp_path)]) == 2
     assert "is not a sweep dir (no sweep.json)" in capsys.readouterr().err
 

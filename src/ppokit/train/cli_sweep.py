@@ -208,8 +208,8 @@ def run_sweep_compare(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="ppokit sweep-compare",
         description="Compare sweeps of one task (the first is the baseline): IQM with its "
-        "bootstrap 95%% CI, mean ± std and worst seed of each, the probability that a seed of "
-        "each beats a seed of the baseline with its 95%% CI, and the mean curves with their "
+        "bootstrap 95% CI, mean ± std and worst seed of each, the probability that a seed of "
+        "each beats a seed of the baseline with its 95% CI, and the mean curves with their "
         "bands on one plot. Reads the sweeps' summary.json files; writes only --out/--json.",
     )
     parser.add_argument("sweep_dirs", type=Path, nargs="+", help="sweep dirs, baseline first")
