@@ -93,7 +93,7 @@ _TIANSHOU: dict[str, Any] = dict(
 # Ant-v5 puts the 84 contact forces (cfrc_ext) in its observation by default; Ant-v4 leaves them
 # out, and the published 1M-step PPO results effectively ran without them (under MuJoCo 2.0 the
 # Ant-v2/v3 contact forces were all zeros: gym issues #1541, #1711). With them, the Tianshou
-# settings' seed 1 ended at 620; without them, seeds 1 and 2 at 3525 and 2688
+# settings' seed 1 ended at 620; without them, seeds 1-5 at 1656-4245, IQM 2793
 # (benchmarks/results/sweeps.md). ``--env-kwargs '{"include_cfrc_ext_in_observation": true}'``
 # puts them back.
 _ANT: dict[str, Any] = dict(_TIANSHOU, env_kwargs={"include_cfrc_ext_in_observation": False})
@@ -218,8 +218,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (rl-zoo's tuned Ant and Humanoid sets are meant for 10M steps, not 1M)
     "Ant-v5": _ANT,
     # Humanoid: the shared settings (CleanRL's, 716 at 1M in its table) beat Tianshou's here:
-    # seeds 1-2 ended at 864 and 760 against 630 and 650 (536 and 528 without contact forces)
-    # (benchmarks/results/sweeps.md)
+    # seeds 1-2 ended at 864 and 760 against 630 and 650 (536 and 528 without contact forces);
+    # seeds 1-5 at 580-864, IQM 757 (benchmarks/results/sweeps.md)
     "Humanoid-v5": _MUJOCO,
     # Walker2d: Tianshou's settings with a constant lr hold on all 5 seeds (4117-4766, IQM
     # 4412); the shared settings left two seeds below 3000 (2132, 3478), Tianshou's with the
