@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ppokit.train.config import config_to_dict
 from ppokit.train.metrics import MetricsLogger, mean_or_nan, progress_bar
 from ppokit.train.periodic_eval import BEST_NAME, consider_best, evaluate_if_due, run_evaluation
-from ppokit.train.provenance import read_sessions, record_session
+from ppokit.train.provenance import record_session
 from ppokit.train.rundir import atomic_write_text, clean_stale_tmp, record_written, run_dir_lock
 from ppokit.train.signals import stop_on_signals
 from ppokit.train.tracking import Tracker, make_tracker, tracker_options
@@ -54,18 +54,19 @@ def run_loop(self: PPOTrainer) -> TrainResult:
 
 def _run_locked(self: PPOTrainer) -> TrainResult:
     cfg, main = self.cfg, self.world.is_main
+    code = None  # the code this session runs, as provenance.jsonl records it (rank 0)
     if main:
         clean_stale_tmp(self.run_dir)  # left by a process killed mid-write
         record_written(self.run_dir, "config.json")
         atomic_write_text(
             self.run_dir / "config.json", json.dumps(config_to_dict(cfg), indent=2) + "\n"
         )
-        record_session(
+        code = record_session(
             self.run_dir,
             env_steps=self.env_steps,
             device=str(self.device),
             world_size=self.world.world_size,
-        )
+        )["code"]
     tracker = (
         make_tracker(
             cfg.track,
@@ -77,7 +78,7 @@ def _run_locked(self: PPOTrainer) -> TrainResult:
         else None
     )
     try:
-        result = _train_tracked(self, tracker)
+        result = _train_tracked(self, tracker, code)
     except BaseException:
         if tracker is not None:
             tracker.close(interrupted=True)
@@ -89,7 +90,9 @@ def _run_locked(self: PPOTrainer) -> TrainResult:
     return result
 
 
-def _train_tracked(self: PPOTrainer, tracker: Tracker | None) -> TrainResult:
+def _train_tracked(
+    self: PPOTrainer, tracker: Tracker | None, code: dict[str, Any] | None
+) -> TrainResult:
     cfg, main = self.cfg, self.world.is_main
     logger = (
         MetricsLogger(self.run_dir, resume_from_step=self.env_steps or None, tracker=tracker)
@@ -125,6 +128,7 @@ def _train_tracked(self: PPOTrainer, tracker: Tracker | None) -> TrainResult:
             self,
             wall_seconds=wall,
             train_sps=(self.env_steps - start_steps) / max(time.perf_counter() - start, 1e-9),
+            code=code,
         )
     self.env.close()
     return TrainResult(self.env_steps, self.iteration, wall, interrupted, summary)
@@ -186,8 +190,15 @@ def _checkpoint_or_stop(self: PPOTrainer, elapsed: float) -> bool:
     return self.stop.requested
 
 
-def finish(self: PPOTrainer, *, wall_seconds: float, train_sps: float) -> dict[str, Any]:
-    """Evaluate ``self``'s policy deterministically and write ``summary.json``."""
+def finish(
+    self: PPOTrainer,
+    *,
+    wall_seconds: float,
+    train_sps: float,
+    code: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``self``'s policy deterministically and write ``summary.json`` (with ``code``,
+    the session's entry of ``provenance.jsonl``, when given)."""
     cfg = self.cfg
     summary: dict[str, Any] = {
         "env": cfg.env,
@@ -225,9 +236,8 @@ def finish(self: PPOTrainer, *, wall_seconds: float, train_sps: float) -> dict[s
             best_checkpoint=str(self.ckpt_dir / BEST_NAME), best_eval_return=self.best_eval_return
         )
     summary["checkpoint"] = str(self.ckpt_dir / "latest.pt")
-    sessions = read_sessions(self.run_dir)  # the code this session started on (run_loop)
-    if sessions:
-        summary["code"] = sessions[-1].get("code")
+    if code is not None:
+        summary["code"] = code
     record_written(self.run_dir, "summary.json")
     atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
