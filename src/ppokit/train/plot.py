@@ -19,7 +19,7 @@ import numpy as np
 
 from ppokit.train.metrics import read_progress_csv
 from ppokit.train.rundir import holds_run, record_written
-from ppokit.train.sweep_plan import SWEEP_FILE, read_sweep_record, seed_run_dir
+from ppokit.train.sweep_plan import SWEEP_FILE, SweepRecord, read_sweep_record, seed_run_dir
 from ppokit.train.sweep_stats import bootstrap_ci, mean_over_axis
 
 __all__ = ["load_curve", "mean_band", "plot_runs", "plot_sweep_comparison", "seed_band"]
@@ -55,17 +55,28 @@ def _env_of(run_dir: Path) -> str:
     return run_dir.name
 
 
-def _runs_of(path: Path) -> tuple[str | None, list[Path]]:
-    """``(group label, run dirs)``: a sweep dir's seeds that have a log, or the run itself."""
-    record = read_sweep_record(path) if (path / SWEEP_FILE).is_file() else None
-    if record is None:
-        return None, [path]
+def _sweep_of(path: Path) -> SweepRecord | None:
+    """The record of the sweep dir ``path``; None for any other directory."""
+    return read_sweep_record(path) if (path / SWEEP_FILE).is_file() else None
+
+
+def _seed_runs(path: Path, record: SweepRecord) -> list[Path]:
+    """The run dirs of the sweep's seeds that have a log."""
     runs = [seed_run_dir(path, s) for s in record.seeds]
     runs = [r for r in runs if (r / "progress.csv").is_file()]
     if not runs:
         raise FileNotFoundError(
             f"Sweep dir {str(path)!r} has no seed with a progress.csv yet; run the sweep first."
         )
+    return runs
+
+
+def _runs_of(path: Path) -> tuple[str | None, list[Path]]:
+    """``(group label, run dirs)``: a sweep dir's seeds that have a log, or the run itself."""
+    record = _sweep_of(path)
+    if record is None:
+        return None, [path]
+    runs = _seed_runs(path, record)
     return f"{record.env} ({path.name}, {len(runs)} seeds)", runs
 
 
@@ -195,11 +206,11 @@ def plot_sweep_comparison(
     fig, ax = plt.subplots(figsize=(7, 4.5))
     envs = []
     for i, path in enumerate(Path(d) for d in sweep_dirs):
-        record = read_sweep_record(path) if (path / SWEEP_FILE).is_file() else None
+        record = _sweep_of(path)
         if record is None:
             raise FileNotFoundError(f"{str(path)!r} is not a sweep dir (no {SWEEP_FILE}).")
         envs.append(record.env)
-        _, runs = _runs_of(path)
+        runs = _seed_runs(path, record)
         curves = [load_curve(r, metric) for r in runs]
         band = seed_band(curves)
         color = f"C{i % 10}"
