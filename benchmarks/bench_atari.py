@@ -82,7 +82,7 @@ def ppokit_candidate(
     name: str = "ppokit",
 ) -> Callable[[], None]:
     from ppokit.envs.atari import make_atari_vector_env
-    from ppokit.train.presets import preset_config
+    from ppokit.train.settings.presets import preset_config
     from ppokit.train.trainer import PPOTrainer
 
     cfg = preset_config(

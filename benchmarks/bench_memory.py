@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from ppokit.train.presets import preset_config
+    from ppokit.train.settings.presets import preset_config
     from ppokit.train.trainer import PPOTrainer
 
     print(machine_line())

@@ -158,7 +158,7 @@ FETCH_EPISODES = 50
 
 def fetch_settings() -> dict[str, Any]:
     """ppokit's FetchReachDense preset: the settings both candidates train with."""
-    from ppokit.train.presets import PRESETS
+    from ppokit.train.settings.presets import PRESETS
 
     return {k: v for k, v in PRESETS[FETCH_ID].items() if k not in ("total_steps", "eval_episodes")}
 
@@ -193,7 +193,7 @@ def run_ppokit_fetch(steps: int, seed: int) -> dict[str, float]:
     from tensordict.nn import InteractionType, set_interaction_type
 
     from ppokit.envs.structured import StructuredVecEnv
-    from ppokit.train.structured import normalize_leaves
+    from ppokit.train.structured.training import normalize_leaves
     from ppokit.train.trainer import PPOTrainer
 
     trainer = PPOTrainer(

@@ -88,7 +88,7 @@ class RunResult:
 def ppokit_config(task: Task, iterations: int, seed: int, *, compile: bool = False) -> Any:
     """The ``TrainConfig`` matched to SB3's settings for ``task`` (every field the presets
     set is given here, so a preset change cannot leak into the comparison)."""
-    from ppokit.train.presets import preset_config
+    from ppokit.train.settings.presets import preset_config
 
     batch = task.num_envs * task.num_steps
     return preset_config(

@@ -106,18 +106,13 @@ if TYPE_CHECKING:
     from ppokit.train.build_cnn import (
         build_cnn_actor_critic,
     )
-    from ppokit.train.checkpoint import (
-        CheckpointError,
-        load_checkpoint,
-        save_checkpoint,
-    )
-    from ppokit.train.collector import (
+    from ppokit.train.collect.collector import (
         RolloutCollector,
     )
-    from ppokit.train.config import (
-        TrainConfig,
+    from ppokit.train.deploy.policy import (
+        load_policy,
     )
-    from ppokit.train.evaluate import (
+    from ppokit.train.evaluation.evaluate import (
         evaluate_policy,
     )
     from ppokit.train.normalization import (
@@ -125,16 +120,21 @@ if TYPE_CHECKING:
         RewardScaler,
         RunningMeanStd,
     )
-    from ppokit.train.policy import (
-        load_policy,
+    from ppokit.train.records.checkpoint import (
+        CheckpointError,
+        load_checkpoint,
+        save_checkpoint,
     )
-    from ppokit.train.presets import (
-        preset_config,
-    )
-    from ppokit.train.recurrent_state import (
+    from ppokit.train.recurrent.state import (
         PolicyState,
     )
-    from ppokit.train.structured import (
+    from ppokit.train.settings.config import (
+        TrainConfig,
+    )
+    from ppokit.train.settings.presets import (
+        preset_config,
+    )
+    from ppokit.train.structured.training import (
         build_structured_actor_critic,
     )
     from ppokit.train.trainer import (
@@ -208,22 +208,22 @@ _EXPORTS: dict[str, str] = {
     "GymVecEnv": "ppokit.envs.gym",
     "StructuredVecEnv": "ppokit.envs.structured",
     "open_env": "ppokit.envs.structured",
-    "TrainConfig": "ppokit.train.config",
-    "preset_config": "ppokit.train.presets",
+    "TrainConfig": "ppokit.train.settings.config",
+    "preset_config": "ppokit.train.settings.presets",
     "PPOTrainer": "ppokit.train.trainer",
-    "load_policy": "ppokit.train.policy",
+    "load_policy": "ppokit.train.deploy.policy",
     "build_actor_critic": "ppokit.train.build",
-    "RolloutCollector": "ppokit.train.collector",
+    "RolloutCollector": "ppokit.train.collect.collector",
     "ObservationNormalizer": "ppokit.train.normalization",
     "RewardScaler": "ppokit.train.normalization",
     "RunningMeanStd": "ppokit.train.normalization",
-    "evaluate_policy": "ppokit.train.evaluate",
-    "save_checkpoint": "ppokit.train.checkpoint",
-    "load_checkpoint": "ppokit.train.checkpoint",
-    "CheckpointError": "ppokit.train.checkpoint",
-    "build_structured_actor_critic": "ppokit.train.structured",
+    "evaluate_policy": "ppokit.train.evaluation.evaluate",
+    "save_checkpoint": "ppokit.train.records.checkpoint",
+    "load_checkpoint": "ppokit.train.records.checkpoint",
+    "CheckpointError": "ppokit.train.records.checkpoint",
+    "build_structured_actor_critic": "ppokit.train.structured.training",
     "build_cnn_actor_critic": "ppokit.train.build_cnn",
-    "PolicyState": "ppokit.train.recurrent_state",
+    "PolicyState": "ppokit.train.recurrent.state",
     # multi-process training (torch.distributed)
     "World": "ppokit.distributed.world",
     "init_distributed": "ppokit.distributed.world",

@@ -1,6 +1,6 @@
 """``python -m ppokit`` runs the ``ppokit`` command line."""
 
-from ppokit.train.cli import main
+from ppokit.train.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

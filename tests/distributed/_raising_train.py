@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from ppokit.train import trainer
-from ppokit.train.cli import main
+from ppokit.train.cli.main import main
 
 _update = trainer.PPOTrainer.update
 

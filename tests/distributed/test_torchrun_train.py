@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ppokit.train.checkpoint import load_checkpoint
-from ppokit.train.metrics import read_progress_csv
+from ppokit.train.records.checkpoint import load_checkpoint
+from ppokit.train.records.metrics import read_progress_csv
 
 pytestmark = pytest.mark.distributed
 

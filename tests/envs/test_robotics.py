@@ -10,7 +10,7 @@ import pytest
 
 from ppokit.envs.robotics import check_mujoco_enums, import_robotics, is_robotics_id
 from ppokit.envs.sources import check_env_id
-from ppokit.train.cli import main
+from ppokit.train.cli.main import main
 
 
 def test_robotics_ids_are_told_from_the_name():

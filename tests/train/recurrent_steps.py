@@ -7,7 +7,7 @@ import torch
 from tensordict import TensorDict
 
 from ppokit.modules.recurrent import set_recurrent_mode
-from ppokit.train.recurrent_state import PolicyState
+from ppokit.train.recurrent.state import PolicyState
 
 
 def step_loop_against_sequence(

@@ -81,7 +81,7 @@ def test_whole_game_scores_and_training_rewards(training: bool) -> None:
 def test_the_collector_logs_whole_game_scores() -> None:
     from tensordict.nn import TensorDictModule
 
-    from ppokit.train.collector import RolloutCollector
+    from ppokit.train.collect.collector import RolloutCollector
 
     env = GymVecEnv(AtariGames(ScriptedGames(SCRIPT), training=True))
     assert env.obs_dtype == torch.uint8
@@ -162,7 +162,7 @@ def test_unsupported_image_layout_names_the_shape() -> None:
 
 def test_rollout_stores_uint8_frames() -> None:
     from ppokit.train.build import build_actor_critic
-    from ppokit.train.collector import RolloutCollector
+    from ppokit.train.collect.collector import RolloutCollector
 
     env = GymVecEnv("ALE/Breakout-v5", 8)
     actor, critic = build_actor_critic(env)
@@ -183,8 +183,8 @@ def test_rollout_stores_uint8_frames() -> None:
 
 
 def test_short_atari_run_writes_a_summary_and_plots(tmp_path) -> None:
-    from ppokit.train.cli import main
-    from ppokit.train.presets import preset_config, preset_name
+    from ppokit.train.cli.main import main
+    from ppokit.train.settings.presets import preset_config, preset_name
     from ppokit.train.trainer import PPOTrainer
 
     assert preset_name("ALE/Breakout-v5") == "atari"
@@ -218,7 +218,7 @@ def test_evaluation_plays_whole_games_with_raw_scores() -> None:
 
 def test_video_env_renders_the_raw_screen() -> None:
     pytest.importorskip("cv2")
-    from ppokit.train.video_env import video_env, video_fps
+    from ppokit.train.evaluation.video import video_env, video_fps
 
     env = video_env("ALE/Pong-v5")
     obs, _ = env.reset(seed=0)
@@ -232,9 +232,9 @@ def test_eval_video_of_an_atari_policy(tmp_path, monkeypatch) -> None:
     pytest.importorskip("cv2")
     import imageio.v2 as imageio
 
-    from ppokit.train import evaluate
     from ppokit.train.build import build_actor_critic
-    from ppokit.train.video_env import video_env
+    from ppokit.train.evaluation import evaluate
+    from ppokit.train.evaluation.video import video_env
 
     # a game cut after 400 frames (100 agent steps) keeps the test short
     monkeypatch.setattr(
@@ -285,7 +285,7 @@ def test_an_atari_run_resumes_from_the_command_line(tmp_path) -> None:
     # after importing ale_py, which the resume path must do before building an env
     import subprocess
 
-    from ppokit.train.cli import main
+    from ppokit.train.cli.main import main
 
     run = str(tmp_path / "run")
     common = ["--num-envs", "2", "--num-steps", "32", "--no-progress"]

@@ -16,7 +16,7 @@ from torch import nn
 
 from ppokit.envs.gym import GymVecEnv
 from ppokit.modules.actors import ValueOperator
-from ppokit.train.collector import RolloutCollector
+from ppokit.train.collect.collector import RolloutCollector
 from ppokit.value.estimators import GAE
 
 GAMMA = 0.9

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from ppokit.train.checkpoint import (
+from ppokit.train.records.checkpoint import (
     FORMAT,
     VERSION,
     CheckpointError,

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from ppokit.train.cli import main
-from ppokit.train.config import TrainConfig, config_from_dict, validate_config
-from ppokit.train.config_files import load_config_file
+from ppokit.train.cli.main import main
+from ppokit.train.settings.config import TrainConfig, config_from_dict, validate_config
+from ppokit.train.settings.files import load_config_file
 
 FAST = ["--total-steps", "256", "--eval-episodes", "2", "--no-progress"]
 
@@ -127,7 +127,7 @@ def test_config_helpers():
 
 
 def test_presets_pick_the_task_family(tmp_path):
-    from ppokit.train.config import preset_config
+    from ppokit.train.settings.config import preset_config
 
     hopper = preset_config("Hopper-v5")
     assert (
@@ -274,7 +274,7 @@ def test_torchrun_exit_runs_atexit_handlers_flushes_and_keeps_the_code(tmp_path)
 
     script = (
         "import atexit, sys\n"
-        "from ppokit.train.cli import _exit_without_teardown\n"
+        "from ppokit.train.cli.main import _exit_without_teardown\n"
         "atexit.register(lambda: print('runs last, unflushed'))\n"
         "atexit.register(lambda: print('runs first', flush=True))\n"
         "print('unflushed', end='')\n"

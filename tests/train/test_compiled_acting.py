@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ppokit.envs.gym import GymVecEnv
-from ppokit.train.collector import RolloutCollector
+from ppokit.train.collect.collector import RolloutCollector
 from ppokit.train.trainer import build_actor_critic
 
 torch.set_num_threads(1)

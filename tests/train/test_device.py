@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from ppokit.train.checkpoint import load_checkpoint
-from ppokit.train.config import TrainConfig, validate_config
 from ppokit.train.device import HostToDevice, module_device, resolve_device
+from ppokit.train.records.checkpoint import load_checkpoint
+from ppokit.train.settings.config import TrainConfig, validate_config
 
 needs_cuda = [
     pytest.mark.cuda,
@@ -57,7 +57,7 @@ def test_config_with_cuda_is_refused_before_anything_starts(tmp_path) -> None:
 def test_cli_refuses_cuda_without_cuda(tmp_path, capsys) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    from ppokit.train.cli import main
+    from ppokit.train.cli.main import main
 
     code = main(
         ["train", "--env", "CartPole-v1", "--device", "cuda", "--run-dir", str(tmp_path / "r")]
@@ -83,7 +83,7 @@ def test_host_to_device_on_the_cpu_is_a_view() -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_run_trains_and_its_checkpoint_loads_on_the_cpu(tmp_path, device: str) -> None:
-    from ppokit.train.policy import load_policy
+    from ppokit.train.deploy.policy import load_policy
     from ppokit.train.trainer import PPOTrainer
 
     trainer = PPOTrainer(
@@ -148,7 +148,7 @@ def test_the_device_branch_of_the_collector_collects_the_same_rollout() -> None:
     # CPU path collects from the same seeds
     from ppokit.envs.gym import GymVecEnv
     from ppokit.train.build import build_actor_critic
-    from ppokit.train.collector import RolloutCollector
+    from ppokit.train.collect.collector import RolloutCollector
 
     rollouts = []
     for forced in (False, True):

@@ -24,7 +24,7 @@ from ppokit.modules.distributions import (
     NormalParamExtractor,
     TanhNormal,
 )
-from ppokit.train.collector import RolloutCollector, TensorPolicy
+from ppokit.train.collect.collector import RolloutCollector, TensorPolicy
 from ppokit.train.normalization import ObservationNormalizer, RewardScaler
 from ppokit.train.trainer import build_actor_critic
 
@@ -315,7 +315,7 @@ def test_structures_the_fast_path_does_not_reproduce_are_left_to_tensordict():
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_evaluation_fast_path_plays_the_same_episodes(env_id):
-    from ppokit.train.evaluate import deterministic_action, evaluate_policy
+    from ppokit.train.evaluation.evaluate import deterministic_action, evaluate_policy
 
     env = GymVecEnv(env_id, 1)
     torch.manual_seed(1)

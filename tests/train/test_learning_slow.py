@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ppokit.train.cli import main
+from ppokit.train.cli.main import main
 
 
 @pytest.mark.slow

@@ -20,10 +20,10 @@ from torch import nn
 
 from ppokit import Categorical, ProbabilisticActor, ValueOperator
 from ppokit.train.api import train
-from ppokit.train.arguments import resolve_train_config
-from ppokit.train.cli import main
-from ppokit.train.config import TrainConfig, config_from_dict, num_iterations
-from ppokit.train.policy import load_policy
+from ppokit.train.cli.arguments import resolve_train_config
+from ppokit.train.cli.main import main
+from ppokit.train.deploy.policy import load_policy
+from ppokit.train.settings.config import TrainConfig, config_from_dict, num_iterations
 from ppokit.train.trainer import PPOTrainer
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "guide" / "library.md"

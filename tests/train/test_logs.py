@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from ppokit.train.metrics import MetricsLogger, read_progress_csv
-from ppokit.train.plot import load_curve, plot_runs
+from ppokit.train.records.metrics import MetricsLogger, read_progress_csv
+from ppokit.train.records.plot import load_curve, plot_runs
 
 
 def _write_run(path, env, values, *, steps=100):

@@ -9,7 +9,7 @@ import torch
 from gymnasium import spaces
 from tensordict import TensorDict
 
-from ppokit.train.policy import load_policy
+from ppokit.train.deploy.policy import load_policy
 from ppokit.train.trainer import PPOTrainer
 
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from ppokit.train.checkpoint import load_checkpoint
-from ppokit.train.cli import main
-from ppokit.train.evaluate import evaluate_policy
-from ppokit.train.metrics import read_progress_csv
-from ppokit.train.periodic_eval import run_evaluation
-from ppokit.train.policy import load_policy
-from ppokit.train.rundir import written_files
+from ppokit.train.cli.main import main
+from ppokit.train.deploy.policy import load_policy
+from ppokit.train.evaluation.evaluate import evaluate_policy
+from ppokit.train.evaluation.periodic import run_evaluation
+from ppokit.train.records.checkpoint import load_checkpoint
+from ppokit.train.records.metrics import read_progress_csv
+from ppokit.train.records.rundir import written_files
 from ppokit.train.trainer import PPOTrainer
 
 # 4 envs x 16 steps = 64 steps per iteration; 448 steps = 7 iterations

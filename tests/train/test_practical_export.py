@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ppokit.train import cli_export
-from ppokit.train.checkpoint import load_checkpoint, save_checkpoint
-from ppokit.train.cli import main
-from ppokit.train.evaluate import deterministic_action
-from ppokit.train.export import FORMATS, load_exported
-from ppokit.train.policy import load_policy
+from ppokit.train.cli import export as cli_export
+from ppokit.train.cli.main import main
+from ppokit.train.deploy.export import FORMATS, load_exported
+from ppokit.train.deploy.policy import load_policy
+from ppokit.train.evaluation.evaluate import deterministic_action
+from ppokit.train.records.checkpoint import load_checkpoint, save_checkpoint
 from ppokit.train.trainer import PPOTrainer
 
 

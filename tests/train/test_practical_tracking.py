@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from ppokit.train import tracking
-from ppokit.train.cli import main
-from ppokit.train.metrics import read_progress_csv
+from ppokit.train.cli.main import main
+from ppokit.train.records import tracking
+from ppokit.train.records.metrics import read_progress_csv
 from ppokit.train.trainer import PPOTrainer
 
 _SMALL = dict(

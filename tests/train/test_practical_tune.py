@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ppokit.train.arguments import resolve_train_config
-from ppokit.train.cli import main
+from ppokit.train.cli.arguments import resolve_train_config
+from ppokit.train.cli.main import main
 
 optuna = pytest.importorskip("optuna")
 

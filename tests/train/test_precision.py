@@ -49,7 +49,7 @@ def test_a_bfloat16_run_trains_the_cnn_in_bfloat16(tmp_path, native, device) -> 
     for state in trainer.optimizer.state.values():
         assert state["exp_avg"].dtype == torch.float32
     # the run directory records it, and the policy loads with it
-    from ppokit.train.policy import load_policy
+    from ppokit.train.deploy.policy import load_policy
 
     actor, _, cfg = load_policy(tmp_path, env=EndingImageEnv)
     assert cfg.precision == "bfloat16"
@@ -86,7 +86,7 @@ def test_hardware_without_bfloat16_units_is_refused(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(
         precision, "native_bfloat16", lambda device: (False, "CPU without AVX512-BF16 or AMX")
     )
-    from ppokit.train.cli import main
+    from ppokit.train.cli.main import main
 
     code = main(
         ["train", "--env", "ALE/Breakout-v5", "--precision", "bfloat16", "--device", "cpu",
@@ -112,8 +112,8 @@ def test_the_hardware_probe(monkeypatch) -> None:
 
 
 def test_export_of_a_bfloat16_run_computes_in_float32(tmp_path, native) -> None:
-    from ppokit.train.export import export_policy, load_exported
-    from ppokit.train.policy import load_policy
+    from ppokit.train.deploy.export import export_policy, load_exported
+    from ppokit.train.deploy.policy import load_policy
 
     trainer = PPOTrainer(
         env="ALE/Breakout-v5", run_dir=tmp_path, eval_episodes=0, progress=False, device="cpu",

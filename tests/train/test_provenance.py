@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from ppokit.train.provenance import PROVENANCE_NAME, git_state, read_sessions, record_session
-from ppokit.train.rundir import foreign_files
-from ppokit.train.sweep_aggregate import aggregate_sweep
-from ppokit.train.sweep_plan import SweepRecord, write_sweep_record
+from ppokit.train.records.provenance import (
+    PROVENANCE_NAME,
+    git_state,
+    read_sessions,
+    record_session,
+)
+from ppokit.train.records.rundir import foreign_files
+from ppokit.train.sweep.aggregate import aggregate_sweep
+from ppokit.train.sweep.plan import SweepRecord, write_sweep_record
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

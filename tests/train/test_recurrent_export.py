@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from ppokit.train.cli import main
-from ppokit.train.evaluate import deterministic_action
-from ppokit.train.export import FORMATS, load_exported
-from ppokit.train.policy import load_policy
-from ppokit.train.recurrent_state import PolicyState
+from ppokit.train.cli.main import main
+from ppokit.train.deploy.export import FORMATS, load_exported
+from ppokit.train.deploy.policy import load_policy
+from ppokit.train.evaluation.evaluate import deterministic_action
+from ppokit.train.recurrent.state import PolicyState
 from ppokit.train.trainer import PPOTrainer
 
 B, T = 3, 6

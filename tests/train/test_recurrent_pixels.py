@@ -20,8 +20,8 @@ from recurrent_steps import step_loop_against_sequence
 from ppokit.modules.cnn import NatureCNN, SharedTrunk
 from ppokit.modules.recurrent import recurrent_modules
 from ppokit.train.build import build_actor_critic
-from ppokit.train.policy import load_policy
-from ppokit.train.recurrent_state import PolicyState
+from ppokit.train.deploy.policy import load_policy
+from ppokit.train.recurrent.state import PolicyState
 from ppokit.train.trainer import PPOTrainer
 
 SIDE = 36  # the Nature CNN's smallest input: 8x8/4 -> 8, 4x4/2 -> 3, 3x3/1 -> 1

@@ -13,9 +13,9 @@ from recurrent_steps import step_loop_against_sequence
 
 from ppokit.modules.recurrent import recurrent_modules
 from ppokit.train.build import build_actor_critic
-from ppokit.train.evaluate import evaluate_policy
-from ppokit.train.policy import load_policy
-from ppokit.train.recurrent_state import PolicyState
+from ppokit.train.deploy.policy import load_policy
+from ppokit.train.evaluation.evaluate import evaluate_policy
+from ppokit.train.recurrent.state import PolicyState
 from ppokit.train.trainer import PPOTrainer
 
 B, T = 3, 7

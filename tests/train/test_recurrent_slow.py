@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ppokit.train.cli import main
+from ppokit.train.cli.main import main
 
 
 def _train(run: Path, env: str, *extra: str) -> dict:

@@ -13,14 +13,14 @@ from gymnasium import spaces
 from ppokit.envs.gym import GymVecEnv
 from ppokit.modules.recurrent import set_recurrent_mode
 from ppokit.train.build import build_actor_critic, build_loss
-from ppokit.train.checkpoint import load_checkpoint
-from ppokit.train.collector import RolloutCollector
-from ppokit.train.config import TrainConfig
-from ppokit.train.evaluate import evaluate_policy
-from ppokit.train.policy import load_policy
-from ppokit.train.sequences import RecurrentRollout
+from ppokit.train.collect.collector import RolloutCollector
+from ppokit.train.deploy.policy import load_policy
+from ppokit.train.evaluation.evaluate import evaluate_policy
+from ppokit.train.records.checkpoint import load_checkpoint
+from ppokit.train.recurrent.sequences import RecurrentRollout
+from ppokit.train.settings.config import TrainConfig
+from ppokit.train.settings.validation import check_config
 from ppokit.train.trainer import PPOTrainer
-from ppokit.train.validation import check_config
 
 
 class CueEnv(gym.Env):

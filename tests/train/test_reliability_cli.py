@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ppokit.train import rundir
-from ppokit.train.cli import main
+from ppokit.train.cli.main import main
+from ppokit.train.records import rundir
 
 FAST = ["--total-steps", "256", "--eval-episodes", "0", "--no-progress"]
 
@@ -166,7 +166,7 @@ def test_a_failing_log_write_is_an_error_line(tmp_path, capsys, monkeypatch):
 
 _FSIZE_SCRIPT = """
 import resource, sys
-from ppokit.train.cli import main
+from ppokit.train.cli.main import main
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # python ignores SIGXFSZ
 sys.exit(main(sys.argv[1:]))
 """
@@ -235,7 +235,7 @@ def test_nan_reward_from_the_env_is_named_and_the_checkpoint_kept(normalise, tmp
     assert "The environment NanRewardAfter300-v0 produced a NaN reward at iteration 5" in line
     assert "rollout step 43" in line and "sub-environment index 1" in line
     assert "about env step 600" in line  # 4 iterations * 128 + 44 steps * 2 envs
-    from ppokit.train.checkpoint import load_checkpoint
+    from ppokit.train.records.checkpoint import load_checkpoint
 
     state = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert state["iteration"] == 4  # the last good one, intact
@@ -275,7 +275,7 @@ def test_plot_of_an_empty_progress_csv(tmp_path, capsys):
 
 _REJECT = """
 import sys
-from ppokit.train.cli import main
+from ppokit.train.cli.main import main
 code = main(sys.argv[1:])
 assert "torch" not in sys.modules, "torch was imported before the rejection"
 sys.exit(code)

@@ -1,5 +1,5 @@
 """Issue #15 (training side): every config field is checked up front against the one table of
-allowed values (``ppokit.train.validation.RANGES``), which ``--help`` quotes."""
+allowed values (``ppokit.train.settings.validation.RANGES``), which ``--help`` quotes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from ppokit.train.cli import main
-from ppokit.train.config import TrainConfig, validate_config
-from ppokit.train.validation import RANGES
+from ppokit.train.cli.main import main
+from ppokit.train.settings.config import TrainConfig, validate_config
+from ppokit.train.settings.validation import RANGES
 
 # field -> values outside its range (each must be refused)
 BAD = {

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ppokit.train import rundir
-from ppokit.train.checkpoint import load_checkpoint
-from ppokit.train.cli import main
-from ppokit.train.metrics import read_progress_csv
+from ppokit.train.cli.main import main
+from ppokit.train.records import rundir
+from ppokit.train.records.checkpoint import load_checkpoint
+from ppokit.train.records.metrics import read_progress_csv
 
 FAST = ["--total-steps", "256", "--eval-episodes", "0", "--no-progress"]
 
@@ -25,8 +25,8 @@ FAST = ["--total-steps", "256", "--eval-episodes", "0", "--no-progress"]
 # new version of the file named argv[1] in place: the worst moment for a rewrite
 _KILL_AT_REPLACE = """
 import os, signal, sys
-from ppokit.train import rundir
-from ppokit.train.cli import main
+from ppokit.train.records import rundir
+from ppokit.train.cli.main import main
 
 def kill(tmp, target):
     if target.name == sys.argv[1]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ppokit.train.checkpoint import load_checkpoint
-from ppokit.train.metrics import read_progress_csv
+from ppokit.train.records.checkpoint import load_checkpoint
+from ppokit.train.records.metrics import read_progress_csv
 
 # 40 iterations of 8 envs x 32 steps: long enough to be killed in the middle
 TOTAL = 40 * 256

@@ -9,7 +9,7 @@ from tensordict.nn import TensorDictModule
 
 from ppokit.envs.gym import GymVecEnv, check_env_id, check_spaces
 from ppokit.envs.spaces import check_flat_spaces
-from ppokit.train.collector import RolloutCollector, tensor_policy
+from ppokit.train.collect.collector import RolloutCollector, tensor_policy
 from ppokit.train.normalization import ObservationNormalizer
 from ppokit.train.trainer import build_actor_critic
 

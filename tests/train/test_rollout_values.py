@@ -9,7 +9,7 @@ from tensordict.nn import set_skip_existing
 from ppokit import GAE
 from ppokit.envs.gym import GymVecEnv
 from ppokit.train.build_cnn import build_cnn_actor_critic
-from ppokit.train.collector import RolloutCollector
+from ppokit.train.collect.collector import RolloutCollector
 
 KEYS = ("state_value", ("next", "state_value"), "advantage", "value_target")
 

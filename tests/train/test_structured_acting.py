@@ -10,8 +10,8 @@ from torch.testing import assert_close
 
 from ppokit.envs.structured import StructuredVecEnv
 from ppokit.train.normalization import ObservationNormalizer
-from ppokit.train.structured import StructuredCollector, build_structured_actor_critic
-from ppokit.train.structured_acting import StructuredActing
+from ppokit.train.structured.acting import StructuredActing
+from ppokit.train.structured.training import StructuredCollector, build_structured_actor_critic
 
 
 def rollout(env_id, actor, *, tensordict_route: bool):
@@ -135,7 +135,7 @@ def test_the_flat_tensor_policy_leaves_composite_actors_to_tensordict():
 
     from ppokit.envs.spaces import action_heads, observation_leaves
     from ppokit.modules.heads import structured_actor
-    from ppokit.train.acting import TensorPolicy
+    from ppokit.train.collect.acting import TensorPolicy
 
     # a composite actor reading the one "observation" tensor, as the flat path feeds it: the
     # flat TensorPolicy hands its distribution leaf tensors, not the "params" sub-tree, so it

@@ -11,7 +11,7 @@ from gymnasium import spaces
 from structured_toys import InfoMaskGame
 
 from ppokit.envs.structured import StructuredVecEnv
-from ppokit.train.structured import build_structured_actor_critic
+from ppokit.train.structured.training import build_structured_actor_critic
 from ppokit.train.trainer import PPOTrainer
 
 

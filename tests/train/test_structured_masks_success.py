@@ -15,8 +15,8 @@ from tensordict import TensorDict
 from ppokit.envs.gym import GymVecEnv
 from ppokit.envs.structured import StructuredVecEnv
 from ppokit.train.build import build_actor_critic
-from ppokit.train.evaluate import evaluate_policy
-from ppokit.train.structured import build_structured_actor_critic
+from ppokit.train.evaluation.evaluate import evaluate_policy
+from ppokit.train.structured.training import build_structured_actor_critic
 from ppokit.train.trainer import PPOTrainer
 
 

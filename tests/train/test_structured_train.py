@@ -9,10 +9,10 @@ from structured_toys import TOY, ImageAndMixedAction, InfoMaskGame, InvertBits, 
 from torch.testing import assert_close
 
 from ppokit.envs.structured import StructuredVecEnv
-from ppokit.train.evaluate import evaluate_policy
+from ppokit.train.deploy.policy import load_policy
+from ppokit.train.evaluation.evaluate import evaluate_policy
 from ppokit.train.normalization import ObservationNormalizer
-from ppokit.train.policy import load_policy
-from ppokit.train.structured import normalize_leaves
+from ppokit.train.structured.training import normalize_leaves
 from ppokit.train.trainer import PPOTrainer
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 import ppokit
-from ppokit.train.checkpoint import load_checkpoint
-from ppokit.train.cli import main
-from ppokit.train.metrics import read_progress_csv
-from ppokit.train.provenance import read_sessions
+from ppokit.train.cli.main import main
+from ppokit.train.records.checkpoint import load_checkpoint
+from ppokit.train.records.metrics import read_progress_csv
+from ppokit.train.records.provenance import read_sessions
 
 pytest.importorskip("scipy")
 

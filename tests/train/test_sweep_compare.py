@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppokit.train.cli import main
-from ppokit.train.metrics import MetricsLogger
-from ppokit.train.sweep_compare import compare_sweeps, format_comparison
-from ppokit.train.sweep_plan import SweepRecord, write_sweep_record
-from ppokit.train.sweep_stats import BOOTSTRAP, improvement_ci, probability_of_improvement
+from ppokit.train.cli.main import main
+from ppokit.train.records.metrics import MetricsLogger
+from ppokit.train.sweep.compare import compare_sweeps, format_comparison
+from ppokit.train.sweep.plan import SweepRecord, write_sweep_record
+from ppokit.train.sweep.stats import BOOTSTRAP, improvement_ci, probability_of_improvement
 
 pytest.importorskip("scipy")
 

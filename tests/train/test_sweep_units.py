@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppokit.train.cli import main
-from ppokit.train.metrics import MetricsLogger
-from ppokit.train.plot import mean_band, plot_runs
-from ppokit.train.sweep_aggregate import aggregate_sweep
-from ppokit.train.sweep_plan import SweepRecord, parse_seeds, plan_seeds, write_sweep_record
-from ppokit.train.sweep_stats import bootstrap_ci, iqm, summarize_scores
+from ppokit.train.cli.main import main
+from ppokit.train.records.metrics import MetricsLogger
+from ppokit.train.records.plot import mean_band, plot_runs
+from ppokit.train.sweep.aggregate import aggregate_sweep
+from ppokit.train.sweep.plan import SweepRecord, parse_seeds, plan_seeds, write_sweep_record
+from ppokit.train.sweep.stats import bootstrap_ci, iqm, summarize_scores
 
 pytest.importorskip("scipy")
 
@@ -207,7 +207,7 @@ def test_bad_sweep_input_is_refused_before_anything_starts(tmp_path, capsys, arg
 
 
 def test_progress_reads_the_last_complete_row_only(tmp_path):
-    from ppokit.train.sweep_runner import _last_env_steps
+    from ppokit.train.sweep.runner import _last_env_steps
 
     (tmp_path / "progress.csv").write_text("env_steps,iteration\n256,1\n512,2\n76")  # mid-write
     assert _last_env_steps(tmp_path) == 512

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppokit.train.config import num_iterations, preset_config
-from ppokit.train.metrics import read_progress_csv
+from ppokit.train.records.metrics import read_progress_csv
+from ppokit.train.settings.config import num_iterations, preset_config
 from ppokit.train.trainer import PPOTrainer, load_policy
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ppokit.fast.update import FusedPPOUpdate
-from ppokit.train.config import preset_config
+from ppokit.train.settings.config import preset_config
 from ppokit.train.trainer import PPOTrainer
 
 
@@ -59,7 +59,7 @@ def _fused_updates_write_the_optimizer_state_that_checkpoints_keep(trainer: PPOT
     # checkpoint would save a stale optimizer and a resumed run would restart Adam's moments.
     # (Run on the trainer of the test above, whose graph is compiled already: one compile
     # less in the suite.)
-    from ppokit.train.checkpoint import load_checkpoint
+    from ppokit.train.records.checkpoint import load_checkpoint
 
     before = {k: v.clone() for k, v in trainer.optimizer.state[trainer.params[0]].items()}
     trainer.update(trainer.collect())  # 4 more minibatches, all fused
@@ -76,7 +76,7 @@ def _fused_updates_write_the_optimizer_state_that_checkpoints_keep(trainer: PPOT
 def test_cli_compile_flag_trains_and_is_saved(tmp_path):
     import json
 
-    from ppokit.train.cli import main
+    from ppokit.train.cli.main import main
 
     run = tmp_path / "run"
     argv = [

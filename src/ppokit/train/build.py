@@ -17,7 +17,7 @@ from ppokit.envs.structured import StructuredVecEnv
 
 if TYPE_CHECKING:
     from ppokit.objectives.ppo import ClipPPOLoss
-    from ppokit.train.config import TrainConfig
+    from ppokit.train.settings.config import TrainConfig
 
 __all__ = [
     "GaussianHead",
@@ -84,7 +84,7 @@ def build_actor_critic(
     (``[*B]`` or ``[*B, A]``) and ``"action_log_prob" [*B]``; the critic writes
     ``"state_value" [*B, 1]``. ``recurrent="lstm"``/``"gru"``: an encoder MLP, a
     ``recurrent_size`` core (one shared by both with ``recurrent_shared``) and linear heads
-    (:mod:`ppokit.train.recurrent_build`).
+    (:mod:`ppokit.train.recurrent.build`).
 
     Image observations (rank 3) get the Nature CNN instead
     (:func:`~ppokit.train.build_cnn.build_cnn_actor_critic`; ``share_trunk``: one trunk for
@@ -106,7 +106,7 @@ def build_actor_critic(
     from ppokit.modules.mlp import MLP
 
     if isinstance(env, StructuredVecEnv):  # Dict/Tuple/MultiDiscrete/masks: composite heads
-        from ppokit.train.structured import build_structured_actor_critic
+        from ppokit.train.structured.training import build_structured_actor_critic
 
         return build_structured_actor_critic(
             env,
@@ -128,7 +128,7 @@ def build_actor_critic(
         raise ValueError(f"activation must be one of {sorted(activations)}, got {activation!r}.")
     act_cls = activations[activation]
     if recurrent != "none":  # (images too: CNN -> core -> heads)
-        from ppokit.train.recurrent_build import build_recurrent_actor_critic
+        from ppokit.train.recurrent.build import build_recurrent_actor_critic
 
         return build_recurrent_actor_critic(
             env,
@@ -156,11 +156,11 @@ def build_actor_critic(
 
 def build_for_config(env: SpacesLike | StructuredVecEnv, cfg: TrainConfig) -> tuple[Any, Any]:
     """:func:`build_actor_critic` with a run's network fields: the one place that maps them,
-    so the trainer and :func:`~ppokit.train.policy.load_policy` build the same layout.
+    so the trainer and :func:`~ppokit.train.deploy.policy.load_policy` build the same layout.
 
     Example:
         >>> from ppokit.envs.gym import GymVecEnv
-        >>> from ppokit.train.config import TrainConfig
+        >>> from ppokit.train.settings.config import TrainConfig
         >>> with GymVecEnv("CartPole-v1", 1) as env:
         ...     actor, critic = build_for_config(env, TrainConfig(hidden_sizes=(8,)))
         >>> critic.module[0].out_features
@@ -254,7 +254,7 @@ def build_loss(
 
     Example:
         >>> from ppokit.envs.gym import GymVecEnv
-        >>> from ppokit.train.config import TrainConfig
+        >>> from ppokit.train.settings.config import TrainConfig
         >>> with GymVecEnv("CartPole-v1", 1) as env:
         ...     actor, critic = build_actor_critic(env)
         >>> loss = build_loss(actor, critic, TrainConfig(entropy_coef=0.01),

@@ -4,7 +4,7 @@
 advantages once (or per epoch with ``recompute_advantage``), a fresh permutation per epoch,
 the run's update step per minibatch (eager or fused), early stop on ``target_kl``, and the
 mean loss terms and diagnostics over the minibatches applied. Recurrent runs shuffle whole
-env sequences (:func:`~ppokit.train.sequences.minibatch_rows`).
+env sequences (:func:`~ppokit.train.recurrent.sequences.minibatch_rows`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 from tensordict import TensorDictBase
 
 from ppokit.distributed import global_standardize
-from ppokit.train.metrics import column_means
-from ppokit.train.sequences import minibatch_rows
+from ppokit.train.records.metrics import column_means
+from ppokit.train.recurrent.sequences import minibatch_rows
 
 if TYPE_CHECKING:
     from ppokit.train.trainer import PPOTrainer

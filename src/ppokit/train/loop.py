@@ -13,13 +13,23 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ppokit.train.config import config_to_dict
-from ppokit.train.metrics import MetricsLogger, mean_or_nan, progress_bar
-from ppokit.train.periodic_eval import BEST_NAME, consider_best, evaluate_if_due, run_evaluation
-from ppokit.train.provenance import record_session
-from ppokit.train.rundir import atomic_write_text, clean_stale_tmp, record_written, run_dir_lock
+from ppokit.train.evaluation.periodic import (
+    BEST_NAME,
+    consider_best,
+    evaluate_if_due,
+    run_evaluation,
+)
+from ppokit.train.records.metrics import MetricsLogger, mean_or_nan, progress_bar
+from ppokit.train.records.provenance import record_session
+from ppokit.train.records.rundir import (
+    atomic_write_text,
+    clean_stale_tmp,
+    record_written,
+    run_dir_lock,
+)
+from ppokit.train.records.tracking import Tracker, make_tracker, tracker_options
+from ppokit.train.settings.config import config_to_dict
 from ppokit.train.signals import stop_on_signals
-from ppokit.train.tracking import Tracker, make_tracker, tracker_options
 
 if TYPE_CHECKING:
     from ppokit.train.trainer import PPOTrainer

@@ -11,8 +11,8 @@ from typing import Any
 from torch import nn
 
 from ppokit.envs.sources import EnvSource, env_label
-from ppokit.train.config import TrainConfig, config_from_dict
-from ppokit.train.validation import check_resumable
+from ppokit.train.settings.config import TrainConfig, config_from_dict
+from ppokit.train.settings.validation import check_resumable
 
 __all__ = [
     "check_resumable",
@@ -35,7 +35,7 @@ def resolve_config(
         >>> resolve_config(None, env="Pendulum-v1", overrides={"seed": 2}).gamma  # its preset
         0.9
     """
-    from ppokit.train.presets import preset_config
+    from ppokit.train.settings.presets import preset_config
 
     if "env" in overrides:
         raise TypeError("Pass the environment as env=..., once (it is not a config override).")

@@ -7,7 +7,7 @@ the networks and reduce statistics through the :class:`World` object without a r
 :func:`train` is the one-call form. The pieces live beside it: networks
 (:mod:`~ppokit.train.build`), the update step (:mod:`~ppokit.train.update`), random state
 (:mod:`~ppokit.train.state`), signals (:mod:`~ppokit.train.signals`), loading a trained
-policy (:mod:`~ppokit.train.policy`).
+policy (:mod:`~ppokit.train.deploy.policy`).
 """
 
 from __future__ import annotations
@@ -44,8 +44,18 @@ from ppokit.train.build import (
     build_optimizer,
     unique_params,
 )
-from ppokit.train.checkpoint import load_checkpoint, save_checkpoint
-from ppokit.train.config import (
+from ppokit.train.deploy.policy import load_policy
+from ppokit.train.device import float_obs, move_modules, resolve_device
+from ppokit.train.epochs import LOG_PROB_KEY, run_epochs
+from ppokit.train.evaluation.evaluate import EvalResult
+from ppokit.train.guards import check_rollout_finite
+from ppokit.train.loop import TrainResult, run_loop
+from ppokit.train.normalization import ObservationNormalizer, RewardScaler
+from ppokit.train.precision import check_precision
+from ppokit.train.records.checkpoint import load_checkpoint, save_checkpoint
+from ppokit.train.records.rundir import record_written
+from ppokit.train.recurrent.sequences import RecurrentRollout
+from ppokit.train.settings.config import (
     TrainConfig,
     config_from_dict,
     config_to_dict,
@@ -53,16 +63,6 @@ from ppokit.train.config import (
     num_iterations,
     validate_config,
 )
-from ppokit.train.device import float_obs, move_modules, resolve_device
-from ppokit.train.epochs import LOG_PROB_KEY, run_epochs
-from ppokit.train.evaluate import EvalResult
-from ppokit.train.guards import check_rollout_finite
-from ppokit.train.loop import TrainResult, run_loop
-from ppokit.train.normalization import ObservationNormalizer, RewardScaler
-from ppokit.train.policy import load_policy
-from ppokit.train.precision import check_precision
-from ppokit.train.rundir import record_written
-from ppokit.train.sequences import RecurrentRollout
 from ppokit.train.setup import (
     check_resumable,
     checked_module,
@@ -72,7 +72,7 @@ from ppokit.train.setup import (
 )
 from ppokit.train.signals import StopRequest, sigint_ignored
 from ppokit.train.state import load_rng_state, rng_state, seed_everything
-from ppokit.train.structured import make_collector
+from ppokit.train.structured.training import make_collector
 from ppokit.train.update import make_update_step, update_kind
 
 __all__ = [
@@ -86,7 +86,7 @@ __all__ = [
 
 
 class PPOTrainer:
-    """PPO on a Gymnasium task, configured by a :class:`~ppokit.train.config.TrainConfig`.
+    """PPO on a Gymnasium task, configured by a :class:`~ppokit.train.settings.config.TrainConfig`.
 
     Args:
         cfg: the run's configuration (default: the preset of ``env``, or of ``cfg.env``).

@@ -2,9 +2,9 @@
 
 Each trial trains one run with configuration values drawn by a TPE sampler from
 :data:`SEARCH_SPACE` (or the subset the user names), evaluating deterministically every
-``eval_every`` iterations (:mod:`~ppokit.train.periodic_eval`). Those intermediate eval returns
-go to a median pruner, which stops trials doing worse than the median of earlier trials at the
-same step. A trial's value is the mean return of its final evaluation.
+``eval_every`` iterations (:mod:`~ppokit.train.evaluation.periodic`). Those intermediate eval
+returns go to a median pruner, which stops trials doing worse than the median of earlier trials
+at the same step. A trial's value is the mean return of its final evaluation.
 
 A study in a database (``sqlite:///study.db``) resumes: rerunning the same command loads it,
 counts its finished (complete or pruned) trials towards ``--trials`` and runs only the rest;
@@ -24,9 +24,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ppokit.train.config import TrainConfig, config_to_dict
-from ppokit.train.evaluate import EvalResult
-from ppokit.train.rundir import atomic_write_text
+from ppokit.train.evaluation.evaluate import EvalResult
+from ppokit.train.records.rundir import atomic_write_text
+from ppokit.train.settings.config import TrainConfig, config_to_dict
 
 __all__ = ["SEARCH_SPACE", "best_config_dict", "open_study", "run_study", "suggest_config"]
 

@@ -116,9 +116,9 @@ def make_update_step(
     """The run's update step: :class:`EagerUpdate`, or the fused graph with ``compile=True``.
 
     ``sequences=True``: minibatches are ``[B, L]`` env sequences, run with the recurrent
-    cores in sequence mode (:class:`ppokit.train.sequences.SequenceUpdate`). ``grad_sync``:
-    see :class:`EagerUpdate`; with ``compile=True`` the fused update then runs as two graphs
-    (gradients; clip and Adam) with the averaging between them.
+    cores in sequence mode (:class:`ppokit.train.recurrent.sequences.SequenceUpdate`).
+    ``grad_sync``: see :class:`EagerUpdate`; with ``compile=True`` the fused update then runs as
+    two graphs (gradients; clip and Adam) with the averaging between them.
 
     Raises:
         ValueError: ``compile=True`` and the fused graph cannot run this loss or optimizer
@@ -136,7 +136,7 @@ def make_update_step(
         ValueError: compile=True cannot be honoured: FusedPPOUpdate runs Adam's update rule ...
     """
     if not compile:  # (compile with a recurrent core is refused by the config)
-        from ppokit.train.sequences import SequenceUpdate
+        from ppokit.train.recurrent.sequences import SequenceUpdate
 
         return (SequenceUpdate if sequences else EagerUpdate)(
             loss,
