@@ -34,10 +34,16 @@ _POLL_SECONDS = 0.5
 
 @dataclass
 class SeedOutcome:
-    """How one seed's training ended: exit code (0 done, 130/143 interrupted, other failed)."""
+    """How one seed's training ended: exit code (0 done, 130/143 interrupted, other failed).
+
+    ``stop_requested`` says the sweep was being stopped (Ctrl-C or SIGTERM) when the seed
+    ended: a child still starting up has no signal handler of its own yet, so the signal
+    kills it (exit code -2 or -15) before it can save anything. That is a stop, not a failure.
+    """
 
     job: SeedJob
     returncode: int
+    stop_requested: bool = False
 
     @property
     def ok(self) -> bool:
@@ -46,8 +52,10 @@ class SeedOutcome:
 
     @property
     def interrupted(self) -> bool:
-        """Whether the run stopped on a signal with a checkpoint to resume from."""
-        return self.returncode in (128 + signal.SIGINT, 128 + signal.SIGTERM)
+        """Whether the run stopped on the sweep's stop: the next run resumes or restarts it."""
+        if self.returncode in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            return True  # the training process caught the signal and saved a checkpoint
+        return self.stop_requested and self.returncode in (-signal.SIGINT, -signal.SIGTERM)
 
 
 @dataclass
@@ -174,7 +182,7 @@ def run_seed_jobs(
                     continue
                 r.log.close()
                 del running[seed]
-                outcomes[seed] = outcome = SeedOutcome(r.job, code)
+                outcomes[seed] = outcome = SeedOutcome(r.job, code, stop_requested=bool(stop))
                 emit(_describe(outcome, time.monotonic() - r.started))
             bar.n = sum(
                 steps_per_seed if o.ok else _last_env_steps(o.job.run_dir)
@@ -209,7 +217,11 @@ def _describe(outcome: SeedOutcome, seconds: float) -> str:
     if outcome.ok:
         return f"seed {job.seed}: done in {seconds:.0f} s{_eval_text(job.run_dir)}"
     if outcome.interrupted:
-        return f"seed {job.seed}: stopped with a checkpoint (resumed on the next run)"
+        if (job.run_dir / "checkpoints" / "latest.pt").is_file():
+            return f"seed {job.seed}: stopped with a checkpoint (resumed on the next run)"
+        return (
+            f"seed {job.seed}: stopped before its first checkpoint (started over on the next run)"
+        )
     return (
         f"seed {job.seed}: FAILED (exit code {outcome.returncode}); log {job.log}:\n"
         f"{_tail(job.log)}"
