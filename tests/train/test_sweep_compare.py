@@ -143,16 +143,21 @@ def test_the_settings_that_differ_come_from_the_resolved_configs(tmp_path):
         {1: 3.0, 2: 4.0},
         config={**shared, "lr": 1e-4, "env_kwargs": {"a": False}},
     )
+    # seed and run_dir differ too, but they are not settings; a field a config.json lacks
+    # (written before the field existed) has today's default: env_kwargs {} on the base side
+    assert compare_sweeps([base, new])["differences"] == {
+        "env_kwargs": [{}, {"a": False}],
+        "lr": [3e-4, 1e-4],
+    }
+    old = _sweep(tmp_path / "old", "X-v0", {1: 7.0}, config={**shared, "lr": 3e-4})
+    newer = {**shared, "lr": 3e-4, "precision": "float32"}  # the new field at its default
+    (base / "seed-1" / "config.json").write_text(json.dumps(newer))
+    assert compare_sweeps([old, base])["differences"] == {}
     bare = _sweep(tmp_path / "bare", "X-v0", {1: 5.0, 2: 6.0})  # no config.json: unknown
     cmp = compare_sweeps([base, new, bare])
-    # seed and run_dir differ too, but they are not settings
-    assert cmp["differences"] == {
-        "env": ["X-v0", "X-v0", None],
-        "env_kwargs": [None, {"a": False}, None],
-        "lr": [3e-4, 1e-4, None],
-        "num_envs": [8, 8, None],
-    }
+    assert cmp["differences"]["lr"] == [3e-4, 1e-4, None]
+    assert cmp["differences"]["env_kwargs"] == [{}, {"a": False}, None]
     text = format_comparison(cmp)
     assert "| `lr` | 0.0003 | 0.0001 | ? |" in text
-    assert '| `env_kwargs` | ? | {"a": false} | ? |' in text
+    assert '| `env_kwargs` | {} | {"a": false} | ? |' in text
     assert compare_sweeps([base, base])["differences"] == {}

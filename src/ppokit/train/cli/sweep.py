@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from ppokit.train.cli.arguments import UsageError, resolve_train_config
-from ppokit.train.records.rundir import RunDirError, lock_run_dir, unlock_run_dir
+from ppokit.train.records.rundir import RunDirError, holds_run, lock_run_dir, unlock_run_dir
+from ppokit.train.settings.config import config_to_dict
 from ppokit.train.sweep.plan import (
+    SeedJob,
     SweepRecord,
     parse_seeds,
     plan_seeds,
     write_sweep_record,
 )
+from ppokit.train.sweep.settings import resolved_config, setting_differences, settings_as_flags
 
 __all__ = ["run_sweep", "run_sweep_aggregate", "run_sweep_compare"]
 
@@ -65,9 +68,11 @@ def _default_sweep_dir(env: str) -> Path:
     return Path("sweeps") / env.replace("/", "_").replace(":", "_")
 
 
-def _check_train_args(env: str, seeds: list[int], train_args: list[str], sweep_dir: Path) -> int:
+def _check_train_args(
+    env: str, seeds: list[int], train_args: list[str], sweep_dir: Path
+) -> dict[str, Any]:
     """Refuse the train flags the sweep owns and run the rest through ``ppokit train``'s
-    parser; returns the runs' ``total_steps``."""
+    parser; returns the settings a new seed resolves to (``config.json``'s values)."""
     for arg in train_args:
         flag = arg.split("=", 1)[0]
         if flag in _OWNED_FLAGS:
@@ -88,7 +93,34 @@ def _check_train_args(env: str, seeds: list[int], train_args: list[str], sweep_d
             f"the train flags {train_args} were refused by `ppokit train` (see above); "
             "nothing was launched."
         ) from None
-    return cfg.total_steps
+    return config_to_dict(cfg)
+
+
+def _check_same_settings(sweep_dir: Path, planned: list[SeedJob], new: dict[str, Any]) -> None:
+    """Refuse to train new seeds whose settings differ from the seeds already in the dir.
+
+    The train flags match (``sweep.json`` checked that), but the preset they apply over may
+    have changed since; seeds that resume keep their saved settings and are not affected.
+    """
+    if not any(job.action in ("start", "restart") for job in planned):
+        return
+    # only run dirs ppokit wrote count: a config.json of another origin says nothing
+    seeds = sorted(
+        int(p.name[5:]) for p in sweep_dir.glob("seed-*") if p.name[5:].isdigit() and holds_run(p)
+    )
+    old = resolved_config(sweep_dir, seeds)
+    differ = setting_differences([old, new]) if old is not None else {}
+    if not differ:
+        return
+    changes = ", ".join(f"{k} {was!r} -> {now!r}" for k, (was, now) in differ.items())
+    pin = settings_as_flags({k: was for k, (was, _) in differ.items()})
+    raise UsageError(
+        f"sweep dir {str(sweep_dir)!r}: its seeds trained with other settings than these flags "
+        f"resolve to now ({changes}); the preset or ppokit's defaults changed since, and "
+        "seeds with other settings are not comparable. Pick another --sweep-dir for the new "
+        "settings; to train more seeds with the old ones, sweep into another --sweep-dir with "
+        f"{pin} added to these flags."
+    )
 
 
 def run_sweep(argv: list[str]) -> int:
@@ -113,14 +145,16 @@ def run_sweep(argv: list[str]) -> int:
     sweep_dir: Path = args.sweep_dir or _default_sweep_dir(args.env)
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise UsageError(f"--sweep-dir {str(sweep_dir)!r} is a file; pick another --sweep-dir.")
-    steps = _check_train_args(args.env, seeds, train_args, sweep_dir)
+    new_settings = _check_train_args(args.env, seeds, train_args, sweep_dir)
     try:
         lock_run_dir(sweep_dir)
     except (RunDirError, OSError) as err:
         raise UsageError(f"sweep dir: {err}") from None
     try:
+        planned = plan_seeds(sweep_dir, args.env, seeds, tuple(train_args))
+        _check_same_settings(sweep_dir, planned, new_settings)
         _record(sweep_dir, SweepRecord(args.env, tuple(train_args), tuple(seeds)))
-        return _run(sweep_dir, args.env, seeds, tuple(train_args), args.jobs, steps)
+        return _run(sweep_dir, args.env, planned, args.jobs, int(new_settings["total_steps"]))
     finally:
         unlock_run_dir(sweep_dir)
 
@@ -134,15 +168,12 @@ def _record(sweep_dir: Path, record: SweepRecord) -> SweepRecord:
         raise UsageError(str(err)) from None
 
 
-def _run(
-    sweep_dir: Path, env: str, seeds: list[int], train_args: tuple[str, ...], jobs: int, steps: int
-) -> int:
+def _run(sweep_dir: Path, env: str, planned: list[SeedJob], jobs: int, steps: int) -> int:
     from ppokit.train.sweep.runner import run_seed_jobs
 
-    planned = plan_seeds(sweep_dir, env, seeds, train_args)
     todo = sum(j.action != "skip" for j in planned)
     print(
-        f"ppokit sweep: {env}, seeds {','.join(map(str, seeds))} -> {sweep_dir} "
+        f"ppokit sweep: {env}, seeds {','.join(str(j.seed) for j in planned)} -> {sweep_dir} "
         f"({todo} to train, {jobs} at a time)",
         flush=True,
     )

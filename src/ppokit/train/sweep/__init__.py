@@ -4,5 +4,6 @@
 :mod:`~ppokit.train.sweep.runner` runs the seeds as subprocesses;
 :mod:`~ppokit.train.sweep.stats` holds the statistics over seeds (IQM, bootstrap intervals);
 :mod:`~ppokit.train.sweep.aggregate` writes a sweep's figures;
-:mod:`~ppokit.train.sweep.compare` sets sweeps of one task side by side.
+:mod:`~ppokit.train.sweep.compare` sets sweeps of one task side by side;
+:mod:`~ppokit.train.sweep.settings` reads back and compares the settings the seeds trained with.
 """

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from ppokit.train.sweep.aggregate import read_sweep_scores
+from ppokit.train.sweep.settings import resolved_config, setting_differences
 from ppokit.train.sweep.stats import (
     BOOTSTRAP,
     improvement_ci,
@@ -48,7 +49,7 @@ from ppokit.train.sweep.stats import (
     summarize_scores,
 )
 
-__all__ = ["compare_sweeps", "format_comparison", "setting_differences"]
+__all__ = ["compare_sweeps", "format_comparison"]
 
 
 def _values(scores: dict[int, float]) -> np.ndarray:
@@ -67,7 +68,8 @@ def compare_sweeps(sweep_dirs: list[str | Path]) -> dict[str, Any]:
         median ``env_steps`` of its seeds, :func:`~ppokit.train.sweep.stats.summarize_scores`'
         figures, and (all but the baseline) ``p_improvement`` with ``p_improvement_ci95``
         (``None`` when either side has fewer than 2 seeds); ``differences``: the
-        :func:`setting_differences` of the sweeps' resolved configs.
+        :func:`~ppokit.train.sweep.settings.setting_differences` of the sweeps' resolved
+        configs.
 
     Raises:
         ValueError: fewer than two dirs, sweeps of different environments, or a sweep without
@@ -112,38 +114,9 @@ def compare_sweeps(sweep_dirs: list[str | Path]) -> dict[str, Any]:
         "bootstrap": dict(BOOTSTRAP),
         "sweeps": rows,
         "differences": setting_differences(
-            [_resolved_config(d, [s["seed"] for s in r["seeds"]]) for d, r in zip(dirs, reads)]
+            [resolved_config(d, [s["seed"] for s in r["seeds"]]) for d, r in zip(dirs, reads)]
         ),
     }
-
-
-#: config fields that differ between any two runs and say nothing about the settings
-_NOT_SETTINGS = frozenset({"seed", "run_dir", "overwrite", "progress", "track"})
-
-
-def _resolved_config(root: Path, seeds: list[int]) -> dict[str, Any] | None:
-    """The ``config.json`` of the sweep's first finished seed: the settings as resolved (the
-    preset of the day with the flags over it), which the flags alone do not show."""
-    for seed in seeds:
-        try:
-            return dict(json.loads((root / f"seed-{seed}" / "config.json").read_text()))
-        except (OSError, ValueError, TypeError):
-            continue
-    return None
-
-
-def setting_differences(configs: list[dict[str, Any] | None]) -> dict[str, list[Any]]:
-    """The settings whose resolved values differ between the sweeps, one value per sweep.
-
-    A sweep without a readable config gives ``None`` for every field.
-
-    Example:
-        >>> setting_differences([{"lr": 3e-4, "seed": 1}, {"lr": 1e-4, "seed": 2}])
-        {'lr': [0.0003, 0.0001]}
-    """
-    fields = sorted({k for c in configs if c for k in c} - _NOT_SETTINGS)
-    values = {f: [None if c is None else c.get(f) for c in configs] for f in fields}
-    return {f: v for f, v in values.items() if any(x != v[0] for x in v[1:])}
 
 
 def _num(value: float | None, digits: int = 1) -> str:
