@@ -21,8 +21,10 @@ from ppokit.train.settings.config import config_to_dict
 from ppokit.train.sweep.plan import (
     SeedJob,
     SweepRecord,
+    merge_sweep_record,
     parse_seeds,
     plan_seeds,
+    seed_run_dir,
     write_sweep_record,
 )
 from ppokit.train.sweep.settings import resolved_config, setting_differences, settings_as_flags
@@ -96,7 +98,9 @@ def _check_train_args(
     return config_to_dict(cfg)
 
 
-def _check_same_settings(sweep_dir: Path, planned: list[SeedJob], new: dict[str, Any]) -> None:
+def _check_same_settings(
+    sweep_dir: Path, seeds: tuple[int, ...], planned: list[SeedJob], new: dict[str, Any]
+) -> None:
     """Refuse to train new seeds whose settings differ from the seeds already in the dir.
 
     The train flags match (``sweep.json`` checked that), but the preset they apply over may
@@ -105,10 +109,7 @@ def _check_same_settings(sweep_dir: Path, planned: list[SeedJob], new: dict[str,
     if not any(job.action in ("start", "restart") for job in planned):
         return
     # only run dirs ppokit wrote count: a config.json of another origin says nothing
-    seeds = sorted(
-        int(p.name[5:]) for p in sweep_dir.glob("seed-*") if p.name[5:].isdigit() and holds_run(p)
-    )
-    old = resolved_config(sweep_dir, seeds)
+    old = resolved_config(sweep_dir, [s for s in seeds if holds_run(seed_run_dir(sweep_dir, s))])
     differ = setting_differences([old, new]) if old is not None else {}
     if not differ:
         return
@@ -152,20 +153,19 @@ def run_sweep(argv: list[str]) -> int:
         raise UsageError(f"sweep dir: {err}") from None
     try:
         planned = plan_seeds(sweep_dir, args.env, seeds, tuple(train_args))
-        _check_same_settings(sweep_dir, planned, new_settings)
-        _record(sweep_dir, SweepRecord(args.env, tuple(train_args), tuple(seeds)))
+        # the recorded flags first (another sweep altogether), then the settings they resolve
+        # to; sweep.json is written only once both agree
+        try:
+            record = merge_sweep_record(
+                sweep_dir, SweepRecord(args.env, tuple(train_args), tuple(seeds))
+            )
+            _check_same_settings(sweep_dir, record.seeds, planned, new_settings)
+            write_sweep_record(sweep_dir, record)
+        except (ValueError, OSError) as err:  # another sweep's dir, or an unreadable record
+            raise UsageError(str(err)) from None
         return _run(sweep_dir, args.env, planned, args.jobs, int(new_settings["total_steps"]))
     finally:
         unlock_run_dir(sweep_dir)
-
-
-def _record(sweep_dir: Path, record: SweepRecord) -> SweepRecord:
-    """Write ``sweep.json`` (:func:`~ppokit.train.sweep.plan.write_sweep_record`); a sweep
-    dir of another sweep is refused as a usage error."""
-    try:
-        return write_sweep_record(sweep_dir, record)
-    except (ValueError, OSError) as err:
-        raise UsageError(str(err)) from None
 
 
 def _run(sweep_dir: Path, env: str, planned: list[SeedJob], jobs: int, steps: int) -> int:

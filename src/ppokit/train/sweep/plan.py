@@ -31,6 +31,8 @@ __all__ = [
     "SWEEP_FILE",
     "SeedJob",
     "SweepRecord",
+    "is_resumable",
+    "merge_sweep_record",
     "parse_seeds",
     "plan_seeds",
     "read_sweep_record",
@@ -92,6 +94,11 @@ def seed_run_dir(sweep_dir: Path, seed: int) -> Path:
     return sweep_dir / f"seed-{seed}"
 
 
+def is_resumable(run: Path) -> bool:
+    """Whether the next run of the sweep resumes ``run`` (a checkpoint and its saved config)."""
+    return (run / "checkpoints" / "latest.pt").is_file() and (run / "config.json").is_file()
+
+
 def seed_log(sweep_dir: Path, seed: int) -> Path:
     """The log file of ``seed``'s training: ``sweep_dir/logs/seed-<seed>.log``."""
     return sweep_dir / "logs" / f"seed-{seed}.log"
@@ -134,8 +141,9 @@ def read_sweep_record(sweep_dir: Path) -> SweepRecord | None:
         ) from None
 
 
-def write_sweep_record(sweep_dir: Path, record: SweepRecord) -> SweepRecord:
-    """Write ``sweep.json``, merging the seeds of an earlier record of the same sweep.
+def merge_sweep_record(sweep_dir: Path, record: SweepRecord) -> SweepRecord:
+    """``record`` with the seeds of the earlier record of the same sweep in ``sweep_dir``
+    (first, in their order); nothing is written.
 
     Raises:
         ValueError: ``sweep_dir`` holds a sweep of another env or other train flags (its
@@ -153,6 +161,17 @@ def write_sweep_record(sweep_dir: Path, record: SweepRecord) -> SweepRecord:
             )
         merged = old.seeds + tuple(s for s in record.seeds if s not in old.seeds)
         record = SweepRecord(record.env, record.train_args, merged)
+    return record
+
+
+def write_sweep_record(sweep_dir: Path, record: SweepRecord) -> SweepRecord:
+    """Write ``sweep.json``, merging the seeds of an earlier record of the same sweep
+    (:func:`merge_sweep_record`).
+
+    Raises:
+        ValueError: ``sweep_dir`` holds a sweep of another env or other train flags.
+    """
+    record = merge_sweep_record(sweep_dir, record)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep_dir / SWEEP_FILE, record.to_json())
     return record
@@ -189,7 +208,7 @@ def plan_seeds(
         argv: tuple[str, ...]
         if (run / "summary.json").is_file():
             action, argv = "skip", ()
-        elif (run / "checkpoints" / "latest.pt").is_file() and (run / "config.json").is_file():
+        elif is_resumable(run):
             # the saved config carries the flags: --resume alone continues the same run
             action, argv = "resume", ("--resume", str(run), "--no-progress")
         else:

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from ppokit.train.sweep.plan import SeedJob
+from ppokit.train.sweep.plan import SeedJob, is_resumable
 
 __all__ = ["SeedOutcome", "run_seed_jobs"]
 
@@ -217,7 +217,7 @@ def _describe(outcome: SeedOutcome, seconds: float) -> str:
     if outcome.ok:
         return f"seed {job.seed}: done in {seconds:.0f} s{_eval_text(job.run_dir)}"
     if outcome.interrupted:
-        if (job.run_dir / "checkpoints" / "latest.pt").is_file():
+        if is_resumable(job.run_dir):
             return f"seed {job.seed}: stopped with a checkpoint (resumed on the next run)"
         return (
             f"seed {job.seed}: stopped before its first checkpoint (started over on the next run)"

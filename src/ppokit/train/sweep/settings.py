@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ppokit.train.settings.config import TrainConfig, config_to_dict
+from ppokit.train.sweep.plan import seed_run_dir
 
-__all__ = ["NOT_SETTINGS", "resolved_config", "setting_differences", "settings_as_flags"]
+__all__ = ["resolved_config", "setting_differences", "settings_as_flags"]
 
 #: config fields that differ between any two runs and say nothing about the settings
-NOT_SETTINGS = frozenset({"seed", "run_dir", "overwrite", "progress", "track"})
+_NOT_SETTINGS = frozenset({"seed", "run_dir", "overwrite", "progress", "track"})
 
 
 def resolved_config(root: Path, seeds: list[int]) -> dict[str, Any] | None:
@@ -35,7 +36,7 @@ def resolved_config(root: Path, seeds: list[int]) -> dict[str, Any] | None:
     defaults = config_to_dict(TrainConfig())
     for seed in seeds:
         try:
-            saved = json.loads((root / f"seed-{seed}" / "config.json").read_text())
+            saved = json.loads((seed_run_dir(root, seed) / "config.json").read_text())
         except (OSError, ValueError):
             continue
         if isinstance(saved, dict):
@@ -48,7 +49,7 @@ def setting_differences(configs: list[dict[str, Any] | None]) -> dict[str, list[
 
     A missing config (``None``) gives ``None`` for every field.
     """
-    fields = sorted({k for c in configs if c for k in c} - NOT_SETTINGS)
+    fields = sorted({k for c in configs if c for k in c} - _NOT_SETTINGS)
     values = {f: [None if c is None else c.get(f) for c in configs] for f in fields}
     return {f: v for f, v in values.items() if any(x != v[0] for x in v[1:])}
 
